@@ -1,0 +1,40 @@
+"""Diagnostics: the one error shape every user-facing check produces (stable code, where, numbers, fix).
+Pure data; shared by spec loading, rules, verification and the runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str  # stable, e.g. AOTC-SMEM-001
+    message: str  # what is wrong, with the numbers
+    spec: str = ""  # spec name ("" when not about one spec)
+    file: str = ""  # file the spec came from
+    fix: str = ""  # what to do
+    details: dict = field(default_factory=dict)  # machine-readable numbers (json output)
+
+    def format(self) -> str:
+        where = ":".join(p for p in (self.file, self.spec) if p)
+        head = f"{self.code} {where}: {self.message}" if where else f"{self.code}: {self.message}"
+        return head + (f"\n  fix: {self.fix}" if self.fix else "")
+
+    def to_json(self) -> dict:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "spec": self.spec,
+            "file": self.file,
+            "fix": self.fix,
+            "details": self.details,
+        }
+
+
+class AotcError(Exception):
+    """An error that carries diagnostics; the CLI prints them and exits non-zero."""
+
+    def __init__(self, diagnostics: list[Diagnostic] | Diagnostic):
+        self.diagnostics = [diagnostics] if isinstance(diagnostics, Diagnostic) else list(diagnostics)
+        super().__init__("\n".join(d.format() for d in self.diagnostics))

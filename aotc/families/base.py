@@ -1,0 +1,148 @@
+"""The contract every kernel family implements: its typed parameter schema, its byte-exact SMEM
+model, its legality rules, its template and render context, and its runtime argument ABI.
+Pure Python (no Jinja2, no nvcc): the runtime imports families to pack launch arguments.
+
+Subclass contract
+-----------------
+- `name`: stable family id used in specs and cache keys (never rename: it is part of every key).
+- `fields`: name -> Field. Every spec value is validated against it before anything else sees it;
+  only validated, typed values reach templates.
+- `requires(p)`: arch features (aotc.arch constants) the rendered kernel uses.
+- `smem(p, arch)`: SmemModel whose total equals the compiler's sizeof(SharedStorage) (+ dynamic
+  extras the kernel requests); proven by tests/test_smem_probe.py against real sizeof probes.
+- `check(p, arch)`: extra legality diagnostics (shapes, alignment, dtypes); [] when legal.
+- `template`: path of the Jinja2 template under templates/; `render_context(p, arch)` its inputs.
+- `probe_template`: template that prints sizeof(SharedStorage) parts on the host (SMEM ground truth).
+- `expected_mma(arch)`: SASS opcode family the verified cubin must contain (e.g. "OMMA", "HMMA").
+- `args_struct`: ctypes.Structure mirroring the C `AotcArgs` of the template (runtime ABI).
+Raise nothing for bad parameters: return diagnostics. Exceptions are for bugs.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ..arch import Arch
+from ..diagnostics import Diagnostic
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Field:
+    """One typed spec parameter. `kind` is int, str, bool, or "shape" (tuple of ints)."""
+
+    kind: Any
+    doc: str
+    default: Any = _REQUIRED
+    choices: tuple | None = None
+    min: int | None = None
+    max: int | None = None
+    length: int | None = None  # for shapes
+    multiple_of: int | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+    def coerce(self, name: str, value: Any) -> tuple[Any, str | None]:
+        """Return (typed value, None) or (None, error text)."""
+        if self.kind == "shape":
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value
+            ):
+                return None, f"{name} must be a list of integers, got {value!r}"
+            if self.length is not None and len(value) != self.length:
+                return None, f"{name} must have {self.length} entries, got {len(value)}"
+            value = tuple(value)
+            items = value
+        elif self.kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                return None, f"{name} must be an integer, got {value!r}"
+            items = (value,)
+        elif self.kind is bool:
+            if not isinstance(value, bool):
+                return None, f"{name} must be true or false, got {value!r}"
+            items = ()
+        elif self.kind is str:
+            if not isinstance(value, str):
+                return None, f"{name} must be a string, got {value!r}"
+            items = ()
+        else:  # pragma: no cover - schema bug
+            raise TypeError(f"unknown field kind {self.kind!r}")
+        if self.choices is not None and value not in self.choices:
+            shown = ", ".join(repr(c) for c in self.choices)
+            return None, f"{name} = {value!r} is not one of {shown}"
+        for v in items:
+            if self.min is not None and v < self.min:
+                return None, f"{name} = {value!r}: every value must be >= {self.min}"
+            if self.max is not None and v > self.max:
+                return None, f"{name} = {value!r}: every value must be <= {self.max}"
+            if self.multiple_of and v % self.multiple_of:
+                return None, f"{name} = {value!r}: every value must be a multiple of {self.multiple_of}"
+        return value, None
+
+
+@dataclass(frozen=True)
+class SmemModel:
+    """Per-component bytes of a kernel's shared memory, in layout order, and what was chosen
+    (e.g. the stage count an `auto` spec resolved to)."""
+
+    components: tuple[tuple[str, int], ...]
+    chosen: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(b for _, b in self.components)
+
+    def to_json(self) -> dict:
+        return {"total": self.total, "components": dict(self.components), "chosen": dict(self.chosen)}
+
+
+class Family(ABC):
+    name: ClassVar[str]
+    doc: ClassVar[str]
+    fields: ClassVar[dict[str, Field]]
+    template: ClassVar[str]
+    probe_template: ClassVar[str]
+    args_struct: ClassVar[type[ctypes.Structure]]
+
+    @abstractmethod
+    def requires(self, p: dict) -> frozenset[str]: ...
+
+    @abstractmethod
+    def smem(self, p: dict, arch: Arch) -> SmemModel: ...
+
+    @abstractmethod
+    def check(self, p: dict, arch: Arch) -> list[Diagnostic]: ...
+
+    @abstractmethod
+    def render_context(self, p: dict, arch: Arch) -> dict: ...
+
+    @abstractmethod
+    def expected_mma(self, p: dict, arch: Arch) -> str | None: ...
+
+    def fit_hint(self, p: dict, arch: Arch) -> str:
+        """A concrete fix when the SMEM model exceeds the budget (override for better advice)."""
+        return "choose a smaller tile or fewer stages"
+
+    def validate(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """Typed params (defaults filled) and a list of error texts."""
+        errors = [f"unknown parameter {k!r} (known: {', '.join(self.fields)})" for k in raw if k not in self.fields]
+        typed: dict[str, Any] = {}
+        for key, f in self.fields.items():
+            if key not in raw:
+                if f.required:
+                    errors.append(f"missing required parameter {key!r} ({f.doc})")
+                else:
+                    typed[key] = f.default
+                continue
+            value, err = f.coerce(key, raw[key])
+            if err:
+                errors.append(err)
+            else:
+                typed[key] = value
+        return typed, errors
