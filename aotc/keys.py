@@ -1,0 +1,54 @@
+"""Keys: the spec key (what the runtime looks up: family + params + target) and the action key
+(what the build caches: everything that determines the compiler's output). Pure functions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from . import ABI_VERSION
+
+
+def canonical_json(value: Any) -> str:
+    """Stable JSON: sorted keys, tuples as lists, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=list)
+
+
+def sha256_hex(data: bytes | str) -> str:
+    if isinstance(data, str):
+        data = data.encode()
+    return hashlib.sha256(data).hexdigest()
+
+
+def spec_key(family: str, params: dict[str, Any], arch: str) -> str:
+    """Lookup key of a kernel: the same family, params and target always give the same key."""
+    return sha256_hex(canonical_json({"abi": ABI_VERSION, "family": family, "params": params, "arch": arch}))
+
+
+def action_inputs(
+    source: str, toolchain_identity: str, flags: list[str], arch: str, headers: dict[str, str]
+) -> dict[str, Any]:
+    """Everything that determines the compiler's output. `headers`: path -> sha256 of every header
+    the compile actually read (from nvcc's dependency output)."""
+    return {
+        "abi": ABI_VERSION,
+        "source_sha256": sha256_hex(source),
+        "toolchain": toolchain_identity,
+        "flags": list(flags),
+        "arch": arch,
+        "headers": dict(sorted(headers.items())),
+    }
+
+
+def action_key(inputs: dict[str, Any]) -> str:
+    return sha256_hex(canonical_json(inputs))
+
+
+def prekey(source: str, toolchain_identity: str, flags: list[str], arch: str) -> str:
+    """Key of everything known before compiling; maps to the header sets seen for it (ccache's
+    direct mode), from which the action key is recomputed without running the compiler."""
+    return sha256_hex(
+        canonical_json({"abi": ABI_VERSION, "source_sha256": sha256_hex(source), "toolchain": toolchain_identity,
+                        "flags": list(flags), "arch": arch})
+    )
