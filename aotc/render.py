@@ -1,0 +1,64 @@
+"""Render: KernelSpec x Arch -> Source (the text of one CUDA translation unit). Jinja2 with
+StrictUndefined and deterministic output; the context comes only from the family's typed params.
+Build side only: the runtime never imports this module."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import jinja2
+
+from .arch import Arch
+from .families import get_family
+from .keys import sha256_hex
+from .resources import templates_dir
+from .spec import KernelSpec
+
+
+@dataclass(frozen=True)
+class Source:
+    text: str
+    template: str  # template path under templates/
+    template_sha256: str  # digest of the template file itself (the rendered text already covers it)
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def _context(spec: KernelSpec, arch: Arch) -> dict:
+    family = get_family(spec.family)
+    ctx = dict(family.render_context(spec.params, arch))
+    ctx.setdefault("smem_budget", arch.smem_optin_bytes)
+    ctx.setdefault("arch_sm", arch.sm)
+    ctx.setdefault("spec_name", spec.name)
+    return ctx
+
+
+def _render(template_name: str, ctx: dict) -> Source:
+    env = environment()
+    template = env.get_template(template_name)
+    text = template.render(**ctx)
+    raw = (templates_dir() / template_name).read_bytes()
+    return Source(text, template_name, sha256_hex(raw))
+
+
+def render(spec: KernelSpec, arch: Arch) -> Source:
+    """The kernel translation unit (device kernel + host helper, see docs/CONTRACTS.md)."""
+    header = f"// aotc: {spec.name} ({spec.family}) for {arch.nvcc_name}\n"
+    src = _render(get_family(spec.family).template, _context(spec, arch))
+    return Source(header + src.text, src.template, src.template_sha256)
+
+
+def render_probe(spec: KernelSpec, arch: Arch) -> Source:
+    """The host-only sizeof probe of the same kernel type (SMEM ground truth)."""
+    return _render(get_family(spec.family).probe_template, _context(spec, arch))

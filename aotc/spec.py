@@ -1,0 +1,169 @@
+"""Tile specs: TOML files -> validated, typed, sweep-expanded KernelSpecs.
+
+A file holds `[[kernel]]` tables: `name`, `family`, optional `archs`, and the family's parameters.
+A list where the family expects one value (a list of lists for a shape) is a sweep: the cartesian
+product of all sweeps becomes one KernelSpec each. Every problem is a Diagnostic (AOTC-SPEC-*),
+never an exception, so one bad spec never hides the others.
+"""
+
+from __future__ import annotations
+
+import itertools
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .arch import UnknownArchError, get_arch
+from .diagnostics import Diagnostic
+from .families import FAMILY_MODULES, UnknownFamilyError, get_family
+from .resources import catalog_dir
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+_RESERVED = ("name", "family", "archs", "doc")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    name: str  # unique: base name plus the swept values, e.g. moe_w4a4/tile=128x128x256
+    family: str
+    params: dict[str, Any] = field(hash=False)
+    archs: tuple[str, ...]  # () = every arch whose rules accept it
+    file: str = ""
+    doc: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "family": self.family, "params": self.params, "archs": list(self.archs),
+                "file": self.file}
+
+
+@dataclass
+class LoadResult:
+    specs: list[KernelSpec]
+    diagnostics: list[Diagnostic]
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, (list, tuple)):
+        return "x".join(str(v) for v in value)
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _is_sweep(family, key: str, value: Any) -> bool:
+    f = family.fields.get(key)
+    if f is None or not isinstance(value, list):
+        return False
+    if f.kind == "shape":
+        return bool(value) and all(isinstance(v, list) for v in value)
+    return True
+
+
+def expand_table(table: dict[str, Any], file: str) -> LoadResult:
+    """One `[[kernel]]` table -> its expanded specs, or diagnostics."""
+    diags: list[Diagnostic] = []
+    name = table.get("name")
+    where = dict(file=file, spec=str(name or "?"))
+    if not isinstance(name, str) or not name or any(c in name for c in "/ ,="):
+        diags.append(Diagnostic("AOTC-SPEC-002", f"kernel needs a `name` without '/', ',', '=' or spaces; got {name!r}",
+                                fix='add e.g. name = "moe_w4a4"', **where))
+        return LoadResult([], diags)
+    family_name = table.get("family")
+    try:
+        family = get_family(str(family_name))
+    except UnknownFamilyError:
+        diags.append(Diagnostic("AOTC-SPEC-003", f"unknown family {family_name!r}",
+                                fix=f"use one of: {', '.join(FAMILY_MODULES)}", **where))
+        return LoadResult([], diags)
+    archs_raw = table.get("archs", [])
+    archs: list[str] = []
+    if not isinstance(archs_raw, list):
+        archs_raw = [archs_raw]
+    for a in archs_raw:
+        try:
+            archs.append(get_arch(str(a)).name)
+        except UnknownArchError as e:
+            diags.append(Diagnostic("AOTC-SPEC-006", str(e), fix="fix the `archs` list", **where))
+    params_raw = {k: v for k, v in table.items() if k not in _RESERVED}
+    swept = [k for k, v in params_raw.items() if _is_sweep(family, k, v)]
+    if any(not params_raw[k] for k in swept):
+        diags.append(Diagnostic("AOTC-SPEC-007", "a sweep list is empty", fix="give at least one value", **where))
+    if diags:
+        return LoadResult([], diags)
+    specs = []
+    for combo in itertools.product(*(params_raw[k] for k in swept)):
+        raw = dict(params_raw)
+        raw.update(zip(swept, combo))
+        full_name = name + ("/" + ",".join(f"{k}={_format_value(v)}" for k, v in zip(swept, combo)) if swept else "")
+        typed, errors = family.validate(raw)
+        if errors:
+            diags.extend(Diagnostic("AOTC-SPEC-004", e, file=file, spec=full_name,
+                                    fix=f"see `aotc families {family.name}` for the parameters") for e in errors)
+            continue
+        specs.append(KernelSpec(full_name, family.name, typed, tuple(archs), file, str(table.get("doc", ""))))
+    return LoadResult(specs, diags)
+
+
+def load_spec_file(path: Path) -> LoadResult:
+    file = str(path)
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        return LoadResult([], [Diagnostic("AOTC-SPEC-001", f"cannot read spec file: {e.strerror}", file=file)])
+    except tomllib.TOMLDecodeError as e:
+        return LoadResult([], [Diagnostic("AOTC-SPEC-001", f"not valid TOML: {e}", file=file,
+                                          fix="fix the syntax at the line shown")])
+    tables = data.get("kernel")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        return LoadResult([], [Diagnostic("AOTC-SPEC-001", "expected one or more [[kernel]] tables", file=file,
+                                          fix="start each spec with a [[kernel]] line")])
+    result = LoadResult([], [])
+    for table in tables:
+        part = expand_table(table, file)
+        result.specs.extend(part.specs)
+        result.diagnostics.extend(part.diagnostics)
+    return result
+
+
+def default_spec_files() -> list[Path]:
+    return sorted(catalog_dir().glob("*.toml"))
+
+
+def load_specs(paths: list[Path] | None = None) -> LoadResult:
+    """Load spec files (directories are searched for *.toml); default: the embedded catalog."""
+    files: list[Path] = []
+    for p in paths or default_spec_files():
+        p = Path(p)
+        files.extend(sorted(p.glob("*.toml")) if p.is_dir() else [p])
+    result = LoadResult([], [])
+    seen: dict[str, str] = {}
+    for f in files:
+        part = load_spec_file(f)
+        for spec in part.specs:
+            if spec.name in seen:
+                result.diagnostics.append(Diagnostic(
+                    "AOTC-SPEC-005", f"duplicate kernel name (first defined in {seen[spec.name]})",
+                    file=spec.file, spec=spec.name, fix="give each [[kernel]] a unique name"))
+                continue
+            seen[spec.name] = spec.file
+            result.specs.append(spec)
+        result.diagnostics.extend(part.diagnostics)
+    return result
+
+
+def filter_specs(specs: list[KernelSpec], patterns: list[str]) -> list[KernelSpec]:
+    """Keep specs whose name or family matches any shell-style pattern (substring if no wildcard)."""
+    import fnmatch
+
+    if not patterns:
+        return specs
+
+    def match(spec: KernelSpec, pat: str) -> bool:
+        if any(c in pat for c in "*?["):
+            return fnmatch.fnmatchcase(spec.name, pat) or fnmatch.fnmatchcase(spec.family, pat)
+        return pat in spec.name or pat == spec.family
+
+    return [s for s in specs if any(match(s, p) for p in patterns)]
