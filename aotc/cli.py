@@ -1,0 +1,297 @@
+"""Command line: `aotc check | build | ls | show | verify | gc | explain | doctor | families`.
+Parses arguments, calls one module per verb, prints for people (or --json for scripts), and maps
+outcomes to exit codes: 0 all good, 1 something rejected or failed, 2 bad usage or environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .arch import ARCHES, UnknownArchError, parse_arch_list
+from .diagnostics import AotcError, Diagnostic
+
+EXAMPLES = """\
+examples:
+  aotc check                          validate the default catalog for sm120a (milliseconds, no GPU)
+  aotc check --arch sm120a,sm90a my_specs.toml
+  aotc build --arch sm120a            build every catalog kernel for SM120 into the cache
+  aotc build --arch sm90a --filter grouped_gemm_sm80 -j 4
+  aotc ls                             what the cache holds
+  aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
+  aotc verify                         re-hash every stored blob; quarantine corrupt ones
+  aotc gc --max-age-days 30           drop entries unreachable from the catalog or older than 30 days
+  aotc doctor                         toolchain, CUTLASS, memory and GPU as aotc sees them
+
+cache location: --cache-dir, else $AOTC_CACHE_DIR, else cache/ of a source checkout, else ~/.cache/aotc
+"""
+
+
+def _emit(args, payload: dict, text: str) -> None:
+    if args.json:
+        print(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    elif text:
+        print(text)
+
+
+def _cache(args):
+    from .cache import Cache, default_cache_dir
+
+    return Cache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
+
+
+def _load(args):
+    from .spec import filter_specs, load_specs
+
+    loaded = load_specs([Path(p) for p in args.specs] or None)
+    return filter_specs(loaded.specs, getattr(args, "filter", None) or []), loaded.diagnostics
+
+
+def _print_diags(diags: list[Diagnostic]) -> None:
+    for d in diags:
+        print(d.format(), file=sys.stderr)
+
+
+# ---- check ---------------------------------------------------------------------------------------
+def cmd_check(args) -> int:
+    from .rules import check
+
+    archs = parse_arch_list(args.arch)
+    specs, load_diags = _load(args)
+    verdicts = [check(s, a) for s in specs for a in archs]
+    rejected = [v for v in verdicts if v.applicable and not v.ok]
+    lines = []
+    for v in verdicts:
+        if not v.applicable:
+            lines.append(f"skip  {v.spec.name:<48} {v.arch.name:<7} {v.diagnostics[0].message}")
+        elif v.ok:
+            smem = f"smem {v.smem.total:>7,} / {v.arch.smem_optin_bytes:,} B" if v.smem else ""
+            chosen = " ".join(f"{k}={val}" for k, val in v.smem.chosen) if v.smem else ""
+            lines.append(f"ok    {v.spec.name:<48} {v.arch.name:<7} {smem} {chosen}".rstrip())
+        else:
+            lines.append(f"FAIL  {v.spec.name:<48} {v.arch.name:<7}")
+            lines.extend("      " + d.format().replace("\n", "\n      ") for d in v.diagnostics)
+    lines.extend(d.format() for d in load_diags)
+    n_ok = sum(v.ok for v in verdicts)
+    lines.append(f"{n_ok} ok, {len(rejected)} rejected, {len(verdicts) - n_ok - len(rejected)} not applicable, "
+                 f"{len(load_diags)} spec errors")
+    _emit(args, {"ok": not rejected and not load_diags, "verdicts": [v.to_json() for v in verdicts],
+                 "spec_errors": [d.to_json() for d in load_diags]}, "\n".join(lines))
+    return 1 if rejected or load_diags else 0
+
+
+# ---- build ---------------------------------------------------------------------------------------
+def cmd_build(args) -> int:
+    from .build import FAILED, build
+
+    archs = parse_arch_list(args.arch)
+    specs, load_diags = _load(args)
+    _print_diags(load_diags)
+    if not specs:
+        print("no kernel specs matched; see `aotc check` and --filter", file=sys.stderr)
+        return 1
+    cache = _cache(args)
+    summary = build(specs, archs, cache, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    failed = [r for r in summary.results if r.status == FAILED]
+    lines = [f"built {summary.count('built')}, cache hits {summary.count('hit')}, failed {len(failed)}, "
+             f"skipped {summary.count('skipped')} (not applicable to the arch) in {summary.seconds:.2f}s "
+             f"with {summary.jobs} jobs; cache: {cache.root}"]
+    for r in failed:
+        lines.append(f"FAILED {r.spec.name} ({r.arch.name})" + (f": log {r.log_path}" if r.log_path else ""))
+        lines.extend("  " + d.format().replace("\n", "\n  ") for d in r.diagnostics)
+    _emit(args, {**summary.to_json(), "spec_errors": [d.to_json() for d in load_diags]}, "\n".join(lines))
+    return 1 if failed or load_diags else 0
+
+
+# ---- cache views ---------------------------------------------------------------------------------
+def _find_manifest(cache, what: str):
+    """A manifest by action key (or unique prefix), spec key, or kernel name."""
+    entries = list(cache.entries())
+    matches = [m for m in entries if m["key"].startswith(what) or m.get("spec_key", "").startswith(what)
+               or m.get("name") == what]
+    if len(matches) > 1 and not all(m.get("name") == what for m in matches):
+        raise AotcError(Diagnostic("AOTC-CLI-002", f"{what!r} matches {len(matches)} entries",
+                                   fix="give more characters of the key"))
+    if not matches:
+        raise AotcError(Diagnostic("AOTC-CLI-001", f"no cache entry matches {what!r}",
+                                   fix="list entries with `aotc ls`"))
+    return matches
+
+
+def cmd_ls(args) -> int:
+    cache = _cache(args)
+    entries = sorted(cache.entries(), key=lambda m: (m.get("name", ""), m.get("arch", "")))
+    if args.family:
+        entries = [m for m in entries if m.get("family") == args.family]
+    lines = [f"{'key':<14} {'arch':<7} {'regs':>4} {'smem B':>8} {'compile':>8}  name"]
+    for m in entries:
+        res = m.get("resources") or {}
+        smem = (m.get("smem_model") or {}).get("total", res.get("smem_dynamic", 0))
+        lines.append(f"{m['key'][:12]:<14} {m['arch']:<7} {res.get('registers', '?'):>4} {smem:>8,} "
+                     f"{m.get('compile_seconds', 0):>7.1f}s  {m.get('name')}")
+    lines.append(f"{len(entries)} entries in {cache.root}")
+    _emit(args, {"root": str(cache.root), "entries": entries}, "\n".join(lines))
+    return 0
+
+
+def cmd_show(args) -> int:
+    matches = _find_manifest(_cache(args), args.key)
+    _emit(args, {"entries": matches}, "\n\n".join(json.dumps(m, indent=2, sort_keys=True) for m in matches))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    report = _cache(args).verify()
+    data = report if isinstance(report, dict) else report.to_json()
+    bad = data.get("corrupt", []) or data.get("broken_entries", [])
+    text = json.dumps(data, indent=2, sort_keys=True, default=str)
+    _emit(args, data, text)
+    return 1 if bad else 0
+
+
+def cmd_gc(args) -> int:
+    from .keys import spec_key
+    from .rules import check
+
+    keep = None
+    if not args.keep_unreachable:
+        specs, _ = _load(args)
+        keep = {spec_key(s.family, s.params, a.name) for s in specs for a in ARCHES.values() if check(s, a).ok}
+    older = args.max_age_days * 86400 if args.max_age_days is not None else None
+    report = _cache(args).gc(keep_spec_keys=keep, older_than_seconds=older, dry_run=args.dry_run)
+    data = report if isinstance(report, dict) else report.to_json()
+    _emit(args, data, json.dumps(data, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def cmd_explain(args) -> int:
+    from .build import Builder
+    from .keys import spec_key
+    from .rules import check
+
+    specs, diags = _load(args)
+    matches = [s for s in specs if s.name == args.name] or [s for s in specs if args.name in s.name]
+    if len(matches) != 1:
+        names = ", ".join(s.name for s in matches[:10]) or "none"
+        raise AotcError(Diagnostic("AOTC-CLI-003", f"{args.name!r} matches {len(matches)} specs ({names})",
+                                   fix="give the full kernel name as `aotc check` prints it"))
+    spec, arch = matches[0], parse_arch_list(args.arch)[0]
+    cache = _cache(args)
+    verdict = check(spec, arch)
+    builder = Builder(cache)
+    source, flags, pk = builder.plan(spec, arch)
+    key = cache.lookup_prekey(pk, builder.hash_file)
+    manifest = cache.get_manifest(key) if key else None
+    data = {"spec": spec.to_json(), "arch": arch.name, "verdict": verdict.to_json(),
+            "spec_key": spec_key(spec.family, spec.params, arch.name), "prekey": pk,
+            "template": source.template, "source_lines": source.text.count("\n"),
+            "toolchain": {"identity": builder.toolchain.identity, "nvcc": str(builder.toolchain.nvcc),
+                          "source": builder.toolchain.source, "version": builder.toolchain.version},
+            "flags": flags, "action_key": key, "cached": manifest is not None,
+            "inputs": manifest["inputs"] if manifest else None}
+    text = [f"{spec.name} for {arch.name}", f"  spec key   {data['spec_key']}", f"  prekey     {pk}",
+            f"  template   {source.template}", f"  toolchain  {builder.toolchain.version} ({builder.toolchain.source})",
+            f"  flags      {' '.join(flags)}"]
+    if manifest:
+        headers = manifest["inputs"]["headers"]
+        text += [f"  action key {key} (cached)", f"  headers    {len(headers)} files, e.g.:"]
+        text += [f"    {h} {d[:12]}" for h, d in list(headers.items())[:8]]
+    else:
+        text.append("  action key unknown until compiled: no stored header set matches (it would rebuild)")
+    _emit(args, data, "\n".join(text))
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from .toolchain import doctor
+
+    data = doctor()
+    _emit(args, data, "\n".join(f"{k:<22} {v}" for k, v in data.items()))
+    return 0
+
+
+def cmd_families(args) -> int:
+    from .families import all_families
+
+    fams = all_families()
+    if args.name:
+        fams = {args.name: fams[args.name]} if args.name in fams else {}
+    data, lines = {}, []
+    for name, fam in fams.items():
+        fields = {k: {"kind": getattr(f.kind, "__name__", f.kind), "doc": f.doc,
+                      "default": None if f.required else f.default, "choices": f.choices}
+                  for k, f in fam.fields.items()}
+        data[name] = {"doc": fam.doc, "fields": fields}
+        lines.append(f"{name}: {fam.doc}")
+        for k, f in fields.items():
+            extra = f" one of {list(f['choices'])}" if f["choices"] else ""
+            default = "required" if f["default"] is None and fam.fields[k].required else f"default {f['default']!r}"
+            lines.append(f"  {k:<14} {f['kind']:<6} {default}{extra}: {f['doc']}")
+    _emit(args, data, "\n".join(lines))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="aotc", description="Ahead-of-time kernel compiler and cubin cache for "
+                                  "SM120/SM121 GPUs: tile specs are checked against the 99 KB SMEM budget and the "
+                                  "tcgen05 ban, rendered from CUTLASS/CuTe templates, compiled, verified and cached.",
+                                  epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    archs = ", ".join(ARCHES)
+
+    def add(name, fn, help_, specs=False, arch=None):
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(fn=fn)
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+        p.add_argument("--cache-dir", help="cache root (default: $AOTC_CACHE_DIR, checkout cache/, ~/.cache/aotc)")
+        if specs:
+            p.add_argument("specs", nargs="*", help="spec files or folders (default: the embedded catalog)")
+            p.add_argument("--filter", action="append", help="keep kernels whose name contains (or family equals) "
+                           "this; shell wildcards allowed; repeatable")
+        if arch:
+            p.add_argument("--arch", default=arch, help=f"comma-separated targets (default {arch}); known: {archs}")
+        return p
+
+    add("check", cmd_check, "validate tile specs against the arch rules (no GPU, no compiler)", True, "sm120a")
+    b = add("build", cmd_build, "render, compile, verify and cache every matching kernel", True, "sm120a")
+    b.add_argument("-j", "--jobs", type=int, help="parallel compiles (default: capped by cores and free memory)")
+    b.add_argument("--force", action="store_true", help="compile even when the cache holds the result")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    ls = add("ls", cmd_ls, "list cache entries")
+    ls.add_argument("--family", help="only this family")
+    show = add("show", cmd_show, "print the manifest of an entry")
+    show.add_argument("key", help="action key (or a unique prefix), spec key, or kernel name")
+    add("verify", cmd_verify, "re-hash every stored blob; quarantine corrupt ones and drop their refs")
+    gc = add("gc", cmd_gc, "drop entries not reachable from the catalog, or older than a bound", True)
+    gc.add_argument("--max-age-days", type=float, help="also drop entries built longer ago than this")
+    gc.add_argument("--keep-unreachable", action="store_true", help="only apply --max-age-days")
+    gc.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
+    ex = add("explain", cmd_explain, "show the content key of a spec and every input that goes into it",
+             arch="sm120a")
+    ex.add_argument("name", help="kernel name as `aotc check` prints it")
+    ex.add_argument("--spec", dest="specs", action="append", default=[], help="spec file (default: the catalog)")
+    add("doctor", cmd_doctor, "report the toolchain, CUTLASS, memory and GPU aotc would use")
+    fam = add("families", cmd_families, "list kernel families and their spec parameters")
+    fam.add_argument("name", nargs="?", help="one family")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except AotcError as e:
+        _print_diags(e.diagnostics)
+        return 2 if any(d.code.startswith(("AOTC-TOOL", "AOTC-CLI")) for d in e.diagnostics) else 1
+    except UnknownArchError as e:
+        print(f"AOTC-CLI-004: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; the cache holds only whole entries", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
