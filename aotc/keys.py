@@ -10,9 +10,16 @@ from typing import Any
 from . import ABI_VERSION
 
 
+def _json_default(value: Any) -> Any:
+    # Sets are sorted: list(set) follows hash order, which varies between processes (PYTHONHASHSEED).
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    return list(value)
+
+
 def canonical_json(value: Any) -> str:
-    """Stable JSON: sorted keys, tuples as lists, no whitespace."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=list)
+    """Stable JSON: sorted keys, tuples as lists, sets as sorted lists, no whitespace."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
 def sha256_hex(data: bytes | str) -> str:

@@ -1,0 +1,314 @@
+"""Blob stores: bytes stored under the sha256 of their uncompressed content. `BlobStore` is the
+small pluggable interface; `LocalBlobStore` is the directory backend (zstd, sharded, atomic,
+verified on read). Imported by serving processes: no Jinja2, no nvcc, no subprocess here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from .diagnostics import AotcError, Diagnostic
+
+LAYOUT_VERSION = "v1"
+BLOB_STORE_ENV = "AOTC_BLOB_STORE"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+# Level 19 gives the best ratio on cubins; above this size level 19 gets slow (MB/s), so big
+# blobs use a fast level: ratio matters less than not stalling a build for minutes.
+ZSTD_LEVEL = 19
+ZSTD_LEVEL_LARGE = 9
+LARGE_BLOB_BYTES = 32 << 20
+
+
+class CorruptBlobError(AotcError):
+    """A stored blob whose bytes do not hash to its name (or do not decompress)."""
+
+    def __init__(self, digest: str, path: str, actual: str, moved_to: str | None):
+        where = f"moved to {moved_to}" if moved_to else "left in place"
+        super().__init__(
+            Diagnostic(
+                code="AOTC-CACHE-001",
+                message=(
+                    f"blob {digest} in {path} is corrupt: expected sha256 {digest}, got {actual}; "
+                    f"it was not loaded ({where})"
+                ),
+                fix="run `aotc verify` to find every entry that uses it, then rebuild (`aotc build`)",
+                details={"digest": digest, "file": path, "expected": digest, "actual": actual,
+                         "quarantined": moved_to},
+            )
+        )
+        self.digest = digest
+        self.path = path
+        self.actual = actual
+        self.moved_to = moved_to
+
+
+def check_digest(digest: str) -> str:
+    """A digest is 64 lowercase hex chars; anything else could name a path outside the store."""
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+        raise ValueError(f"not a sha256 hex digest (64 lowercase hex chars): {digest!r}")
+    return digest
+
+
+@dataclass(frozen=True)
+class BlobStat:
+    stored_bytes: int  # bytes on the medium (compressed)
+    raw_bytes: int  # bytes of the content (uncompressed); -1 if the store cannot tell cheaply
+    mtime: float  # last write or dedup hit (gc's grace period is measured from it)
+
+
+class BlobStore(ABC):
+    """Content-addressed bytes. Contract for every backend:
+    - `put(data)` returns sha256(data) and is idempotent; a present blob is not rewritten, but its
+      age is refreshed (gc never collects a blob a writer just deduplicated against).
+    - `get(digest)` returns bytes whose sha256 equals `digest`, or raises KeyError when absent and
+      CorruptBlobError (after quarantining the blob) when the stored bytes do not match.
+    - a blob is visible whole or not at all, also after a writer is killed mid-put.
+    Constructed as `Class(root)` with the cache root, so `AOTC_BLOB_STORE=module:Class` can pick it.
+    """
+
+    @abstractmethod
+    def has(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def get(self, digest: str) -> bytes: ...
+
+    @abstractmethod
+    def put(self, data: bytes) -> str: ...
+
+    @abstractmethod
+    def delete(self, digest: str) -> bool: ...
+
+    @abstractmethod
+    def iter_digests(self) -> Iterator[str]: ...
+
+    @abstractmethod
+    def stat(self, digest: str) -> BlobStat | None: ...
+
+    @abstractmethod
+    def quarantine(self, digest: str) -> str | None:
+        """Move a blob out of the store (kept for inspection); returns where it went, or None."""
+
+    def sweep_tmp(self, dry_run: bool = False) -> list[str]:
+        """Remove what crashed writers left behind; backends without temp files have nothing."""
+        return []
+
+
+def tmp_name(suffix: str) -> str:
+    """Temp file name that says who wrote it, so gc can tell a crashed writer's file from a live one."""
+    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}"
+
+
+def tmp_is_stale(name: str, mtime: float, now: float, max_age: float) -> bool:
+    """A temp file is stale when its writer (this host, that pid) is gone, or when it is old."""
+    if now - mtime > max_age:
+        return True
+    parts = name.split(".")
+    if len(parts) < 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, owned by someone else
+        return False
+    return False
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename durable (the directory entry), where the platform allows it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, chunks: Iterator[bytes] | list[bytes], tmp_dir: Path) -> None:
+    """Write to a temp file in the same filesystem, fsync, then os.replace: readers see the old
+    file, the whole new file, or nothing; a killed writer leaves only a temp file in tmp_dir."""
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_dir / tmp_name(".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.writelines(chunks)
+            f.flush()
+            os.fsync(f.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def _compressed_chunks(data: bytes, level: int) -> Iterator[bytes]:
+    """Stream zstd output chunk by chunk (content size in the frame header, for stats and a
+    one-shot decompress). Deterministic: same bytes and level give the same frame."""
+    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    chunker = cctx.chunker(size=len(data), chunk_size=_CHUNK)
+    view = memoryview(data)
+    for start in range(0, len(data), _CHUNK):
+        yield from chunker.compress(view[start:start + _CHUNK])
+    yield from chunker.finish()
+
+
+class LocalBlobStore(BlobStore):
+    """`<root>/v1/blobs/<ab>/<sha256>.zst`; temp files in `<root>/v1/tmp/`, bad blobs moved to
+    `<root>/v1/quarantine/`."""
+
+    def __init__(self, root: str | os.PathLike[str], level: int | None = None):
+        base = Path(root) / LAYOUT_VERSION
+        self.blob_dir = base / "blobs"
+        self.tmp_dir = base / "tmp"
+        self.quarantine_dir = base / "quarantine"
+        self.level = level  # None: choose by size
+
+    def path(self, digest: str) -> Path:
+        check_digest(digest)
+        return self.blob_dir / digest[:2] / f"{digest}.zst"
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def get(self, digest: str) -> bytes:
+        path = self.path(digest)
+        try:
+            with open(path, "rb") as f:
+                stored = f.read()
+        except FileNotFoundError:
+            raise KeyError(digest) from None
+        try:
+            data = zstandard.ZstdDecompressor().decompress(stored)
+        except zstandard.ZstdError as e:
+            self._corrupt(digest, path, f"an undecodable zstd frame ({e}; {len(stored)} bytes on disk)")
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != digest:
+            self._corrupt(digest, path, actual)
+        return data
+
+    def _corrupt(self, digest: str, path: Path, actual: str) -> None:
+        moved = self.quarantine(digest)
+        raise CorruptBlobError(digest, str(path), actual, moved)
+
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.path(digest)
+        if path.is_file():
+            try:  # refresh the age: this blob is in use again (gc grace period)
+                os.utime(path)
+            except FileNotFoundError:  # a concurrent gc/quarantine took it: write it again
+                pass
+            else:
+                return digest
+        level = self.level or (ZSTD_LEVEL if len(data) <= LARGE_BLOB_BYTES else ZSTD_LEVEL_LARGE)
+        atomic_write(path, _compressed_chunks(data, level), self.tmp_dir)
+        return digest
+
+    def delete(self, digest: str) -> bool:
+        try:
+            self.path(digest).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def iter_digests(self) -> Iterator[str]:
+        if not self.blob_dir.is_dir():
+            return
+        for shard in sorted(os.scandir(self.blob_dir), key=lambda e: e.name):
+            if not shard.is_dir():
+                continue
+            for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                name = entry.name
+                if name.endswith(".zst") and _HEX64.fullmatch(name[:-4]):
+                    yield name[:-4]
+
+    def stat(self, digest: str) -> BlobStat | None:
+        path = self.path(digest)
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                header = f.read(18)  # the longest zstd frame header
+        except FileNotFoundError:
+            return None
+        try:
+            raw = zstandard.frame_content_size(header)
+        except zstandard.ZstdError:
+            raw = -1
+        return BlobStat(stored_bytes=st.st_size, raw_bytes=raw, mtime=st.st_mtime)
+
+    def quarantine(self, digest: str) -> str | None:
+        src = self.path(digest)
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        dst = self.quarantine_dir / f"{digest}.{time.time_ns()}.zst"
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:  # another reader quarantined it first
+            return None
+        return str(dst)
+
+    def sweep_tmp(self, dry_run: bool = False, max_age: float = 86_400.0) -> list[str]:
+        """Delete temp files of writers that died (this host) or that are older than max_age."""
+        if not self.tmp_dir.is_dir():
+            return []
+        now = time.time()
+        swept = []
+        for entry in os.scandir(self.tmp_dir):
+            if not entry.is_file(follow_symlinks=False) or not entry.name.endswith(".tmp"):
+                continue
+            try:
+                mtime = entry.stat().st_mtime
+            except FileNotFoundError:  # its writer finished meanwhile
+                continue
+            if tmp_is_stale(entry.name, mtime, now, max_age):
+                if not dry_run:
+                    Path(entry.path).unlink(missing_ok=True)
+                swept.append(entry.path)
+        return swept
+
+
+def _config_error(spec: str, problem: str) -> AotcError:
+    return AotcError(Diagnostic(
+        code="AOTC-CACHE-003",
+        message=f"{BLOB_STORE_ENV}={spec!r}: {problem}",
+        fix=f"set {BLOB_STORE_ENV} to module:Class naming an importable aotc.store.BlobStore subclass "
+        "(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local store",
+    ))
+
+
+def blob_store_class() -> type[BlobStore]:
+    """The backend class: `AOTC_BLOB_STORE=module:Class` if set, else LocalBlobStore."""
+    spec = os.environ.get(BLOB_STORE_ENV, "").strip()
+    if not spec:
+        return LocalBlobStore
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise _config_error(spec, "not of the form module:Class")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as e:
+        raise _config_error(spec, f"cannot load it ({type(e).__name__}: {e})") from e
+    if not (isinstance(cls, type) and issubclass(cls, BlobStore)):
+        raise _config_error(spec, f"it names {cls!r}, which is not a subclass of aotc.store.BlobStore")
+    return cls
+
+
+def open_blob_store(root: str | os.PathLike[str]) -> BlobStore:
+    return blob_store_class()(root)
