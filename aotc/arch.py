@@ -54,10 +54,15 @@ class Arch:
         targets on every member of their family (same major, equal or newer minor), plain targets
         on the same major with equal or newer minor.
         """
-        device_sm = device_cc[0] * 10 + device_cc[1]
-        if self.variant == "a":
-            return device_sm == self.sm
-        return device_cc[0] == self.sm // 10 and device_sm >= self.sm
+        return target_runs_on(self.sm, self.variant, device_cc)
+
+
+def target_runs_on(sm: int, variant: str, device_cc: tuple[int, int]) -> bool:
+    """Arch.runs_on for any (sm, variant), also targets outside the catalog (e.g. a foreign cubin)."""
+    device_sm = device_cc[0] * 10 + device_cc[1]
+    if variant == "a":
+        return device_sm == sm
+    return device_cc[0] == sm // 10 and device_sm >= sm
 
 
 _SM80_FEATURES = frozenset({MMA_SYNC, LDMATRIX, CP_ASYNC})

@@ -119,8 +119,9 @@ class Builder:
 
     # Absolute include paths would make keys machine-specific; keys see them by role instead.
     def _portable(self, text: str) -> str:
-        for tag, d in (("<templates>", templates_dir()), *((f"<cutlass{i}>", d) for i, d in
-                                                          enumerate(cutlass_include_dirs())))):
+        roots = [("<templates>", templates_dir())]
+        roots += [(f"<cutlass{i}>", d) for i, d in enumerate(cutlass_include_dirs())]
+        for tag, d in roots:
             text = text.replace(str(d), tag)
         return text
 

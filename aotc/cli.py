@@ -23,6 +23,8 @@ examples:
   aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
   aotc verify                         re-hash every stored blob; quarantine corrupt ones
   aotc gc --max-age-days 30           drop entries unreachable from the catalog or older than 30 days
+  aotc wheel --arch sm120a,sm120f --out dist   pack the cache into per-arch and combined wheels
+  aotc wheel --check dist/aotc_kernels-0.1.0-py3-none-manylinux_2_17_x86_64.whl --arch sm120a
   aotc doctor                         toolchain, CUTLASS, memory and GPU as aotc sees them
 
 cache location: --cache-dir, else $AOTC_CACHE_DIR, else cache/ of a source checkout, else ~/.cache/aotc
@@ -95,9 +97,9 @@ def cmd_build(args) -> int:
     cache = _cache(args)
     summary = build(specs, archs, cache, jobs=args.jobs, force=args.force, progress=not args.quiet)
     failed = [r for r in summary.results if r.status == FAILED]
-    lines = [f"built {summary.count('built')}, cache hits {summary.count('hit')}, failed {len(failed)}, "
-             f"skipped {summary.count('skipped')} (not applicable to the arch) in {summary.seconds:.2f}s "
-             f"with {summary.jobs} jobs; cache: {cache.root}"]
+    lines = [(f"built {summary.count('built')}, cache hits {summary.count('hit')}, failed {len(failed)}, "
+              f"skipped {summary.count('skipped')} (not applicable to the arch) in {summary.seconds:.2f}s "
+              f"with {summary.jobs} jobs; cache: {cache.root}")]
     for r in failed:
         lines.append(f"FAILED {r.spec.name} ({r.arch.name})" + (f": log {r.log_path}" if r.log_path else ""))
         lines.extend("  " + d.format().replace("\n", "\n  ") for d in r.diagnostics)
@@ -171,7 +173,7 @@ def cmd_explain(args) -> int:
     from .keys import spec_key
     from .rules import check
 
-    specs, diags = _load(args)
+    specs, _ = _load(args)
     matches = [s for s in specs if s.name == args.name] or [s for s in specs if args.name in s.name]
     if len(matches) != 1:
         names = ", ".join(s.name for s in matches[:10]) or "none"
@@ -201,6 +203,42 @@ def cmd_explain(args) -> int:
     else:
         text.append("  action key unknown until compiled: no stored header set matches (it would rebuild)")
     _emit(args, data, "\n".join(text))
+    return 0
+
+
+def cmd_wheel(args) -> int:
+    from .wheel import build_wheel, check_wheel, select_entries
+
+    if args.check:
+        arch = parse_arch_list(args.arch)[0] if args.arch else None
+        report = check_wheel(Path(args.check), arch)
+        m = report.meta
+        lines = [(f"{report.path}: {m.get('name')} {m.get('version')}, aotc {m.get('aotc_version')} "
+                  f"ABI {m.get('abi')}, targets {', '.join(m.get('targets', []))}, "
+                  f"toolchains {', '.join(m.get('toolchains', []))}")]
+        for k in report.kernels:
+            size = sum(k["sizes"].values())
+            flag = "" if k["runs_on_arch"] in (None, True) else f"  CANNOT RUN ON {arch.name}"
+            lines.append(f"  {k['elf_target']:<7} {size:>10,} B  {k['name']}{flag}")
+        lines.extend(d.format() for d in report.diagnostics)
+        lines.append("ok" if report.ok else f"{len(report.diagnostics)} problem(s)")
+        _emit(args, report.to_json(), "\n".join(lines))
+        return 0 if report.ok else 1
+    archs = parse_arch_list(args.arch or "sm120a")
+    cache = _cache(args)
+    groups: list[tuple[str, list]] = []
+    if args.layout in ("per-arch", "both") and (len(archs) > 1 or args.layout == "per-arch"):
+        groups += [(f"{args.name}-{a.name}", [a]) for a in archs]
+    if args.layout in ("combined", "both"):
+        groups.append((args.name if len(archs) > 1 else f"{args.name}-{archs[0].name}", archs))
+    made = []
+    for dist_name, group_archs in groups:
+        entries = select_entries(cache, group_archs, args.filter)
+        path = build_wheel(cache, entries, dist_name, Path(args.out), machine=args.machine,
+                           **({"version": args.version} if args.version else {}))
+        made.append({"wheel": str(path), "kernels": len(entries), "bytes": path.stat().st_size,
+                     "archs": [a.name for a in group_archs]})
+    _emit(args, {"wheels": made}, "\n".join(f"{w['wheel']}: {w['kernels']} kernels, {w['bytes']:,} B" for w in made))
     return 0
 
 
@@ -272,6 +310,17 @@ def parser() -> argparse.ArgumentParser:
              arch="sm120a")
     ex.add_argument("name", help="kernel name as `aotc check` prints it")
     ex.add_argument("--spec", dest="specs", action="append", default=[], help="spec file (default: the catalog)")
+    wh = add("wheel", cmd_wheel, "pack cached kernels into installable wheels, or check a wheel")
+    wh.add_argument("--arch", help="comma-separated targets to pack (default sm120a); with --check: the arch to "
+                    "check the wheel against")
+    wh.add_argument("--filter", action="append", help="only kernels whose name contains this (repeatable)")
+    wh.add_argument("--name", default="aotc-kernels", help="distribution name (per-arch wheels get -ARCH appended)")
+    wh.add_argument("--version", default=None, help="wheel version (default: aotc's version)")
+    wh.add_argument("--out", default="dist", help="output folder (default dist/)")
+    wh.add_argument("--layout", choices=("both", "combined", "per-arch"), default="both",
+                    help="one wheel per arch, one combined wheel, or both (default)")
+    wh.add_argument("--machine", choices=("x86_64", "aarch64"), default="x86_64", help="platform tag")
+    wh.add_argument("--check", metavar="WHEEL", help="list a wheel's kernels and flag what cannot run on --arch")
     add("doctor", cmd_doctor, "report the toolchain, CUTLASS, memory and GPU aotc would use")
     fam = add("families", cmd_families, "list kernel families and their spec parameters")
     fam.add_argument("name", nargs="?", help="one family")

@@ -46,7 +46,7 @@ class Verdict:
 
 
 def feature_diagnostics(spec: KernelSpec, arch: Arch, required: frozenset[str]) -> list[Diagnostic]:
-    where = dict(spec=spec.name, file=spec.file)
+    where = {"spec": spec.name, "file": spec.file}
     if arch.sm // 10 == 12 and required & SM12X_BANNED:
         banned = ", ".join(sorted(required & SM12X_BANNED))
         return [Diagnostic("AOTC-ARCH-002", f"uses {banned}, which {arch.name} does not have (SM12x has no "

@@ -66,7 +66,7 @@ def expand_table(table: dict[str, Any], file: str) -> LoadResult:
     """One `[[kernel]]` table -> its expanded specs, or diagnostics."""
     diags: list[Diagnostic] = []
     name = table.get("name")
-    where = dict(file=file, spec=str(name or "?"))
+    where = {"file": file, "spec": str(name or "?")}
     if not isinstance(name, str) or not name or any(c in name for c in "/ ,="):
         diags.append(Diagnostic("AOTC-SPEC-002", f"kernel needs a `name` without '/', ',', '=' or spaces; got {name!r}",
                                 fix='add e.g. name = "moe_w4a4"', **where))

@@ -1,0 +1,196 @@
+"""Kernel wheels: a filtered view of the cache packed as an installable platform wheel, and the
+check of such a wheel. The wheel holds a read-only cache tree (same layout as the cache: refs,
+manifests, zstd blobs) under its package, metadata in aotc_wheel.json, and an `aotc.kernels`
+entry point the runtime discovers (aotc/kernel_wheels.py). Byte-reproducible: fixed timestamps,
+sorted entries, stored blobs copied as they are.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import ABI_VERSION, __version__
+from .arch import Arch, target_runs_on
+from .cache import Cache
+from .diagnostics import AotcError, Diagnostic
+from .kernel_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
+
+PLATFORMS = {"x86_64": "manylinux_2_17_x86_64", "aarch64": "manylinux_2_17_aarch64"}
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def select_entries(cache: Cache, archs: list[Arch], patterns: list[str] | None = None) -> list[tuple[dict, dict]]:
+    """(ref, manifest) of every current kernel for the archs, optionally filtered by name/family."""
+    from .spec import KernelSpec, filter_specs
+
+    wanted = {a.name for a in archs}
+    chosen = []
+    for ref in cache.refs():
+        if ref.get("arch") not in wanted:
+            continue
+        manifest = cache.get_manifest(ref["key"])
+        if manifest is None:
+            continue
+        if patterns:
+            probe = KernelSpec(manifest["name"], manifest["family"], {}, ())
+            if not filter_specs([probe], patterns):
+                continue
+        chosen.append((ref, manifest))
+    chosen.sort(key=lambda rm: (rm[1]["name"], rm[1]["arch"]))
+    return chosen
+
+
+@dataclass
+class _ZipWriter:
+    files: dict[str, bytes] = field(default_factory=dict)
+
+    def add(self, name: str, data: bytes) -> None:
+        self.files[name] = data
+
+    def record_line(self, name: str) -> str:
+        digest = base64.urlsafe_b64encode(hashlib.sha256(self.files[name]).digest()).rstrip(b"=").decode()
+        return f"{name},sha256={digest},{len(self.files[name])}"
+
+    def write(self, path: Path, dist_info: str) -> None:
+        record = f"{dist_info}/RECORD"
+        body = "".join(self.record_line(n) + "\n" for n in sorted(self.files)) + f"{record},,\n"
+        self.files[record] = body.encode()
+        # dist-info last, RECORD very last (wheel convention); everything else sorted.
+        order = sorted(n for n in self.files if not n.startswith(dist_info + "/"))
+        order += sorted(n for n in self.files if n.startswith(dist_info + "/") and n != record) + [record]
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for name in order:
+                info = zipfile.ZipInfo(name, date_time=_ZIP_EPOCH)
+                info.external_attr = 0o644 << 16
+                # zstd blobs are already compressed; deflate the small JSON/Python files.
+                info.compress_type = zipfile.ZIP_STORED if name.endswith(".zst") else zipfile.ZIP_DEFLATED
+                zf.writestr(info, self.files[name], compresslevel=9)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)
+
+
+def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, out_dir: Path,
+                version: str = __version__, machine: str = "x86_64") -> Path:
+    if not entries:
+        raise AotcError(Diagnostic("AOTC-WHEEL-002", f"no cache entries selected for wheel {dist_name!r}",
+                                   fix="build kernels first (`aotc build --arch ...`) or widen --arch/--filter"))
+    if machine not in PLATFORMS:
+        raise AotcError(Diagnostic("AOTC-WHEEL-003", f"unknown machine {machine!r}",
+                                   fix=f"use one of {', '.join(PLATFORMS)}"))
+    pkg = _normalize(dist_name)
+    dist_info = f"{pkg}-{version}.dist-info"
+    zw = _ZipWriter()
+    store_prefix = f"{pkg}/{STORE_DIR}/v1"
+    digests: set[str] = set()
+    for ref, manifest in entries:
+        key, sk = manifest["key"], ref["spec_key"]
+        zw.add(f"{store_prefix}/actions/{key[:2]}/{key}.json", cache.manifest_path(key).read_bytes())
+        zw.add(f"{store_prefix}/refs/{sk[:2]}/{sk}.json", cache.ref_path(sk).read_bytes())
+        digests.update(b["sha256"] for b in manifest["blobs"].values())
+    raw_total = stored_total = 0
+    for digest in sorted(digests):
+        cache.read_blob(digest)  # verify before shipping: a corrupt blob must not reach users
+        stored = cache.store.path(digest).read_bytes()
+        zw.add(f"{store_prefix}/blobs/{digest[:2]}/{digest}.zst", stored)
+        stored_total += len(stored)
+        raw_total += cache.store.stat(digest).raw_bytes
+    manifests = [m for _, m in entries]
+    meta = {
+        "abi": ABI_VERSION, "aotc_version": __version__, "name": dist_name, "version": version,
+        "targets": sorted({m["arch"] for m in manifests}),
+        "toolchains": sorted({m["toolchain"]["nvcc_version"] for m in manifests}),
+        "cutlass_versions": sorted({str(m.get("cutlass_version")) for m in manifests}),
+        "kernels": len(manifests), "blob_bytes_raw": raw_total, "blob_bytes_stored": stored_total,
+    }
+    zw.add(f"{pkg}/{METADATA_FILE}", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
+    zw.add(f"{pkg}/__init__.py", b'"""Prebuilt aotc kernels (data only); found through the aotc.kernels entry point."""\n')
+    tag = f"py3-none-{PLATFORMS[machine]}"
+    zw.add(f"{dist_info}/METADATA", (
+        f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n"
+        f"Summary: aotc prebuilt kernels for {', '.join(meta['targets'])}\nRequires-Python: >=3.10\n"
+        f"Requires-Dist: aotc>={__version__.rsplit('.', 1)[0]}\n").encode())
+    zw.add(f"{dist_info}/WHEEL", f"Wheel-Version: 1.0\nGenerator: aotc {__version__}\nRoot-Is-Purelib: false\n"
+           f"Tag: {tag}\n".encode())
+    zw.add(f"{dist_info}/entry_points.txt", f"[{ENTRY_POINT_GROUP}]\n{pkg} = {pkg}\n".encode())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{pkg}-{version}-{tag}.whl"
+    zw.write(path, dist_info)
+    return path
+
+
+@dataclass
+class WheelCheck:
+    path: str
+    meta: dict
+    kernels: list[dict]
+    diagnostics: list[Diagnostic]
+
+    @property
+    def ok(self) -> bool:
+        return not self.diagnostics
+
+    def to_json(self) -> dict:
+        return {"path": self.path, "ok": self.ok, "meta": self.meta, "kernels": self.kernels,
+                "diagnostics": [d.to_json() for d in self.diagnostics]}
+
+
+def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
+    """List a kernel wheel's contents and flag tampered blobs, a foreign ABI, and kernels whose cubin
+    cannot run on `arch` (e.g. an sm_100 cubin in an SM120 wheel)."""
+    import zstandard
+
+    from .elf import cubin_target
+
+    diags: list[Diagnostic] = []
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+        meta_name = next((n for n in names if n.endswith("/" + METADATA_FILE)), None)
+        if meta_name is None:
+            raise AotcError(Diagnostic("AOTC-WHEEL-004", f"{path} is not an aotc kernel wheel (no {METADATA_FILE})",
+                                       fix="pass a wheel made by `aotc wheel`"))
+        meta = json.loads(zf.read(meta_name))
+        if meta.get("abi") != ABI_VERSION:
+            diags.append(Diagnostic("AOTC-WHEEL-001", f"built for aotc ABI {meta.get('abi')} "
+                                    f"(aotc {meta.get('aotc_version')}); this aotc speaks ABI {ABI_VERSION}",
+                                    fix="rebuild the wheel with this aotc version"))
+        prefix = meta_name.rsplit("/", 1)[0] + f"/{STORE_DIR}/v1/"
+        kernels = []
+        device_cc = divmod(arch.sm, 10) if arch else None
+        for name in sorted(n for n in names if n.startswith(prefix + "actions/")):
+            m = json.loads(zf.read(name))
+            cubin_digest = m["blobs"]["cubin"]["sha256"]
+            blob_name = f"{prefix}blobs/{cubin_digest[:2]}/{cubin_digest}.zst"
+            sizes = {k: v["size"] for k, v in m["blobs"].items()}
+            try:
+                cubin = zstandard.ZstdDecompressor().decompress(zf.read(blob_name))
+            except (KeyError, zstandard.ZstdError) as e:
+                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): cubin blob unreadable: {e}",
+                                        fix="rebuild the wheel"))
+                continue
+            if hashlib.sha256(cubin).hexdigest() != cubin_digest:
+                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): cubin content does not "
+                                        f"match its sha256 {cubin_digest[:16]}...: the wheel was modified",
+                                        fix="do not install this wheel; rebuild it from a verified cache"))
+                continue
+            sm, variant = cubin_target(cubin)
+            target = f"sm{sm}{variant}"
+            runs = target_runs_on(sm, variant, device_cc) if device_cc else None
+            kernels.append({"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": target,
+                            "sizes": sizes, "runs_on_arch": runs})
+            if arch and not runs:
+                diags.append(Diagnostic("AOTC-WHEEL-006", f"{m['name']}: cubin target {target} cannot run on "
+                                        f"{arch.name} devices", fix=f"rebuild the wheel with --arch {arch.name}"))
+    return WheelCheck(str(path), meta, kernels, diags)
