@@ -1,0 +1,126 @@
+"""The device the runtime launches on: compute capability, SMEM limit, primary context.
+Only this module and loader/launch talk to the CUDA driver (through cuda.bindings). A `Device` can
+also be built from a capability alone, so lookup and target checks run without a driver or GPU.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from ..arch import ARCHES, target_preference
+from .errors import DRIVER_CALL, NO_DEVICE, runtime_error
+
+_lock = threading.Lock()
+_devices: dict[int, Device] = {}
+_contexts: dict[int, Any] = {}
+_tls = threading.local()  # per thread: ordinal whose primary context is current
+
+
+@dataclass(frozen=True)
+class Device:
+    ordinal: int
+    cc: tuple[int, int]
+    name: str = ""
+    smem_optin_bytes: int = 0  # 0 when unknown (a capability-only Device)
+
+    @property
+    def sm(self) -> int:
+        return self.cc[0] * 10 + self.cc[1]
+
+    @property
+    def label(self) -> str:
+        what = f"{self.name} " if self.name else ""
+        return f"device {self.ordinal} ({what}compute capability {self.cc[0]}.{self.cc[1]}, sm_{self.sm})"
+
+    def runnable_targets(self) -> list[str]:
+        """Every catalog target this device can run, most preferred first."""
+        return target_preference(self.cc, list(ARCHES))
+
+
+def device_from_capability(cc: tuple[int, int], ordinal: int = 0, name: str = "") -> Device:
+    """A Device known only by its capability: for lookups and checks without a driver."""
+    return Device(ordinal=ordinal, cc=(int(cc[0]), int(cc[1])), name=name)
+
+
+def driver() -> Any:
+    """cuda.bindings.driver, initialised; a clear AOTC-RT-001 when there is no driver or GPU."""
+    try:
+        from cuda.bindings import driver as cu
+    except ImportError as exc:  # pragma: no cover - a dependency of the package
+        raise runtime_error(NO_DEVICE, f"cuda-python is not importable: {exc}",
+                            "pip install cuda-python (a dependency of aotc)") from exc
+    try:
+        (err,) = cu.cuInit(0)
+    except Exception as exc:  # the driver library itself is missing (no NVIDIA driver installed)
+        raise runtime_error(NO_DEVICE, f"no NVIDIA driver found: {exc}",
+                            "run on a machine with an NVIDIA GPU and driver, or pass a device capability "
+                            "for lookups only") from exc
+    if int(err) != 0:
+        raise runtime_error(NO_DEVICE, f"cuInit failed with {error_name(cu, err)}: no usable CUDA GPU",
+                            "check nvidia-smi and CUDA_VISIBLE_DEVICES")
+    return cu
+
+
+def error_name(cu: Any, err: Any) -> str:
+    status, name = cu.cuGetErrorName(err)
+    if int(status) != 0 or not name:
+        return f"CUresult {int(err)}"
+    return f"{name.decode()} ({int(err)})"
+
+
+def check(cu: Any, result: tuple, what: str) -> Any:
+    """Unpack a cuda.bindings result tuple; AOTC-RT-008 naming the call and the CUresult on failure."""
+    err = result[0]
+    if int(err) != 0:
+        raise runtime_error(DRIVER_CALL, f"{what} failed with {error_name(cu, err)}",
+                            "see the CUDA error above; a sticky error (e.g. an illegal address) needs a "
+                            "new process", cuda_error=int(err))
+    return result[1] if len(result) == 2 else result[1:]
+
+
+def query_device(ordinal: int = 0) -> Device:
+    """The Device for a CUDA ordinal, queried once per process."""
+    dev = _devices.get(ordinal)
+    if dev is not None:
+        return dev
+    with _lock:
+        if ordinal not in _devices:
+            _devices[ordinal] = _query(ordinal)
+    return _devices[ordinal]
+
+
+def _query(ordinal: int) -> Device:
+    cu = driver()
+    count = check(cu, cu.cuDeviceGetCount(), "cuDeviceGetCount")
+    if count == 0 or not 0 <= ordinal < count:
+        raise runtime_error(NO_DEVICE, f"CUDA device {ordinal} requested, {count} visible",
+                            f"use an ordinal in 0..{count - 1}" if count else "no CUDA GPU is visible: check "
+                            "nvidia-smi and CUDA_VISIBLE_DEVICES")
+    handle = check(cu, cu.cuDeviceGet(ordinal), "cuDeviceGet")
+    attr = cu.CUdevice_attribute
+    major = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, handle), "cc")
+    minor = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, handle), "cc")
+    smem = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, handle),
+                 "smem opt-in")
+    raw_name = check(cu, cu.cuDeviceGetName(64, handle), "cuDeviceGetName")
+    name = raw_name.split(b"\0", 1)[0].decode(errors="replace")
+    return Device(ordinal=ordinal, cc=(int(major), int(minor)), name=name, smem_optin_bytes=int(smem))
+
+
+def make_current(ordinal: int) -> None:
+    """Make the device's primary context (the one torch and cupy use) current on this thread."""
+    if getattr(_tls, "ordinal", None) == ordinal:
+        return
+    ctx = _contexts.get(ordinal)
+    cu = driver()
+    if ctx is None:
+        with _lock:
+            if ordinal not in _contexts:
+                query_device(ordinal)
+                handle = check(cu, cu.cuDeviceGet(ordinal), "cuDeviceGet")
+                _contexts[ordinal] = check(cu, cu.cuDevicePrimaryCtxRetain(handle), "cuDevicePrimaryCtxRetain")
+            ctx = _contexts[ordinal]
+    check(cu, cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+    _tls.ordinal = ordinal

@@ -1,0 +1,195 @@
+"""A loaded kernel and its launch path: the family's AotcArgs -> the host helper's aotc_query /
+aotc_prepare (grid, SMEM, by-value Params, workspace) -> cuLaunchKernel. Prepared Params are memoized
+per identical args bytes (and stream, when a workspace is involved), so a warm launch is one dict
+lookup and one driver call.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .device import Device, _tls, check, driver, make_current
+from .errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
+from .loader import AotcLaunch, Helper
+
+DEFAULT_SMEM_LIMIT = 48 * 1024  # above this a kernel must opt in via MAX_DYNAMIC_SHARED_SIZE_BYTES
+MAX_PARAMS_BYTES = 32_764  # cuLaunchKernel's by-value parameter limit (CUDA >= 12.1, Volta+)
+MEMO_LIMIT = 4096  # distinct prepared problems kept per kernel before the memo starts over
+_ERR_LEN = 1024
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything cuLaunchKernel needs for one problem; `keep` holds the buffers kernel_params points to."""
+
+    grid: tuple[int, int, int]
+    block: tuple[int, int, int]
+    smem: int
+    workspace_bytes: int
+    kernel_params: int  # address of a void*[1] pointing at the Params bytes
+    keep: tuple
+
+
+def stream_handle(stream: Any) -> int:
+    """CUstream handle as an int from an int, None (legacy default stream), a torch.cuda.Stream, a
+    cuda.core Stream or any object with __cuda_stream__."""
+    if stream is None:
+        return 0
+    if isinstance(stream, int):
+        return stream
+    proto = getattr(stream, "__cuda_stream__", None)
+    if proto is not None:
+        return int(proto()[1])
+    for attr in ("cuda_stream", "handle"):  # torch.cuda.Stream, cuda.bindings-style objects
+        value = getattr(stream, attr, None)
+        if value is not None:
+            return int(value)
+    raise runtime_error(BAD_TENSOR, f"cannot use {type(stream).__name__} as a CUDA stream",
+                        "pass an int handle, a torch.cuda.Stream, a cuda.core Stream or None")
+
+
+class Kernel:
+    """One loaded kernel on one device. `launch(args, stream)` is the hot path."""
+
+    def __init__(self, family: Any, found: Any, device: Device, library: Any, function: Any, helper: Helper):
+        self.family = family
+        self.name = found.manifest.get("name", found.family)
+        self.params = found.params
+        self.arch = found.arch
+        self.spec_key = found.spec_key
+        self.manifest = found.manifest
+        self.device = device
+        self.args_type = family.args_struct
+        self._library = library  # keeps the module loaded as long as the Kernel lives
+        self._function = function
+        self._helper = helper
+        self._cu = driver()
+        self._launch = self._cu.cuLaunchKernel
+        self._ordinal = device.ordinal
+        self._memo: dict[bytes, Prepared] = {}
+        self._memo_ws: dict[tuple[int, bytes], Prepared] = {}
+        self._workspaces: dict[int, tuple[int, int]] = {}  # stream -> (device pointer, bytes)
+        self._streams: dict[int, Any] = {}
+        self._smem_opted = DEFAULT_SMEM_LIMIT
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Kernel({self.name!r}, {self.arch}, {self.device.label})"
+
+    # -- hot path ---------------------------------------------------------------------------------
+    def launch(self, args: ctypes.Structure, stream: Any = 0) -> None:
+        """Launch on `stream` with the family's args struct (see aotc.families.<family>.args_struct)."""
+        handle = stream if type(stream) is int else stream_handle(stream)
+        key = bytes(args)
+        prepared = self._memo.get(key)
+        if prepared is None or prepared.workspace_bytes:
+            prepared = self._memo_ws.get((handle, key)) or self._prepare(args, key, handle)
+        if getattr(_tls, "ordinal", None) != self._ordinal:
+            make_current(self._ordinal)
+        cu_stream = self._streams.get(handle)
+        if cu_stream is None:
+            cu_stream = self._stream(handle)
+        g, b = prepared.grid, prepared.block
+        (err,) = self._launch(self._function, g[0], g[1], g[2], b[0], b[1], b[2], prepared.smem, cu_stream,
+                              prepared.kernel_params, 0)
+        if err:
+            check(self._cu, (err,), f"cuLaunchKernel({self.name})")
+
+    # -- slow path (first launch of a problem) -------------------------------------------------------
+    def query(self, args: ctypes.Structure) -> AotcLaunch:
+        """Grid, block, SMEM, Params size and workspace the kernel needs for this problem."""
+        self._check_args(args)
+        out = AotcLaunch()
+        err = ctypes.create_string_buffer(_ERR_LEN)
+        if self._helper.query_fn(ctypes.addressof(args), ctypes.byref(out), err, _ERR_LEN) != 0:
+            raise self._rejected(err)
+        return out
+
+    def _check_args(self, args: ctypes.Structure) -> None:
+        if not isinstance(args, self.args_type):
+            raise runtime_error(BAD_TENSOR, f"{self.name} takes a {self.args_type.__name__} "
+                                f"({self.family.name}.args_struct), got {type(args).__name__}",
+                                f"build the args with aotc.families.get_family({self.family.name!r}).args_struct")
+
+    def _rejected(self, err: ctypes.Array) -> Exception:
+        text = err.value.decode(errors="replace") or "no reason given"
+        return runtime_error(PROBLEM_REJECTED, f"{self.name} ({self.arch}) cannot run this problem: {text}",
+                             "check the problem against the kernel's tile and alignment requirements, or "
+                             "pick another kernel")
+
+    def _prepare(self, args: ctypes.Structure, key: bytes, handle: int) -> Prepared:
+        with self._lock:
+            if getattr(_tls, "ordinal", None) != self._ordinal:
+                make_current(self._ordinal)
+            info = self.query(args)
+            self._check_limits(info)
+            workspace = self._workspace(handle, info.workspace_bytes) if info.workspace_bytes else 0
+            cap = max(int(info.params_bytes), 1)
+            raw = ctypes.create_string_buffer(cap + 128)
+            # Params may hold alignas(64..128) members (TMA descriptors): align the host copy too.
+            base = (ctypes.addressof(raw) + 127) & ~127
+            err = ctypes.create_string_buffer(_ERR_LEN)
+            rc = self._helper.prepare_fn(ctypes.addressof(args), workspace or None, base, cap,
+                                         ctypes.byref(info), err, _ERR_LEN)
+            if rc != 0:
+                raise self._rejected(err)
+            pointer = (ctypes.c_void_p * 1)(base)
+            prepared = Prepared(tuple(info.grid), tuple(info.block), int(info.smem_bytes),
+                                int(info.workspace_bytes), ctypes.addressof(pointer), (raw, pointer))
+            self._remember(prepared, key, handle)
+            return prepared
+
+    def _remember(self, prepared: Prepared, key: bytes, handle: int) -> None:
+        if len(self._memo) >= MEMO_LIMIT or len(self._memo_ws) >= MEMO_LIMIT:
+            self._memo.clear()
+            self._memo_ws.clear()
+        if prepared.workspace_bytes:
+            self._memo[key] = prepared  # marks the problem as workspace-bound; the stream entry is used
+            self._memo_ws[(handle, key)] = prepared
+        else:
+            self._memo[key] = prepared
+
+    def _check_limits(self, info: AotcLaunch) -> None:
+        smem, limit = int(info.smem_bytes), self.device.smem_optin_bytes
+        if limit and smem > limit:
+            raise runtime_error(PROBLEM_REJECTED, f"{self.name} asks for {smem} B of shared memory per block; "
+                                f"{self.device.label} allows {limit} B", "use a kernel built for this device")
+        if info.params_bytes > MAX_PARAMS_BYTES:
+            raise runtime_error(PROBLEM_REJECTED, f"{self.name} Params are {info.params_bytes} B; cuLaunchKernel "
+                                f"takes at most {MAX_PARAMS_BYTES} B", "this is a template bug: report it")
+        if smem > self._smem_opted:
+            attr = self._cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+            check(self._cu, self._cu.cuFuncSetAttribute(self._function, attr, smem),
+                  f"cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES={smem}) for {self.name}")
+            self._smem_opted = smem
+
+    def _workspace(self, handle: int, nbytes: int) -> int:
+        """Device workspace for launches on `handle`, zeroed on allocation, grown on demand. One per
+        stream, so launches on different streams never share scratch memory."""
+        ptr, size = self._workspaces.get(handle, (0, 0))
+        if size >= nbytes:
+            return ptr
+        cu = self._cu
+        if ptr:
+            check(cu, cu.cuMemFree(ptr), "cuMemFree(workspace)")  # synchronizes: no launch still uses it
+            self._memo_ws = {k: v for k, v in self._memo_ws.items() if k[0] != handle}
+        new = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B workspace for {self.name})"))
+        check(cu, cu.cuMemsetD8Async(new, 0, nbytes, self._stream(handle)), "cuMemsetD8Async(workspace)")
+        self._workspaces[handle] = (new, nbytes)
+        return new
+
+    def _stream(self, handle: int) -> Any:
+        obj = self._streams.get(handle)
+        if obj is None:
+            obj = self._cu.CUstream(handle)
+            self._streams[handle] = obj
+        return obj
+
+    def synchronize(self) -> None:
+        """Wait for all work on the device's primary context (tests and tools)."""
+        make_current(self._ordinal)
+        check(self._cu, self._cu.cuCtxSynchronize(), "cuCtxSynchronize")
+

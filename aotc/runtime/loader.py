@@ -1,0 +1,173 @@
+"""Load a found kernel: verified blobs -> ELF target check -> cubin into the driver (cuLibraryLoadData,
+entry `aotc_kernel`) and the host helper .so into the process (ctypes, ABI version checked).
+The target check runs before the driver sees the cubin: lazy loading would otherwise accept a cubin
+the device cannot run and fail later with CUDA_ERROR_NO_BINARY_FOR_GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .. import ABI_VERSION
+from ..arch import ARCHES, Arch
+from ..diagnostics import AotcError
+from .device import Device, check, driver, error_name, make_current
+from .errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
+from .lookup import Found, buildable_target, stored_targets
+
+ENTRY = "aotc_kernel"
+CUDA_ERROR_NO_BINARY_FOR_GPU = 209
+
+
+class AotcLaunch(ctypes.Structure):
+    """Mirror of `AotcLaunch` in templates/common/aotc_abi.h."""
+
+    _fields_ = [
+        ("grid", ctypes.c_uint32 * 3),
+        ("block", ctypes.c_uint32 * 3),
+        ("smem_bytes", ctypes.c_uint32),
+        ("params_bytes", ctypes.c_uint32),
+        ("workspace_bytes", ctypes.c_uint64),
+    ]
+
+
+def read_blob(found: Found, role: str) -> bytes:
+    """The verified bytes of one blob of the manifest; AOTC-RT-004 when missing or corrupt."""
+    blobs = found.manifest.get("blobs", {})
+    if role not in blobs:
+        raise runtime_error(CORRUPT_BLOB, f"the {found.arch} manifest of {found.family} ({found.spec_key[:12]}) "
+                            f"in {found.source.name} lists no {role!r} blob (has: {', '.join(blobs)})",
+                            f"rebuild it: {build_command(found.arch, found.family, found.manifest.get('name', ''))}")
+    digest = blobs[role]["sha256"]
+    try:
+        return found.source.read_blob(digest)
+    except (AotcError, OSError, KeyError, ValueError) as exc:
+        raise runtime_error(
+            CORRUPT_BLOB, f"the {role} blob {digest[:12]} of {found.family} for {found.arch} in {found.source.name} "
+            f"cannot be read: {exc}",
+            f"it is not loaded; rebuild it: {build_command(found.arch, found.family, found.manifest.get('name', ''))}",
+            digest=digest) from exc
+
+
+def cubin_arch(cubin: bytes) -> tuple[str, Arch]:
+    """(nvcc target name, Arch) of a cubin, from its ELF header and compat notes."""
+    from ..elf import cubin_target
+
+    sm, variant = cubin_target(cubin)
+    arch = ARCHES.get(f"sm{sm}{variant}") or Arch(f"sm{sm}{variant}", sm, variant, 0, frozenset(), 1)
+    return f"sm_{sm}{variant}", arch
+
+
+def check_cubin_target(cubin: bytes, device: Device, found: Found) -> None:
+    """AOTC-RT-003 unless the cubin's own ELF target runs on the device (checked before loading)."""
+    nvcc_name, arch = cubin_arch(cubin)
+    if arch.runs_on(device.cc):
+        return
+    stored = stored_targets(found.family, found.params, [found.source])
+    target = buildable_target(found.family, found.params, device)
+    fix = (f"build one for this device: {build_command(target, found.family, found.manifest.get('name', ''))}"
+           if target else f"{found.family} cannot be built for sm_{device.sm}; run it on a device of its target")
+    raise runtime_error(
+        TARGET_MISMATCH,
+        f"the {found.family} cubin ({found.spec_key[:12]}, from {found.source.name}) is built for {nvcc_name}, which "
+        f"cannot run on {device.label}; stored targets for these params: {', '.join(stored) or 'none'}",
+        fix, cubin_target=nvcc_name, device_cc=list(device.cc), stored=sorted(stored))
+
+
+def load_cubin(cubin: bytes, device: Device, what: str) -> tuple[Any, Any]:
+    """(library, function) of `aotc_kernel` in the device's primary context."""
+    cu = driver()
+    make_current(device.ordinal)
+    library = check(cu, cu.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), f"cuLibraryLoadData({what})")
+    kernel = check(cu, cu.cuLibraryGetKernel(library, ENTRY.encode()), f"cuLibraryGetKernel({what}, {ENTRY})")
+    # Forces the module into this context now, so a wrong binary fails here and not at first launch.
+    err, function = cu.cuKernelGetFunction(kernel)
+    if int(err) == CUDA_ERROR_NO_BINARY_FOR_GPU:
+        raise runtime_error(TARGET_MISMATCH, f"the driver has no binary of {what} for {device.label} "
+                            f"({error_name(cu, err)})", "build the kernel for this device's target")
+    check(cu, (err, function), f"cuKernelGetFunction({what})")
+    return library, function
+
+
+def helper_dir() -> Path:
+    """Private per-user folder for helper .so files (ctypes needs a file): AOTC_RUNTIME_DIR, else
+    $XDG_RUNTIME_DIR/aotc, else <tmp>/aotc-<uid>."""
+    env = os.environ.get("AOTC_RUNTIME_DIR")
+    if env:
+        root = Path(env)
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        root = Path(os.environ["XDG_RUNTIME_DIR"]) / "aotc"
+    else:
+        root = Path(tempfile.gettempdir()) / f"aotc-{os.getuid()}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
+                            f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
+                            "set AOTC_RUNTIME_DIR to a private folder")
+    return root
+
+
+def helper_path(digest: str, fetch: Any) -> Path:
+    """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
+    root = helper_dir()
+    path = root / f"{digest}.so"
+    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+        return path
+    data = fetch()
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+class Helper:
+    """The host helper of one kernel: aotc_query / aotc_prepare through ctypes."""
+
+    def __init__(self, path: Path, what: str):
+        try:
+            lib = ctypes.CDLL(str(path))
+        except OSError as exc:
+            raise runtime_error(HELPER_ABI, f"the host helper of {what} ({path.name}) cannot be loaded: {exc}",
+                                "rebuild the kernel with this aotc version") from exc
+        self.lib = lib
+        self.what = what
+        for sym in ("aotc_abi_version", "aotc_query", "aotc_prepare"):
+            if not hasattr(lib, sym):
+                raise runtime_error(HELPER_ABI, f"the host helper of {what} exports no {sym}()",
+                                    "rebuild the kernel with this aotc version")
+        lib.aotc_abi_version.restype = ctypes.c_int
+        lib.aotc_abi_version.argtypes = []
+        version = lib.aotc_abi_version()
+        if version != ABI_VERSION:
+            raise runtime_error(HELPER_ABI, f"the host helper of {what} speaks launch ABI {version}; this aotc "
+                                f"runtime speaks {ABI_VERSION}", "rebuild the kernel with this aotc version "
+                                "(or install the aotc version it was built with)", helper_abi=version,
+                                runtime_abi=ABI_VERSION)
+        vp, ip, u32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32
+        launch_p = ctypes.POINTER(AotcLaunch)
+        lib.aotc_query.restype = ip
+        lib.aotc_query.argtypes = [vp, launch_p, ctypes.c_char_p, ip]
+        lib.aotc_prepare.restype = ip
+        lib.aotc_prepare.argtypes = [vp, vp, vp, u32, launch_p, ctypes.c_char_p, ip]
+        self.query_fn = lib.aotc_query
+        self.prepare_fn = lib.aotc_prepare
+
+
+def load_helper(found: Found) -> Helper:
+    blob = found.manifest.get("blobs", {}).get("helper")
+    what = f"{found.family} for {found.arch} ({found.spec_key[:12]})"
+    if blob is None:
+        raise runtime_error(HELPER_ABI, f"{what} has no host helper blob in its manifest",
+                            f"rebuild it: {build_command(found.arch, found.family, found.manifest.get('name', ''))}")
+    return Helper(helper_path(blob["sha256"], lambda: read_blob(found, "helper")), what)

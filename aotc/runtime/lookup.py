@@ -1,0 +1,225 @@
+"""Lookup: (family, params, device) -> the stored manifest to load, searching the targets the
+device can run in preference order (exact `a` > `f` family > plain) across kernel sources (the local
+cache first; installed kernel wheels append theirs). No driver needed: the device may be a capability.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..arch import ARCHES, get_arch
+from ..diagnostics import AotcError
+from ..families import UnknownFamilyError, get_family
+from ..keys import spec_key
+from .device import Device
+from .errors import BAD_PARAMS, NO_KERNEL, TARGET_MISMATCH, build_command, runtime_error
+
+
+class KernelSource(Protocol):
+    """Where manifests and blobs come from. `resolve` answers None for an unknown spec key;
+    `read_blob` returns the verified bytes of a digest or raises AotcError."""
+
+    name: str
+
+    def resolve(self, spec_key: str) -> dict | None: ...
+
+    def read_blob(self, digest: str) -> bytes: ...
+
+
+class CacheSource:
+    """A local aotc cache directory (aotc.cache.Cache) as a kernel source."""
+
+    def __init__(self, cache: Any):
+        self.cache = cache
+        self.name = f"cache {getattr(cache, 'root', cache)}"
+
+    def resolve(self, spec_key: str) -> dict | None:
+        return self.cache.resolve_ref(spec_key)
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.cache.read_blob(digest)
+
+
+class WheelSource:
+    """Installed kernel wheels (aotc.kernel_wheels), in distribution-name order. Discovered on the
+    first miss of the sources before it, so a process served from the local cache never pays for
+    the entry-point scan."""
+
+    name = "installed kernel wheels"
+
+    def __init__(self) -> None:
+        self._caches: list[CacheSource] | None = None
+        self._owner: dict[str, CacheSource] = {}  # blob digest -> the wheel cache that listed it
+
+    def caches(self) -> list[CacheSource]:
+        if self._caches is None:
+            from ..cache import Cache
+            from ..kernel_wheels import discover
+
+            installed, _refused = discover()
+            self._caches = [CacheSource(Cache(w.root)) for w in installed]
+            for src, w in zip(self._caches, installed, strict=True):
+                src.name = f"kernel wheel {w.distribution}"
+        return self._caches
+
+    def resolve(self, spec_key: str) -> dict | None:
+        for src in self.caches():
+            manifest = src.resolve(spec_key)
+            if manifest is not None:
+                for blob in manifest.get("blobs", {}).values():
+                    self._owner[blob["sha256"]] = src
+                return manifest
+        return None
+
+    def read_blob(self, digest: str) -> bytes:
+        owner = self._owner.get(digest)
+        if owner is None:
+            raise KeyError(digest)
+        return owner.read_blob(digest)
+
+
+_sources: list[KernelSource] | None = None
+_sources_lock = threading.Lock()
+
+
+def default_sources() -> list[KernelSource]:
+    """The process-wide source list: the default local cache, then installed kernel wheels, then
+    any added sources."""
+    global _sources
+    if _sources is None:
+        with _sources_lock:
+            if _sources is None:
+                from ..cache import Cache, default_cache_dir
+
+                _sources = [CacheSource(Cache(default_cache_dir())), WheelSource()]
+    return _sources
+
+
+def add_source(source: KernelSource) -> None:
+    """Append a source (e.g. an installed kernel wheel); searched after the ones already there."""
+    default_sources().append(source)
+
+
+def set_sources(sources: list[KernelSource]) -> None:
+    """Replace the process-wide source list (e.g. to point a server at another cache directory)."""
+    global _sources
+    with _sources_lock:
+        _sources = list(sources)
+
+
+@dataclass(frozen=True)
+class Found:
+    family: str
+    params: dict
+    arch: str
+    spec_key: str
+    manifest: dict
+    source: KernelSource
+
+
+def typed_params(family: str, params: dict) -> dict:
+    """Validate and complete params exactly as the build does, so the spec keys agree."""
+    try:
+        fam = get_family(family)
+    except UnknownFamilyError as exc:
+        raise runtime_error(BAD_PARAMS, str(exc).strip("'\""), "use one of the listed family names") from None
+    typed, errors = fam.validate(dict(params))
+    if errors:
+        raise runtime_error(BAD_PARAMS, f"invalid parameters for {family}: " + "; ".join(errors),
+                            "pass the parameters the kernel was built with (see its tile spec)")
+    return typed
+
+
+def find(family: str, params: dict, device: Device, *, arch: str | None = None,
+         sources: list[KernelSource] | None = None) -> Found:
+    """The most preferred stored kernel for (family, params) that `device` can run."""
+    typed = typed_params(family, params)
+    srcs = default_sources() if sources is None else sources
+    if arch is not None:
+        target = get_arch(arch)
+        if not target.runs_on(device.cc):
+            raise _not_runnable(family, typed, device, target.name, srcs)
+        targets = [target.name]
+    else:
+        targets = device.runnable_targets()
+    for name in targets:
+        key = spec_key(family, typed, name)
+        for src in srcs:
+            manifest = src.resolve(key)
+            if manifest is not None:
+                return Found(family, typed, name, key, manifest, src)
+    raise _no_kernel(family, typed, device, targets, srcs)
+
+
+def stored_targets(family: str, typed: dict, sources: list[KernelSource]) -> dict[str, dict]:
+    """Every catalog target stored for (family, params) in any source: arch -> manifest."""
+    found: dict[str, dict] = {}
+    for name in ARCHES:
+        key = spec_key(family, typed, name)
+        for src in sources:
+            manifest = src.resolve(key)
+            if manifest is not None:
+                found[name] = manifest
+                break
+    return found
+
+
+def _describe(stored: dict[str, dict], device: Device) -> str:
+    if not stored:
+        return "nothing is stored for these parameters on any target"
+    parts = [f"{a} ({'runs here' if ARCHES[a].runs_on(device.cc) else 'cannot run here'})" for a in stored]
+    return "stored targets: " + ", ".join(parts)
+
+
+def buildable_target(family: str, typed: dict, device: Device) -> str | None:
+    """The most preferred target the device runs that offers every feature the family needs."""
+    try:
+        needs = get_family(family).requires(typed)
+    except AotcError:  # pragma: no cover - requires() returns, never raises, by contract
+        return None
+    for name in device.runnable_targets():
+        if needs <= ARCHES[name].features:
+            return name
+    return None
+
+
+def _fix(family: str, typed: dict, device: Device, stored: dict[str, dict]) -> str:
+    target = buildable_target(family, typed, device)
+    if target is None:
+        needs = sorted(get_family(family).requires(typed))
+        return (f"{family} needs {', '.join(needs)}, which no target of sm_{device.sm} offers: run it on a "
+                "device it was built for")
+    spec_name = next((m.get("name", "") for m in stored.values()), "")
+    return f"build one: {build_command(target, family, spec_name)}"
+
+
+def _no_kernel(family: str, typed: dict, device: Device, searched: list[str],
+               sources: list[KernelSource]) -> AotcError:
+    stored = stored_targets(family, typed, sources)
+    where = ", ".join(s.name for s in sources) or "no sources"
+    return runtime_error(
+        NO_KERNEL,
+        f"no {family} kernel with params {typed} for {device.label}: searched targets "
+        f"{', '.join(searched) or '(none runnable)'} in {where}; {_describe(stored, device)}",
+        _fix(family, typed, device, stored),
+        family=family, device_cc=list(device.cc), searched=searched, stored=sorted(stored))
+
+
+def _not_runnable(family: str, typed: dict, device: Device, target: str,
+                  sources: list[KernelSource]) -> AotcError:
+    stored = stored_targets(family, typed, sources)
+    return runtime_error(
+        TARGET_MISMATCH,
+        f"{family} for {target} cannot run on {device.label}: a {target} binary runs only on "
+        f"{_runs_on_text(target)}; {_describe(stored, device)}",
+        _fix(family, typed, device, stored),
+        family=family, target=target, device_cc=list(device.cc), stored=sorted(stored))
+
+
+def _runs_on_text(target: str) -> str:
+    arch = ARCHES[target]
+    if arch.variant == "a":
+        return f"sm_{arch.sm} exactly"
+    return f"sm_{arch.family_major}x devices from sm_{arch.sm} up"

@@ -1,0 +1,77 @@
+"""Per-process kernel registry: (device, family, params[, arch]) -> loaded Kernel, memoized per
+device and spec key. The first load takes a lock (one thread loads, the others wait and share it);
+later lookups are one dict read and take no lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from ..families import get_family
+from .device import Device, query_device
+from .launch import Kernel
+from .loader import check_cubin_target, load_cubin, load_helper, read_blob
+from .lookup import Found, KernelSource, find
+
+_fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
+_by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel
+_lock = threading.Lock()
+
+
+def freeze(value: Any) -> Any:
+    """A hashable, order-independent form of a params dict (lists become tuples)."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def resolve_device(device: Device | int | None) -> Device:
+    if isinstance(device, Device):
+        return device if device.smem_optin_bytes else query_device(device.ordinal)
+    return query_device(0 if device is None else int(device))
+
+
+def get_kernel(family: str, params: dict, *, device: Device | int | None = None, arch: str | None = None,
+               sources: list[KernelSource] | None = None) -> Kernel:
+    """The loaded kernel for (family, params) on `device` (default: CUDA device 0). Memoized: the
+    warm call is a dict lookup."""
+    ordinal = device.ordinal if isinstance(device, Device) else (0 if device is None else int(device))
+    fast_key = (ordinal, family, freeze(params), arch)
+    kernel = _fast.get(fast_key)
+    if kernel is not None:
+        return kernel
+    with _lock:
+        kernel = _fast.get(fast_key)
+        if kernel is None:
+            dev = resolve_device(device)
+            found = find(family, params, dev, arch=arch, sources=sources)
+            kernel = _by_spec.get((dev.ordinal, found.spec_key)) or load_kernel(found, dev)
+            _by_spec[(dev.ordinal, found.spec_key)] = kernel
+            if sources is None:  # explicit source lists are not memoized under the default key
+                _fast[fast_key] = kernel
+    return kernel
+
+
+def load_kernel(found: Found, device: Device) -> Kernel:
+    """Verify, check the target, and load cubin + helper of a found kernel (not memoized)."""
+    cubin = read_blob(found, "cubin")
+    check_cubin_target(cubin, device, found)
+    what = f"{found.family} {found.arch} {found.spec_key[:12]}"
+    helper = load_helper(found)
+    library, function = load_cubin(cubin, device, what)
+    return Kernel(get_family(found.family), found, device, library, function, helper)
+
+
+def loaded() -> list[Kernel]:
+    """Every kernel loaded in this process."""
+    return list(_by_spec.values())
+
+
+def clear() -> None:
+    """Forget every loaded kernel (tests; a long-lived server swapping caches)."""
+    with _lock:
+        _fast.clear()
+        _by_spec.clear()
