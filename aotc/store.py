@@ -29,7 +29,7 @@ _CHUNK = 1 << 20
 # blobs use a fast level: ratio matters less than not stalling a build for minutes.
 ZSTD_LEVEL = 19
 ZSTD_LEVEL_LARGE = 9
-LARGE_BLOB_BYTES = 32 << 20
+LARGE_BLOB_BYTES = 16 << 20
 
 
 class CorruptBlobError(AotcError):

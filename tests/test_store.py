@@ -1,0 +1,208 @@
+"""LocalBlobStore on a real directory: content addressing, zstd frames, dedup, verified reads with
+quarantine, temp-file sweeping of a killed writer, and the AOTC_BLOB_STORE selection hook."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from aotc.diagnostics import AotcError
+from aotc.store import BlobStore, CorruptBlobError, LocalBlobStore, blob_store_class, open_blob_store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cubin_like(n: int, seed: int = 0) -> bytes:
+    """Compressible but not trivial bytes (repeated instruction-like words with varying fields)."""
+    words = [hashlib.sha256(f"{seed}:{i % 97}".encode()).digest()[:8] for i in range(n // 8)]
+    return b"".join(words)[:n]
+
+
+def test_put_names_blob_by_sha256_in_sharded_zstd_file(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = cubin_like(200_000)
+    digest = store.put(data)
+    assert digest == hashlib.sha256(data).hexdigest()
+    path = tmp_path / "v1" / "blobs" / digest[:2] / f"{digest}.zst"
+    assert path.is_file()
+    raw = path.read_bytes()
+    assert zstandard.ZstdDecompressor().decompress(raw) == data  # a plain zstd frame
+    assert len(raw) < len(data) / 4
+    assert store.get(digest) == data
+    st = store.stat(digest)
+    assert st is not None and st.raw_bytes == len(data) and st.stored_bytes == len(raw)
+    assert list(store.iter_digests()) == [digest]
+
+
+def test_put_is_deterministic_and_deduplicated(tmp_path: Path) -> None:
+    a, b = LocalBlobStore(tmp_path / "a"), LocalBlobStore(tmp_path / "b")
+    data = cubin_like(100_000, seed=3)
+    digest = a.put(data)
+    b.put(data)
+    pa, pb = a.path(digest), b.path(digest)
+    assert pa.read_bytes() == pb.read_bytes()
+    os.utime(pa, (1_000_000, 1_000_000))  # pretend it is old; a dedup hit refreshes its age for gc
+    inode = pa.stat().st_ino
+    assert a.put(data) == digest
+    assert pa.stat().st_ino == inode  # not rewritten
+    assert pa.stat().st_mtime > time.time() - 60
+    assert list(a.iter_digests()) == [digest]
+    assert not any((tmp_path / "a" / "v1" / "tmp").iterdir())  # no temp files left
+
+
+def test_empty_blob_round_trips(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assert store.get(store.put(b"")) == b""
+
+
+def test_missing_blob_is_keyerror_and_bad_digest_is_rejected(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    with pytest.raises(KeyError):
+        store.get("0" * 64)
+    assert not store.has("0" * 64) and store.stat("0" * 64) is None and not store.delete("0" * 64)
+    for bad in ("../../etc/passwd", "A" * 64, "0" * 63):
+        with pytest.raises(ValueError, match="sha256 hex digest"):
+            store.get(bad)
+
+
+def test_flipped_byte_raises_corrupt_blob_error_and_quarantines(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    data = cubin_like(20_000)
+    digest = store.put(data)
+    path = store.path(digest)
+    raw = bytearray(path.read_bytes())
+    raw[-1] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(CorruptBlobError) as info:
+        store.get(digest)
+    err = info.value
+    text = str(err)
+    assert isinstance(err, AotcError) and err.diagnostics[0].code == "AOTC-CACHE-001"
+    assert digest in text and str(path) in text and "aotc verify" in text
+    assert err.moved_to is not None and Path(err.moved_to).parent == tmp_path / "v1" / "quarantine"
+    assert Path(err.moved_to).read_bytes() == bytes(raw)  # kept for inspection, not deleted
+    assert not store.has(digest)
+    assert store.put(data) == digest and store.get(digest) == data  # a rebuild restores it
+
+
+def test_wrong_content_under_a_valid_frame_reports_actual_hash(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    digest = store.put(b"good bytes")
+    other = b"other bytes"
+    store.path(digest).write_bytes(zstandard.ZstdCompressor().compress(other))
+    with pytest.raises(CorruptBlobError) as info:
+        store.get(digest)
+    assert info.value.actual == hashlib.sha256(other).hexdigest()
+    assert f"expected sha256 {digest}, got {info.value.actual}" in str(info.value)
+
+
+def test_truncated_blob_is_corrupt(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    digest = store.put(os.urandom(50_000))
+    path = store.path(digest)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CorruptBlobError, match="undecodable zstd frame"):
+        store.get(digest)
+    assert not path.exists()
+
+
+def test_iter_digests_ignores_stray_files(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    digest = store.put(b"x")
+    (store.path(digest).parent / "notes.txt").write_text("stray")
+    (store.blob_dir / "README").write_text("stray")
+    assert list(store.iter_digests()) == [digest]
+
+
+def slow_to_compress(n: int, seed: int) -> bytes:
+    """4-bit random symbols: zstd level 19 works at ~0.3 MB/s on them (measured), so a put of
+    16 MB takes about a minute: plenty of time to kill the writer mid-write."""
+    import random
+
+    return random.Random(seed).randbytes(n).translate(bytes(i & 15 for i in range(256)))
+
+
+_KILLED_WRITER = """
+import sys
+from aotc.store import LocalBlobStore
+from tests.test_store import slow_to_compress
+LocalBlobStore(sys.argv[1], level=19).put(slow_to_compress(16 << 20, seed=7))
+print("finished")
+"""
+
+
+def test_writer_killed_mid_put_leaves_no_blob_and_its_temp_file_is_swept(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tmp_dir = tmp_path / "v1" / "tmp"
+    deadline = time.monotonic() + 120
+
+    def partly_written() -> bool:
+        return tmp_dir.is_dir() and any(p.stat().st_size > 0 for p in tmp_dir.glob("*.tmp"))
+
+    while not partly_written():  # kill only once part of the compressed frame is on disk
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < deadline, "writer never started writing its temp file"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert child.returncode == -signal.SIGKILL
+    store = LocalBlobStore(tmp_path)
+    digest = hashlib.sha256(slow_to_compress(16 << 20, seed=7)).hexdigest()
+    assert not store.has(digest) and list(store.iter_digests()) == []
+    leftovers = list(tmp_dir.glob("*.tmp"))
+    assert len(leftovers) == 1 and leftovers[0].stat().st_size > 0  # it really was mid-write
+    assert store.sweep_tmp(dry_run=True) == [str(leftovers[0])] and leftovers[0].exists()
+    assert store.sweep_tmp() == [str(leftovers[0])]
+    assert not leftovers[0].exists()
+    assert store.get(store.put(b"still usable")) == b"still usable"
+
+
+def test_sweep_keeps_temp_files_of_live_writers(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    store.tmp_dir.mkdir(parents=True)
+    import socket
+
+    live = store.tmp_dir / f"{socket.gethostname()}.{os.getpid()}.abc.tmp"
+    other_host = store.tmp_dir / "some-other-host.1.abc.tmp"
+    live.write_bytes(b"x")
+    other_host.write_bytes(b"x")
+    assert store.sweep_tmp() == []
+    os.utime(other_host, (time.time() - 2 * 86_400,) * 2)  # a day-old file of any writer is dead
+    assert store.sweep_tmp() == [str(other_host)]
+
+
+def test_blob_store_env_selects_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "mystores.py").write_text(
+        "from aotc.store import LocalBlobStore\n"
+        "class CountingStore(LocalBlobStore):\n"
+        "    puts = 0\n"
+        "    def put(self, data):\n"
+        "        type(self).puts += 1\n"
+        "        return super().put(data)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("AOTC_BLOB_STORE", raising=False)
+    assert blob_store_class() is LocalBlobStore
+    monkeypatch.setenv("AOTC_BLOB_STORE", "mystores:CountingStore")
+    store = open_blob_store(tmp_path / "cache")
+    assert type(store).__name__ == "CountingStore" and isinstance(store, BlobStore)
+    store.put(b"abc")
+    assert type(store).puts == 1
+
+
+@pytest.mark.parametrize("value", ["nocolon", "aotc.store:NoSuchClass", "no_such_module_xyz:C", "pathlib:Path"])
+def test_bad_blob_store_env_is_a_clear_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AOTC_BLOB_STORE", value)
+    with pytest.raises(AotcError) as info:
+        blob_store_class()
+    d = info.value.diagnostics[0]
+    assert d.code == "AOTC-CACHE-003" and value in d.message and "unset it" in d.fix
