@@ -1,0 +1,193 @@
+"""Compile one rendered translation unit with nvcc: the device cubin and the host helper .so, plus
+the headers each compile actually read (from nvcc's make-style deps) and the ptxas resource lines.
+Compile errors, timeouts and kills are results (ok=False with the full log), never exceptions.
+Build side only; knows nothing about caching or verification.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .arch import Arch
+from .toolchain import Toolchain
+
+SOURCE_NAME = "aotc_kernel.cu"  # fixed name: nothing about the temp dir leaks into the outputs
+# ptxas --resource-usage lines, including the indented "N bytes stack frame, N bytes spill stores" ones
+_PTXAS_INFO = re.compile(r"^(?:ptxas info\s*:.*|\s+\d+ bytes stack frame.*)$", re.MULTILINE)
+
+
+@dataclass
+class CompileResult:
+    ok: bool
+    cubin: bytes | None = None
+    helper: bytes | None = None
+    headers: list[str] = field(default_factory=list)  # absolute, normalized, sorted; source excluded
+    log: str = ""  # every command line and its full stdout/stderr
+    seconds: dict[str, float] = field(default_factory=dict)  # {"device": s, "helper": s}
+    resource_lines: list[str] = field(default_factory=list)  # ptxas info lines of the device compile
+    error: str = ""  # one-line reason when not ok, with what to do
+
+
+def flags(
+    arch: Arch,
+    toolchain: Toolchain,
+    *,
+    include_dirs: Sequence[str] = (),
+    defines: Sequence[str] = (),
+    extra_flags: Sequence[str] = (),
+) -> list[str]:
+    """The device compile's exact nvcc flags (no source, output or temp paths): part of the action key.
+
+    `toolchain` is accepted so flags may depend on the nvcc release; none do yet.
+    """
+    del toolchain
+    out = ["-cubin", "-gencode", arch.gencode, "-std=c++17", "-O3", "--expt-relaxed-constexpr", "-DNDEBUG"]
+    out += ["--resource-usage"]  # ptxas prints registers/spills/SMEM per kernel into the log
+    out += [f"-D{d}" for d in defines]
+    out += [f"-I{d}" for d in include_dirs]
+    out += list(extra_flags)
+    return out
+
+
+def helper_flags(device_flags: Sequence[str]) -> list[str]:
+    """Host helper flags derived from the device flags: same target/defines/includes, but a shared
+    library of host code (the template's AOTC_HOST_HELPER branch) linked with the static cudart."""
+    keep = [f for f in device_flags if f not in ("-cubin", "--resource-usage")]
+    return ["-shared", "-Xcompiler", "-fPIC", "-DAOTC_HOST_HELPER", "-cudart", "static", *keep]
+
+
+def parse_deps(text: str, base_dir: str, source: str | None = None) -> list[str]:
+    """Prerequisites of a make-style deps file (nvcc -MD -MF): continuation lines joined, `\\ `
+    escapes honoured, relative paths resolved against `base_dir` (nvcc's cwd) and normalized;
+    `source` itself left out."""
+    joined = re.sub(r"\\\r?\n", " ", text)
+    paths: list[str] = []
+    for line in joined.splitlines():
+        # "target : prereqs"; a ':' in a Windows drive letter is not the separator (no space after).
+        match = re.search(r"(?<!\\):(\s|$)", line)
+        if not match:
+            continue
+        rest = line[match.end():]
+        for token in re.findall(r"(?:\\.|[^\s\\])+", rest):
+            paths.append(re.sub(r"\\(.)", r"\1", token).replace("$$", "$"))
+    def absolute(p: str) -> str:
+        return os.path.normpath(os.path.join(base_dir, p))
+
+    skip = absolute(source) if source else None
+    result = {absolute(p) for p in paths}
+    result.discard(skip)
+    return sorted(result)
+
+
+@dataclass
+class _Run:
+    returncode: int | None  # None: timed out
+    output: str
+    seconds: float
+
+
+def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
+    """Run nvcc in its own process group so a timeout kills cicc/ptxas too."""
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return _Run(proc.returncode, out, time.monotonic() - start)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return _Run(None, out, time.monotonic() - start)
+
+
+def _failure_reason(step: str, run: _Run, timeout: float | None) -> str:
+    if run.returncode is None:
+        return (
+            f"{step} compile timed out after {run.seconds:.0f} s (limit {timeout} s); "
+            "raise the timeout or run fewer jobs at once"
+        )
+    killed = run.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) or re.search(
+        r"died due to signal 9|Killed", run.output
+    )
+    if killed:
+        return (
+            f"{step} compile was killed (SIGKILL) after {run.seconds:.0f} s, most likely by the "
+            "out-of-memory killer; run fewer parallel jobs (see `aotc doctor` for the memory per job)"
+        )
+    if run.returncode < 0:
+        return f"{step} compile died from signal {-run.returncode} after {run.seconds:.0f} s"
+    first = next((ln for ln in run.output.splitlines() if "error" in ln.lower()), "")
+    return f"{step} compile failed (nvcc exit {run.returncode}): {first.strip()[:300]}"
+
+
+def _log_entry(step: str, cmd: list[str], run: _Run) -> str:
+    status = "timeout" if run.returncode is None else f"exit {run.returncode}"
+    return f"$ {shlex.join(cmd)}\n{run.output.rstrip()}\n[{step}: {status}, {run.seconds:.2f} s]\n"
+
+
+def _compile_step(
+    step: str, toolchain: Toolchain, step_flags: list[str], out_name: str, tmp: Path, timeout: float | None
+) -> tuple[list[str], _Run, list[str], bytes | None]:
+    deps = tmp / f"{step}.d"
+    cmd = [toolchain.nvcc, *step_flags, "-MD", "-MF", str(deps), "-o", str(tmp / out_name), SOURCE_NAME]
+    run = _run(cmd, str(tmp), timeout)
+    ok = run.returncode == 0 and (tmp / out_name).is_file()
+    headers = parse_deps(deps.read_text(), str(tmp), SOURCE_NAME) if ok and deps.is_file() else []
+    return cmd, run, headers, (tmp / out_name).read_bytes() if ok else None
+
+
+def compile_source(
+    source: str,
+    arch: Arch,
+    toolchain: Toolchain,
+    *,
+    include_dirs: Sequence[str],
+    defines: Sequence[str] = (),
+    extra_flags: Sequence[str] = (),
+    workdir: str | os.PathLike | None = None,
+    with_helper: bool = True,
+    timeout: float | None = None,
+) -> CompileResult:
+    """Compile `source` to a cubin for `arch` (and the host helper .so unless with_helper=False).
+
+    Runs the two compiles one after the other (each CUTLASS TU may take ~5 GiB). The temp dir under
+    `workdir` is removed whatever happens.
+    """
+    device_flags = flags(arch, toolchain, include_dirs=include_dirs, defines=defines, extra_flags=extra_flags)
+    tmp = Path(tempfile.mkdtemp(prefix="aotc-nvcc-", dir=workdir))
+    result = CompileResult(ok=False)
+    try:
+        (tmp / SOURCE_NAME).write_text(source)
+        steps = [("device", device_flags, "kernel.cubin")]
+        if with_helper:
+            steps.append(("helper", helper_flags(device_flags), "helper.so"))
+        headers: set[str] = set()
+        for step, step_flags, out_name in steps:
+            cmd, run, step_headers, data = _compile_step(step, toolchain, step_flags, out_name, tmp, timeout)
+            result.log += _log_entry(step, cmd, run)
+            result.seconds[step] = round(run.seconds, 3)
+            if data is None:
+                result.error = _failure_reason(step, run, timeout)
+                return result
+            headers.update(step_headers)
+            if step == "device":
+                result.cubin = data
+                result.resource_lines = [ln.strip() for ln in _PTXAS_INFO.findall(run.output)]
+            else:
+                result.helper = data
+        result.headers = sorted(headers)
+        result.ok = True
+        return result
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
