@@ -57,6 +57,11 @@ class VerifyReport:
         }
 
 
+def _short(name: str, limit: int = 100) -> str:
+    """CUTLASS kernel names run to kilobytes; messages show the head (details keep the full name)."""
+    return name if len(name) <= limit else name[: limit - 3] + "..."
+
+
 def _diag(number: int, message: str, fix: str, **details: object) -> Diagnostic:
     return Diagnostic(f"AOTC-VERIFY-{number:03d}", message, fix=fix, details=dict(details))
 
@@ -217,7 +222,7 @@ def _check_resources(
             over = static + smem_dynamic - smem_budget
             report.diagnostics.append(
                 _diag(
-                    4, f"kernel {name} needs {static} B static + {smem_dynamic} B dynamic = "
+                    4, f"kernel {_short(name)} needs {static} B static + {smem_dynamic} B dynamic = "
                     f"{static + smem_dynamic} B of shared memory; the budget is {smem_budget} B "
                     f"({over} B over)",
                     "choose a smaller tile or fewer pipeline stages",
