@@ -20,7 +20,7 @@ from .lookup import (
     find,
     set_sources,
 )
-from .registry import clear, get_kernel, load_kernel, loaded
+from .registry import HostKernel, clear, get_kernel, host_kernel, load_kernel, loaded
 from .select import select
 from .tensors import TensorInfo, expect, tensor_info
 
@@ -28,6 +28,7 @@ __all__ = [
     "CacheSource",
     "Device",
     "Found",
+    "HostKernel",
     "Kernel",
     "KernelSource",
     "TensorInfo",
@@ -39,6 +40,7 @@ __all__ = [
     "expect",
     "find",
     "get_kernel",
+    "host_kernel",
     "load_kernel",
     "loaded",
     "query_device",

@@ -6,17 +6,27 @@ later lookups are one dict read and take no lock.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any
 
 from ..families import get_family
 from .device import Device, query_device
 from .launch import Kernel
-from .loader import check_cubin_target, load_cubin, load_helper, read_blob
+from .loader import Helper, check_cubin_target, load_cubin, load_helper, read_blob
 from .lookup import Found, KernelSource, find
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel
-_lock = threading.Lock()
+_host: dict[str, HostKernel] = {}  # spec key -> verified cubin bytes + loaded helper (any device)
+_lock = threading.RLock()
+
+
+@dataclass(frozen=True)
+class HostKernel:
+    """The device-independent half of a loaded kernel: verified cubin bytes and the host helper."""
+
+    cubin: bytes
+    helper: Helper
 
 
 def freeze(value: Any) -> Any:
@@ -55,14 +65,26 @@ def get_kernel(family: str, params: dict, *, device: Device | int | None = None,
     return kernel
 
 
+def host_kernel(found: Found) -> HostKernel:
+    """Read and verify the cubin and load the helper once per process and spec key (no driver)."""
+    host = _host.get(found.spec_key)
+    if host is None:
+        with _lock:
+            host = _host.get(found.spec_key)
+            if host is None:
+                host = HostKernel(read_blob(found, "cubin"), load_helper(found))
+                _host[found.spec_key] = host
+    return host
+
+
 def load_kernel(found: Found, device: Device) -> Kernel:
-    """Verify, check the target, and load cubin + helper of a found kernel (not memoized)."""
-    cubin = read_blob(found, "cubin")
-    check_cubin_target(cubin, device, found)
+    """Check the cubin's ELF target against the device, then load it there (not memoized per device:
+    get_kernel does that)."""
+    host = host_kernel(found)
+    check_cubin_target(host.cubin, device, found)  # before the driver sees it (lazy loading hides 209)
     what = f"{found.family} {found.arch} {found.spec_key[:12]}"
-    helper = load_helper(found)
-    library, function = load_cubin(cubin, device, what)
-    return Kernel(get_family(found.family), found, device, library, function, helper)
+    library, function = load_cubin(host.cubin, device, what)
+    return Kernel(get_family(found.family), found, device, library, function, host.helper)
 
 
 def loaded() -> list[Kernel]:
@@ -75,3 +97,4 @@ def clear() -> None:
     with _lock:
         _fast.clear()
         _by_spec.clear()
+        _host.clear()
