@@ -1,0 +1,193 @@
+"""FMHA families: `fmha_fwd` (prefill, FlashAttention-2 class on mma.sync) and `fmha_decode`
+(few query tokens, split-KV with an in-kernel last-split combine, GQA heads packed into M).
+Parameter schema, byte-exact SMEM model, legality rules and the ctypes mirror of the template's
+AotcArgs. Pure Python: no Jinja2, no nvcc (the runtime imports this to pack arguments).
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import ClassVar
+
+from ..arch import CP_ASYNC, LDMATRIX, MMA_SYNC, Arch
+from ..diagnostics import Diagnostic
+from .base import Family, Field, SmemModel
+
+ELEMENT_TYPES = {"bf16": "cutlass::bfloat16_t", "fp16": "cutlass::half_t"}
+ELEMENT_BYTES = 2
+STRUCT_ALIGN = 128  # alignas(128) on every SharedStorage member
+# Accumulator + Q-fragment registers per thread above which ptxas spills (255 max, ~60 for
+# addresses, softmax state and ldmatrix staging).
+MAX_FRAGMENT_REGISTERS = 192
+
+
+class FmhaArgs(ctypes.Structure):
+    """Mirror of `struct AotcArgs` in templates/fmha/fmha.cu.j2 (field order and types must match)."""
+
+    _fields_ = [
+        ("q", ctypes.c_uint64),
+        ("k", ctypes.c_uint64),
+        ("v", ctypes.c_uint64),
+        ("o", ctypes.c_uint64),
+        ("cu_seqlens_q", ctypes.c_uint64),
+        ("cu_seqlens_k", ctypes.c_uint64),
+        ("q_batch_stride", ctypes.c_int64),
+        ("q_row_stride", ctypes.c_int64),
+        ("q_head_stride", ctypes.c_int64),
+        ("k_batch_stride", ctypes.c_int64),
+        ("k_row_stride", ctypes.c_int64),
+        ("k_head_stride", ctypes.c_int64),
+        ("v_batch_stride", ctypes.c_int64),
+        ("v_row_stride", ctypes.c_int64),
+        ("v_head_stride", ctypes.c_int64),
+        ("o_batch_stride", ctypes.c_int64),
+        ("o_row_stride", ctypes.c_int64),
+        ("o_head_stride", ctypes.c_int64),
+        ("batch", ctypes.c_int32),
+        ("num_q_heads", ctypes.c_int32),
+        ("num_kv_heads", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("seqlen_q", ctypes.c_int32),
+        ("seqlen_k", ctypes.c_int32),
+        ("softmax_scale", ctypes.c_float),
+        ("causal", ctypes.c_int32),
+        ("num_splits", ctypes.c_int32),
+        ("num_sms", ctypes.c_int32),
+    ]
+
+
+def _fields() -> dict[str, Field]:
+    return {
+        "block_m": Field(int, "query rows per CTA (16 per warp, or a multiple)", min=16, max=256, multiple_of=16),
+        "block_n": Field(int, "keys per K/V tile", choices=(32, 64, 128)),
+        "head_dim": Field(int, "head dimension of Q/K/V/O", choices=(64, 128, 256)),
+        "warps": Field(int, "warps per CTA, stacked along M", choices=(1, 2, 4, 8)),
+        "kv_stages": Field(int, "K/V shared-memory buffers (1 = FA2 K/V interleave, 2 = double buffer)",
+                           default=1, choices=(1, 2)),
+        "dtype": Field(str, "Q/K/V/O element type (fp32 accumulation)", choices=tuple(ELEMENT_TYPES)),
+    }
+
+
+def _round_up(x: int, a: int) -> int:
+    return (x + a - 1) // a * a
+
+
+def fragment_registers(p: dict) -> int:
+    """32-bit registers per thread for acc_o + acc_s (fp32) and the Q fragment (kept in registers)."""
+    threads = 32 * p["warps"]
+    acc_o = p["block_m"] * p["head_dim"] // threads
+    acc_s = p["block_m"] * p["block_n"] // threads
+    q_regs = p["block_m"] * p["head_dim"] // 2 // threads
+    return acc_o + acc_s + q_regs
+
+
+class _FmhaBase(Family):
+    doc: ClassVar[str]
+    fields: ClassVar[dict[str, Field]] = _fields()
+    template: ClassVar[str] = "fmha/fmha.cu.j2"
+    probe_template: ClassVar[str] = "fmha/fmha_smem_probe.cu.j2"
+    args_struct: ClassVar[type[ctypes.Structure]] = FmhaArgs
+    decode: ClassVar[bool] = False
+
+    def requires(self, p: dict) -> frozenset[str]:
+        return frozenset({MMA_SYNC, LDMATRIX, CP_ASYNC})
+
+    def smem(self, p: dict, arch: Arch) -> SmemModel:
+        """Mirror of SharedStorage: members at 128 B alignment, struct size rounded to 128 B."""
+        tile_q = p["block_m"] * p["head_dim"] * ELEMENT_BYTES
+        tile_kv = p["block_n"] * p["head_dim"] * ELEMENT_BYTES
+        members = [("q_tile_and_o_staging", tile_q), ("k_stages", p["kv_stages"] * tile_kv),
+                   ("v_stages", p["kv_stages"] * tile_kv)]
+        if self.decode:
+            members.append(("last_split_flag", 4))
+        components: list[tuple[str, int]] = []
+        offset = 0
+        for name, size in members:
+            pad = _round_up(offset, STRUCT_ALIGN) - offset
+            if pad:
+                components.append((f"pad_before_{name}", pad))
+            components.append((name, size))
+            offset += pad + size
+        tail = _round_up(offset, STRUCT_ALIGN) - offset
+        if tail:
+            components.append(("pad_struct_tail", tail))
+        return SmemModel(tuple(components), (("kv_stages", p["kv_stages"]),))
+
+    def check(self, p: dict, arch: Arch) -> list[Diagnostic]:
+        # The SMEM budget itself is checked by aotc.rules against smem() with the breakdown.
+        return [*self._shape_diagnostics(p), *self._register_diagnostics(p)]
+
+    def _shape_diagnostics(self, p: dict) -> list[Diagnostic]:
+        out = []
+        rows_per_pass = 16 * p["warps"]
+        if p["block_m"] % rows_per_pass:
+            out.append(Diagnostic(
+                "AOTC-FMHA-001",
+                f"block_m {p['block_m']} is not a multiple of 16 x warps = {rows_per_pass}: each warp owns "
+                "whole 16-row mma.sync tiles",
+                fix=f"use block_m = {rows_per_pass} or a multiple, or warps = {max(1, p['block_m'] // 16)}",
+                details={"block_m": p["block_m"], "warps": p["warps"]}))
+        threads = 32 * p["warps"]
+        chunks = min(p["block_m"], p["block_n"]) * p["head_dim"] // 8
+        if chunks % threads:
+            out.append(Diagnostic(
+                "AOTC-FMHA-002",
+                f"a {min(p['block_m'], p['block_n'])}-row tile has {chunks} 16-byte chunks, not divisible by "
+                f"{threads} threads",
+                fix="use fewer warps or larger tiles", details={"chunks": chunks, "threads": threads}))
+        return out
+
+    def _register_diagnostics(self, p: dict) -> list[Diagnostic]:
+        regs = fragment_registers(p)
+        if regs <= MAX_FRAGMENT_REGISTERS:
+            return []
+        return [Diagnostic(
+            "AOTC-FMHA-003",
+            f"{regs} registers per thread for the O/S accumulators and the Q fragment (block_m "
+            f"{p['block_m']}, block_n {p['block_n']}, head_dim {p['head_dim']}, {p['warps']} warps) exceed "
+            f"{MAX_FRAGMENT_REGISTERS}: the kernel would spill",
+            fix="add warps (fewer rows per warp) or lower block_n; head_dim 256 does not fit this design",
+            details={"registers": regs, "limit": MAX_FRAGMENT_REGISTERS})]
+
+    def fit_hint(self, p: dict, arch: Arch) -> str:
+        budget = arch.smem_optin_bytes
+        options = []
+        for name, change in (("kv_stages", {"kv_stages": 1}), ("block_n", {"block_n": p["block_n"] // 2}),
+                             ("block_m", {"block_m": p["block_m"] // 2})):
+            q = {**p, **change}
+            if q == p or q["block_n"] < 32 or q["block_m"] < 16 * q["warps"]:
+                continue
+            total = self.smem(q, arch).total
+            if total <= budget:
+                options.append(f"{name} = {change[name]} ({total:,} B)")
+        if not options:
+            return f"no single change fits {budget:,} B; lower head_dim or several of block_m/block_n/kv_stages"
+        return "fits with " + " or ".join(options)
+
+    def render_context(self, p: dict, arch: Arch) -> dict:
+        return {
+            "family": self.name, "arch": arch.name, "block_m": p["block_m"], "block_n": p["block_n"],
+            "head_dim": p["head_dim"], "warps": p["warps"], "kv_stages": p["kv_stages"], "dtype": p["dtype"],
+            "element": ELEMENT_TYPES[p["dtype"]], "decode": self.decode,
+            "smem_budget": arch.smem_optin_bytes, "smem_model_total": self.smem(p, arch).total,
+        }
+
+    def expected_mma(self, p: dict, arch: Arch) -> str | None:
+        # bf16/fp16 mma.sync m16n8k16 is HMMA on sm_80, sm_90 and sm_120 alike.
+        return "HMMA"
+
+
+class FmhaFwd(_FmhaBase):
+    name = "fmha_fwd"
+    doc = ("attention prefill: causal or not (runtime), batched or varlen (cu_seqlens), GQA/MQA, "
+           "bf16/fp16 with fp32 accumulation")
+
+
+class FmhaDecode(_FmhaBase):
+    name = "fmha_decode"
+    doc = ("attention decode: few query tokens over a long KV cache, KV split across CTAs with an "
+           "in-kernel combine by the last split; the q heads of a kv head are packed into M")
+    decode = True
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (FmhaFwd(), FmhaDecode())}
