@@ -24,6 +24,7 @@ class Device:
     cc: tuple[int, int]
     name: str = ""
     smem_optin_bytes: int = 0  # 0 when unknown (a capability-only Device)
+    sm_count: int = 0  # multiprocessors; 0 when unknown
 
     @property
     def sm(self) -> int:
@@ -104,9 +105,11 @@ def _query(ordinal: int) -> Device:
     minor = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, handle), "cc")
     smem = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN, handle),
                  "smem opt-in")
+    sms = check(cu, cu.cuDeviceGetAttribute(attr.CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, handle), "SM count")
     raw_name = check(cu, cu.cuDeviceGetName(64, handle), "cuDeviceGetName")
     name = raw_name.split(b"\0", 1)[0].decode(errors="replace")
-    return Device(ordinal=ordinal, cc=(int(major), int(minor)), name=name, smem_optin_bytes=int(smem))
+    return Device(ordinal=ordinal, cc=(int(major), int(minor)), name=name, smem_optin_bytes=int(smem),
+                  sm_count=int(sms))
 
 
 def make_current(ordinal: int) -> None:

@@ -5,6 +5,7 @@ cache first; installed kernel wheels append theirs). No driver needed: the devic
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +42,10 @@ class CacheSource:
     def read_blob(self, digest: str) -> bytes:
         return self.cache.read_blob(digest)
 
+    def refs(self) -> list[dict]:
+        """Every stored ref (family, params, arch, name): what select() can choose from."""
+        return list(self.cache.refs())
+
 
 class WheelSource:
     """Installed kernel wheels (aotc.kernel_wheels), in distribution-name order. Discovered on the
@@ -72,6 +77,9 @@ class WheelSource:
                     self._owner[blob["sha256"]] = src
                 return manifest
         return None
+
+    def refs(self) -> list[dict]:
+        return [ref for src in self.caches() for ref in src.refs()]
 
     def read_blob(self, digest: str) -> bytes:
         owner = self._owner.get(digest)
@@ -107,6 +115,19 @@ def set_sources(sources: list[KernelSource]) -> None:
     global _sources
     with _sources_lock:
         _sources = list(sources)
+
+
+def stored_params(family: str, device: Device, sources: list[KernelSource] | None = None) -> list[dict]:
+    """Distinct params stored for `family` on a target the device can run, in the sources' order
+    (sources without a `refs()` listing contribute nothing)."""
+    runnable = set(device.runnable_targets())
+    seen: dict[str, dict] = {}
+    for src in default_sources() if sources is None else sources:
+        listing = getattr(src, "refs", None)
+        for ref in listing() if listing else ():
+            if ref.get("family") == family and ref.get("arch") in runnable and isinstance(ref.get("params"), dict):
+                seen.setdefault(json.dumps(ref["params"], sort_keys=True, default=list), ref["params"])
+    return list(seen.values())
 
 
 @dataclass(frozen=True)
