@@ -187,7 +187,8 @@ def find_toolchain(explicit: str | None = None) -> Toolchain:
 
     An explicit setting that does not work is an error (no silent fallback). Memoized per process.
     """
-    memo_key = explicit if explicit is not None else f"env:{os.environ.get('AOTC_NVCC', '')}"
+    env = "|".join(os.environ.get(v, "") for v in ("AOTC_NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"))
+    memo_key = explicit if explicit is not None else f"env:{env}"
     if memo_key in _TOOLCHAINS:
         return _TOOLCHAINS[memo_key]
     searched: list[str] = []
