@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aotc.families.fmha import FmhaArgs  # noqa: E402  (pure Python: no Jinja2, no nvcc)
+from aotc.families.fmha import FmhaArgs  # pure Python: no Jinja2, no nvcc
 
 REL_TOL = 1e-2
 
@@ -314,7 +314,7 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
         flops = 4 * batch * s * s * hq * d / (2 if causal else 1)
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            ref_ms = bench_ms(lambda: sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True))
+            ref_ms = bench_ms(lambda qt=qt, kt=kt, vt=vt, c=causal: sdpa(qt, kt, vt, is_causal=c, enable_gqa=True))
             ref_out = sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True).transpose(1, 2)
         row = {"kind": "prefill", "batch": batch, "seqlen": s, "causal": causal, "sdpa_flash_ms": ref_ms,
                "sdpa_flash_tflops": flops / ref_ms / 1e9, "aotc": {}}
@@ -328,7 +328,6 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
         best = max(row["aotc"].values(), key=lambda r: r["tflops"]) if row["aotc"] else {"tflops": 0, "vs_sdpa": 0}
         print(f"prefill b={batch:<2} s={s:<5} causal={int(causal)} sdpa={row['sdpa_flash_tflops']:.0f} "
               f"aotc best={best['tflops']:.0f} TFLOP/s ({best['vs_sdpa']:.2f}x)", flush=True)
-        del q, k, v, o, qt, kt, vt, ref_out
     for batch, sk in [(1, 32768), (8, 8192), (32, 4096), (64, 2048)]:
         q = torch.randn(batch, 1, hq, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(batch, sk, hkv, d, device="cuda", dtype=torch.bfloat16)
@@ -337,7 +336,7 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
         kv_bytes = 2 * batch * sk * hkv * d * 2
         qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-            ref_ms = bench_ms(lambda: sdpa(qt, kt, vt, is_causal=False, enable_gqa=True))
+            ref_ms = bench_ms(lambda qt=qt, kt=kt, vt=vt: sdpa(qt, kt, vt, is_causal=False, enable_gqa=True))
             ref_out = sdpa(qt, kt, vt, is_causal=False, enable_gqa=True).transpose(1, 2)
         row = {"kind": "decode", "batch": batch, "seqlen": sk, "causal": False, "sdpa_flash_ms": ref_ms,
                "sdpa_flash_gbps": kv_bytes / ref_ms / 1e6, "aotc": {}}
@@ -352,7 +351,6 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
         best = min(row["aotc"].values(), key=lambda r: r["ms"]) if row["aotc"] else {"gbps": 0, "vs_sdpa": 0}
         print(f"decode b={batch:<2} sk={sk:<5} sdpa={row['sdpa_flash_gbps']:.0f} GB/s aotc best="
               f"{best['gbps']:.0f} GB/s ({best['vs_sdpa']:.2f}x)", flush=True)
-        del q, k, v, o, qt, kt, vt, ref_out
     return rows
 
 
@@ -364,9 +362,9 @@ def write_report(out: Path, card: str, command: str, build_records: list[dict], 
             "bench": bench}
     (out / f"fmha_{slug}.json").write_text(json.dumps(data, indent=1))
     lines = [f"# aotc FMHA on {card}", "", f"- date: {date}", f"- command: `{command}`",
-             f"- correctness: {sum(c['ok'] for c in checks)}/{len(checks)} cases pass "
-             f"(rel. error < {REL_TOL}, no NaN left in a NaN-poisoned output; worst "
-             f"{max((c['rel_err'] for c in checks), default=0):.2e})", "",
+             (f"- correctness: {sum(c['ok'] for c in checks)}/{len(checks)} cases pass "
+              f"(rel. error < {REL_TOL}, no NaN left in a NaN-poisoned output; worst "
+              f"{max((c['rel_err'] for c in checks), default=0):.2e})"), "",
              "## Prefill, bf16, 32 q heads / 8 kv heads, head_dim 128 (TFLOP/s; ratio = SDPA time / aotc time)", ""]
     fwd_names = sorted({n for r in bench if r["kind"] == "prefill" for n in r["aotc"]})
     lines.append("| batch | seqlen | causal | SDPA flash | " + " | ".join(fwd_names) + " |")
@@ -376,8 +374,8 @@ def write_report(out: Path, card: str, command: str, build_records: list[dict], 
         lines.append(f"| {r['batch']} | {r['seqlen']} | {int(r['causal'])} | {r['sdpa_flash_tflops']:.0f} | "
                      + " | ".join(cells) + " |")
     dec_names = sorted({n for r in bench if r["kind"] == "decode" for n in r["aotc"]})
-    lines += ["", "## Decode, bf16, 1 query token, 32 q heads / 8 kv heads, head_dim 128 "
-              "(µs and K+V GB/s; ratio = SDPA time / aotc time)", "",
+    lines += ["", ("## Decode, bf16, 1 query token, 32 q heads / 8 kv heads, head_dim 128 "
+                   "(µs and K+V GB/s; ratio = SDPA time / aotc time)"), "",
               "| batch | kv len | SDPA flash | " + " | ".join(dec_names) + " |", "|---" * (3 + len(dec_names)) + "|"]
     for r in (r for r in bench if r["kind"] == "decode"):
         cells = [f"{r['aotc'][n]['ms'] * 1e3:.0f} µs, {r['aotc'][n]['gbps']:.0f} GB/s "

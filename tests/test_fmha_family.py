@@ -1,0 +1,225 @@
+"""fmha_fwd / fmha_decode family: catalog legality, SMEM model against probe-measured sizes,
+over-budget rejection with its breakdown, parameter legality, and (compile-marked) the host
+helper's problem validation and the SASS of a real sm_120a build."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aotc.arch import get_arch
+from aotc.families import get_family
+from aotc.families.fmha import FmhaArgs
+from aotc.rules import check
+from aotc.spec import KernelSpec, load_specs
+
+CATALOG = Path(__file__).resolve().parent.parent / "tile_specs" / "fmha_default.toml"
+SM120_BUDGET = 101_376
+
+# sizeof(SharedStorage) printed by the probe (templates/fmha/fmha_smem_probe.cu.j2), measured with
+# `.venv/bin/pytest -m compile tests/test_smem_probe_fmha.py` on nvcc 13.5 + CUTLASS 4.2 (2026-11-25),
+# plus the catalog decode/fwd tiles probed the same way.
+PROBED_SIZEOF = [
+    ("fmha_fwd", {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "bf16"}, 81_920),
+    ("fmha_fwd", {"block_m": 128, "block_n": 64, "head_dim": 64, "warps": 8, "kv_stages": 2, "dtype": "fp16"}, 49_152),
+    ("fmha_decode", {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}, 82_048),
+    ("fmha_fwd", {"block_m": 128, "block_n": 128, "head_dim": 256, "warps": 8, "kv_stages": 2, "dtype": "bf16"}, 327_680),
+]
+
+
+def spec(family: str, **params) -> KernelSpec:
+    base = {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}
+    base.update(params)
+    typed, errors = get_family(family).validate(base)
+    assert not errors, errors
+    return KernelSpec(f"t_{family}", family, typed, ())
+
+
+def test_catalog_fits_sm120_and_sm90():
+    loaded = load_specs([CATALOG])
+    assert not loaded.diagnostics, [d.format() for d in loaded.diagnostics]
+    names = {s.family for s in loaded.specs}
+    assert names == {"fmha_fwd", "fmha_decode"}
+    for s in loaded.specs:
+        for arch in ("sm120a", "sm120f", "sm90a", "sm80"):
+            verdict = check(s, get_arch(arch))
+            assert verdict.ok, [d.format() for d in verdict.diagnostics]
+            assert verdict.smem.total <= SM120_BUDGET
+
+
+@pytest.mark.parametrize("family,params,measured", PROBED_SIZEOF)
+def test_smem_model_matches_probed_sizeof(family, params, measured):
+    assert get_family(family).smem(params, get_arch("sm120a")).total == measured
+
+
+def test_over_budget_tile_rejected_with_breakdown():
+    verdict = check(spec("fmha_fwd", block_m=128, block_n=128, head_dim=256, warps=8, kv_stages=2),
+                    get_arch("sm120a"))
+    smem = [d for d in verdict.diagnostics if d.code == "AOTC-SMEM-001"]
+    assert not verdict.ok and smem
+    d = smem[0]
+    assert d.details["total"] == 327_680 and d.details["budget"] == SM120_BUDGET
+    assert d.details["components"] == {"q_tile_and_o_staging": 65_536, "k_stages": 131_072,
+                                       "v_stages": 131_072}
+    assert "226,304 B" in d.message and "k_stages" in d.message
+    # also over the H100's 232,448 B: the breakdown names that budget
+    verdict90 = check(spec("fmha_fwd", block_m=128, block_n=128, head_dim=256, warps=8, kv_stages=2),
+                      get_arch("sm90a"))
+    assert any(x.code == "AOTC-SMEM-001" and "232,448" in x.message for x in verdict90.diagnostics)
+
+
+def test_two_stage_64x128_needs_one_stage_on_sm120_and_hint_says_so():
+    # 64x128 at head_dim 128: 16 KiB Q + 2 x (32 KiB K + 32 KiB V) = 147,456 B > 101,376 B
+    verdict = check(spec("fmha_fwd", block_n=128, kv_stages=2), get_arch("sm120a"))
+    (d,) = verdict.diagnostics
+    assert d.code == "AOTC-SMEM-001" and d.details["total"] == 147_456
+    assert "kv_stages = 1 (81,920 B)" in d.fix
+    assert check(spec("fmha_fwd", block_n=128, kv_stages=2), get_arch("sm90a")).ok  # 227 KiB on H100
+
+
+def test_head_dim_and_dtype_are_validated():
+    _, errors = get_family("fmha_fwd").validate({"block_m": 64, "block_n": 64, "head_dim": 96, "warps": 4, "dtype": "bf16"})
+    assert any("head_dim = 96 is not one of 64, 128, 256" in e for e in errors)
+    _, errors = get_family("fmha_fwd").validate({"block_m": 64, "block_n": 64, "head_dim": 64, "warps": 4, "dtype": "fp8"})
+    assert any("dtype" in e for e in errors)
+
+
+def test_rows_per_warp_rule():
+    verdict = check(spec("fmha_fwd", block_m=32, warps=4), get_arch("sm120a"))
+    assert [d.code for d in verdict.diagnostics] == ["AOTC-FMHA-001"]
+    assert "16 x warps = 64" in verdict.diagnostics[0].message
+
+
+def test_head_dim_256_register_rule():
+    # 16 rows per warp at head_dim 256: 128 (O) + 32 (S) + 64 (Q) fp32/bf16x2 registers per thread
+    verdict = check(spec("fmha_fwd", head_dim=256, kv_stages=1), get_arch("sm120a"))
+    codes = [d.code for d in verdict.diagnostics]
+    assert codes == ["AOTC-FMHA-003"]
+    assert verdict.diagnostics[0].details["registers"] == 224
+
+
+def test_family_contract_bits():
+    fam = get_family("fmha_decode")
+    p = spec("fmha_decode").params
+    ctx = fam.render_context(p, get_arch("sm120a"))
+    assert ctx["decode"] is True and ctx["smem_budget"] == SM120_BUDGET
+    assert ctx["smem_model_total"] == fam.smem(p, get_arch("sm120a")).total
+    assert fam.expected_mma(p, get_arch("sm120a")) == "HMMA"
+    assert get_family("fmha_fwd").args_struct is FmhaArgs
+
+
+# ------------------------------------------------------------------------- compile-marked tests
+class AotcLaunch(ctypes.Structure):
+    _fields_ = [("grid", ctypes.c_uint32 * 3), ("block", ctypes.c_uint32 * 3), ("smem_bytes", ctypes.c_uint32),
+                ("params_bytes", ctypes.c_uint32), ("workspace_bytes", ctypes.c_uint64)]
+
+
+def build_helper(s: KernelSpec, tmp_path: Path) -> ctypes.CDLL:
+    from aotc.compile import flags, helper_flags
+    from aotc.render import render
+    from aotc.resources import templates_dir
+    from aotc.toolchain import cutlass_include_dirs, find_toolchain
+
+    arch = get_arch("sm120a")
+    tc = find_toolchain()
+    src = tmp_path / "k.cu"
+    src.write_text(render(s, arch).text)
+    f = helper_flags(flags(arch, tc, include_dirs=[str(templates_dir()), *cutlass_include_dirs()]))
+    subprocess.run([tc.nvcc, *f, "-o", str(tmp_path / "helper.so"), str(src)], check=True, capture_output=True,
+                   timeout=300)
+    return ctypes.CDLL(str(tmp_path / "helper.so"))
+
+
+def problem(**kw) -> FmhaArgs:
+    hq, hkv, d, s = kw.pop("hq", 32), kw.pop("hkv", 8), kw.pop("d", 128), kw.pop("s", 1000)
+    a = FmhaArgs(q=1 << 20, k=2 << 20, v=3 << 20, o=4 << 20, batch=2, num_q_heads=hq, num_kv_heads=hkv,
+                 head_dim=d, seqlen_q=s, seqlen_k=s, softmax_scale=d ** -0.5, causal=1)
+    for t, h in (("q", hq), ("k", hkv), ("v", hkv), ("o", hq)):
+        setattr(a, f"{t}_head_stride", d)
+        setattr(a, f"{t}_row_stride", h * d)
+        setattr(a, f"{t}_batch_stride", s * h * d)
+    for k, v in kw.items():
+        setattr(a, k, v)
+    return a
+
+
+def query(lib: ctypes.CDLL, a: FmhaArgs) -> tuple[int, AotcLaunch, str]:
+    out, err = AotcLaunch(), ctypes.create_string_buffer(512)
+    rc = lib.aotc_query(ctypes.byref(a), ctypes.byref(out), err, len(err))
+    return rc, out, err.value.decode()
+
+
+@pytest.mark.compile
+def test_helper_validates_problems(tmp_path):
+    lib = build_helper(spec("fmha_fwd"), tmp_path)
+    rc, launch, _ = query(lib, problem())
+    # 1000 rows / 64 per CTA -> 16 row tiles; one CTA per (tile, q head, batch); 4 warps
+    assert rc == 0 and list(launch.grid) == [16, 32, 2] and list(launch.block) == [128, 1, 1]
+    assert launch.smem_bytes == 81_920 and launch.workspace_bytes == 0
+    rc, _, err = query(lib, problem(head_dim=64))
+    assert rc and "head_dim 64 does not match this kernel's head_dim 128" in err
+    rc, _, err = query(lib, problem(num_kv_heads=3))
+    assert rc and "num_q_heads 32 is not a multiple of num_kv_heads 3" in err
+    rc, _, err = query(lib, problem(k=(2 << 20) + 8))
+    assert rc and "k address" in err and "not 16-byte aligned (offset 8)" in err
+    rc, _, err = query(lib, problem(v_row_stride=1028))
+    assert rc and "v strides" in err and "row 1028" in err
+    rc, _, err = query(lib, problem(cu_seqlens_q=4096))
+    assert rc and "cu_seqlens_q and cu_seqlens_k" in err
+    rc, _, err = query(lib, problem(softmax_scale=float("nan")))
+    assert rc and "softmax_scale" in err
+
+
+@pytest.mark.compile
+def test_decode_helper_splits_and_workspace(tmp_path):
+    lib = build_helper(spec("fmha_decode"), tmp_path)
+    # 1 token x 4 q heads per kv head = 4 packed rows -> 1 row tile; 2 x 8 = 16 tiles over 132 SMs
+    # -> ceil(264 / 16) = 17 splits of the 512 KV blocks (32768 / 64)
+    a = problem(s=1, seqlen_k=32768, num_sms=132)
+    rc, launch, err = query(lib, a)
+    assert rc == 0, err
+    tiles, splits, bm, d = 16, 17, 64, 128
+    assert list(launch.grid) == [splits, 8, 2]
+    assert launch.workspace_bytes == splits * tiles * (bm * d + bm) * 4 + tiles * 4
+    # explicit split count, clamped to the number of KV blocks
+    rc, launch, _ = query(lib, problem(s=1, seqlen_k=100, num_splits=9))
+    assert rc == 0 and launch.grid[0] == 2
+    # one split: no workspace
+    rc, launch, _ = query(lib, problem(s=1, seqlen_k=32768, num_splits=1))
+    assert rc == 0 and launch.workspace_bytes == 0 and launch.grid[0] == 1
+    # prepare without the workspace it needs says how many bytes
+    params = (ctypes.c_char * 512)()
+    out, err = AotcLaunch(), ctypes.create_string_buffer(512)
+    rc = lib.aotc_prepare(ctypes.byref(a), None, params, 512, ctypes.byref(out), err, len(err))
+    assert rc and f"needs a {out.workspace_bytes}-byte device workspace" in err.value.decode()
+
+
+@pytest.mark.compile
+def test_sm120a_build_uses_hmma_and_does_not_spill(tmp_path):
+    from aotc.compile import compile_source
+    from aotc.render import render
+    from aotc.resources import templates_dir
+    from aotc.toolchain import cutlass_include_dirs, find_toolchain
+
+    tc = find_toolchain()
+    if not tc.cuobjdump:
+        pytest.skip("cuobjdump not found (install nvidia-cuda-cuobjdump)")
+    s = spec("fmha_fwd", head_dim=64)
+    arch = get_arch("sm120a")
+    result = compile_source(render(s, arch).text, arch, tc, with_helper=False,
+                            include_dirs=[str(templates_dir()), *cutlass_include_dirs()])
+    assert result.ok, result.log[-3000:]
+    lines = " ".join(result.resource_lines)
+    assert re.search(r"0 bytes spill stores", lines), lines
+    path = tmp_path / "fmha_sm120a.cubin"
+    path.write_bytes(result.cubin)
+    sass = subprocess.run([tc.cuobjdump, "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    assert "sm_120a" in sass or "SM120" in sass.upper()
+    # 64x64 tile, head_dim 64, 4 warps: per warp and KV tile, S = 16x64x64 (4 k16 x 8 n8 = 32 HMMA)
+    # and O += 16x64x64 (another 32): 64 HMMA.16816 in the main loop body at least
+    assert len(re.findall(r"\bHMMA\.16816\.F32", sass)) >= 64
+    assert not re.search(r"\b(HGMMA|UTC\w+|OMMA)\b", sass)
