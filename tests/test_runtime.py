@@ -575,3 +575,11 @@ def test_select_picks_the_least_padded_stored_tile(tmp_path, axpy_blobs):
         rt.select(FAMILY, [{"tile": [64, 64]}], {"m": 1, "n": 1}, dev, sources=sources)
     assert exc.value.diagnostics[0].code == "AOTC-RT-010"
 
+
+
+def test_fmha_entry_point_refuses_host_tensors_before_any_driver_call():
+    q = np.zeros((1, 16, 2, 128), dtype=np.float16)
+    with pytest.raises(AotcError) as exc:
+        rt.fmha_fwd(q, q, q, q)
+    diag = exc.value.diagnostics[0]
+    assert diag.code == "AOTC-RT-006" and "'q' is in host memory" in diag.message

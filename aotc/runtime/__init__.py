@@ -20,6 +20,7 @@ from .lookup import (
     find,
     set_sources,
 )
+from .ops import fmha_decode, fmha_fwd
 from .registry import HostKernel, clear, get_kernel, host_kernel, load_kernel, loaded
 from .select import select
 from .tensors import TensorInfo, expect, tensor_info
@@ -39,6 +40,8 @@ __all__ = [
     "device_from_capability",
     "expect",
     "find",
+    "fmha_decode",
+    "fmha_fwd",
     "get_kernel",
     "host_kernel",
     "load_kernel",

@@ -94,7 +94,10 @@ def loaded() -> list[Kernel]:
 
 def clear() -> None:
     """Forget every loaded kernel (tests; a long-lived server swapping caches)."""
+    from . import ops
+
     with _lock:
         _fast.clear()
         _by_spec.clear()
         _host.clear()
+        ops._choices.clear()

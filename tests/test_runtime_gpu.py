@@ -1,0 +1,128 @@
+"""Runtime on a real GPU: the tiny ABI kernel compiled for this device's target, found, loaded and
+launched through aotc.runtime (correct results vs torch, memoized launches, workspaces per stream,
+SMEM opt-in, helper rejections, concurrent first loads) and an sm_120a cubin refused on a device
+that cannot run it before the driver sees it. Skipped where no GPU is present.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+
+import pytest
+
+from aotc import runtime as rt
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError
+
+torch = pytest.importorskip("torch")
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")]
+
+from test_runtime import FAMILY, AxpyArgs, axpy_family, compile_axpy, store_entry  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def device_target() -> str:
+    dev = rt.query_device(0)
+    return dev.runnable_targets()[0]
+
+
+@pytest.fixture(scope="module")
+def gpu_blobs(tmp_path_factory, device_target) -> dict[str, bytes]:
+    targets = (device_target,) if device_target == "sm120a" else (device_target, "sm120a")
+    return compile_axpy(tmp_path_factory.mktemp("axpy_gpu"), targets)
+
+
+@pytest.fixture
+def sources(tmp_path, gpu_blobs, device_target):
+    cache = Cache(tmp_path / "cache")
+    store_entry(cache, {}, device_target, gpu_blobs[device_target], gpu_blobs["helper"], gpu_blobs["source"])
+    return [rt.CacheSource(cache)]
+
+
+def axpy_args(x, y, a: float, **extra) -> AxpyArgs:
+    return AxpyArgs(x.data_ptr(), y.data_ptr(), a, x.numel(), extra.get("workspace_bytes", 0), extra.get("smem", 0))
+
+
+def test_launch_matches_torch_and_memoizes(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    assert rt.get_kernel(FAMILY, {}, sources=sources) is k
+    x = torch.randn(100_003, device="cuda")
+    y = torch.randn(100_003, device="cuda")
+    ref = 2.5 * x + y
+    args = axpy_args(x, y, 2.5)
+    k.launch(args, torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+    k.launch(args)  # same bytes: no new prepare
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 2.5 * x + ref, rtol=1e-6, atol=1e-5)
+    assert len(k._memo) == 1
+
+
+def test_workspace_is_zeroed_and_kept_per_stream(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    x, y = torch.randn(4096, device="cuda"), torch.zeros(4096, device="cuda")
+    s1, s2 = torch.cuda.Stream(), torch.cuda.Stream()
+    args = axpy_args(x, y, 1.0, workspace_bytes=256)
+    k.launch(args, s1)
+    k.launch(args, s2)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 2 * x)  # the kernel adds workspace[0]: zero
+    assert len(k._workspaces) == 2 and all(size == 256 for _, size in k._workspaces.values())
+
+
+def test_large_dynamic_smem_is_opted_in_and_device_limit_enforced(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    x, y = torch.randn(1024, device="cuda"), torch.zeros(1024, device="cuda")
+    k.launch(axpy_args(x, y, 3.0, smem=96 * 1024))
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 3 * x)
+    with pytest.raises(AotcError) as exc:
+        k.launch(axpy_args(x, y, 3.0, smem=k.device.smem_optin_bytes + 1024))
+    assert exc.value.diagnostics[0].code == "AOTC-RT-007" and str(k.device.smem_optin_bytes) in str(exc.value)
+
+
+def test_helper_rejection_is_reported(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    with pytest.raises(AotcError) as exc:
+        k.launch(AxpyArgs(0, 0, 1.0, -5, 0, 0))
+    assert exc.value.diagnostics[0].code == "AOTC-RT-007" and "n = -5, must be positive" in str(exc.value)
+    with pytest.raises(AotcError) as exc:
+        k.launch(ctypes.c_int(3))
+    assert exc.value.diagnostics[0].code == "AOTC-RT-006"
+
+
+def test_concurrent_first_get_kernel_loads_once(sources):
+    results, errors = [], []
+    barrier = threading.Barrier(16)
+
+    def worker():
+        try:
+            barrier.wait()
+            results.append(rt.get_kernel(FAMILY, {}, sources=sources))
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len({id(k) for k in results}) == 1
+
+
+def test_sm120a_cubin_on_this_device_is_refused_before_the_driver(tmp_path, gpu_blobs, device_target):
+    if device_target == "sm120a":
+        pytest.skip("this device runs sm_120a")
+    cache = Cache(tmp_path / "c")
+    store_entry(cache, {}, "sm120a", gpu_blobs["sm120a"], gpu_blobs["helper"], gpu_blobs["source"])
+    store_entry(cache, {}, device_target, gpu_blobs["sm120a"], gpu_blobs["helper"], gpu_blobs["source"])
+    src = [rt.CacheSource(cache)]
+    with pytest.raises(AotcError) as exc:
+        rt.get_kernel(FAMILY, {}, arch="sm120a", sources=src)
+    assert exc.value.diagnostics[0].code == "AOTC-RT-003"
+    with pytest.raises(AotcError) as exc:  # mislabelled: the ELF check, not CUDA error 209
+        rt.get_kernel(FAMILY, {}, sources=src)
+    assert exc.value.diagnostics[0].code == "AOTC-RT-003" and "built for sm_120a" in str(exc.value)
