@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .diagnostics import AotcError, Diagnostic
+from .keys import canonical_json, sha256_hex
 from .store import (
     LAYOUT_VERSION,
     BlobStore,
@@ -83,6 +84,30 @@ def file_sha256(path: str) -> str | None:
     return digest
 
 
+def _digest_or_none(hash_file: Callable[[str], str | None], path: str) -> str | None:
+    try:
+        return hash_file(path)
+    except OSError:  # a header that vanished or became unreadable: a miss, not a crash
+        return None
+
+
+class HeaderSnapshot:
+    """Header digests for one build run (pass it as lookup_prekey's hash_file): each path is
+    stat'ed at most once and each header set checked at most once per snapshot, because files are
+    taken not to change while one build runs (as make/ninja do). Take a new one per run."""
+
+    def __init__(self) -> None:
+        self._digests: dict[str, str | None] = {}
+        self.verified_sets: dict[str, bool] = {}  # header-set digest -> all files still match
+
+    def __call__(self, path: str) -> str | None:
+        try:
+            return self._digests[path]
+        except KeyError:
+            digest = self._digests[path] = _digest_or_none(file_sha256, path)
+            return digest
+
+
 # --- reports ------------------------------------------------------------------------------------
 
 
@@ -91,7 +116,7 @@ class VerifyReport:
     blobs_checked: int = 0
     manifests_checked: int = 0
     corrupt_blobs: list[dict] = field(default_factory=list)  # digest, file, actual, quarantined
-    bad_files: list[dict] = field(default_factory=list)  # unreadable manifests/refs/prekeys
+    bad_files: list[dict] = field(default_factory=list)  # unreadable manifests/refs/prekeys/header sets
     broken_entries: list[dict] = field(default_factory=list)  # key, name, missing/corrupt blobs
     refs_dropped: list[str] = field(default_factory=list)
 
@@ -108,7 +133,8 @@ class GcReport:
     dry_run: bool
     manifests_removed: list[str] = field(default_factory=list)
     refs_removed: list[str] = field(default_factory=list)
-    prekeys_pruned: int = 0
+    prekeys_pruned: int = 0  # header-set entries dropped from prekey records
+    header_sets_removed: int = 0
     blobs_removed: list[str] = field(default_factory=list)
     bytes_freed: int = 0  # stored (compressed) bytes of removed blobs
     logs_removed: int = 0
@@ -180,6 +206,9 @@ class Cache:
 
     def prekey_path(self, prekey: str) -> Path:
         return self._sharded("prekeys", prekey)
+
+    def header_set_path(self, digest: str) -> Path:
+        return self._sharded("headersets", digest)
 
     def log_path(self, name: str) -> Path:
         if not _LOG_NAME.fullmatch(name):
@@ -277,10 +306,18 @@ class Cache:
     # direct mode
     def record_prekey(self, prekey: str, headers: dict[str, str], action_key: str) -> None:
         """Remember that compiling `prekey` read exactly `headers` (path -> sha256) and gave
-        `action_key`; newest first, at most MAX_PREKEY_SETS header sets per prekey."""
+        `action_key`; newest first, at most MAX_PREKEY_SETS header sets per prekey. The header set
+        is stored once by its digest: most kernels of a family read the same ~1,100 headers."""
         check_digest(action_key)
+        headers = dict(sorted(headers.items()))
+        set_digest = sha256_hex(canonical_json(headers))
+        set_path = self.header_set_path(set_digest)
+        if set_path.is_file():
+            os.utime(set_path)  # in use again: gc's grace period starts over
+        else:
+            self._write_json(set_path, {"schema": SCHEMA, "headers": headers})
         path = self.prekey_path(prekey)
-        new = {"key": action_key, "headers": dict(sorted(headers.items()))}
+        new = {"key": action_key, "headers": set_digest}
         with self._lock(f"prekey-{prekey}"):
             try:
                 old = _read_json(path, "prekey record") or {}
@@ -292,18 +329,33 @@ class Cache:
 
     def lookup_prekey(self, prekey: str, hash_file: Callable[[str], str | None] = file_sha256) -> str | None:
         """The action key of a recorded header set whose files still have the recorded digests and
-        whose manifest exists; None otherwise (then compile, and record_prekey the result)."""
+        whose manifest exists; None otherwise (then compile, and record_prekey the result).
+        Pass one HeaderSnapshot per build run as hash_file to check shared header sets once."""
         try:
             record = _read_json(self.prekey_path(prekey), "prekey record")
         except CacheFormatError:
             return None
         for entry in (record or {}).get("sets", []):
-            headers = entry.get("headers", {})
-            if all(hash_file(p) == d for p, d in headers.items()):
-                key = entry.get("key")
-                if isinstance(key, str) and self.manifest_path(key).is_file():
-                    return key
+            key, set_digest = entry.get("key"), entry.get("headers")
+            if not (isinstance(key, str) and isinstance(set_digest, str)):
+                continue
+            if self._header_set_matches(set_digest, hash_file) and self.manifest_path(key).is_file():
+                return key
         return None
+
+    def _header_set_matches(self, set_digest: str, hash_file: Callable[[str], str | None]) -> bool:
+        memo = getattr(hash_file, "verified_sets", None)
+        if memo is not None and set_digest in memo:
+            return memo[set_digest]
+        try:
+            record = _read_json(self.header_set_path(set_digest), "header set")
+        except (CacheFormatError, ValueError):
+            record = None
+        headers = (record or {}).get("headers")
+        ok = isinstance(headers, dict) and all(_digest_or_none(hash_file, p) == d for p, d in headers.items())
+        if memo is not None:
+            memo[set_digest] = ok
+        return ok
 
     # logs
     def write_log(self, key: str, text: str) -> Path:
@@ -355,6 +407,12 @@ class Cache:
             self._verify_ref(path, good, report)
         for path in list(self._iter_json("prekeys")):
             self._prune_prekey(path, good, dry_run=False, on_bad=report.bad_files)
+        for path in list(self._iter_json("headersets")):
+            try:
+                _read_json(path, "header set")
+            except CacheFormatError as e:
+                report.bad_files.append({"file": str(path), "problem": str(e),
+                                         "quarantined": self._quarantine_file(path)})
         return report
 
     def _verify_manifest(self, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
@@ -392,8 +450,10 @@ class Cache:
             path.unlink(missing_ok=True)
             report.refs_dropped.append(path.stem)
 
-    def _prune_prekey(self, path: Path, live: set[str], dry_run: bool, on_bad: list[dict] | None = None) -> int:
-        """Drop header sets whose action key is not live; returns how many were dropped."""
+    def _prune_prekey(self, path: Path, live: set[str], dry_run: bool, on_bad: list[dict] | None = None,
+                      sets_in_use: set[str] | None = None) -> int:
+        """Drop header sets whose action key is not live; returns how many were dropped and adds
+        the header-set digests still referenced to sets_in_use."""
         try:
             record = _read_json(path, "prekey record")
         except CacheFormatError as e:
@@ -406,6 +466,8 @@ class Cache:
             return 0
         sets = record.get("sets", [])
         kept = [s for s in sets if isinstance(s, dict) and s.get("key") in live]
+        if sets_in_use is not None:
+            sets_in_use.update(s["headers"] for s in kept if isinstance(s.get("headers"), str))
         if len(kept) == len(sets) or dry_run:
             return len(sets) - len(kept)
         with self._lock(f"prekey-{path.stem}"):
@@ -445,8 +507,10 @@ class Cache:
             for blob in (manifest or {}).get("blobs", {}).values():
                 if isinstance(blob, dict) and isinstance(blob.get("sha256"), str):
                     referenced.add(blob["sha256"])
+        sets_in_use: set[str] = set()
         for path in list(self._iter_json("prekeys")):
-            report.prekeys_pruned += self._prune_prekey(path, live, dry_run)
+            report.prekeys_pruned += self._prune_prekey(path, live, dry_run, sets_in_use=sets_in_use)
+        self._gc_header_sets(sets_in_use, now, blob_grace_seconds, dry_run, report)
         self._gc_blobs(referenced, now, blob_grace_seconds, dry_run, report)
         self._gc_logs(live, now, older_than_seconds, dry_run, report)
         report.tmp_removed = self.store.sweep_tmp(dry_run=dry_run) + self._sweep_locks(now, dry_run)
@@ -485,6 +549,18 @@ class Cache:
                 continue
             reachable.add(key)
         return reachable
+
+    def _gc_header_sets(self, in_use: set[str], now: float, grace: float, dry_run: bool,
+                        report: GcReport) -> None:
+        for path in list(self._iter_json("headersets")):
+            try:
+                young = now - path.stat().st_mtime < grace
+            except FileNotFoundError:
+                continue
+            if path.stem not in in_use and not young:
+                report.header_sets_removed += 1
+                if not dry_run:
+                    path.unlink(missing_ok=True)
 
     def _gc_blobs(self, referenced: set[str], now: float, grace: float, dry_run: bool, report: GcReport) -> None:
         for digest in list(self.store.iter_digests()):
