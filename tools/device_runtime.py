@@ -270,8 +270,44 @@ def run(out_dir: str) -> int:
     return 0 if ok and "errors" not in results else 1
 
 
+def report(json_path: str, md_path: str) -> int:
+    """Render a run's JSON as the markdown result file (card, date and command included)."""
+    r = json.loads(Path(json_path).read_text())
+    cold_keys = [k for k in r["cold"][0] if k.endswith("_ms")]
+    lines = [f"# aotc runtime on {r['card']}", "",
+             f"- date: {r['date']}; torch {r['torch']}, cuda-bindings {r['cuda_bindings']}, Python {r['python']}",
+             (f"- command: `{r['command']}` (cache built on the CPU machine with "
+             "`python tools/device_runtime.py build <cache>`)"), "",
+             "## Correctness (bf16, vs float32 torch reference, outputs poisoned with NaN first)", "",
+             "| case | kernel | arch | rel. error | ok |", "|---|---|---|---|---|"]
+    for c in r["correctness"]:
+        err = f"{c['rel_err']:.2e}" if "rel_err" in c else "-"
+        lines.append(f"| {c['case']} | {c.get('kernel', '-')} | {c.get('arch', '-')} | {err} | "
+                     f"{c.get('ok', '-')} {c.get('note', '')} |")
+    wt = r.get("wrong_target", {})
+    lines += ["", "## sm_120a kernel requested on this device", "",
+              f"- aotc: `{wt.get('code')}`: {wt.get('message')}", f"- fix given: {wt.get('fix')}",
+              f"- the driver alone on the same cubin (CUresult codes): {wt.get('raw_driver')}", "",
+              f"## Cold start, fresh process, {len(r['cold'])} runs (ms; median first, then each run)", "",
+              "| step | median | runs |", "|---|---|---|"]
+    for k in cold_keys:
+        vals = [run[k] for run in r["cold"]]
+        lines.append(f"| {k[:-3]} | {statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |")
+    lines += ["", ("`aotc_total` = import aotc.runtime + lookup + load + first launch to completion, after torch "
+              "has created the CUDA context (driver start-up is not aotc's and is listed separately)."), "",
+              "## Warm path, per call (µs, median of 60 bursts of 200 calls, host time)", "",
+              "| path | µs / ratio |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in r.get("warm", {}).items()]
+    if r.get("errors"):
+        lines += ["", "## Errors", "", *[f"```\n{e}\n```" for e in r["errors"]]]
+    Path(md_path).write_text("\n".join(lines) + "\n")
+    return 0
+
+
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
+    if mode == "report":
+        sys.exit(report(arg, sys.argv[3]))
     if mode == "build":
         sys.exit(build(arg))
     if mode == "cold":
