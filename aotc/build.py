@@ -30,11 +30,15 @@ from .render import Source, render
 from .resources import templates_dir
 from .rules import check
 from .spec import KernelSpec
-from .toolchain import Toolchain, cutlass_include_dirs, cutlass_version, find_toolchain, max_parallel_jobs
+from .toolchain import (
+    CUTLASS_TU_PEAK_RSS_BYTES,
+    Toolchain,
+    cutlass_include_dirs,
+    cutlass_version,
+    find_toolchain,
+    plan_parallel_jobs,
+)
 from .verify import verify_cubin
-
-# Peak RSS of one CUTLASS SM120 translation unit under nvcc (see docs/verify.md); caps parallel jobs.
-MEM_PER_JOB_BYTES = 3 * 1024**3
 
 HIT, BUILT, FAILED, SKIPPED = "hit", "built", "failed", "skipped"
 
@@ -46,7 +50,7 @@ class JobResult:
     status: str
     key: str = ""
     seconds: float = 0.0  # wall time of the whole job
-    compile_seconds: float = 0.0  # nvcc's share of it
+    compile_seconds: float = 0.0  # nvcc's share of it (device + helper compiles)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     log_path: str = ""
 
@@ -136,13 +140,15 @@ class Builder:
 
     def safe_build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
         """build_one, with an unexpected exception turned into a failed job (and its traceback logged)."""
+        start = time.perf_counter()
         try:
             return self.build_one(spec, arch)
         except Exception:  # noqa: BLE001 - one kernel's bug must not stop the others
             import traceback
 
             log = self.cache.write_log(spec_key(spec.family, spec.params, arch.name), traceback.format_exc())
-            return JobResult(spec, arch, FAILED, log_path=str(log), diagnostics=[Diagnostic(
+            return JobResult(spec, arch, FAILED, log_path=str(log), seconds=time.perf_counter() - start,
+                             diagnostics=[Diagnostic(
                 "AOTC-BUILD-002", "internal error while building (a bug in aotc)", spec.name, spec.file,
                 f"report it with the log: {log}")])
 
@@ -165,13 +171,13 @@ class Builder:
         with tempfile.TemporaryDirectory(prefix="aotc-build-") as workdir:
             result = compile_source(source.text, arch, self.toolchain, include_dirs=self.include_dirs,
                                     workdir=Path(workdir))
-        compile_seconds = time.perf_counter() - start
+        compile_seconds = sum(result.seconds.values())
         if not result.ok:
             log = self.cache.write_log(pk, result.log)
             return JobResult(spec, arch, FAILED, seconds=time.perf_counter() - start, log_path=str(log),
                              compile_seconds=compile_seconds,
-                             diagnostics=[Diagnostic("AOTC-BUILD-001", "nvcc failed", spec.name, spec.file,
-                                                     f"read the log: {log}")])
+                             diagnostics=[Diagnostic("AOTC-BUILD-001", f"nvcc failed: {result.error}", spec.name,
+                                                     spec.file, f"read the log: {log}")])
         smem_total = verdict.smem.total if verdict.smem else 0
         report = verify_cubin(result.cubin, arch, family.expected_mma(spec.params, arch), self.toolchain,
                               smem_budget=arch.smem_optin_bytes, smem_dynamic=smem_total)
@@ -186,9 +192,9 @@ class Builder:
         manifest = {
             "schema": 1, "key": key, "spec_key": sk, "name": spec.name, "family": spec.family,
             "params": spec.params, "arch": arch.name, "target": {"sm": arch.sm, "variant": arch.variant},
-            "entry": "aotc_kernel", "resources": report.resources, "smem_model": verdict.smem.to_json()
+            "entry": "aotc_kernel", "resources": report.resources.get("aotc_kernel", {}), "smem_model": verdict.smem.to_json()
             if verdict.smem else None, "sass": {"mma": report.mma_counts, "banned": report.banned_found},
-            "toolchain": {"identity": self.toolchain.identity, "nvcc_version": self.toolchain.version,
+            "toolchain": {"identity": self.toolchain.identity, "nvcc_version": self.toolchain.release,
                           "source": self.toolchain.source},
             "cutlass_version": self._cutlass_version, "aotc_version": __version__, "inputs": inputs,
             "flags": flags, "template": source.template,
@@ -249,8 +255,11 @@ def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | 
     start = time.perf_counter()
     builder = Builder(cache, toolchain, force)
     work = [(s, a) for s in specs for a in archs]
-    n_jobs, _why = max_parallel_jobs(jobs, MEM_PER_JOB_BYTES)
+    plan = plan_parallel_jobs(jobs, CUTLASS_TU_PEAK_RSS_BYTES)
+    n_jobs = plan.jobs
     meter = Progress(len(work), n_jobs, enabled=progress)
+    if progress and work:
+        print(f"aotc: {len(work)} kernel builds, {plan.reason}", file=sys.stderr)
     results = []
     for r in LocalExecutor(n_jobs).run(lambda job: builder.safe_build_one(*job), work):
         meter.update(r)

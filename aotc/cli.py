@@ -190,11 +190,11 @@ def cmd_explain(args) -> int:
             "spec_key": spec_key(spec.family, spec.params, arch.name), "prekey": pk,
             "template": source.template, "source_lines": source.text.count("\n"),
             "toolchain": {"identity": builder.toolchain.identity, "nvcc": str(builder.toolchain.nvcc),
-                          "source": builder.toolchain.source, "version": builder.toolchain.version},
+                          "source": builder.toolchain.source, "version": builder.toolchain.release},
             "flags": flags, "action_key": key, "cached": manifest is not None,
             "inputs": manifest["inputs"] if manifest else None}
     text = [f"{spec.name} for {arch.name}", f"  spec key   {data['spec_key']}", f"  prekey     {pk}",
-            f"  template   {source.template}", f"  toolchain  {builder.toolchain.version} ({builder.toolchain.source})",
+            f"  template   {source.template}", f"  toolchain  nvcc {builder.toolchain.release} ({builder.toolchain.source}: {builder.toolchain.nvcc})",
             f"  flags      {' '.join(flags)}"]
     if manifest:
         headers = manifest["inputs"]["headers"]

@@ -82,10 +82,10 @@ def check(spec: KernelSpec, arch: Arch) -> Verdict:
     diags = feature_diagnostics(spec, arch, family.requires(spec.params))
     if diags:
         return Verdict(spec, arch, diags, None)
-    diags = [d if d.spec else Diagnostic(d.code, d.message, spec.name, spec.file, d.fix, d.details)
-             for d in family.check(spec.params, arch)]
-    if diags:
-        return Verdict(spec, arch, diags, None)
+    # The SMEM verdict comes first and always: it is the rule users hit most, and it is numeric.
     model = family.smem(spec.params, arch)
     over = smem_diagnostic(spec, arch, model, family.fit_hint(spec.params, arch))
-    return Verdict(spec, arch, [over] if over else [], model)
+    diags = [over] if over else []
+    diags += [d if d.spec else Diagnostic(d.code, d.message, spec.name, spec.file, d.fix, d.details)
+              for d in family.check(spec.params, arch) if d.code != "AOTC-SMEM-001"]
+    return Verdict(spec, arch, diags, model)
