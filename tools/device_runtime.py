@@ -25,7 +25,7 @@ FMHA_FWD = {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stag
 FMHA_DECODE = {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}
 BUILD = [("fmha_fwd_m64n128/head_dim=128,dtype=bf16", ("sm90a", "sm120a")),
          ("fmha_decode_m64n64/dtype=bf16", ("sm90a",)),
-         ("grouped_gemm_sm80", ("sm90a",))]
+         ("moe_bf16_128x128/dtype=bf16", ("sm90a",))]
 
 
 # ---- build (here) ---------------------------------------------------------------------------------
@@ -124,12 +124,12 @@ def check_grouped_gemm(results: dict) -> None:
     torch.manual_seed(1)
     shapes = [(128, 256, 512), (77, 512, 256), (1000, 128, 384), (16, 64, 64)]
     a = [torch.randn(m, kk, device="cuda", dtype=torch.bfloat16) for m, _, kk in shapes]
-    b = [torch.randn(kk, n, device="cuda", dtype=torch.bfloat16) for _, n, kk in shapes]
+    b = [torch.randn(n, kk, device="cuda", dtype=torch.bfloat16) for _, n, kk in shapes]  # [N, K] weights
     out = [torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16) for m, n, _ in shapes]
     kernel = rt.grouped_gemm(a, b, out)
     torch.cuda.synchronize()
     for i, (x, y, o) in enumerate(zip(a, b, out, strict=True)):
-        err = rel_err(o, x.float() @ y.float())
+        err = rel_err(o, x.float() @ y.float().T)
         results["correctness"].append({"case": f"grouped_gemm group {i} {shapes[i]}", "kernel": kernel.name,
                                        "arch": kernel.arch, "rel_err": err, "ok": err < 1e-2})
 

@@ -20,7 +20,7 @@ from .lookup import (
     find,
     set_sources,
 )
-from .ops import fmha_decode, fmha_fwd
+from .ops import fmha_decode, fmha_fwd, grouped_gemm
 from .registry import HostKernel, clear, get_kernel, host_kernel, load_kernel, loaded
 from .select import select
 from .tensors import TensorInfo, expect, tensor_info
@@ -43,6 +43,7 @@ __all__ = [
     "fmha_decode",
     "fmha_fwd",
     "get_kernel",
+    "grouped_gemm",
     "host_kernel",
     "load_kernel",
     "loaded",

@@ -74,6 +74,7 @@ class Kernel:
         self._workspaces: dict[int, tuple[int, int]] = {}  # stream -> (device pointer, bytes)
         self._streams: dict[int, Any] = {}
         self._smem_opted = DEFAULT_SMEM_LIMIT
+        self._occupancy: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -107,6 +108,23 @@ class Kernel:
         if self._helper.query_fn(ctypes.addressof(args), ctypes.byref(out), err, _ERR_LEN) != 0:
             raise self._rejected(err)
         return out
+
+    def resident_ctas(self, args: ctypes.Structure) -> int:
+        """CTAs that fit on the whole device at once for this problem's launch shape (SM count x
+        blocks per SM): the CTA count of persistent kernels. Memoized per (block, SMEM)."""
+        info = self.query(args)
+        threads, smem = info.block[0] * info.block[1] * info.block[2], int(info.smem_bytes)
+        per_sm = self._occupancy.get((threads, smem))
+        if per_sm is None:
+            with self._lock:
+                self._check_limits(info)  # opts into > 48 KiB first, or occupancy reads 0
+                per_sm = int(check(self._cu, self._cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                    self._function, threads, smem), f"cuOccupancyMaxActiveBlocksPerMultiprocessor({self.name})"))
+            if per_sm < 1:
+                raise runtime_error(PROBLEM_REJECTED, f"{self.name} fits 0 CTAs per SM ({threads} threads, {smem} B "
+                                    f"SMEM) on {self.device.label}", "use a kernel built for this device")
+            self._occupancy[(threads, smem)] = per_sm
+        return per_sm * max(self.device.sm_count, 1)
 
     def _check_args(self, args: ctypes.Structure) -> None:
         if not isinstance(args, self.args_type):

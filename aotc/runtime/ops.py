@@ -144,3 +144,92 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
     args.num_sms = device.sm_count
     kernel.launch(args, default_stream(q, ordinal) if stream is None else stream_handle(stream))
     return kernel
+
+
+GEMM_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> grouped_gemm_sm80 `dtype` param
+METADATA_LIMIT = 256  # distinct grouped problems whose device metadata arrays are kept
+_metadata: dict[tuple, tuple[int, int]] = {}  # problem signature -> (device buffer, bytes)
+
+
+def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alpha: float = 1.0,
+                 stream: Any = None, params: dict | None = None) -> Kernel:
+    """MoE-style grouped GEMM: out[i] = alpha * a[i] @ b[i].T for every group i.
+
+    a[i] [M_i, K_i] and out[i] [M_i, N_i] row-major, b[i] [N_i, K_i] row-major (an nn.Linear weight),
+    all bf16 or all fp16 on one device, rows 16-byte aligned. Returns the kernel used."""
+    if not (len(a) == len(b) == len(out)) or not a:
+        raise runtime_error(BAD_TENSOR, f"grouped_gemm got {len(a)} A, {len(b)} B and {len(out)} out tensors",
+                            "pass one A, B and out per group (at least one group)")
+    infos = []
+    for i, (x, w, o) in enumerate(zip(a, b, out, strict=True)):
+        ai = tensor_info(x)
+        ordinal = device_of(ai, f"a[{i}]")
+        expect(ai, f"a[{i}]", dtype=tuple(GEMM_DTYPES), ndim=2, device=ordinal, contiguous=False)
+        m, k = ai.shape
+        bi = expect(tensor_info(w), f"b[{i}]", dtype=ai.dtype, shape=(None, k), device=ordinal, contiguous=False)
+        oi = expect(tensor_info(o), f"out[{i}]", dtype=ai.dtype, shape=(m, bi.shape[0]), device=ordinal,
+                    contiguous=False)
+        for name, info in ((f"a[{i}]", ai), (f"b[{i}]", bi), (f"out[{i}]", oi)):
+            _last_dim_contiguous(info, name)
+            if info.strides[0] % 8:
+                raise runtime_error(BAD_TENSOR, f"argument {name!r} row stride {info.strides[0]} elements is not a "
+                                    "multiple of 8 (16 bytes)", "pad the rows or pass .contiguous()")
+        infos.append((ai, bi, oi))
+    ordinal = device_of(infos[0][0], "a[0]")
+    dtype = infos[0][0].dtype
+    if any(ai.dtype != dtype or ai.device != infos[0][0].device for ai, _, _ in infos):
+        raise runtime_error(BAD_TENSOR, "grouped_gemm groups differ in dtype or device",
+                            "pass every group in one dtype on one device")
+    device = query_device(ordinal)
+    shapes = tuple((ai.shape[0], bi.shape[0], ai.shape[1]) for ai, bi, _ in infos)
+    total_m = sum(s[0] for s in shapes)
+    chosen = choose("grouped_gemm_sm80", device, (GEMM_DTYPES[dtype], shapes),
+                    {"dtype": GEMM_DTYPES[dtype]},
+                    {"m": max(1, total_m // len(shapes)), "n": max(s[1] for s in shapes),
+                     "k": max(s[2] for s in shapes), "groups": len(shapes)}, params)
+    kernel = get_kernel("grouped_gemm_sm80", chosen, device=ordinal)
+    args = kernel.args_type()
+    args.num_groups = len(shapes)
+    meta = _group_metadata(infos, shapes)
+    g = len(shapes)
+    args.problem_sizes = meta
+    base = meta + 12 * g + _pad(12 * g)
+    args.ptr_A, args.ptr_B, args.ptr_D = base, base + 8 * g, base + 16 * g
+    args.lda, args.ldb, args.ldd = base + 24 * g, base + 32 * g, base + 40 * g
+    args.alpha, args.beta = float(alpha), 0.0
+    args.threadblock_count = device.sm_count or 1
+    args.threadblock_count = kernel.resident_ctas(args)
+    kernel.launch(args, default_stream(a[0], ordinal) if stream is None else stream_handle(stream))
+    return kernel
+
+
+def _pad(n: int) -> int:
+    return (-n) % 16
+
+
+def _group_metadata(infos: list, shapes: tuple) -> int:
+    """Device arrays the grouped kernel reads (problem sizes, pointers, leading dims), uploaded once per
+    distinct problem and kept: identical calls reuse the same address, so the launch memo hits."""
+    key = tuple((ai.ptr, bi.ptr, oi.ptr, ai.strides[0], bi.strides[0], oi.strides[0]) for ai, bi, oi in infos) + shapes
+    hit = _metadata.get(key)
+    if hit is not None:
+        return hit[0]
+    import array
+
+    from .device import check, driver
+
+    sizes = array.array("i", [v for s in shapes for v in s]).tobytes()
+    sizes += bytes(_pad(len(sizes)))
+    cols = [[ai.ptr for ai, _, _ in infos], [bi.ptr for _, bi, _ in infos], [oi.ptr for _, _, oi in infos],
+            [ai.strides[0] for ai, _, _ in infos], [bi.strides[0] for _, bi, _ in infos],
+            [oi.strides[0] for _, _, oi in infos]]
+    blob = sizes + b"".join(array.array("q", col).tobytes() for col in cols)
+    cu = driver()
+    if len(_metadata) >= METADATA_LIMIT:
+        for ptr, _ in _metadata.values():
+            check(cu, cu.cuMemFree(ptr), "cuMemFree(grouped metadata)")  # synchronizes first
+        _metadata.clear()
+    ptr = int(check(cu, cu.cuMemAlloc(len(blob)), "cuMemAlloc(grouped metadata)"))
+    check(cu, cu.cuMemcpyHtoD(ptr, blob, len(blob)), "cuMemcpyHtoD(grouped metadata)")
+    _metadata[key] = (ptr, len(blob))
+    return ptr
