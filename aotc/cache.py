@@ -226,11 +226,13 @@ class Cache:
             with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
                 yield
         except Timeout:
-            raise AotcError(Diagnostic(
-                code="AOTC-CACHE-004",
-                message=f"waited {LOCK_TIMEOUT_S:.0f} s for the writer lock {path}; another process holds it",
-                fix="wait for the other `aotc build` to finish; if none runs, delete the lock file",
-            )) from None
+            raise AotcError(
+                Diagnostic(
+                    code="AOTC-CACHE-004",
+                    message=f"waited {LOCK_TIMEOUT_S:.0f} s for the writer lock {path}; another process holds it",
+                    fix="wait for the other `aotc build` to finish; if none runs, delete the lock file",
+                )
+            ) from None
 
     def _write_json(self, path: Path, value: dict) -> None:
         atomic_write(path, [_json_bytes(value)], self.tmp_dir)
@@ -253,8 +255,9 @@ class Cache:
             record = dict(manifest)
             record["schema"] = SCHEMA
             record["key"] = key
-            record["blobs"] = {name: {"sha256": self.store.put(data), "size": len(data)}
-                               for name, data in blobs.items()}
+            record["blobs"] = {
+                name: {"sha256": self.store.put(data), "size": len(data)} for name, data in blobs.items()
+            }
             self._write_json(self.manifest_path(key), record)
             return record
 
@@ -396,7 +399,8 @@ class Cache:
             except CorruptBlobError as e:
                 bad_blobs.add(digest)
                 report.corrupt_blobs.append(
-                    {"digest": digest, "file": e.path, "actual": e.actual, "quarantined": e.moved_to})
+                    {"digest": digest, "file": e.path, "actual": e.actual, "quarantined": e.moved_to}
+                )
             except KeyError:  # removed meanwhile (gc, another verify)
                 continue
         good: set[str] = set()
@@ -411,15 +415,18 @@ class Cache:
             try:
                 _read_json(path, "header set")
             except CacheFormatError as e:
-                report.bad_files.append({"file": str(path), "problem": str(e),
-                                         "quarantined": self._quarantine_file(path)})
+                report.bad_files.append(
+                    {"file": str(path), "problem": str(e), "quarantined": self._quarantine_file(path)}
+                )
         return report
 
     def _verify_manifest(self, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
         try:
             manifest = _read_json(path, "manifest")
         except CacheFormatError as e:
-            report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": self._quarantine_file(path)})
+            report.bad_files.append(
+                {"file": str(path), "problem": str(e), "quarantined": self._quarantine_file(path)}
+            )
             return
         if manifest is None:
             return
@@ -435,7 +442,13 @@ class Cache:
         if problems:
             moved = self._quarantine_file(path)
             report.broken_entries.append(
-                {"key": path.stem, "name": manifest.get("name", ""), "problems": problems, "quarantined": moved})
+                {
+                    "key": path.stem,
+                    "name": manifest.get("name", ""),
+                    "problems": problems,
+                    "quarantined": moved,
+                }
+            )
         else:
             good.add(path.stem)
 
@@ -443,15 +456,23 @@ class Cache:
         try:
             ref = _read_json(path, "ref")
         except CacheFormatError as e:
-            report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": self._quarantine_file(path)})
+            report.bad_files.append(
+                {"file": str(path), "problem": str(e), "quarantined": self._quarantine_file(path)}
+            )
             report.refs_dropped.append(path.stem)
             return
         if ref is not None and ref.get("key") not in good:
             path.unlink(missing_ok=True)
             report.refs_dropped.append(path.stem)
 
-    def _prune_prekey(self, path: Path, live: set[str], dry_run: bool, on_bad: list[dict] | None = None,
-                      sets_in_use: set[str] | None = None) -> int:
+    def _prune_prekey(
+        self,
+        path: Path,
+        live: set[str],
+        dry_run: bool,
+        on_bad: list[dict] | None = None,
+        sets_in_use: set[str] | None = None,
+    ) -> int:
         """Drop header sets whose action key is not live; returns how many were dropped and adds
         the header-set digests still referenced to sets_in_use."""
         try:
@@ -529,8 +550,9 @@ class Cache:
             found[path.stem] = (path, manifest, mtime)
         return found
 
-    def _gc_refs(self, keep: set[str] | None, manifests: dict, now: float, older_than: float | None,
-                 report: GcReport) -> set[str]:
+    def _gc_refs(
+        self, keep: set[str] | None, manifests: dict, now: float, older_than: float | None, report: GcReport
+    ) -> set[str]:
         """Drop refs not kept or pointing to missing/expiring manifests; return the action keys
         the kept refs reach."""
         reachable: set[str] = set()
@@ -550,8 +572,9 @@ class Cache:
             reachable.add(key)
         return reachable
 
-    def _gc_header_sets(self, in_use: set[str], now: float, grace: float, dry_run: bool,
-                        report: GcReport) -> None:
+    def _gc_header_sets(
+        self, in_use: set[str], now: float, grace: float, dry_run: bool, report: GcReport
+    ) -> None:
         for path in list(self._iter_json("headersets")):
             try:
                 young = now - path.stat().st_mtime < grace
@@ -562,7 +585,9 @@ class Cache:
                 if not dry_run:
                     path.unlink(missing_ok=True)
 
-    def _gc_blobs(self, referenced: set[str], now: float, grace: float, dry_run: bool, report: GcReport) -> None:
+    def _gc_blobs(
+        self, referenced: set[str], now: float, grace: float, dry_run: bool, report: GcReport
+    ) -> None:
         for digest in list(self.store.iter_digests()):
             if digest in referenced:
                 continue
@@ -574,8 +599,9 @@ class Cache:
             if not dry_run:
                 self.store.delete(digest)
 
-    def _gc_logs(self, live: set[str], now: float, older_than: float | None, dry_run: bool,
-                 report: GcReport) -> None:
+    def _gc_logs(
+        self, live: set[str], now: float, older_than: float | None, dry_run: bool, report: GcReport
+    ) -> None:
         """Logs of failed builds (no manifest) go when older than the bound."""
         logs = self.base / "logs"
         if older_than is None or not logs.is_dir():

@@ -46,8 +46,13 @@ class CorruptBlobError(AotcError):
                     f"it was not loaded ({where})"
                 ),
                 fix="run `aotc verify` to find every entry that uses it, then rebuild (`aotc build`)",
-                details={"digest": digest, "file": path, "expected": digest, "actual": actual,
-                         "quarantined": moved_to},
+                details={
+                    "digest": digest,
+                    "file": path,
+                    "expected": digest,
+                    "actual": actual,
+                    "quarantined": moved_to,
+                },
             )
         )
         self.digest = digest
@@ -167,7 +172,7 @@ def _compressed_chunks(data: bytes, level: int) -> Iterator[bytes]:
     chunker = cctx.chunker(size=len(data), chunk_size=_CHUNK)
     view = memoryview(data)
     for start in range(0, len(data), _CHUNK):
-        yield from chunker.compress(view[start:start + _CHUNK])
+        yield from chunker.compress(view[start : start + _CHUNK])
     yield from chunker.finish()
 
 
@@ -286,12 +291,14 @@ class LocalBlobStore(BlobStore):
 
 
 def _config_error(spec: str, problem: str) -> AotcError:
-    return AotcError(Diagnostic(
-        code="AOTC-CACHE-003",
-        message=f"{BLOB_STORE_ENV}={spec!r}: {problem}",
-        fix=f"set {BLOB_STORE_ENV} to module:Class naming an importable aotc.store.BlobStore subclass "
-        "(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local store",
-    ))
+    return AotcError(
+        Diagnostic(
+            code="AOTC-CACHE-003",
+            message=f"{BLOB_STORE_ENV}={spec!r}: {problem}",
+            fix=f"set {BLOB_STORE_ENV} to module:Class naming an importable aotc.store.BlobStore subclass "
+            "(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local store",
+        )
+    )
 
 
 def blob_store_class() -> type[BlobStore]:

@@ -88,7 +88,12 @@ def test_unreadable_manifest_is_a_clear_error_and_is_left_alone(tmp_path: Path) 
     with pytest.raises(CacheFormatError) as info:
         cache.get_manifest(k("bad"))
     d = info.value.diagnostics[0]
-    assert d.code == "AOTC-CACHE-002" and str(bad) in d.message and "not JSON" in d.message and "aotc verify" in d.fix
+    assert (
+        d.code == "AOTC-CACHE-002"
+        and str(bad) in d.message
+        and "not JSON" in d.message
+        and "aotc verify" in d.fix
+    )
     assert bad.read_bytes() == b'{"schema": 1, "key": "trunc'  # reading never deletes
     assert cache.get_manifest(k("good"))["name"] == "good"
     assert [m["name"] for m in cache.entries()] == ["good"]
@@ -121,7 +126,11 @@ def test_stats_report_compression(tmp_path: Path) -> None:
     put(cache, "a")
     put(cache, "b")
     st = cache.stats()
-    raw = sum(len(b) for b in blobs_for("a").values()) + len(blobs_for("b")["cubin"]) + len(blobs_for("b")["source"])
+    raw = (
+        sum(len(b) for b in blobs_for("a").values())
+        + len(blobs_for("b")["cubin"])
+        + len(blobs_for("b")["source"])
+    )
     stored = sum(p.stat().st_size for p in (tmp_path / "v1" / "blobs").rglob("*.zst"))
     assert (st.entries, st.blobs, st.raw_bytes, st.stored_bytes) == (2, 5, raw, stored)
     assert st.compression_ratio == pytest.approx(raw / stored) and st.compression_ratio > 10
@@ -212,8 +221,13 @@ def test_noop_rebuild_of_a_catalog_is_well_under_a_second(tmp_path: Path) -> Non
         put(cache, f"job{i}")
         cache.record_prekey(k(f"pk{i}"), digests, k(f"job{i}"))
         prekeys.append(k(f"pk{i}"))
-    out = subprocess.run([sys.executable, "-c", _NOOP_REBUILD, str(tmp_path), json.dumps(prekeys)], cwd=REPO,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _NOOP_REBUILD, str(tmp_path), json.dumps(prekeys)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(out.stdout)
     print(f"no-op lookup of 120 jobs x 1000 headers in a fresh process: {result['seconds']:.3f} s")
     assert result["hits"] == 120
@@ -249,7 +263,7 @@ def _worker(root: str, start: float, errors: multiprocessing.Queue, results: mul
     got = {}
     try:
         for round_ in range(3):
-            for name in NAMES[os.getpid() % len(NAMES):] + NAMES[: os.getpid() % len(NAMES)]:
+            for name in NAMES[os.getpid() % len(NAMES) :] + NAMES[: os.getpid() % len(NAMES)]:
                 for other in NAMES:  # read whatever is visible: it must be whole
                     m = cache.resolve_ref(k("spec-" + other))
                     if m is not None:
@@ -335,7 +349,9 @@ def test_corrupt_blob_is_found_quarantined_and_rebuilt(tmp_path: Path) -> None:
     a, b = put(cache, "a"), put(cache, "b")
     for name in ("a", "b"):
         cache.set_ref(k("spec-" + name), k(name))
-        cache.record_prekey(k("pk-" + name), {str(tmp_path / "inc.h"): file_sha256(str(tmp_path / "inc.h"))}, k(name))
+        cache.record_prekey(
+            k("pk-" + name), {str(tmp_path / "inc.h"): file_sha256(str(tmp_path / "inc.h"))}, k(name)
+        )
     digest = a["blobs"]["cubin"]["sha256"]
     assert isinstance(cache.store, LocalBlobStore)
     flip_last_byte(cache.store.path(digest))
@@ -414,8 +430,9 @@ def test_gc_keeps_what_is_reachable(tmp_path: Path) -> None:
     for name, data in blobs_for("a").items():  # including the blob it shares with removed entries
         assert cache.read_blob(kept["blobs"][name]["sha256"]) == data
     gone = {hashlib.sha256(blobs_for(n)["cubin"]).hexdigest() for n in ("b", "c", "orphan")}
-    assert set(report.blobs_removed) == gone | {hashlib.sha256(blobs_for(n)["source"]).hexdigest()
-                                                 for n in ("b", "c", "orphan")}
+    assert set(report.blobs_removed) == gone | {
+        hashlib.sha256(blobs_for(n)["source"]).hexdigest() for n in ("b", "c", "orphan")
+    }
     assert set(cache.store.iter_digests()) == {b["sha256"] for b in kept["blobs"].values()}
     assert report.bytes_freed > 0 and report.logs_removed == 0
     assert not cache.log_path(k("b")).exists() and cache.log_path(k("a")).exists()
@@ -460,11 +477,15 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     env = {**os.environ, "PYTHONPATH": str(site), "XDG_CACHE_HOME": str(tmp_path / "xdg")}
     env.pop("AOTC_CACHE_DIR", None)
     code = "from aotc.cache import default_cache_dir; print(default_cache_dir())"
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == str(tmp_path / "xdg" / "aotc")
     env.pop("XDG_CACHE_HOME")
     env["HOME"] = str(tmp_path / "home")
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == str(tmp_path / "home" / ".cache" / "aotc")
 
 

@@ -16,7 +16,9 @@ from aotc import ABI_VERSION
 from aotc.keys import action_inputs, action_key, canonical_json, prekey, spec_key
 
 REPO = Path(__file__).resolve().parent.parent
-SOURCE = '#include "cutlass/gemm/device/gemm_universal_adapter.h"\nextern "C" __global__ void aotc_kernel() {}\n'
+SOURCE = (
+    '#include "cutlass/gemm/device/gemm_universal_adapter.h"\nextern "C" __global__ void aotc_kernel() {}\n'
+)
 TOOLCHAIN = "nvcc 13.0.88 /toolkit sha256:0123"
 FLAGS = ["-O3", "-std=c++17", "--expt-relaxed-constexpr"]
 HEADERS = {
@@ -26,7 +28,13 @@ HEADERS = {
 
 
 def base_key(**changes: object) -> str:
-    args = {"source": SOURCE, "toolchain_identity": TOOLCHAIN, "flags": FLAGS, "arch": "sm120a", "headers": HEADERS}
+    args = {
+        "source": SOURCE,
+        "toolchain_identity": TOOLCHAIN,
+        "flags": FLAGS,
+        "arch": "sm120a",
+        "headers": HEADERS,
+    }
     args.update(changes)
     return action_key(action_inputs(**args))  # type: ignore[arg-type]
 
@@ -34,10 +42,17 @@ def base_key(**changes: object) -> str:
 def test_action_key_is_sha256_of_hand_written_canonical_json() -> None:
     # Written out by hand (not via canonical_json) so a change of the key format is caught.
     src = hashlib.sha256(SOURCE.encode()).hexdigest()
+    template = (
+        '{"abi":ABI,"arch":"sm120a","flags":["-O3","-std=c++17","--expt-relaxed-constexpr"],'
+        '"headers":{"cutlass/include/cute/tensor.hpp":"BBB","cutlass/include/cutlass/cutlass.h":"AAA"},'
+        '"source_sha256":"SRC","toolchain":"TC"}'
+    )
     text = (
-        '{"abi":' + str(ABI_VERSION) + ',"arch":"sm120a","flags":["-O3","-std=c++17","--expt-relaxed-constexpr"],'
-        '"headers":{"cutlass/include/cute/tensor.hpp":"' + "b" * 64 + '","cutlass/include/cutlass/cutlass.h":"'
-        + "a" * 64 + '"},"source_sha256":"' + src + '","toolchain":"' + TOOLCHAIN + '"}'
+        template.replace("ABI", str(ABI_VERSION))
+        .replace("BBB", "b" * 64)
+        .replace("AAA", "a" * 64)
+        .replace("SRC", src)
+        .replace("TC", TOOLCHAIN)
     )
     assert base_key() == hashlib.sha256(text.encode()).hexdigest()
 
@@ -45,7 +60,9 @@ def test_action_key_is_sha256_of_hand_written_canonical_json() -> None:
 def test_same_inputs_same_key_regardless_of_dict_order() -> None:
     reordered = dict(reversed(list(HEADERS.items())))
     assert base_key() == base_key(headers=reordered)
-    assert spec_key("fam", {"a": 1, "b": [128, 64]}, "sm120a") == spec_key("fam", {"b": (128, 64), "a": 1}, "sm120a")
+    assert spec_key("fam", {"a": 1, "b": [128, 64]}, "sm120a") == spec_key(
+        "fam", {"b": (128, 64), "a": 1}, "sm120a"
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,14 +77,24 @@ def test_same_inputs_same_key_regardless_of_dict_order() -> None:
         {"headers": {**HEADERS, "cutlass/include/cute/extra.hpp": "d" * 64}},  # one more header read
         {"headers": {"cutlass/include/cutlass/cutlass.h": "a" * 64}},  # one fewer
     ],
-    ids=["source", "toolchain", "flag-added", "flag-order", "arch", "header-digest", "header-added", "header-removed"],
+    ids=[
+        "source",
+        "toolchain",
+        "flag-added",
+        "flag-order",
+        "arch",
+        "header-digest",
+        "header-added",
+        "header-removed",
+    ],
 )
 def test_any_input_change_changes_action_key(change: dict) -> None:
     assert base_key(**change) != base_key()
 
 
 @pytest.mark.parametrize(
-    "change", [{"source": SOURCE + "\n"}, {"toolchain_identity": "other"}, {"flags": ["-O2"]}, {"arch": "sm121a"}]
+    "change",
+    [{"source": SOURCE + "\n"}, {"toolchain_identity": "other"}, {"flags": ["-O2"]}, {"arch": "sm121a"}],
 )
 def test_any_input_change_changes_prekey(change: dict) -> None:
     args = {"source": SOURCE, "toolchain_identity": TOOLCHAIN, "flags": FLAGS, "arch": "sm120a"}
@@ -100,7 +127,9 @@ def _keys_in_fresh_process(seed: str) -> str:
         "print(prekey('src', 'tc', ['-O3'], 'sm120a'))\n"
     )
     env = {**os.environ, "PYTHONHASHSEED": seed}
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
     return out.stdout
 
 

@@ -140,8 +140,12 @@ print("finished")
 
 
 def test_writer_killed_mid_put_leaves_no_blob_and_its_temp_file_is_swept(tmp_path: Path) -> None:
-    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(tmp_path)], cwd=REPO,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, str(tmp_path)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     tmp_dir = tmp_path / "v1" / "tmp"
     deadline = time.monotonic() + 120
 
@@ -199,7 +203,9 @@ def test_blob_store_env_selects_backend(tmp_path: Path, monkeypatch: pytest.Monk
     assert type(store).puts == 1
 
 
-@pytest.mark.parametrize("value", ["nocolon", "aotc.store:NoSuchClass", "no_such_module_xyz:C", "pathlib:Path"])
+@pytest.mark.parametrize(
+    "value", ["nocolon", "aotc.store:NoSuchClass", "no_such_module_xyz:C", "pathlib:Path"]
+)
 def test_bad_blob_store_env_is_a_clear_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AOTC_BLOB_STORE", value)
     with pytest.raises(AotcError) as info:
