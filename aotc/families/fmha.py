@@ -16,9 +16,10 @@ from .base import Family, Field, SmemModel
 ELEMENT_TYPES = {"bf16": "cutlass::bfloat16_t", "fp16": "cutlass::half_t"}
 ELEMENT_BYTES = 2
 STRUCT_ALIGN = 128  # alignas(128) on every SharedStorage member
-# Accumulator + Q-fragment registers per thread above which ptxas spills (255 max, ~60 for
-# addresses, softmax state and ldmatrix staging).
-MAX_FRAGMENT_REGISTERS = 192
+# Accumulator + Q-fragment registers per thread above which ptxas spills (255 max, ~45 for
+# addresses, softmax state and ldmatrix staging); 128x64 over 4 warps at head_dim 128 with Q in
+# shared memory (the FlashAttention-2 tile for that size) needs 208.
+MAX_FRAGMENT_REGISTERS = 208
 
 
 class FmhaArgs(ctypes.Structure):
@@ -65,6 +66,8 @@ def _fields() -> dict[str, Field]:
         "kv_stages": Field(int, "K/V shared-memory buffers (1 = FA2 K/V interleave, 2 = double buffer)",
                            default=1, choices=(1, 2)),
         "dtype": Field(str, "Q/K/V/O element type (fp32 accumulation)", choices=tuple(ELEMENT_TYPES)),
+        "q_in_regs": Field(bool, "keep the whole Q tile in registers (else re-read k-slices from shared memory)",
+                           default=True),
     }
 
 
@@ -73,11 +76,13 @@ def _round_up(x: int, a: int) -> int:
 
 
 def fragment_registers(p: dict) -> int:
-    """32-bit registers per thread for acc_o + acc_s (fp32) and the Q fragment (kept in registers)."""
+    """32-bit registers per thread for acc_o + acc_s (fp32) and the Q fragment: the whole tile when
+    Q stays in registers, else two 16-wide k-slices (4 registers each per 16-row MMA tile)."""
     threads = 32 * p["warps"]
     acc_o = p["block_m"] * p["head_dim"] // threads
     acc_s = p["block_m"] * p["block_n"] // threads
-    q_regs = p["block_m"] * p["head_dim"] // 2 // threads
+    tiles_per_warp = p["block_m"] // (16 * p["warps"])
+    q_regs = p["block_m"] * p["head_dim"] // 2 // threads if p["q_in_regs"] else 8 * tiles_per_warp
     return acc_o + acc_s + q_regs
 
 
@@ -162,7 +167,7 @@ class _FmhaBase(Family):
             f"{regs} registers per thread for the O/S accumulators and the Q fragment (block_m "
             f"{p['block_m']}, block_n {p['block_n']}, head_dim {p['head_dim']}, {p['warps']} warps) exceed "
             f"{MAX_FRAGMENT_REGISTERS}: the kernel would spill",
-            fix="add warps (fewer rows per warp) or lower block_n; head_dim 256 does not fit this design",
+            fix="set q_in_regs = false, add warps (fewer rows per warp) or lower block_n",
             details={"registers": regs, "limit": MAX_FRAGMENT_REGISTERS})]
 
     def fit_hint(self, p: dict, arch: Arch) -> str:
@@ -184,7 +189,7 @@ class _FmhaBase(Family):
         return {
             "family": self.name, "arch": arch.name, "block_m": p["block_m"], "block_n": p["block_n"],
             "head_dim": p["head_dim"], "warps": p["warps"], "kv_stages": p["kv_stages"], "dtype": p["dtype"],
-            "element": ELEMENT_TYPES[p["dtype"]], "decode": self.decode,
+            "element": ELEMENT_TYPES[p["dtype"]], "decode": self.decode, "q_in_regs": p["q_in_regs"],
             "smem_budget": arch.smem_optin_bytes, "smem_model_total": self.smem(p, arch).total,
         }
 
