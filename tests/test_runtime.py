@@ -583,3 +583,12 @@ def test_fmha_entry_point_refuses_host_tensors_before_any_driver_call():
         rt.fmha_fwd(q, q, q, q)
     diag = exc.value.diagnostics[0]
     assert diag.code == "AOTC-RT-006" and "'q' is in host memory" in diag.message
+
+
+def test_grouped_gemm_entry_point_checks_groups_before_any_driver_call():
+    a = [np.zeros((64, 128), dtype=np.float16)]
+    with pytest.raises(AotcError, match="got 1 A, 0 B and 1 out"):
+        rt.grouped_gemm(a, [], a)
+    with pytest.raises(AotcError) as exc:
+        rt.grouped_gemm(a, a, a)
+    assert exc.value.diagnostics[0].code == "AOTC-RT-006" and "'a[0]' is in host memory" in str(exc.value)

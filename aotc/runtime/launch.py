@@ -81,13 +81,16 @@ class Kernel:
         return f"Kernel({self.name!r}, {self.arch}, {self.device.label})"
 
     # -- hot path ---------------------------------------------------------------------------------
-    def launch(self, args: ctypes.Structure, stream: Any = 0) -> None:
-        """Launch on `stream` with the family's args struct (see aotc.families.<family>.args_struct)."""
+    def launch(self, args: ctypes.Structure, stream: Any = 0, *, refresh: bool = False) -> None:
+        """Launch on `stream` with the family's args struct (see aotc.families.<family>.args_struct).
+
+        Params are memoized per args bytes; pass refresh=True when host memory the args point to
+        (e.g. `host_problem_sizes`) changed in place since an identical launch."""
         handle = stream if type(stream) is int else stream_handle(stream)
         key = bytes(args)
         prepared = self._memo.get(key)
-        if prepared is None or prepared.workspace_bytes:
-            prepared = self._memo_ws.get((handle, key)) or self._prepare(args, key, handle)
+        if prepared is None or prepared.workspace_bytes or refresh:
+            prepared = (None if refresh else self._memo_ws.get((handle, key))) or self._prepare(args, key, handle)
         if getattr(_tls, "ordinal", None) != self._ordinal:
             make_current(self._ordinal)
         cu_stream = self._streams.get(handle)
