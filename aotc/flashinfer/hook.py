@@ -1,0 +1,303 @@
+"""Runtime hook: FlashInfer consults the aotc cache before it JIT-compiles a module and before its
+cubin loader reads or downloads an artifact. Modules found are handed to FlashInfer as an AOT
+provider (FlashInfer's own arch selection and loading then apply); everything else is left to
+FlashInfer unless on_miss="error". Runtime side: imports no Jinja2, runs no compiler.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..arch import ARCHES
+from ..cache import Cache
+from ..diagnostics import AotcError, Diagnostic
+from ..store import CorruptBlobError
+from .index import SO_BLOB, module_key
+
+ENV_ENABLE = "AOTC_FLASHINFER"  # 1: launch.py / activate_from_env() install the hook
+ENV_ON_MISS = "AOTC_FLASHINFER_ON_MISS"  # "jit" (default) or "error"
+ON_MISS = ("jit", "error")
+PROVIDER_PREFIX = "aotc-"
+_DIGEST_CHARS = frozenset("0123456789abcdef")
+log = logging.getLogger("aotc.flashinfer")
+
+
+@dataclass
+class HookState:
+    cache: Cache
+    on_miss: str
+    version: str
+    patched: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # (owner, attr, old, new)
+    looked_up: dict[str, list[str]] = field(default_factory=dict)  # module -> aotc archs served
+    problems: dict[str, str] = field(default_factory=dict)  # module -> why aotc could not serve it
+    artifacts_served: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def report(self) -> dict[str, Any]:
+        return {"cache": str(self.cache.root), "on_miss": self.on_miss, "flashinfer_version": self.version,
+                "served": {m: a for m, a in self.looked_up.items() if a}, "problems": dict(self.problems),
+                "artifacts_served": self.artifacts_served}
+
+
+_state: HookState | None = None
+
+
+def installed() -> bool:
+    return _state is not None
+
+
+def status() -> dict[str, Any] | None:
+    """What the hook served so far (module -> aotc archs), or None when not installed."""
+    return _state.report() if _state is not None else None
+
+
+# --- serving modules ------------------------------------------------------------------------------
+
+def _provider_root(st: HookState) -> Path:
+    from ..runtime.loader import helper_dir
+
+    tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
+    return helper_dir() / "flashinfer" / tag
+
+
+def _link(target: Path, link: Path) -> None:
+    """Atomically point `link` at `target` (FlashInfer wants <dir>/<module>/<module>.so)."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() and os.readlink(link) == str(target):
+        return
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def _preload_needed(manifest: dict[str, Any]) -> None:
+    """Make the module's libcudart resolvable: where the CUDA runtime is not on the loader path
+    (pip-installed CUDA), load it by its soname from the pip wheels first."""
+    for soname in manifest.get("needed", []):
+        if not soname.startswith("libcudart.so"):
+            continue
+        try:
+            ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
+        except OSError:
+            try:
+                from cuda.pathfinder import load_nvidia_dynamic_lib
+
+                load_nvidia_dynamic_lib("cudart")
+            except Exception as exc:  # noqa: BLE001 - FlashInfer's own load error will say the rest
+                log.warning("aotc: could not preload %s for FlashInfer modules: %s", soname, exc)
+
+
+def _materialize(st: HookState, module: str, arch: str, manifest: dict[str, Any]) -> Path:
+    from ..runtime.loader import helper_path
+
+    digest = manifest["blobs"][SO_BLOB]["sha256"]
+    so = helper_path(digest, lambda: st.cache.read_blob(digest))  # digest-checked on every reuse
+    link = _provider_root(st) / arch / module / f"{module}.so"
+    _link(so, link)
+    _preload_needed(manifest)
+    return link
+
+
+def _candidate_archs(jit_env: Any) -> list[str]:
+    """aotc archs whose binaries FlashInfer would accept for at least one of its target archs."""
+    from flashinfer.jit._cuda_architecture import cuda_binary_target_compatibility_score as score
+
+    targets = jit_env._target_cuda_architectures()
+    return [a for a in ARCHES if any(score(a, t) is not None for t in targets)]
+
+
+def _register(jit_env: Any, st: HookState, module: str, arch: str) -> None:
+    """Add `module` to the aotc provider of `arch` (one provider per arch, as FlashInfer's wheels)."""
+    pid = PROVIDER_PREFIX + arch
+    providers = list(jit_env.FLASHINFER_AOT_PROVIDERS)
+    old = next((p for p in providers if p.provider_id == pid), None)
+    new = jit_env.AOTProvider(
+        provider_id=pid, distribution="aotc", version=st.version,
+        jit_cache_dir=_provider_root(st) / arch, cuda_architectures=frozenset({arch}),
+        modules=(old.modules if old else frozenset()) | {module},
+    )
+    jit_env.FLASHINFER_AOT_PROVIDERS = tuple(p for p in providers if p.provider_id != pid) + (new,)
+    if new.jit_cache_dir not in jit_env.FLASHINFER_AOT_DIRS:
+        jit_env.FLASHINFER_AOT_DIRS = (*jit_env.FLASHINFER_AOT_DIRS, new.jit_cache_dir)
+
+
+def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
+    served = []
+    for arch in _candidate_archs(jit_env):
+        try:
+            manifest = st.cache.resolve_ref(module_key(module, st.version, arch))
+            if manifest is None:
+                continue
+            _materialize(st, module, arch, manifest)
+        except (AotcError, OSError, KeyError, ValueError) as exc:
+            # FlashInfer's try_load contract: an artifact problem is a miss, never a crash.
+            st.problems[module] = f"{arch}: {exc}"
+            log.warning("aotc: not serving FlashInfer module %s for %s: %s", module, arch, exc)
+            continue
+        _register(jit_env, st, module, arch)
+        served.append(arch)
+    st.looked_up[module] = served
+
+
+def _wrap_get_aot_artifacts(jit_env: Any, st: HookState, original: Any) -> Any:
+    def get_aot_artifacts(module_name: str) -> Any:
+        if module_name not in st.looked_up:
+            with st.lock:
+                if module_name not in st.looked_up:
+                    _serve_module(jit_env, st, module_name)
+        return original(module_name)
+
+    return get_aot_artifacts
+
+
+# --- serving cubin-loader artifacts ---------------------------------------------------------------
+
+def _wrap_get_artifact(st: HookState, original: Any) -> Any:
+    def get_artifact(file_name: str, sha256: str, session: Any = None) -> bytes:
+        if len(sha256) == 64 and set(sha256) <= _DIGEST_CHARS and st.cache.store.has(sha256):
+            try:
+                data = st.cache.read_blob(sha256)  # the blob digest is FlashInfer's sha256
+                st.artifacts_served += 1
+                return data
+            except (CorruptBlobError, KeyError, OSError) as exc:
+                log.warning("aotc: artifact %s (%s) not served: %s", file_name, sha256[:12], exc)
+        return original(file_name, sha256, session=session)
+
+    return get_artifact
+
+
+# --- misses ---------------------------------------------------------------------------------------
+
+def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
+    from flashinfer.jit import env as jit_env
+
+    from .presets import presets_containing
+
+    targets = sorted(jit_env._target_cuda_architectures())
+    archs = [t for t in targets if t in ARCHES] or ["sm120a"]
+    why = st.problems.get(module, "no entry")
+    presets = presets_containing(module)
+    if presets:
+        fix = " && ".join(f"aotc build --arch {a} --flashinfer {presets[0]}" for a in archs)
+        fix = f"build it ahead of time: {fix} (presets that list it: {', '.join(presets)})"
+    else:
+        fix = (f"no preset in flashinfer_presets/ lists it: add its generator call to a preset, then run "
+               f"`aotc build --arch {archs[0]} --flashinfer PRESET`")
+    if st.on_miss == "error":
+        fix += f"; or set {ENV_ON_MISS}=jit to let FlashInfer compile it"
+    elif os.environ.get("FLASHINFER_DISABLE_JIT"):
+        fix += "; or unset FLASHINFER_DISABLE_JIT to let FlashInfer compile it"
+    return Diagnostic(
+        code="AOTC-FI-010",
+        message=(f"FlashInfer module {module!r} is not in the aotc cache {st.cache.root} for FlashInfer "
+                 f"{st.version} and targets {', '.join(targets)} ({why}), and JIT is off"),
+        spec=module, fix=fix, details={"module": module, "targets": targets, "cache": str(st.cache.root)},
+    )
+
+
+def _miss_error(st: HookState, module: str, spec: Any) -> Exception:
+    from flashinfer.jit.core import MissingJITCacheError
+
+    class FlashInferModuleMissing(MissingJITCacheError, AotcError):
+        """FlashInfer's MissingJITCacheError, carrying aotc's diagnostic (catchable as either)."""
+
+    err = FlashInferModuleMissing.__new__(FlashInferModuleMissing)
+    AotcError.__init__(err, miss_diagnostic(st, module))
+    err.spec = spec
+    return err
+
+
+def _wrap_build(st: HookState, original: Any) -> Any:
+    def build(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if st.on_miss == "error":
+            raise _miss_error(st, self.name, self)
+        return original(self, *args, **kwargs)
+
+    return build
+
+
+def _wrap_build_and_load(st: HookState, original: Any) -> Any:
+    from flashinfer.jit.core import MissingJITCacheError
+
+    def build_and_load(self: Any) -> Any:
+        try:
+            return original(self)
+        except MissingJITCacheError as exc:
+            if isinstance(exc, AotcError):
+                raise
+            raise _miss_error(st, self.name, self) from exc
+
+    return build_and_load
+
+
+# --- install / uninstall --------------------------------------------------------------------------
+
+def _patch(st: HookState, owner: Any, attr: str, new: Any) -> None:
+    old = getattr(owner, attr)
+    setattr(owner, attr, new)
+    st.patched.append((owner, attr, old, new))
+
+
+def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str | None = None) -> dict[str, Any]:
+    """Make FlashInfer consult `cache` (default: aotc's default cache) before JIT and before its
+    cubin loader. on_miss: "jit" (default; FlashInfer decides, FLASHINFER_DISABLE_JIT included) or
+    "error" (no JIT build at all; the error names the module and the `aotc build` command).
+    Idempotent; uninstall() undoes it."""
+    global _state
+    if _state is not None:
+        return _state.report()
+    mode = (on_miss or os.environ.get(ENV_ON_MISS, "") or "jit").strip().lower()
+    if mode not in ON_MISS:
+        raise AotcError(Diagnostic("AOTC-FI-011", f"on_miss={mode!r} is not one of {', '.join(ON_MISS)}",
+                                   fix=f"set {ENV_ON_MISS} (or on_miss=) to 'jit' or 'error'"))
+    import flashinfer
+    from flashinfer.jit import core as jit_core
+    from flashinfer.jit import cubin_loader
+    from flashinfer.jit import env as jit_env
+
+    st = HookState(cache if isinstance(cache, Cache) else Cache(cache), mode, flashinfer.__version__)
+    _patch(st, jit_env, "get_aot_artifacts", _wrap_get_aot_artifacts(jit_env, st, jit_env.get_aot_artifacts))
+    get_artifact = _wrap_get_artifact(st, cubin_loader.get_artifact)
+    for owner_name in ("flashinfer.jit.cubin_loader", "flashinfer.jit.attention.modules", "flashinfer.deep_gemm"):
+        owner = __import__("sys").modules.get(owner_name)
+        for attr in ("get_artifact", "get_cubin"):
+            if owner is not None and getattr(owner, attr, None) is cubin_loader.get_artifact:
+                _patch(st, owner, attr, get_artifact)
+    _patch(st, jit_core.JitSpecNvcc, "build", _wrap_build(st, jit_core.JitSpecNvcc.build))
+    _patch(st, jit_core.JitSpecNvcc, "build_and_load",
+           _wrap_build_and_load(st, jit_core.JitSpecNvcc.build_and_load))
+    _state = st
+    return st.report()
+
+
+def uninstall() -> None:
+    """Restore everything install() replaced and drop aotc's providers; modules already loaded stay
+    loaded (FlashInfer memoizes them), new look-ups go to FlashInfer alone."""
+    global _state
+    st, _state = _state, None
+    if st is None:
+        return
+    from flashinfer.jit import env as jit_env
+
+    for owner, attr, old, new in reversed(st.patched):
+        if getattr(owner, attr, None) is new:
+            setattr(owner, attr, old)
+    jit_env.FLASHINFER_AOT_PROVIDERS = tuple(
+        p for p in jit_env.FLASHINFER_AOT_PROVIDERS if not p.provider_id.startswith(PROVIDER_PREFIX))
+    root = str(_provider_root(st))
+    jit_env.FLASHINFER_AOT_DIRS = tuple(d for d in jit_env.FLASHINFER_AOT_DIRS if not str(d).startswith(root))
+
+
+def activate_from_env() -> dict[str, Any] | None:
+    """install() when AOTC_FLASHINFER is 1/true/yes (cache from AOTC_CACHE_DIR); else nothing."""
+    if os.environ.get(ENV_ENABLE, "").strip().lower() in ("1", "true", "yes", "on"):
+        return install()
+    return None

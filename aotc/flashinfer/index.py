@@ -1,0 +1,25 @@
+"""Cache keys of FlashInfer modules: one ref per (FlashInfer version, module name, arch), written by
+the build and read by the runtime hook (two small file reads, no directory scan). Pure; no
+FlashInfer, Jinja2 or nvcc import.
+"""
+
+from __future__ import annotations
+
+from ..arch import ARCHES
+from ..keys import spec_key
+
+FAMILY = "flashinfer"
+# Blob role of the module's shared library in the manifest.
+SO_BLOB = "so"
+
+
+def module_key(module: str, flashinfer_version: str, arch: str) -> str:
+    """The lookup key: FlashInfer's own module name already encodes its parameters (dtypes, head
+    dims, ...); the version pins the sources it was generated from, as FlashInfer's AOT wheels do."""
+    return spec_key(FAMILY, {"module": module, "flashinfer_version": flashinfer_version}, arch)
+
+
+def flashinfer_arch_list(arch: str) -> str:
+    """FLASHINFER_CUDA_ARCH_LIST spelling of an aotc arch: sm120a -> 12.0a, sm90a -> 9.0a."""
+    a = ARCHES[arch]
+    return f"{a.sm // 10}.{a.sm % 10}{a.variant}"
