@@ -31,3 +31,25 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+# The cheapest real kernel of the catalog, built for a target the test GPU runs (sm90a) and for
+# one it cannot (sm120a): about a minute of nvcc each on one core.
+BUILT_SPEC = "fmha_fwd_m64n64/head_dim=64,dtype=bf16"
+BUILT_ARCHS = "sm90a,sm120a"
+
+
+@pytest.fixture(scope="session")
+def built_cache(tmp_path_factory):
+    """A real cache produced by the build pipeline: (Cache, BuildSummary)."""
+    from aotc.arch import parse_arch_list
+    from aotc.build import build
+    from aotc.cache import Cache
+    from aotc.spec import load_specs
+
+    specs = [s for s in load_specs().specs if s.name == BUILT_SPEC]
+    assert specs, f"catalog lost {BUILT_SPEC}"
+    cache = Cache(tmp_path_factory.mktemp("built-cache"))
+    summary = build(specs, parse_arch_list(BUILT_ARCHS), cache, progress=False)
+    assert summary.ok, [d.format() for r in summary.results for d in r.diagnostics]
+    return cache, summary

@@ -1,0 +1,74 @@
+"""The build pipeline end to end with real nvcc and real templates: compile, verify, store; a
+rebuild is all cache hits with no compiler run; one failing kernel never stops the others."""
+
+import shutil
+
+import pytest
+
+import aotc.build
+from aotc.arch import ARCHES, parse_arch_list
+from aotc.build import BUILT, FAILED, HIT, build
+from aotc.cache import Cache
+from aotc.elf import cubin_target
+from aotc.render import Source
+from aotc.spec import load_specs
+from tests.conftest import BUILT_ARCHS, BUILT_SPEC
+
+pytestmark = pytest.mark.compile
+
+
+def spec():
+    return next(s for s in load_specs().specs if s.name == BUILT_SPEC)
+
+
+def test_first_build_stores_verified_entries(built_cache):
+    cache, summary = built_cache
+    assert [r.status for r in summary.results] == [BUILT, BUILT]
+    for r in summary.results:
+        m = cache.get_manifest(r.key)
+        arch = ARCHES[m["arch"]]
+        assert m["target"] == {"sm": arch.sm, "variant": arch.variant}
+        assert cubin_target(cache.read_blob(m["blobs"]["cubin"]["sha256"])) == (arch.sm, arch.variant)
+        assert m["sass"]["mma"].get("HMMA", 0) > 0 and m["sass"]["banned"] in ([], {})
+        assert m["resources"]["registers"] > 0
+        assert m["smem_model"]["total"] <= arch.smem_optin_bytes
+        assert cache.read_blob(m["blobs"]["helper"]["sha256"])[:4] == b"\x7fELF"
+        assert b"aotc_kernel" in cache.read_blob(m["blobs"]["source"]["sha256"])
+        assert m["inputs"]["headers"] and not any(h.startswith(("/tmp", "/var")) for h in m["inputs"]["headers"])
+
+
+def test_rebuild_is_all_hits_without_compiling(built_cache, monkeypatch):
+    cache, first = built_cache
+
+    def no_compile(*a, **k):
+        raise AssertionError("a cache hit must not run the compiler")
+
+    monkeypatch.setattr(aotc.build, "compile_source", no_compile)
+    again = build([spec()], parse_arch_list(BUILT_ARCHS), cache, progress=False)
+    assert [r.status for r in again.results] == [HIT, HIT]
+    assert [r.key for r in again.results] == [r.key for r in first.results]
+
+
+def test_one_failure_does_not_stop_the_others(built_cache, tmp_path, monkeypatch):
+    cache = Cache(tmp_path / "c")
+    shutil.copytree(built_cache[0].root, cache.root, dirs_exist_ok=True)
+    real_render = aotc.build.render
+
+    def render(s, arch):
+        src = real_render(s, arch)
+        if arch.name == "sm120a":  # a real nvcc error on one of the two jobs
+            return Source(src.text + "\nstatic_assert(false, \"deliberately broken\");\n", src.template,
+                          src.template_sha256)
+        return src
+
+    monkeypatch.setattr(aotc.build, "render", render)
+    summary = build([spec()], parse_arch_list(BUILT_ARCHS), cache, progress=False)
+    by_arch = {r.arch.name: r for r in summary.results}
+    assert by_arch["sm90a"].status == HIT
+    failed = by_arch["sm120a"]
+    assert failed.status == FAILED and not summary.ok
+    assert failed.diagnostics[0].code == "AOTC-BUILD-001"
+    assert "deliberately broken" in open(failed.log_path).read()
+    # the good sm120a entry built earlier is still there and intact
+    good = next(r for r in built_cache[1].results if r.arch.name == "sm120a")
+    assert cache.get_manifest(good.key) is not None
