@@ -35,6 +35,7 @@ class CompileResult:
     log: str = ""  # every command line and its full stdout/stderr
     seconds: dict[str, float] = field(default_factory=dict)  # {"device": s, "helper": s}
     resource_lines: list[str] = field(default_factory=list)  # ptxas info lines of the device compile
+    warnings: list[str] = field(default_factory=list)  # compiler warnings (e.g. ptxas advisories)
     error: str = ""  # one-line reason when not ok, with what to do
 
 
@@ -80,6 +81,7 @@ def parse_deps(text: str, base_dir: str, source: str | None = None) -> list[str]
         rest = line[match.end():]
         for token in re.findall(r"(?:\\.|[^\s\\])+", rest):
             paths.append(re.sub(r"\\(.)", r"\1", token).replace("$$", "$"))
+
     def absolute(p: str) -> str:
         return os.path.normpath(os.path.join(base_dir, p))
 
@@ -109,6 +111,10 @@ def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
         os.killpg(proc.pid, signal.SIGKILL)
         out, _ = proc.communicate()
         return _Run(None, out, time.monotonic() - start)
+    except BaseException:  # e.g. KeyboardInterrupt: never leave a cicc/ptxas running behind us
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        raise
 
 
 def _failure_reason(step: str, run: _Run, timeout: float | None) -> str:
@@ -118,7 +124,7 @@ def _failure_reason(step: str, run: _Run, timeout: float | None) -> str:
             "raise the timeout or run fewer jobs at once"
         )
     killed = run.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL) or re.search(
-        r"died due to signal 9|Killed", run.output
+        r"died due to signal 9|^Killed\b", run.output, re.MULTILINE
     )
     if killed:
         return (
@@ -160,6 +166,7 @@ def compile_source(
     timeout: float | None = None,
 ) -> CompileResult:
     """Compile `source` to a cubin for `arch` (and the host helper .so unless with_helper=False).
+    `timeout` (seconds) applies to each nvcc run.
 
     Runs the two compiles one after the other (each CUTLASS TU may take ~5 GiB). The temp dir under
     `workdir` is removed whatever happens.
@@ -181,6 +188,7 @@ def compile_source(
                 result.error = _failure_reason(step, run, timeout)
                 return result
             headers.update(step_headers)
+            result.warnings += [ln.strip() for ln in run.output.splitlines() if re.search(r"\bwarning\b", ln)]
             if step == "device":
                 result.cubin = data
                 result.resource_lines = [ln.strip() for ln in _PTXAS_INFO.findall(run.output)]

@@ -215,7 +215,10 @@ def _check_resources(
             r = res[name]
             entry |= {
                 "registers": r.get("REG", 0), "stack_bytes": r.get("STACK", 0),
-                "local_bytes": r.get("LOCAL", 0), "shared_section_bytes": r.get("SHARED", 0),
+                # local memory per thread: register spills plus any local arrays (ptxas's exact
+                # spill-store count is in CompileResult.resource_lines)
+                "spills_bytes": r.get("LOCAL", 0), "local_bytes": r.get("LOCAL", 0),
+                "shared_section_bytes": r.get("SHARED", 0),
             }
         report.resources[name] = entry
         if static + smem_dynamic > smem_budget:

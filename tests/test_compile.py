@@ -142,3 +142,12 @@ def test_cutlass_sm120_nvfp4_gemm_compiles_and_verifies(tmp_path):
     report = verify_cubin(result.cubin, arch, "OMMA", tc, arch.smem_optin_bytes, 0)
     assert report.ok, [d.format() for d in report.diagnostics]
     assert report.mma_counts.get("OMMA", 0) > 0 and report.banned_found == {}
+
+
+def test_killed_nvcc_is_reported_as_probable_oom():
+    # The exit shapes nvcc shows when the OOM killer strikes: nvcc itself killed, or a stage killed.
+    from aotc.compile import _failure_reason, _Run
+
+    for run in (_Run(-9, "", 42.0), _Run(1, "nvcc error   : 'cicc' died due to signal 9 (Kill signal)", 42.0)):
+        reason = _failure_reason("device", run, None)
+        assert "out-of-memory" in reason and "fewer parallel jobs" in reason and "42 s" in reason

@@ -54,6 +54,19 @@ extern "C" __global__ void aotc_kernel(float* out, unsigned long long da, unsign
 }
 """
 
+# A TMA load multicast to the CTAs of a cluster: SM12x clusters are 1x1x1.
+MULTICAST_KERNEL = """
+extern "C" __global__ void aotc_kernel(const __grid_constant__ unsigned long long desc, int* out) {
+  __shared__ alignas(128) int buf[1024];
+  __shared__ unsigned long long bar;
+  unsigned sb = (unsigned)__cvta_generic_to_shared(buf), bb = (unsigned)__cvta_generic_to_shared(&bar);
+  asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+               " [%0], [%1, {%2, %3}], [%4], %5;"
+               :: "r"(sb), "l"(&desc), "r"(0), "r"(0), "r"(bb), "h"((unsigned short)1) : "memory");
+  out[threadIdx.x] = buf[threadIdx.x];
+}
+"""
+
 
 def build(source: str, arch: str, tmp_path) -> bytes:
     result = compile_source(source, get_arch(arch), find_toolchain(), include_dirs=[], workdir=tmp_path,
@@ -70,6 +83,7 @@ def built(tmp_path_factory):
         "mma90a": build(MMA_KERNEL, "sm90a", tmp),
         "tcgen05_100a": build(TCGEN05_KERNEL, "sm100a", tmp),
         "wgmma_90a": build(WGMMA_KERNEL, "sm90a", tmp),
+        "multicast_90a": build(MULTICAST_KERNEL, "sm90a", tmp),
     }
 
 
@@ -111,6 +125,25 @@ def test_wgmma_kernel_is_banned_for_sm120a_and_legal_on_sm90a(built):
     report = check(built["wgmma_90a"], "sm120a", None)
     assert "AOTC-VERIFY-002" in codes(report)
     assert any(op.startswith("HGMMA") for op in report.banned_found)
+
+
+def test_cluster_multicast_is_banned_for_sm120a(built):
+    assert check(built["multicast_90a"], "sm90a", None).ok
+    report = check(built["multicast_90a"], "sm120a", None)
+    assert any(op.startswith("UTMALDG") and "MULTICAST" in op for op in report.banned_found)
+
+
+def test_sm120a_ptxas_lowers_multicast_to_a_plain_tma_load_with_an_advisory(tmp_path):
+    """ptxas accepts .multicast::cluster for sm_120a: the SASS shows no MULTICAST, only the compile
+    warning does, so the arch rules (not the SASS scan) must keep multicast out of SM12x specs."""
+    result = compile_source(MULTICAST_KERNEL, get_arch("sm120a"), find_toolchain(), include_dirs=[],
+                            workdir=tmp_path, with_helper=False)
+    if not result.ok:  # a stricter ptxas may refuse it outright; that keeps multicast out too
+        assert ".multicast::cluster" in result.log
+        return
+    assert any(".multicast::cluster" in w and "sm_120a" in w for w in result.warnings)
+    report = check(result.cubin, "sm120a", None)
+    assert report.ok and report.banned_found == {}
 
 
 def test_wrong_arch_cubin_is_refused(built):
