@@ -47,53 +47,63 @@ def count_mma(cuobjdump: str | None, cubin: Path) -> dict[str, int]:
     return counts
 
 
-def build(out: Path, arch_name: str, spec_files: list[Path], only: str | None) -> int:
-    from aotc.arch import get_arch
+def build_one(spec, arch, toolchain, includes: list[str], out: Path) -> dict:
+    """Render + compile one spec; the record of its artifacts (or `error`)."""
     from aotc.compile import compile_source
     from aotc.render import render
-    from aotc.resources import templates_dir
     from aotc.rules import check
+
+    verdict = check(spec, arch)
+    if not verdict.ok:
+        return {"name": spec.name, "error": "\n".join(d.format() for d in verdict.diagnostics)}
+    result = compile_source(render(spec, arch).text, arch, toolchain, include_dirs=includes)
+    if not result.ok:
+        return {"name": spec.name, "error": f"{result.error}\n{result.log[-4000:]}"}
+    stem = safe_name(spec.name, arch.name)
+    (out / f"{stem}.cubin").write_bytes(result.cubin or b"")
+    (out / f"{stem}.so").write_bytes(result.helper or b"")
+    lines = " ".join(result.resource_lines)
+    regs = re.search(r"Used (\d+) registers", lines)
+    spills = re.search(r"(\d+) bytes spill stores", lines)
+    return {"name": spec.name, "family": spec.family, "params": spec.params, "arch": arch.name, "stem": stem,
+            "smem": verdict.smem.total if verdict.smem else None,
+            "registers": int(regs.group(1)) if regs else None,
+            "spill_bytes": int(spills.group(1)) if spills else None,
+            "compile_seconds": result.seconds, "mma": count_mma(toolchain.cuobjdump, out / f"{stem}.cubin"),
+            "nvcc": toolchain.release}
+
+
+def build(out: Path, arch_name: str, spec_files: list[Path], only: str | None, jobs: int,
+          cutlass_include: Path | None) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aotc.arch import get_arch
+    from aotc.resources import templates_dir
     from aotc.spec import load_specs
     from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
     arch = get_arch(arch_name)
     toolchain = find_toolchain()
-    includes = [str(templates_dir()), *cutlass_include_dirs()]
+    cutlass = [str(cutlass_include)] if cutlass_include else cutlass_include_dirs()
+    includes = [str(templates_dir()), *cutlass]
     loaded = load_specs(spec_files)
     for d in loaded.diagnostics:
         print(d.format(), file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    records = []
-    for spec in loaded.specs:
-        if not spec.family.startswith("fmha") or (only and not re.search(only, spec.name)):
-            continue
-        verdict = check(spec, arch)
-        if not verdict.ok:
-            print("\n".join(d.format() for d in verdict.diagnostics), file=sys.stderr)
-            continue
-        source = render(spec, arch)
-        result = compile_source(source.text, arch, toolchain, include_dirs=includes)
-        if not result.ok:
-            print(f"{spec.name}: {result.error}\n{result.log[-4000:]}", file=sys.stderr)
-            return 1
-        stem = safe_name(spec.name, arch.name)
-        (out / f"{stem}.cubin").write_bytes(result.cubin or b"")
-        (out / f"{stem}.so").write_bytes(result.helper or b"")
-        regs = re.search(r"Used (\d+) registers", " ".join(result.resource_lines))
-        spills = re.search(r"(\d+) bytes spill stores", " ".join(result.resource_lines))
-        record = {"name": spec.name, "family": spec.family, "params": spec.params, "arch": arch.name,
-                  "stem": stem, "smem": verdict.smem.total if verdict.smem else None,
-                  "registers": int(regs.group(1)) if regs else None,
-                  "spill_bytes": int(spills.group(1)) if spills else None,
-                  "compile_seconds": result.seconds, "mma": count_mma(toolchain.cuobjdump, out / f"{stem}.cubin"),
-                  "nvcc": toolchain.release}
-        records.append(record)
-        print(json.dumps(record), flush=True)
+    specs = [s for s in loaded.specs if s.family.startswith("fmha") and (not only or re.search(only, s.name))]
     index = out / "build.json"
-    old = json.loads(index.read_text()) if index.exists() else []
-    keep = [r for r in old if r["stem"] not in {n["stem"] for n in records}]
-    index.write_text(json.dumps(keep + records, indent=1))
-    return 0
+    records = json.loads(index.read_text()) if index.exists() else []
+    failed = 0
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        for record in pool.map(lambda s: build_one(s, arch, toolchain, includes, out), specs):
+            if "error" in record:
+                failed += 1
+                print(f"{record['name']}: {record['error']}", file=sys.stderr, flush=True)
+                continue
+            records = [r for r in records if r["stem"] != record["stem"]] + [record]
+            index.write_text(json.dumps(records, indent=1))  # after each spec: partial builds stay usable
+            print(json.dumps(record), flush=True)
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -423,13 +433,16 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--arch", default="sm90a")
     b.add_argument("--specs", type=Path, nargs="*", default=None, help="spec files (default: the catalog)")
     b.add_argument("--only", default=None, help="regex on spec names")
+    b.add_argument("--jobs", type=int, default=1, help="parallel nvcc processes (each CuTe TU ~2 GiB)")
+    b.add_argument("--cutlass-include", type=Path, default=None,
+                   help="CUTLASS include/ dir (default: the pip nvidia-cutlass package)")
     r = sub.add_parser("run", help="check + benchmark the built kernels on this machine's GPU")
     r.add_argument("--artifacts", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--skip-bench", action="store_true")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        return build(args.out, args.arch, args.specs or [], args.only)
+        return build(args.out, args.arch, args.specs or [], args.only, args.jobs, args.cutlass_include)
     return run(args.artifacts, args.out, args.skip_bench)
 
 
