@@ -48,11 +48,11 @@ def test_parse_deps_continuations_escapes_and_relative_paths():
         "\n"
         "/opt/my\\ dir/a\\ b.h:\n"
     )
-    assert parse_deps(text, "/work/tmp", "aotc_kernel.cu") == [
+    assert parse_deps(text, "/build/tmp", "aotc_kernel.cu") == [
         "/opt/my dir/a b.h",
         "/opt/y/c.h",
         "/usr/include/stdio.h",
-        "/work/tmp/rel/d.h",
+        "/build/tmp/rel/d.h",
     ]
 
 
