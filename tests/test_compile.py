@@ -49,10 +49,10 @@ def test_parse_deps_continuations_escapes_and_relative_paths():
         "/opt/my\\ dir/a\\ b.h:\n"
     )
     assert parse_deps(text, "/build/tmp", "aotc_kernel.cu") == [
+        "/build/tmp/rel/d.h",
         "/opt/my dir/a b.h",
         "/opt/y/c.h",
         "/usr/include/stdio.h",
-        "/build/tmp/rel/d.h",
     ]
 
 
