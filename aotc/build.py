@@ -7,11 +7,8 @@ the others; every failure keeps its log in the cache.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
-import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -20,7 +17,7 @@ from pathlib import Path
 
 from . import __version__
 from .arch import Arch
-from .cache import Cache
+from .cache import Cache, HeaderSnapshot
 from .compile import compile_source
 from .compile import flags as compile_flags
 from .diagnostics import Diagnostic
@@ -79,26 +76,6 @@ class BuildSummary:
                 "results": [r.to_json() for r in self.results]}
 
 
-class FileHasher:
-    """sha256 of files, memoized per (path, size, mtime_ns): each header is read once per run."""
-
-    def __init__(self) -> None:
-        self._memo: dict[tuple[str, int, int], str] = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, path: str) -> str:
-        st = os.stat(path)
-        memo_key = (path, st.st_size, st.st_mtime_ns)
-        with self._lock:
-            hit = self._memo.get(memo_key)
-        if hit:
-            return hit
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        with self._lock:
-            self._memo[memo_key] = digest
-        return digest
-
-
 class LocalExecutor:
     """Runs jobs on a thread pool; the interface a distributed executor will implement later."""
 
@@ -117,7 +94,7 @@ class Builder:
         self.cache = cache
         self.toolchain = toolchain or find_toolchain()
         self.force = force
-        self.hash_file = FileHasher()
+        self.hash_file = HeaderSnapshot()  # one per run: each header stat'ed and hashed once
         self.include_dirs = [templates_dir(), *cutlass_include_dirs()]
         self._cutlass_version = cutlass_version()
 
@@ -193,7 +170,7 @@ class Builder:
             "schema": 1, "key": key, "spec_key": sk, "name": spec.name, "family": spec.family,
             "params": spec.params, "arch": arch.name, "target": {"sm": arch.sm, "variant": arch.variant},
             "entry": "aotc_kernel", "resources": report.resources.get("aotc_kernel", {}), "smem_model": verdict.smem.to_json()
-            if verdict.smem else None, "sass": {"mma": report.mma_counts, "banned": report.banned_found},
+            if verdict.smem else None, "sass": {"mma": report.mma_counts, "banned": sorted(report.banned_found)},
             "toolchain": {"identity": self.toolchain.identity, "nvcc_version": self.toolchain.release,
                           "source": self.toolchain.source},
             "cutlass_version": self._cutlass_version, "aotc_version": __version__, "inputs": inputs,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -135,22 +136,51 @@ def _find_tool(name: str, bin_dir: str) -> str | None:
     return shutil.which(name)
 
 
-_FILE_DIGESTS: dict[tuple[str, int, int], str] = {}
+_FILE_DIGESTS: dict[str, str] = {}
+
+
+def _digest_memo_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "aotc" / "binary-digests.json"
+
+
+def _load_digest_memo() -> None:
+    """Digests of compiler binaries persist across runs (hashing nvcc+ptxas+cicc costs ~0.5 s, which
+    would dominate a no-op build); entries are keyed by path, size and mtime, so a change re-hashes."""
+    if _FILE_DIGESTS:
+        return
+    try:
+        _FILE_DIGESTS.update(json.loads(_digest_memo_path().read_text()))
+    except (OSError, ValueError):
+        pass
+
+
+def _save_digest_memo() -> None:
+    path = _digest_memo_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(_FILE_DIGESTS, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home only costs the re-hash next time
 
 
 def _file_sha256(path: Path) -> str:
-    """sha256 of a compiler binary, memoized per process by (path, size, mtime)."""
+    """sha256 of a compiler binary, memoized by (path, size, mtime) in process and on disk."""
     try:
         st = path.stat()
     except OSError:
         return "missing"
-    key = (str(path), st.st_size, st.st_mtime_ns)
+    _load_digest_memo()
+    key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     if key not in _FILE_DIGESTS:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
         _FILE_DIGESTS[key] = h.hexdigest()
+        _save_digest_memo()
     return _FILE_DIGESTS[key]
 
 

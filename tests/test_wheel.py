@@ -1,0 +1,95 @@
+"""Kernel wheels: reproducible bytes, contents check, tamper detection, and an install into a
+fresh virtual environment with no nvcc and no CUTLASS that finds and loads a kernel."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from aotc.arch import ARCHES
+from aotc.wheel import build_wheel, check_wheel, select_entries
+
+pytestmark = pytest.mark.compile
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_is_byte_reproducible_and_checked(built_cache, tmp_path):
+    cache, _ = built_cache
+    entries = select_entries(cache, [ARCHES["sm120a"], ARCHES["sm90a"]])
+    assert len(entries) == 2
+    a = build_wheel(cache, entries, "aotc-kernels", tmp_path / "a").read_bytes()
+    b = build_wheel(cache, entries, "aotc-kernels", tmp_path / "b").read_bytes()
+    assert a == b
+    whl = next((tmp_path / "a").glob("*.whl"))
+    assert whl.name == "aotc_kernels-0.1.0-py3-none-manylinux_2_17_x86_64.whl"
+    with zipfile.ZipFile(whl) as zf:
+        names = zf.namelist()
+        assert names[-1].endswith(".dist-info/RECORD")
+        assert "aotc.kernels" in zf.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
+    report = check_wheel(whl, ARCHES["sm120a"])
+    targets = {k["elf_target"]: k["runs_on_arch"] for k in report.kernels}
+    assert targets == {"sm120a": True, "sm90a": False}  # the sm90a cubin is flagged for SM120
+    assert [d.code for d in report.diagnostics] == ["AOTC-WHEEL-006"]
+    per_arch = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "k-sm120a", tmp_path / "c")
+    assert check_wheel(per_arch, ARCHES["sm120a"]).ok
+
+
+def test_tampered_wheel_is_refused(built_cache, tmp_path):
+    cache, _ = built_cache
+    whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "k", tmp_path)
+    bad = tmp_path / "bad.whl"
+    with zipfile.ZipFile(whl) as src, zipfile.ZipFile(bad, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if "/blobs/" in info.filename:
+                import zstandard
+
+                raw = bytearray(zstandard.ZstdDecompressor().decompress(data))
+                if raw[:4] == b"\x7fELF" and len(raw) < 200_000:  # the cubin
+                    raw[-100] ^= 0xFF
+                    data = zstandard.ZstdCompressor().compress(bytes(raw))
+            dst.writestr(info, data)
+    report = check_wheel(bad, ARCHES["sm120a"])
+    assert not report.ok and report.diagnostics[0].code == "AOTC-WHEEL-005"
+    assert "modified" in report.diagnostics[0].message
+
+
+@pytest.mark.skipif(os.environ.get("AOTC_SKIP_VENV_TESTS") == "1", reason="venv tests disabled by env")
+def test_installed_wheel_in_fresh_venv_without_toolchain(built_cache, tmp_path):
+    cache, _ = built_cache
+    whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"], ARCHES["sm90a"]]), "aotc-kernels-test",
+                      tmp_path / "dist")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    # aotc itself without the [build] extra: no jinja2, no CUTLASS, no nvcc in this environment
+    pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(ROOT), str(whl)], check=True, cwd=tmp_path)
+    script = textwrap.dedent("""
+        import importlib.util, json
+        from aotc.kernel_wheels import discover
+        found, refused = discover()
+        assert refused == [], refused
+        (k,) = found
+        assert k.meta["targets"] == ["sm120a", "sm90a"], k.meta
+        from aotc.cache import Cache
+        cache = Cache(k.root)
+        refs = list(cache.refs())
+        assert len(refs) == 2
+        for ref in refs:
+            m = cache.resolve_ref(ref["spec_key"])
+            cubin = cache.read_blob(m["blobs"]["cubin"]["sha256"])   # digest-verified read
+            from aotc.elf import cubin_target
+            assert cubin_target(cubin) == (m["target"]["sm"], m["target"]["variant"])
+        import sys, pathlib
+        present = [m for m in ("jinja2", "cutlass_library") if importlib.util.find_spec(m)]
+        present += [str(p) for p in pathlib.Path(sys.prefix).rglob("nvcc")]
+        print(json.dumps({"ok": True, "toolchain_modules_present": present}))
+    """)
+    out = subprocess.run([py, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert '"toolchain_modules_present": []' in out.stdout
