@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any
 
 _RUNTIME = {"install", "uninstall", "installed", "status", "activate_from_env", "miss_diagnostic"}
-_BUILD = {"build_modules", "store_artifacts", "FlashInferBuildSummary", "ModuleResult"}
-__all__ = ["FlashInferBuildSummary", "ModuleResult", "activate_from_env", "build_modules", "install", "installed",
+_BUILD = {"build_modules", "format_summary", "store_artifacts", "FlashInferBuildSummary", "ModuleResult"}
+__all__ = ["FlashInferBuildSummary", "ModuleResult", "activate_from_env", "build_modules", "format_summary", "install",
+           "installed",
            "miss_diagnostic", "status", "store_artifacts", "uninstall"]
 
 

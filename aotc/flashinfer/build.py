@@ -27,7 +27,7 @@ from ..keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
 from ..toolchain import Toolchain, find_toolchain, max_parallel_jobs
 from ..verify import verify_cubin
 from .index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
-from .presets import load_preset
+from .presets import DEFAULT_PRESETS, load_preset
 
 HIT, BUILT, FAILED = "hit", "built", "failed"
 # Peak RSS of one FlashInfer CUTLASS TU is of the order of aotc's own (docs/flashinfer.md).
@@ -313,7 +313,7 @@ class ModuleBuilder:
         except _BuildFailed as failed:
             path = self.cache.write_log(pre, failed.log)
             result.log_path = str(path)
-            tail = "\n".join(failed.log.strip().splitlines()[-15:])
+            tail = "\n".join([ln[:400] for ln in failed.log.strip().splitlines() if not ln.startswith("$ ")][-15:])
             result.diagnostics.append(_diag(7, f"compiling FlashInfer module {entry['name']} for {self.arch.name} "
                                             f"failed:\n{tail}", f"read the full log: {path}", entry["name"]))
             return
@@ -372,7 +372,7 @@ def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = N
 def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
                 results: list[ModuleResult]) -> str:
     cache.tmp_dir.mkdir(parents=True, exist_ok=True)
-    ws = Path(tempfile.mkdtemp(prefix="flashinfer-build-", dir=cache.tmp_dir))
+    ws = Path(tempfile.mkdtemp(prefix="flashinfer-build-", dir=cache.tmp_dir)).resolve()
     try:
         link_dir = _link_dir(ws, tc)
         env = _worker_env(ws, arch, tc, link_dir)
@@ -395,14 +395,30 @@ def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, job
         shutil.rmtree(ws, ignore_errors=True)
 
 
+def format_summary(summary: FlashInferBuildSummary, cache: Cache) -> str:
+    """Text report for the CLI: counts, then every failure with its diagnostics."""
+    head = (f"FlashInfer {summary.flashinfer_version}: built {summary.count(BUILT)}, cache hits "
+            f"{summary.count(HIT)}, failed {summary.count(FAILED)} in {summary.seconds:.1f}s with "
+            f"{summary.jobs} jobs; cache: {cache.root}")
+    lines = [head]
+    for r in summary.results:
+        if r.status == FAILED:
+            lines.append(f"FAILED {r.module or r.call} ({r.arch}, preset {r.preset})"
+                         + (f": log {r.log_path}" if r.log_path else ""))
+            lines.extend("  " + d.format().replace("\n", "\n  ") for d in r.diagnostics)
+    return "\n".join(lines)
+
+
 def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache | None = None,
                   jobs: int | None = None, *, toolchain: Toolchain | None = None,
                   force: bool = False) -> FlashInferBuildSummary:
     """Build every module of the presets for every arch into `cache`; see docs/flashinfer.md.
 
-    archs=None uses each preset's own `archs`. One failing module never stops the others.
+    archs=None uses each preset's own `archs`; no preset names = DEFAULT_PRESETS. One failing module
+    never stops the others.
     """
     started = time.perf_counter()
+    preset_names = list(preset_names) or list(DEFAULT_PRESETS)
     cache = cache or Cache()
     tc = toolchain or find_toolchain()
     for name in preset_names:

@@ -21,6 +21,9 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 PRESET_SUFFIX = ".toml"
+# What `aotc build --flashinfer` builds when no preset is named: FlashInfer's SM120 modules plus
+# the common attention modules.
+DEFAULT_PRESETS = ("sm120", "attention")
 _GENERATOR = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 _REF = re.compile(r"\$([A-Za-z_]\w*)")
 # Arguments whose FlashInfer generators want torch dtypes; presets spell them as strings.

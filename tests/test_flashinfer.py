@@ -1,0 +1,317 @@
+"""FlashInfer integration, CPU proof: a real FlashInfer module (cascade, 2 TUs) built by aotc for
+sm_120a, then loaded through the hook by FlashInfer's own API with JIT disabled, in a fresh process
+whose every process start is recorded. Also: presets, misses, uninstall, cubin-loader artifacts,
+corrupt blobs. Needs flashinfer-python (aotc[flashinfer]); real nvcc, real FlashInfer sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+flashinfer = pytest.importorskip(
+    "flashinfer", reason="flashinfer-python is not installed: pip install -e '.[flashinfer]'"
+)
+
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError
+from aotc.flashinfer import build as fi_build
+from aotc.flashinfer.index import module_key
+from aotc.flashinfer.presets import load_preset
+
+MODULE = "cascade"  # what flashinfer.jit.cascade:gen_cascade_module() yields (preset `ci`)
+ARCH = "sm120a"
+
+# Runs in a fresh interpreter: records every process start (subprocess, posix_spawn, fork, exec),
+# then asks FlashInfer for modules through its own API.
+_CHILD = textwrap.dedent(
+    """
+    import json, os, subprocess, sys
+    spawned = []
+    _popen_init = subprocess.Popen.__init__
+    def _spy_popen(self, args, *a, **k):
+        spawned.append(args if isinstance(args, str) else [str(x) for x in args])
+        return _popen_init(self, args, *a, **k)
+    subprocess.Popen.__init__ = _spy_popen
+    for name in ("posix_spawn", "posix_spawnp", "fork", "execv", "execve", "execvp", "execvpe", "system"):
+        if hasattr(os, name):
+            orig = getattr(os, name)
+            def spy(*a, _orig=orig, _name=name, **k):
+                spawned.append([_name] + [str(x) for x in a[:2]])
+                return _orig(*a, **k)
+            setattr(os, name, spy)
+    import flashinfer
+    from flashinfer.jit import env as jit_env
+    from flashinfer.jit.core import MissingJITCacheError
+    import aotc.flashinfer as afi
+    out = {"spawned": spawned}
+    step = sys.argv[1]
+    exec(step)
+    print("RESULT " + json.dumps(out, default=str))
+    """
+)
+
+
+def _run_child(step: str, cache: Path, tmp: Path, **env: str) -> dict:
+    full_env = {
+        **os.environ,
+        "FLASHINFER_CUDA_ARCH_LIST": "12.0a",  # an RTX 5090 as FlashInfer sees it, on a CPU machine
+        "FLASHINFER_WORKSPACE_BASE": str(tmp / "fi-home"),  # no JIT cache of an earlier run
+        "AOTC_CACHE_DIR": str(cache),
+        "AOTC_RUNTIME_DIR": str(tmp / "rt"),
+        **env,
+    }
+    (tmp / "rt").mkdir(mode=0o700, exist_ok=True)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, textwrap.dedent(step)], env=full_env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, f"child failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}"
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.fixture(scope="module")
+def fi_cache(tmp_path_factory) -> tuple[Path, object]:
+    root = tmp_path_factory.mktemp("fi-cache")
+    summary = fi_build.build_modules(["ci"], [ARCH], Cache(root), jobs=1)
+    return root, summary
+
+
+# --- build -------------------------------------------------------------------------------------
+
+
+@pytest.mark.compile
+def test_build_stores_verified_sm120a_module(fi_cache):
+    root, summary = fi_cache
+    assert summary.ok, json.dumps(summary.to_json(), indent=1)
+    (result,) = summary.results
+    assert (result.module, result.status, result.arch) == (MODULE, "built", ARCH)
+    manifest = Cache(root).resolve_ref(module_key(MODULE, flashinfer.__version__, ARCH))
+    assert manifest is not None and manifest["key"] == result.key
+    assert manifest["cubins"], "cuobjdump found no cubin in the module"
+    for cubin in manifest["cubins"]:
+        assert cubin["target"] == "sm_120a" and cubin["ok"] and cubin["sass"]["banned"] == []
+        for kernel in cubin["kernels"].values():
+            assert kernel["smem_static"] <= 101_376
+    # FlashInfer's cascade kernels make no driver call: the module must not depend on libcuda,
+    # so it loads on machines without a driver (the stub is linked AS_NEEDED).
+    assert not any(n.startswith("libcuda.so") for n in manifest["needed"])
+    assert "libcudart.so.13" in manifest["needed"]
+    # Keys see installation paths by role only.
+    assert not any("/site-packages/" in f for f in manifest["flags"])
+    assert any(h.startswith("<flashinfer>/data/include/flashinfer/") for h in manifest["inputs"]["headers"])
+
+
+@pytest.mark.compile
+def test_second_build_is_a_hit_without_compiling(fi_cache):
+    root, first = fi_cache
+    again = fi_build.build_modules(["ci"], [ARCH], Cache(root), jobs=1)
+    (result,) = again.results
+    assert result.status == "hit" and result.key == first.results[0].key
+    assert result.seconds < 20, f"a hit re-hashes inputs only; took {result.seconds:.1f}s"
+
+
+# --- runtime hook ------------------------------------------------------------------------------
+
+
+@pytest.mark.compile
+def test_hook_serves_module_with_jit_disabled_and_starts_no_process(fi_cache, tmp_path):
+    root, _ = fi_cache
+    out = _run_child(
+        """
+        from flashinfer.jit.cascade import gen_cascade_module
+        try:
+            gen_cascade_module().build_and_load()
+            out["without_hook"] = "loaded"
+        except MissingJITCacheError as e:
+            out["without_hook"] = type(e).__name__
+        before = list(spawned)
+        afi.install()
+        import flashinfer.cascade
+        module = flashinfer.cascade.get_cascade_module()
+        out["functions"] = sorted(n for n in ("merge_state", "merge_state_in_place", "merge_states")
+                                  if hasattr(module, n))
+        out["path"] = str(gen_cascade_module().get_library_path())
+        out["status"] = afi.status()
+        out["spawned_after_install"] = spawned[len(before):]
+        out["jit_dir_has_module"] = (jit_env.FLASHINFER_JIT_DIR / "cascade").exists()
+        """,
+        root, tmp_path, FLASHINFER_DISABLE_JIT="1",
+    )
+    assert out["without_hook"] == "MissingJITCacheError"  # FlashInfer alone cannot serve it
+    assert out["functions"] == ["merge_state", "merge_state_in_place", "merge_states"]
+    assert out["status"]["served"] == {MODULE: [ARCH]}
+    assert f"/{ARCH}/{MODULE}/{MODULE}.so" in out["path"]
+    assert out["spawned_after_install"] == [] and out["spawned"] == []
+    assert out["jit_dir_has_module"] is False
+
+
+@pytest.mark.compile
+def test_env_var_launcher_serves_module(fi_cache, tmp_path):
+    root, _ = fi_cache
+    script = tmp_path / "user_program.py"
+    script.write_text("import flashinfer.cascade, aotc.flashinfer as a\n"
+                      "flashinfer.cascade.get_cascade_module()\nprint('SERVED', a.status()['served'])\n")
+    env = {**os.environ, "AOTC_FLASHINFER": "1", "AOTC_CACHE_DIR": str(root), "FLASHINFER_DISABLE_JIT": "1",
+           "FLASHINFER_CUDA_ARCH_LIST": "12.0a", "FLASHINFER_WORKSPACE_BASE": str(tmp_path / "fi-home"),
+           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
+    proc = subprocess.run([sys.executable, "-m", "aotc.flashinfer.launch", str(script)], env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"SERVED {{'{MODULE}': ['{ARCH}']}}" in proc.stdout
+
+
+def test_miss_in_error_mode_names_module_and_command(tmp_path):
+    out = _run_child(
+        """
+        from flashinfer.jit import gen_batch_decode_module
+        import torch
+        afi.install(on_miss="error")
+        spec = gen_batch_decode_module(torch.bfloat16, torch.bfloat16, torch.bfloat16, torch.int32,
+                                       128, 128, 0, False, False)
+        try:
+            spec.build_and_load()
+        except MissingJITCacheError as e:
+            out["error"] = str(e)
+            out["codes"] = [d.code for d in e.diagnostics]
+            out["name"] = spec.name
+        out["ninja"] = [c for c in spawned if "ninja" in str(c)]
+        """,
+        tmp_path / "empty-cache", tmp_path,
+    )
+    assert out["codes"] == ["AOTC-FI-010"]
+    assert repr(out["name"]) in out["error"] and "is not in the aotc cache" in out["error"]
+    assert "aotc build --arch sm120a --flashinfer attention" in out["error"]
+    assert out["ninja"] == []  # no build was attempted
+
+
+def test_uninstall_restores_flashinfer(tmp_path):
+    from flashinfer.jit import core as jit_core
+    from flashinfer.jit import cubin_loader
+    from flashinfer.jit import env as jit_env
+
+    from aotc.flashinfer import hook
+
+    originals = (jit_env.get_aot_artifacts, cubin_loader.get_artifact, jit_core.JitSpecNvcc.build,
+                 jit_core.JitSpecNvcc.build_and_load, jit_env.FLASHINFER_AOT_PROVIDERS)
+    hook.install(Cache(tmp_path))
+    assert hook.installed() and jit_env.get_aot_artifacts is not originals[0]
+    assert hook.install(Cache(tmp_path))["cache"] == str(tmp_path)  # idempotent
+    hook.uninstall()
+    assert not hook.installed()
+    assert (jit_env.get_aot_artifacts, cubin_loader.get_artifact, jit_core.JitSpecNvcc.build,
+            jit_core.JitSpecNvcc.build_and_load, jit_env.FLASHINFER_AOT_PROVIDERS) == originals
+
+
+def test_cubin_loader_artifact_served_by_sha256(tmp_path, monkeypatch):
+    from flashinfer.jit import cubin_loader
+
+    from aotc.flashinfer import hook
+
+    payload = tmp_path / "kernel_sm120a.cubin"
+    payload.write_bytes(b"\x7fELF not really a cubin, but bytes with a digest" * 10)
+    cache = Cache(tmp_path / "cache")
+    stored = fi_build.store_artifacts([payload], cache)
+    digest = stored[payload.name]
+    monkeypatch.setenv("FLASHINFER_NO_DOWNLOAD", "1")  # FlashInfer alone would refuse: not on disk
+    with pytest.raises(RuntimeError, match="Artifact not found locally"):
+        cubin_loader.get_artifact("aotc-test/kernel_sm120a.cubin", digest)
+    hook.install(cache)
+    try:
+        assert cubin_loader.get_artifact("aotc-test/kernel_sm120a.cubin", digest) == payload.read_bytes()
+        assert hook.status()["artifacts_served"] == 1
+        with pytest.raises(RuntimeError, match="Artifact not found locally"):  # unknown digest: FlashInfer's path
+            cubin_loader.get_artifact("aotc-test/other.cubin", "0" * 64)
+    finally:
+        hook.uninstall()
+
+
+@pytest.mark.compile
+def test_corrupt_module_blob_is_not_loaded(fi_cache, tmp_path):
+    root, _ = fi_cache
+    copy = tmp_path / "cache"
+    shutil.copytree(root, copy)
+    manifest = Cache(copy).resolve_ref(module_key(MODULE, flashinfer.__version__, ARCH))
+    blob = Cache(copy).store.path(manifest["blobs"]["so"]["sha256"])
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    out = _run_child(
+        """
+        afi.install()
+        import flashinfer.cascade
+        try:
+            flashinfer.cascade.get_cascade_module()
+            out["loaded"] = True
+        except MissingJITCacheError as e:
+            out["error"] = str(e)
+        out["problems"] = afi.status()["problems"]
+        """,
+        copy, tmp_path, FLASHINFER_DISABLE_JIT="1",
+    )
+    assert "loaded" not in out
+    assert "AOTC-CACHE-001" in out["problems"][MODULE] or "corrupt" in out["problems"][MODULE]
+    assert "aotc build --arch sm120a --flashinfer ci" in out["error"]
+    assert list((copy / "v1" / "quarantine").iterdir()), "the corrupt blob was not quarantined"
+
+
+# --- presets -----------------------------------------------------------------------------------
+
+
+def test_presets_expand_sweeps_and_references():
+    attention = load_preset("attention")
+    prefill = [c for c in attention.calls if c.generator.endswith("gen_batch_prefill_module")]
+    assert len(prefill) == 6 and len(attention.calls) == 12
+    args = [dict(c.args) for c in prefill]
+    assert {(a["dtype_q"], a["head_dim_qk"]) for a in args} == {
+        (d, h) for d in ("float16", "bfloat16") for h in (64, 128, 256)}
+    assert all(a["head_dim_vo"] == a["head_dim_qk"] and a["dtype_o"] == a["dtype_q"] for a in args)
+    names = {c.generator.split(":")[1] for c in load_preset("sm120").calls}
+    assert names == {"gen_gemm_sm120_module_cutlass_fp4", "gen_cutlass_fused_moe_sm120_module",
+                     "gen_trtllm_fmha_v2_sm120_module", "gen_fp4_quantization_sm120_module",
+                     "gen_fp4_quantization_sm120f_module"}
+
+
+def test_bad_preset_says_what_and_where(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[module]]\ngenerator = "not a generator"\n')
+    with pytest.raises(AotcError) as info:
+        load_preset(str(bad))
+    diag = info.value.diagnostics[0]
+    assert diag.code == "AOTC-FI-001" and diag.file == str(bad) and "module #1" in diag.message
+    with pytest.raises(AotcError, match="known presets: .*attention"):
+        load_preset("no-such-preset")
+
+
+def test_sm120_presets_generate_flashinfer_build_files(tmp_path):
+    """The large presets are buildable: FlashInfer's generators give SM120 nvcc modules (no compile)."""
+    from aotc.flashinfer import worker
+
+    env = {**os.environ, "FLASHINFER_CUDA_ARCH_LIST": "12.0a", "FLASHINFER_WORKSPACE_BASE": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-m", worker.__name__], input=json.dumps(
+        {"presets": ["sm120", "attention"], "arch": ARCH}), env=env, capture_output=True, text=True,
+        timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    modules = {m.get("name") or m["call"]: m for m in json.loads(proc.stdout.strip().splitlines()[-1])["modules"]}
+    for name in ("fp4_gemm_cutlass_sm120", "fused_moe_120", "fp4_quantization_120", "fp4_quantization_120f"):
+        assert "error" not in modules[name], modules[name].get("error")
+        ninja = Path(modules[name]["ninja"]).read_text()
+        assert "sm_120" in ninja and "sm_100" not in ninja
+    assert len(modules["fused_moe_120"]["sources"]) == 96
+    assert sum(1 for m in modules.values() if m.get("name", "").startswith("batch_")) == 12
+
+
+def test_portable_keys_and_ninja_inputs():
+    text = ("build /ws/a.cuda.o: cuda_compile /pkg/csrc/a.cu\n"
+            "build /ws/e.o: embed_cubin /ws/a.cuda.o | /ws/k.cubin\n"
+            "build /ws/m.so: link /ws/e.o\n")
+    assert fi_build._ninja_inputs(text) == ["/pkg/csrc/a.cu", "/ws/k.cubin"]
+    assert fi_build._ninja_objects(text, "/ws/m.so") == ["/ws/a.cuda.o", "/ws/e.o"]
+    portable = fi_build.Portable({"<ws>": "/ws", "<pkg>": "/pkg", "<pkg-csrc>": "/pkg/csrc"})
+    assert portable("-I/pkg/csrc -I/pkg/include /ws/x") == "-I<pkg-csrc> -I<pkg>/include <ws>/x"
