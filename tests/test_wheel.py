@@ -85,11 +85,27 @@ def test_installed_wheel_in_fresh_venv_without_toolchain(built_cache, tmp_path):
             cubin = cache.read_blob(m["blobs"]["cubin"]["sha256"])   # digest-verified read
             from aotc.elf import cubin_target
             assert cubin_target(cubin) == (m["target"]["sm"], m["target"]["variant"])
+        # the runtime finds kernels in the wheel, verifies and loads them up to the device check
+        from aotc.diagnostics import AotcError
+        from aotc.runtime import device_from_capability, find, host_kernel
+        from aotc.runtime.loader import check_cubin_target
+        params = refs[0]["params"]
+        h100, rtx = device_from_capability((9, 0)), device_from_capability((12, 0))
+        f90, f120 = find("fmha_fwd", params, h100), find("fmha_fwd", params, rtx)
+        assert (f90.arch, f120.arch) == ("sm90a", "sm120a"), (f90.arch, f120.arch)
+        assert "wheel" in f90.source.name, f90.source.name  # not the (empty) local cache
+        assert host_kernel(f90).helper is not None
+        try:
+            check_cubin_target(host_kernel(f120).cubin, h100, f120)
+            raise SystemExit("an sm120a cubin was accepted for an H100")
+        except AotcError as e:
+            assert "sm120a" in str(e) and "9.0" in str(e), str(e)
         import sys, pathlib
         present = [m for m in ("jinja2", "cutlass_library") if importlib.util.find_spec(m)]
         present += [str(p) for p in pathlib.Path(sys.prefix).rglob("nvcc")]
         print(json.dumps({"ok": True, "toolchain_modules_present": present}))
     """)
-    out = subprocess.run([py, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    env = {**os.environ, "AOTC_CACHE_DIR": str(tmp_path / "empty-cache")}
+    out = subprocess.run([py, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert '"toolchain_modules_present": []' in out.stdout
