@@ -86,3 +86,9 @@ def test_cache_views_on_a_real_build(built_cache, capsys):
     assert code == 0
     code, _, err = run(capsys, "show", "--cache-dir", root, "f" * 64)
     assert code == 2 and "AOTC-CLI-001" in err
+    # gc: the catalog reaches both entries; a catalog without that kernel reaches neither
+    code, out, _ = run(capsys, "gc", "--cache-dir", root, "--dry-run", "--json")
+    assert code == 0 and json.loads(out)["manifests_removed"] == []
+    code, out, _ = run(capsys, "gc", "--cache-dir", root, "--dry-run", "--json", "--filter", "fmha_decode")
+    assert sorted(json.loads(out)["manifests_removed"]) == sorted(r.key for r in summary.results)
+    assert cache.get_manifest(summary.results[0].key) is not None  # dry run deleted nothing
