@@ -180,11 +180,11 @@ def test_helper_validates_problems(tmp_path):
 def test_decode_helper_splits_and_workspace(tmp_path):
     lib = build_helper(spec("fmha_decode"), tmp_path)
     # 1 token x 4 q heads per kv head = 4 packed rows -> 1 row tile; 2 x 8 = 16 tiles over 132 SMs
-    # -> ceil(264 / 16) = 17 splits of the 512 KV blocks (32768 / 64)
+    # -> floor(264 / 16) = 16 splits of the 512 KV blocks (32768 / 64): one wave of 2 CTAs per SM
     a = problem(s=1, seqlen_k=32768, num_sms=132)
     rc, launch, err = query(lib, a)
     assert rc == 0, err
-    tiles, splits, bm, d = 16, 17, 64, 128
+    tiles, splits, bm, d = 16, 16, 64, 128
     assert list(launch.grid) == [splits, 8, 2]
     assert launch.workspace_bytes == splits * tiles * (bm * d + bm) * 4 + tiles * 4
     # explicit split count, clamped to the number of KV blocks
