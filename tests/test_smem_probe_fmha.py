@@ -28,7 +28,9 @@ CASES = [
 
 
 def run_probe(family: str, params: dict, tmp_path) -> dict:
-    spec = KernelSpec(f"probe_{family}", family, params, ())
+    typed, errors = get_family(family).validate(params)
+    assert not errors, errors
+    spec = KernelSpec(f"probe_{family}", family, typed, ())
     source = render_probe(spec, get_arch("sm120a")).text
     src = tmp_path / f"{family}_probe.cu"
     exe = tmp_path / f"{family}_probe"
@@ -44,7 +46,7 @@ def run_probe(family: str, params: dict, tmp_path) -> dict:
                          "{block_m}x{block_n}_d{head_dim}_s{kv_stages}".format(**x))
 def test_model_matches_sizeof(family, params, tmp_path):
     measured = run_probe(family, params, tmp_path)
-    model = get_family(family).smem(params, get_arch("sm120a"))
+    model = get_family(family).smem(get_family(family).validate(params)[0], get_arch("sm120a"))
     parts = dict(model.components)
     assert model.total == measured["total"]
     assert parts["q_tile_and_o_staging"] == measured["q"]
