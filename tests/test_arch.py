@@ -3,7 +3,14 @@
 import pytest
 
 from aotc.arch import (
-    ARCHES, MMA_BLOCKSCALED, TCGEN05, WGMMA, UnknownArchError, get_arch, parse_arch_list, target_preference,
+    ARCHES,
+    MMA_BLOCKSCALED,
+    TCGEN05,
+    WGMMA,
+    UnknownArchError,
+    get_arch,
+    parse_arch_list,
+    target_preference,
 )
 
 

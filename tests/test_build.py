@@ -2,6 +2,7 @@
 rebuild is all cache hits with no compiler run; one failing kernel never stops the others."""
 
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_one_failure_does_not_stop_the_others(built_cache, tmp_path, monkeypatch
     failed = by_arch["sm120a"]
     assert failed.status == FAILED and not summary.ok
     assert failed.diagnostics[0].code == "AOTC-BUILD-001"
-    assert "deliberately broken" in open(failed.log_path).read()
+    assert "deliberately broken" in Path(failed.log_path).read_text()
     # the good sm120a entry built earlier is still there and intact
     good = next(r for r in built_cache[1].results if r.arch.name == "sm120a")
     assert cache.get_manifest(good.key) is not None

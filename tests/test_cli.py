@@ -64,7 +64,7 @@ def test_families_teaches_parameters(capsys):
 
 
 def test_help_lists_every_command():
-    out = subprocess.run([sys.executable, "-m", "aotc.cli", "--help"], capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-m", "aotc.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for verb in ("check", "build", "ls", "show", "verify", "gc", "explain", "doctor", "wheel", "families"):
         assert verb in out
     assert "examples:" in out

@@ -7,7 +7,7 @@ import importlib
 
 from .base import Family, Field, SmemModel
 
-__all__ = ["Family", "Field", "SmemModel", "FAMILY_MODULES", "get_family", "all_families"]
+__all__ = ["FAMILY_MODULES", "Family", "Field", "SmemModel", "all_families", "get_family"]
 
 # family name -> module defining `FAMILY` (an instance of a Family subclass)
 FAMILY_MODULES: dict[str, str] = {
