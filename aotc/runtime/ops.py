@@ -19,7 +19,7 @@ from .select import select
 from .tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 FMHA_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> fmha family `dtype` param
-_choices: dict[tuple, dict] = {}  # (family, ordinal, problem signature) -> chosen params
+_choices: dict[tuple, Kernel] = {}  # (family, ordinal, problem signature) -> chosen kernel
 
 
 def default_stream(tensor: Any, ordinal: int) -> int:
@@ -39,14 +39,14 @@ def device_of(info: TensorInfo, name: str) -> int:
 
 
 def choose(family: str, device: Device, signature: tuple, matches: dict, problem: dict,
-           params: dict | None) -> dict:
-    """Explicit params, or the stored kernel of `family` whose params contain `matches` that
+           params: dict | None) -> Kernel:
+    """The kernel of explicit params, or of the stored params of `family` containing `matches` that
     select() prefers for `problem`; memoized per problem signature."""
     if params is not None:
-        return params
+        return get_kernel(family, params, device=device.ordinal)
     key = (family, device.ordinal, signature)
-    chosen = _choices.get(key)
-    if chosen is None:
+    kernel = _choices.get(key)
+    if kernel is None:
         candidates = [p for p in stored_params(family, device)
                       if all(p.get(k) == v for k, v in matches.items())]
         if not candidates:
@@ -55,8 +55,9 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
                                 f"build one: aotc build --arch {_default_target(device)} --filter {family}",
                                 family=family, **{k: str(v) for k, v in matches.items()})
         chosen = select(family, candidates, problem, device, sm_count=device.sm_count)
-        _choices[key] = chosen
-    return chosen
+        kernel = get_kernel(family, chosen, device=device.ordinal)
+        _choices[key] = kernel
+    return kernel
 
 
 def _default_target(device: Device) -> str:
@@ -123,11 +124,10 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
         batch, seqlen_q, seqlen_k, cu_ptrs = qi.shape[0], qi.shape[1], ki.shape[1], (0, 0)
     device = query_device(ordinal)
     dtype = FMHA_DTYPES[qi.dtype]
-    chosen = choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
+    kernel = choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
                     {"head_dim": head_dim, "dtype": dtype},
                     {"seqlen_q": seqlen_q * (q_heads // kv_heads if family == "fmha_decode" else 1),
                      "batch": batch * (kv_heads if family == "fmha_decode" else q_heads)}, params)
-    kernel = get_kernel(family, chosen, device=ordinal)
     args = kernel.args_type()
     args.q, args.k, args.v, args.o = qi.ptr, ki.ptr, vi.ptr, oi.ptr
     args.cu_seqlens_q, args.cu_seqlens_k = cu_ptrs
@@ -183,11 +183,10 @@ def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alph
     device = query_device(ordinal)
     shapes = tuple((ai.shape[0], bi.shape[0], ai.shape[1]) for ai, bi, _ in infos)
     total_m = sum(s[0] for s in shapes)
-    chosen = choose("grouped_gemm_sm80", device, (GEMM_DTYPES[dtype], shapes),
+    kernel = choose("grouped_gemm_sm80", device, (GEMM_DTYPES[dtype], shapes),
                     {"dtype": GEMM_DTYPES[dtype]},
                     {"m": max(1, total_m // len(shapes)), "n": max(s[1] for s in shapes),
                      "k": max(s[2] for s in shapes), "groups": len(shapes)}, params)
-    kernel = get_kernel("grouped_gemm_sm80", chosen, device=ordinal)
     args = kernel.args_type()
     args.num_groups = len(shapes)
     meta = _group_metadata(infos, shapes)

@@ -48,9 +48,13 @@ def get_kernel(family: str, params: dict, *, device: Device | int | None = None,
                sources: list[KernelSource] | None = None) -> Kernel:
     """The loaded kernel for (family, params) on `device` (default: CUDA device 0). Memoized: the
     warm call is a dict lookup."""
-    ordinal = device.ordinal if isinstance(device, Device) else (0 if device is None else int(device))
-    fast_key = (ordinal, family, freeze(params), arch)
-    kernel = _fast.get(fast_key)
+    ordinal = 0 if device is None else device.ordinal if isinstance(device, Device) else int(device)
+    try:  # hashable values (the common case): no sort, no recursion; other orders just add entries
+        fast_key: tuple = (ordinal, family, arch, *params.items())
+        kernel = _fast.get(fast_key)
+    except TypeError:  # list values: the order- and list-insensitive form
+        fast_key = (ordinal, family, arch, freeze(params))
+        kernel = _fast.get(fast_key)
     if kernel is not None:
         return kernel
     with _lock:
