@@ -159,7 +159,7 @@ def store_entry(cache: Cache, params: dict, target: str, cubin: bytes, helper: b
     return stored
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def axpy_blobs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return compile_axpy(tmp_path_factory.mktemp("axpy"))
 
