@@ -9,9 +9,7 @@ import hashlib
 import importlib
 import os
 import re
-import socket
 import time
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,11 +112,15 @@ class BlobStore(ABC):
 
 def tmp_name(suffix: str) -> str:
     """Temp file name that says who wrote it, so gc can tell a crashed writer's file from a live one."""
-    return f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:12]}{suffix}"
+    import socket  # writers only: keeps the serving import light
+
+    return f"{socket.gethostname()}.{os.getpid()}.{os.urandom(6).hex()}{suffix}"
 
 
 def tmp_is_stale(name: str, mtime: float, now: float, max_age: float) -> bool:
     """A temp file is stale when its writer (this host, that pid) is gone, or when it is old."""
+    import socket
+
     if now - mtime > max_age:
         return True
     parts = name.split(".")
