@@ -119,9 +119,8 @@ class _FmhaBase(Family):
         return SmemModel(tuple(components), (("kv_stages", p["kv_stages"]),))
 
     def check(self, p: dict, arch: Arch) -> list[Diagnostic]:
-        # aotc.rules stops at the first family diagnostics, so the SMEM verdict (same code and
-        # breakdown as the rules' own) is reported here too, next to e.g. a register verdict.
-        return [*self._shape_diagnostics(p), *self._smem_diagnostics(p, arch), *self._register_diagnostics(p)]
+        # The SMEM verdict is aotc.rules' (always computed, from smem() and fit_hint()).
+        return [*self._shape_diagnostics(p), *self._register_diagnostics(p)]
 
     def _shape_diagnostics(self, p: dict) -> list[Diagnostic]:
         out = []
@@ -142,21 +141,6 @@ class _FmhaBase(Family):
                 f"{threads} threads",
                 fix="use fewer warps or larger tiles", details={"chunks": chunks, "threads": threads}))
         return out
-
-    def _smem_diagnostics(self, p: dict, arch: Arch) -> list[Diagnostic]:
-        model = self.smem(p, arch)
-        budget = arch.smem_optin_bytes
-        if model.total <= budget:
-            return []
-        width = max(len(n) for n, _ in model.components)
-        lines = "\n".join(f"    {n:<{width}} {b:>9,} B" for n, b in model.components)
-        return [Diagnostic(
-            "AOTC-SMEM-001",
-            f"shared memory {model.total:,} B exceeds the {arch.name} budget of {budget:,} B by "
-            f"{model.total - budget:,} B (kv_stages={p['kv_stages']})\n{lines}",
-            fix=self.fit_hint(p, arch),
-            details={"total": model.total, "budget": budget, "overshoot": model.total - budget,
-                     "components": dict(model.components), "chosen": dict(model.chosen)})]
 
     def _register_diagnostics(self, p: dict) -> list[Diagnostic]:
         regs = fragment_registers(p)
