@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arch import ARCHES, Arch, get_arch
-from ..cache import Cache
+from ..cache import Cache, file_sha256
 from ..diagnostics import AotcError, Diagnostic
 from ..elf import cubin_target
 from ..keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
@@ -169,6 +169,13 @@ class Portable:
             text = text.replace(path, tag)
         return text
 
+    def real(self, text: str) -> str:
+        """Inverse for one path: the tagged role -> where it is in this build."""
+        for tag, path in self.pairs:
+            if text.startswith(tag):
+                return path + text[len(tag):]
+        return text
+
 
 def _ninja_inputs(ninja_text: str) -> list[str]:
     """Explicit and implicit inputs of every build line that no other build line produces."""
@@ -295,7 +302,8 @@ class ModuleBuilder:
 
     def build(self, entry: dict[str, Any], result: ModuleResult) -> None:
         source, pre, flags = self.plan(entry)
-        key = None if self.force else self.cache.lookup_prekey(pre)
+        # Recorded header paths are portable; check them where they are in this build.
+        key = None if self.force else self.cache.lookup_prekey(pre, lambda p: file_sha256(self.portable.real(p)))
         if key is not None:
             manifest = self.cache.get_manifest(key)
             if manifest is not None:
