@@ -268,7 +268,7 @@ def test_corrupt_module_blob_is_not_loaded(fi_cache, tmp_path):
 
 def test_presets_expand_sweeps_and_references():
     attention = load_preset("attention")
-    prefill = [c for c in attention.calls if c.generator.endswith("gen_batch_prefill_module")]
+    prefill = [c for c in attention.calls if c.generator.endswith("_gen_batch_prefill_primary_module")]
     assert len(prefill) == 6 and len(attention.calls) == 12
     args = [dict(c.args) for c in prefill]
     assert {(a["dtype_q"], a["head_dim_qk"]) for a in args} == {

@@ -135,7 +135,7 @@ def _worker_env(ws: Path, arch: Arch, tc: Toolchain, link_dir: Path) -> dict[str
         "FLASHINFER_CUDA_ARCH_LIST": flashinfer_arch_list(arch.name),
         "FLASHINFER_WORKSPACE_BASE": str(ws),
         "CUDA_HOME": str(_cuda_home(tc)),
-        "CUDA_PATH": str(_cuda_home(tc)),  # fmha_v2's generator runs $CUDA_PATH/bin/nvcc for a helper tool
+        "CUDA_PATH": str(_cuda_home(tc)),  # fmha_v2's generator compiles a traits printer with $CUDA_PATH/bin/nvcc
         "FLASHINFER_NVCC": tc.nvcc,
         "FLASHINFER_EXTRA_LDFLAGS": f"-L{link_dir}",
     }
