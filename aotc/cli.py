@@ -19,6 +19,7 @@ examples:
   aotc check --arch sm120a,sm90a my_specs.toml
   aotc build --arch sm120a            build every catalog kernel for SM120 into the cache
   aotc build --arch sm90a --filter grouped_gemm_sm80 -j 4
+  aotc build --arch sm120a --flashinfer sm120    FlashInfer's own SM120 modules, ahead of time
   aotc ls                             what the cache holds
   aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
   aotc verify                         re-hash every stored blob; quarantine corrupt ones
@@ -85,9 +86,21 @@ def cmd_check(args) -> int:
 
 
 # ---- build ---------------------------------------------------------------------------------------
+def cmd_build_flashinfer(args) -> int:
+    from .flashinfer.build import build_modules, format_summary
+
+    cache = _cache(args)
+    archs = [a.name for a in parse_arch_list(args.arch)]
+    summary = build_modules(args.flashinfer, archs, cache, jobs=args.jobs, force=args.force)
+    _emit(args, summary.to_json(), format_summary(summary, cache))
+    return 0 if summary.ok else 1
+
+
 def cmd_build(args) -> int:
     from .build import FAILED, build
 
+    if args.flashinfer is not None:
+        return cmd_build_flashinfer(args)
     archs = parse_arch_list(args.arch)
     specs, load_diags = _load(args)
     _print_diags(load_diags)
@@ -297,6 +310,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=int, help="parallel compiles (default: capped by cores and free memory)")
     b.add_argument("--force", action="store_true", help="compile even when the cache holds the result")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    b.add_argument("--flashinfer", nargs="*", metavar="PRESET", default=None,
+                   help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml; none given: "
+                   "the default presets) instead of aotc's catalog; needs flashinfer-python installed")
     ls = add("ls", cmd_ls, "list cache entries")
     ls.add_argument("--family", help="only this family")
     show = add("show", cmd_show, "print the manifest of an entry")
