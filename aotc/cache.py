@@ -6,14 +6,15 @@ Imported by serving processes: resolve_ref + read_blob never scan directories; n
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 from .diagnostics import AotcError, Diagnostic
 from .keys import canonical_json, sha256_hex
@@ -111,41 +112,95 @@ class HeaderSnapshot:
 # --- reports ------------------------------------------------------------------------------------
 
 
-@dataclass
-class VerifyReport:
-    blobs_checked: int = 0
-    manifests_checked: int = 0
-    corrupt_blobs: list[dict] = field(default_factory=list)  # digest, file, actual, quarantined
-    bad_files: list[dict] = field(default_factory=list)  # unreadable manifests/refs/prekeys/header sets
-    broken_entries: list[dict] = field(default_factory=list)  # key, name, missing/corrupt blobs
-    refs_dropped: list[str] = field(default_factory=list)
+class _Report:
+    """A mutable record with dataclass-like keyword init, eq, repr and to-dict over `_defaults`
+    (name -> default, or a factory for lists). Not a dataclass: serving processes import this module
+    and each dataclass costs ~1-2 ms to create; these reports are only built by verify/gc/stats."""
+
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **values: Any):
+        unknown = set(values) - set(self._defaults)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no field(s) {', '.join(sorted(unknown))}")
+        for name, default in self._defaults.items():
+            if name in values:
+                value = values[name]
+            elif default is _MISSING:
+                raise TypeError(f"{type(self).__name__} needs {name!r}")
+            else:
+                value = default() if callable(default) else default
+            setattr(self, name, value)
+
+    def _asdict(self) -> dict:
+        return {name: copy.deepcopy(getattr(self, name)) for name in self._defaults}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._asdict() == other._asdict()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment] - mutable, like the dataclasses these were
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._defaults)
+        return f"{type(self).__name__}({inner})"
+
+
+_MISSING = object()
+
+
+class VerifyReport(_Report):
+    _defaults: ClassVar[dict[str, Any]] = {
+        "blobs_checked": 0,
+        "manifests_checked": 0,
+        "corrupt_blobs": list,  # digest, file, actual, quarantined
+        "bad_files": list,  # unreadable manifests/refs/prekeys/header sets
+        "broken_entries": list,  # key, name, missing/corrupt blobs
+        "refs_dropped": list,
+    }
+    blobs_checked: int
+    manifests_checked: int
+    corrupt_blobs: list[dict]
+    bad_files: list[dict]
+    broken_entries: list[dict]
+    refs_dropped: list[str]
 
     @property
     def ok(self) -> bool:
         return not (self.corrupt_blobs or self.bad_files or self.broken_entries or self.refs_dropped)
 
     def to_json(self) -> dict:
-        return {"ok": self.ok, **asdict(self)}
+        return {"ok": self.ok, **self._asdict()}
 
 
-@dataclass
-class GcReport:
+class GcReport(_Report):
+    _defaults: ClassVar[dict[str, Any]] = {
+        "dry_run": _MISSING,
+        "manifests_removed": list,
+        "refs_removed": list,
+        "prekeys_pruned": 0,  # header-set entries dropped from prekey records
+        "header_sets_removed": 0,
+        "blobs_removed": list,
+        "bytes_freed": 0,  # stored (compressed) bytes of removed blobs
+        "logs_removed": 0,
+        "tmp_removed": list,
+    }
     dry_run: bool
-    manifests_removed: list[str] = field(default_factory=list)
-    refs_removed: list[str] = field(default_factory=list)
-    prekeys_pruned: int = 0  # header-set entries dropped from prekey records
-    header_sets_removed: int = 0
-    blobs_removed: list[str] = field(default_factory=list)
-    bytes_freed: int = 0  # stored (compressed) bytes of removed blobs
-    logs_removed: int = 0
-    tmp_removed: list[str] = field(default_factory=list)
+    manifests_removed: list[str]
+    refs_removed: list[str]
+    prekeys_pruned: int
+    header_sets_removed: int
+    blobs_removed: list[str]
+    bytes_freed: int
+    logs_removed: int
+    tmp_removed: list[str]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass
-class CacheStats:
+class CacheStats(_Report):
+    _defaults: ClassVar[dict[str, Any]] = dict.fromkeys(
+        ("entries", "refs", "blobs", "stored_bytes", "raw_bytes"), _MISSING)
     entries: int
     refs: int
     blobs: int
@@ -157,7 +212,7 @@ class CacheStats:
         return self.raw_bytes / self.stored_bytes if self.stored_bytes else 0.0
 
     def to_json(self) -> dict:
-        return {**asdict(self), "compression_ratio": round(self.compression_ratio, 3)}
+        return {**self._asdict(), "compression_ratio": round(self.compression_ratio, 3)}
 
 
 # --- the cache ----------------------------------------------------------------------------------

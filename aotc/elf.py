@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import struct
-from dataclasses import dataclass
 
 from .diagnostics import AotcError, Diagnostic
 
@@ -29,13 +28,24 @@ _RESERVED_SMEM_SINCE_SM = 90
 _RESERVED_SMEM_DEFAULT = 1024
 
 
-@dataclass(frozen=True)
-class Section:
-    name: str
-    type: int
-    offset: int
-    size: int
-    link: int
+class Section(tuple):
+    """(name, type, offset, size, link) of one ELF section header. A tuple subclass with named fields
+    rather than a dataclass: this module is imported by serving processes, where creating a dataclass
+    costs milliseconds."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, type: int, offset: int, size: int, link: int) -> Section:  # noqa: PYI034 - a tuple subclass, like a NamedTuple
+        return tuple.__new__(cls, (name, type, offset, size, link))
+
+    name = property(lambda self: self[0])
+    type = property(lambda self: self[1])
+    offset = property(lambda self: self[2])
+    size = property(lambda self: self[3])
+    link = property(lambda self: self[4])
+
+    def __repr__(self) -> str:
+        return f"Section(name={self[0]!r}, type={self[1]}, offset={self[2]}, size={self[3]}, link={self[4]})"
 
 
 def _fail(message: str, **details: object) -> AotcError:

@@ -12,10 +12,8 @@ import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-
-import zstandard
+from typing import Any
 
 from .diagnostics import AotcError, Diagnostic
 
@@ -66,11 +64,21 @@ def check_digest(digest: str) -> str:
     return digest
 
 
-@dataclass(frozen=True)
-class BlobStat:
-    stored_bytes: int  # bytes on the medium (compressed)
-    raw_bytes: int  # bytes of the content (uncompressed); -1 if the store cannot tell cheaply
-    mtime: float  # last write or dedup hit (gc's grace period is measured from it)
+class BlobStat(tuple):
+    """(stored_bytes, raw_bytes, mtime) of one blob. A tuple subclass with named fields rather than a
+    dataclass: this module is on the serving path, where creating a dataclass costs milliseconds."""
+
+    __slots__ = ()
+
+    def __new__(cls, stored_bytes: int, raw_bytes: int, mtime: float) -> BlobStat:  # noqa: PYI034 - a tuple subclass, like a NamedTuple
+        return tuple.__new__(cls, (stored_bytes, raw_bytes, mtime))
+
+    stored_bytes = property(lambda self: self[0], doc="bytes on the medium (compressed)")
+    raw_bytes = property(lambda self: self[1], doc="content bytes (uncompressed); -1 if the store cannot tell cheaply")
+    mtime = property(lambda self: self[2], doc="last write or dedup hit (gc's grace period is measured from it)")
+
+    def __repr__(self) -> str:
+        return f"BlobStat(stored_bytes={self[0]}, raw_bytes={self[1]}, mtime={self[2]})"
 
 
 class BlobStore(ABC):
@@ -167,10 +175,18 @@ def atomic_write(path: Path, chunks: Iterator[bytes] | list[bytes], tmp_dir: Pat
     fsync_dir(path.parent)
 
 
+def _zstd() -> Any:
+    """The zstandard module, imported on first blob access: a serving process that never reads a
+    blob (e.g. a lookup miss) does not load the C extension."""
+    import zstandard
+
+    return zstandard
+
+
 def _compressed_chunks(data: bytes, level: int) -> Iterator[bytes]:
     """Stream zstd output chunk by chunk (content size in the frame header, for stats and a
     one-shot decompress). Deterministic: same bytes and level give the same frame."""
-    cctx = zstandard.ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
+    cctx = _zstd().ZstdCompressor(level=level, write_content_size=True, write_checksum=False)
     chunker = cctx.chunker(size=len(data), chunk_size=_CHUNK)
     view = memoryview(data)
     for start in range(0, len(data), _CHUNK):
@@ -203,6 +219,7 @@ class LocalBlobStore(BlobStore):
                 stored = f.read()
         except FileNotFoundError:
             raise KeyError(digest) from None
+        zstandard = _zstd()
         try:
             data = zstandard.ZstdDecompressor().decompress(stored)
         except zstandard.ZstdError as e:
@@ -256,6 +273,7 @@ class LocalBlobStore(BlobStore):
                 header = f.read(18)  # the longest zstd frame header
         except FileNotFoundError:
             return None
+        zstandard = _zstd()
         try:
             raw = zstandard.frame_content_size(header)
         except zstandard.ZstdError:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ctypes
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ..arch import Arch
@@ -31,18 +30,54 @@ from ..diagnostics import Diagnostic
 _REQUIRED = object()
 
 
-@dataclass(frozen=True)
-class Field:
+class _Frozen:
+    """Immutable value object with dataclass-like eq/hash/repr over `__slots__`. Not a dataclass:
+    families are imported by serving processes, and each dataclass costs ~1-2 ms to create."""
+
+    __slots__ = ()
+
+    def __init__(self, **values: Any):
+        for name in self.__slots__:
+            object.__setattr__(self, name, values[name])
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
+
+
+class Field(_Frozen):
     """One typed spec parameter. `kind` is int, str, bool, or "shape" (tuple of ints)."""
 
+    __slots__ = ("kind", "doc", "default", "choices", "min", "max", "length", "multiple_of")  # noqa: RUF023 - field order
     kind: Any
     doc: str
-    default: Any = _REQUIRED
-    choices: tuple | None = None
-    min: int | None = None
-    max: int | None = None
-    length: int | None = None  # for shapes
-    multiple_of: int | None = None
+    default: Any
+    choices: tuple | None
+    min: int | None
+    max: int | None
+    length: int | None  # for shapes
+    multiple_of: int | None
+
+    def __init__(self, kind: Any, doc: str, default: Any = _REQUIRED, choices: tuple | None = None,
+                 min: int | None = None, max: int | None = None, length: int | None = None,
+                 multiple_of: int | None = None):
+        super().__init__(kind=kind, doc=doc, default=default, choices=choices, min=min, max=max, length=length,
+                         multiple_of=multiple_of)
 
     @property
     def required(self) -> bool:
@@ -86,13 +121,16 @@ class Field:
         return value, None
 
 
-@dataclass(frozen=True)
-class SmemModel:
+class SmemModel(_Frozen):
     """Per-component bytes of a kernel's shared memory, in layout order, and what was chosen
     (e.g. the stage count an `auto` spec resolved to)."""
 
+    __slots__ = ("components", "chosen")  # noqa: RUF023 - field order
     components: tuple[tuple[str, int], ...]
-    chosen: tuple[tuple[str, Any], ...] = ()
+    chosen: tuple[tuple[str, Any], ...]
+
+    def __init__(self, components: tuple[tuple[str, int], ...], chosen: tuple[tuple[str, Any], ...] = ()):
+        super().__init__(components=components, chosen=chosen)
 
     @property
     def total(self) -> int:

@@ -8,22 +8,22 @@ and cuda-python (lazily, on first device use). See docs/runtime.md.
 
 from __future__ import annotations
 
-from .device import Device, device_from_capability, query_device
-from .launch import Kernel, stream_handle
-from .lookup import (
-    CacheSource,
-    Found,
-    KernelSource,
-    WheelSource,
-    add_source,
-    default_sources,
-    find,
-    set_sources,
-)
-from .ops import fmha_decode, fmha_fwd, grouped_gemm
-from .registry import HostKernel, clear, get_kernel, host_kernel, load_kernel, loaded
-from .select import select
-from .tensors import TensorInfo, expect, tensor_info
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+# name -> submodule. Submodules load on first use (PEP 562), so `import aotc.runtime` costs almost
+# nothing and a server that only calls get_kernel never loads ops/select/tensors.
+_EXPORTS = {
+    "Device": "device", "device_from_capability": "device", "query_device": "device",
+    "Kernel": "launch", "stream_handle": "launch",
+    "CacheSource": "lookup", "Found": "lookup", "KernelSource": "lookup", "WheelSource": "lookup",
+    "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
+    "fmha_decode": "ops", "fmha_fwd": "ops", "grouped_gemm": "ops",
+    "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
+    "host_kernel": "registry", "kernel_key": "registry", "load_kernel": "registry", "loaded": "registry",
+    "select": "select",
+    "TensorInfo": "tensors", "expect": "tensors", "tensor_info": "tensors",
+}
 
 __all__ = [
     "CacheSource",
@@ -31,6 +31,7 @@ __all__ = [
     "Found",
     "HostKernel",
     "Kernel",
+    "KernelKey",
     "KernelSource",
     "TensorInfo",
     "WheelSource",
@@ -45,6 +46,7 @@ __all__ = [
     "get_kernel",
     "grouped_gemm",
     "host_kernel",
+    "kernel_key",
     "load_kernel",
     "loaded",
     "query_device",
@@ -53,3 +55,44 @@ __all__ = [
     "stream_handle",
     "tensor_info",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aotc.runtime' has no attribute {name!r}")
+    value = getattr(import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # later accesses are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .device import Device, device_from_capability, query_device
+    from .launch import Kernel, stream_handle
+    from .lookup import (
+        CacheSource,
+        Found,
+        KernelSource,
+        WheelSource,
+        add_source,
+        default_sources,
+        find,
+        set_sources,
+    )
+    from .ops import fmha_decode, fmha_fwd, grouped_gemm
+    from .registry import (
+        HostKernel,
+        KernelKey,
+        clear,
+        get_kernel,
+        host_kernel,
+        kernel_key,
+        load_kernel,
+        loaded,
+    )
+    from .select import select
+    from .tensors import TensorInfo, expect, tensor_info

@@ -6,7 +6,6 @@ also be built from a capability alone, so lookup and target checks run without a
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from ..arch import ARCHES, target_preference
@@ -18,13 +17,41 @@ _contexts: dict[int, Any] = {}
 _tls = threading.local()  # per thread: ordinal whose primary context is current
 
 
-@dataclass(frozen=True)
 class Device:
+    """One CUDA device, immutable. A plain slotted class (not a dataclass: creating one costs
+    milliseconds at import, and this module is on every serving process's cold path)."""
+
+    __slots__ = ("cc", "name", "ordinal", "sm_count", "smem_optin_bytes")
     ordinal: int
     cc: tuple[int, int]
-    name: str = ""
-    smem_optin_bytes: int = 0  # 0 when unknown (a capability-only Device)
-    sm_count: int = 0  # multiprocessors; 0 when unknown
+    name: str
+    smem_optin_bytes: int  # 0 when unknown (a capability-only Device)
+    sm_count: int  # multiprocessors; 0 when unknown
+
+    def __init__(self, ordinal: int, cc: tuple[int, int], name: str = "", smem_optin_bytes: int = 0,
+                 sm_count: int = 0):
+        for attr, value in (("ordinal", ordinal), ("cc", cc), ("name", name),
+                            ("smem_optin_bytes", smem_optin_bytes), ("sm_count", sm_count)):
+            object.__setattr__(self, attr, value)
+
+    def _values(self) -> tuple:
+        return (self.ordinal, self.cc, self.name, self.smem_optin_bytes, self.sm_count)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Device and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (f"Device(ordinal={self.ordinal!r}, cc={self.cc!r}, name={self.name!r}, "
+                f"smem_optin_bytes={self.smem_optin_bytes!r}, sm_count={self.sm_count!r})")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"Device is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Device is immutable: cannot delete {name!r}")
 
     @property
     def sm(self) -> int:

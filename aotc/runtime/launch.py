@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from .device import Device, _tls, check, driver, make_current
@@ -21,16 +20,24 @@ MEMO_LIMIT = 4096  # distinct prepared problems kept per kernel before the memo 
 _ERR_LEN = 1024
 
 
-@dataclass(frozen=True)
 class Prepared:
-    """Everything cuLaunchKernel needs for one problem; `keep` holds the buffers kernel_params points to."""
+    """Everything cuLaunchKernel needs for one problem; `keep` holds the buffers kernel_params points to.
+    (Plain slotted class: no dataclass machinery at import.)"""
 
-    grid: tuple[int, int, int]
-    block: tuple[int, int, int]
-    smem: int
-    workspace_bytes: int
-    kernel_params: int  # address of a void*[1] pointing at the Params bytes
-    keep: tuple
+    __slots__ = ("block", "grid", "keep", "kernel_params", "smem", "workspace_bytes")
+
+    def __init__(self, grid: tuple[int, int, int], block: tuple[int, int, int], smem: int, workspace_bytes: int,
+                 kernel_params: int, keep: tuple):
+        self.grid = grid
+        self.block = block
+        self.smem = smem
+        self.workspace_bytes = workspace_bytes
+        self.kernel_params = kernel_params  # address of a void*[1] pointing at the Params bytes
+        self.keep = keep
+
+    def __repr__(self) -> str:
+        return (f"Prepared(grid={self.grid}, block={self.block}, smem={self.smem}, "
+                f"workspace_bytes={self.workspace_bytes})")
 
 
 def stream_handle(stream: Any) -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..arch import ARCHES, get_arch
@@ -130,14 +129,28 @@ def stored_params(family: str, device: Device, sources: list[KernelSource] | Non
     return list(seen.values())
 
 
-@dataclass(frozen=True)
 class Found:
-    family: str
-    params: dict
-    arch: str
-    spec_key: str
-    manifest: dict
-    source: KernelSource
+    """What find() located: typed params, the target, the spec key, the manifest and its source.
+    (A plain slotted class: a dataclass costs milliseconds to create at import.)"""
+
+    __slots__ = ("arch", "family", "manifest", "params", "source", "spec_key")
+
+    def __init__(self, family: str, params: dict, arch: str, spec_key: str, manifest: dict, source: KernelSource):
+        self.family = family
+        self.params = params
+        self.arch = arch
+        self.spec_key = spec_key
+        self.manifest = manifest
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Found and all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment] - holds dicts, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Found(family={self.family!r}, params={self.params!r}, arch={self.arch!r}, "
+                f"spec_key={self.spec_key!r}, source={getattr(self.source, 'name', self.source)!r})")
 
 
 def typed_params(family: str, params: dict) -> dict:

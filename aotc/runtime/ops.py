@@ -15,7 +15,6 @@ from .errors import BAD_TENSOR, NO_KERNEL, runtime_error
 from .launch import Kernel, stream_handle
 from .lookup import stored_params
 from .registry import get_kernel
-from .select import select
 from .tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 FMHA_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> fmha family `dtype` param
@@ -54,6 +53,8 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
             raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
                                 f"build one: aotc build --arch {_default_target(device)} --filter {family}",
                                 family=family, **{k: str(v) for k, v in matches.items()})
+        from .select import select  # only when choosing: explicit params never load the heuristic
+
         chosen = select(family, candidates, problem, device, sm_count=device.sm_count)
         kernel = get_kernel(family, chosen, device=device.ordinal)
         _choices[key] = kernel

@@ -5,8 +5,8 @@ later lookups are one dict read and take no lock.
 
 from __future__ import annotations
 
+import sys
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 from ..families import get_family
@@ -19,14 +19,45 @@ _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Ker
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel
 _host: dict[str, HostKernel] = {}  # spec key -> verified cubin bytes + loaded helper (any device)
 _lock = threading.RLock()
+_generation = 0  # bumped by clear(): a KernelKey remembers its kernel only for its generation
 
 
-@dataclass(frozen=True)
 class HostKernel:
-    """The device-independent half of a loaded kernel: verified cubin bytes and the host helper."""
+    """The device-independent half of a loaded kernel: verified cubin bytes and the host helper.
+    (A plain class, not a dataclass: dataclass creation costs milliseconds at import.)"""
 
-    cubin: bytes
-    helper: Helper
+    __slots__ = ("cubin", "helper")
+
+    def __init__(self, cubin: bytes, helper: Helper):
+        self.cubin = cubin
+        self.helper = helper
+
+    def __repr__(self) -> str:
+        return f"HostKernel(cubin=<{len(self.cubin)} bytes>, helper={self.helper.what!r})"
+
+
+class KernelKey:
+    """A frozen (family, params, device, arch) for the hot path: `get_kernel(key)` is one attribute
+    read once the key's kernel is loaded, with no params hashing. Make one with `kernel_key(...)`."""
+
+    __slots__ = ("_generation", "_kernel", "arch", "device", "family", "params")
+
+    def __init__(self, family: str, params: dict, device: Device | int | None = None, arch: str | None = None):
+        self.family = family
+        self.params = dict(params)  # a private copy: later changes to the caller's dict do not leak in
+        self.device = device
+        self.arch = arch
+        self._kernel: Kernel | None = None
+        self._generation = -1
+
+    def __repr__(self) -> str:
+        return f"KernelKey({self.family!r}, {self.params!r}, device={self.device!r}, arch={self.arch!r})"
+
+
+def kernel_key(family: str, params: dict, *, device: Device | int | None = None,
+               arch: str | None = None) -> KernelKey:
+    """A reusable key for `get_kernel(key)`; the kernel is looked up and loaded on its first use."""
+    return KernelKey(family, params, device, arch)
 
 
 def freeze(value: Any) -> Any:
@@ -44,10 +75,17 @@ def resolve_device(device: Device | int | None) -> Device:
     return query_device(0 if device is None else int(device))
 
 
-def get_kernel(family: str, params: dict, *, device: Device | int | None = None, arch: str | None = None,
-               sources: list[KernelSource] | None = None) -> Kernel:
-    """The loaded kernel for (family, params) on `device` (default: CUDA device 0). Memoized: the
-    warm call is a dict lookup."""
+def get_kernel(family: str | KernelKey, params: dict | None = None, *, device: Device | int | None = None,
+               arch: str | None = None, sources: list[KernelSource] | None = None) -> Kernel:
+    """The loaded kernel for (family, params) on `device` (default: CUDA device 0), or for a
+    `KernelKey` (then params, device and arch come from the key). Memoized: the warm call is a dict
+    lookup, or one attribute read for a key."""
+    if type(family) is KernelKey:
+        if family._generation == _generation:
+            return family._kernel  # type: ignore[return-value]
+        return _load_key(family)
+    if params is None:
+        raise TypeError("get_kernel(family, params): params are required unless a KernelKey is given")
     ordinal = 0 if device is None else device.ordinal if isinstance(device, Device) else int(device)
     try:  # hashable values (the common case): no sort, no recursion; other orders just add entries
         fast_key: tuple = (ordinal, family, arch, *params.items())
@@ -66,6 +104,13 @@ def get_kernel(family: str, params: dict, *, device: Device | int | None = None,
             _by_spec[(dev.ordinal, found.spec_key)] = kernel
             if sources is None:  # explicit source lists are not memoized under the default key
                 _fast[fast_key] = kernel
+    return kernel
+
+
+def _load_key(key: KernelKey) -> Kernel:
+    generation = _generation  # read first: a clear() during the load leaves the key unresolved
+    kernel = get_kernel(key.family, key.params, device=key.device, arch=key.arch)
+    key._kernel, key._generation = kernel, generation
     return kernel
 
 
@@ -98,10 +143,12 @@ def loaded() -> list[Kernel]:
 
 def clear() -> None:
     """Forget every loaded kernel (tests; a long-lived server swapping caches)."""
-    from . import ops
-
+    global _generation
     with _lock:
+        _generation += 1
         _fast.clear()
         _by_spec.clear()
         _host.clear()
-        ops._choices.clear()
+        ops = sys.modules.get(f"{__package__}.ops")
+        if ops is not None:  # not imported: it has no choices to forget
+            ops._choices.clear()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import BAD_TENSOR, runtime_error
@@ -31,13 +30,31 @@ ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4
 KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
 
 
-@dataclass(frozen=True)
 class TensorInfo:
-    ptr: int
-    shape: tuple[int, ...]
-    strides: tuple[int, ...]  # in elements
-    dtype: str  # aotc name: bf16, f16, f32, i32, u8, e4m3, ...
-    device: int  # CUDA ordinal, HOST, or UNKNOWN
+    """What a kernel needs to know of a tensor argument. A plain slotted class: built several times
+    per launch through the typed entry points, and no dataclass machinery at import."""
+
+    __slots__ = ("device", "dtype", "ptr", "shape", "strides")
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], strides: tuple[int, ...], dtype: str, device: int):
+        self.ptr = ptr
+        self.shape = shape
+        self.strides = strides  # in elements
+        self.dtype = dtype  # aotc name: bf16, f16, f32, i32, u8, e4m3, ...
+        self.device = device  # CUDA ordinal, HOST, or UNKNOWN
+
+    def _values(self) -> tuple:
+        return (self.ptr, self.shape, self.strides, self.dtype, self.device)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is TensorInfo and self._values() == other._values()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return (f"TensorInfo(ptr={self.ptr:#x}, shape={self.shape}, strides={self.strides}, dtype={self.dtype!r}, "
+                f"device={self.device})")
 
     @property
     def numel(self) -> int:
