@@ -44,6 +44,9 @@ class Section(tuple):
     size = property(lambda self: self[3])
     link = property(lambda self: self[4])
 
+    def __getnewargs__(self) -> tuple:  # pickle/copy: __new__ takes the fields, not one tuple
+        return tuple(self)
+
     def __repr__(self) -> str:
         return f"Section(name={self[0]!r}, type={self[1]}, offset={self[2]}, size={self[3]}, link={self[4]})"
 

@@ -77,6 +77,9 @@ class BlobStat(tuple):
     raw_bytes = property(lambda self: self[1], doc="content bytes (uncompressed); -1 if the store cannot tell cheaply")
     mtime = property(lambda self: self[2], doc="last write or dedup hit (gc's grace period is measured from it)")
 
+    def __getnewargs__(self) -> tuple:  # pickle/copy: __new__ takes the fields, not one tuple
+        return tuple(self)
+
     def __repr__(self) -> str:
         return f"BlobStat(stored_bytes={self[0]}, raw_bytes={self[1]}, mtime={self[2]})"
 

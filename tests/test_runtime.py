@@ -592,3 +592,146 @@ def test_grouped_gemm_entry_point_checks_groups_before_any_driver_call():
     with pytest.raises(AotcError) as exc:
         rt.grouped_gemm(a, a, a)
     assert exc.value.diagnostics[0].code == "AOTC-RT-006" and "'a[0]' is in host memory" in str(exc.value)
+
+
+# ---- cold start: what a serving process pays before its first launch ----------------------------
+def run_python(script: str, *argv: str) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True,
+                          check=True).stdout.splitlines()
+
+
+def test_runtime_package_import_loads_submodules_on_first_use():
+    script = (
+        "import sys\n"
+        "import aotc.runtime as rt\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith(('aotc', 'zstandard')))))\n"
+        "rt.fmha_fwd\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('aotc.runtime.'))))\n"
+        "missing = [n for n in rt.__all__ if getattr(rt, n, None) is None]\n"
+        "print(','.join(missing), set(rt.__all__) <= set(dir(rt)))\n"
+        "try:\n"
+        "    rt.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    first, after_ops, resolved, error = run_python(script)
+    assert first.split(",") == ["aotc", "aotc.runtime"]  # nothing else until something is used
+    assert "aotc.runtime.ops" in after_ops.split(",") and "aotc.runtime.select" not in after_ops.split(",")
+    assert resolved == " True"  # every exported name resolves and is listed by dir()
+    assert "no_such_name" in error
+
+
+FAMILY_MODULE = '''
+import ctypes
+from aotc.families import Family, Field, SmemModel
+
+class Args(ctypes.Structure):
+    _fields_ = [("x", ctypes.c_void_p), ("y", ctypes.c_void_p), ("a", ctypes.c_float), ("n", ctypes.c_int),
+                ("workspace_bytes", ctypes.c_uint64), ("smem", ctypes.c_uint32)]
+
+class Axpy(Family):
+    name = "rt_test_axpy"
+    doc = ""
+    fields = {"tile": Field("shape", "tile", default=(128, 128), length=2),
+              "needs_blockscaled": Field(bool, "", default=False)}
+    template = probe_template = ""
+    args_struct = Args
+    def requires(self, p): return frozenset()
+    def smem(self, p, arch): return SmemModel((("stage", 0),))
+    def check(self, p, arch): return []
+    def render_context(self, p, arch): return {}
+    def expected_mma(self, p, arch): return None
+
+FAMILIES = {"rt_test_axpy": Axpy()}
+'''
+
+
+def test_serving_path_creates_no_dataclass(tmp_path, axpy_blobs):
+    """Creating a dataclass costs ~1-2 ms (measured after torch's import): the path from `import
+    aotc.runtime` to a verified, target-checked kernel and the typed entry points must create none."""
+    make_cache(tmp_path / "c", axpy_blobs, ("sm90a",))
+    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
+    script = (
+        "import dataclasses, sys\n"
+        "sys.path.insert(0, sys.argv[2])\n"
+        "made = []\n"
+        "original = dataclasses._process_class\n"
+        "def recording(cls, *a, **k):\n"
+        "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+        "    return original(cls, *a, **k)\n"
+        "dataclasses._process_class = recording\n"
+        "import aotc.runtime as rt\n"
+        "from aotc.families import FAMILY_MODULES\n"
+        "from aotc.cache import Cache\n"
+        "FAMILY_MODULES['rt_test_axpy'] = 'axpy_family_mod'\n"
+        "rt.set_sources([rt.CacheSource(Cache(sys.argv[1]))])\n"
+        "dev = rt.device_from_capability((9, 0))\n"
+        "found = rt.find('rt_test_axpy', {}, dev)\n"
+        "host = rt.host_kernel(found)\n"
+        "from aotc.runtime.loader import check_cubin_target\n"
+        "check_cubin_target(host.cubin, dev, found)\n"
+        "rt.fmha_fwd, rt.grouped_gemm, rt.tensor_info, rt.Kernel\n"
+        "print(found.arch, len(host.cubin))\n"
+        "print(','.join(m for m in made if m.startswith('aotc')))\n"
+    )
+    found, made = run_python(script, str(tmp_path / "c"), str(tmp_path))
+    assert found == f"sm90a {len(axpy_blobs['sm90a'])}"  # the path really ran: the stored cubin, verified
+    assert made == "", f"dataclasses created on the serving path: {made}"
+
+
+def test_records_replacing_dataclasses_keep_value_semantics():
+    import copy
+    import pickle
+
+    from aotc.arch import ARCHES
+    from aotc.diagnostics import Diagnostic
+
+    dev = device_from_capability((12, 0), name="RTX")
+    diag = Diagnostic("AOTC-RT-001", "no GPU", fix="run on a GPU", details={"n": 0})
+    for value in (dev, ARCHES["sm120a"], diag, Field(int, "stages", default=2, min=1), SmemModel((("a", 8),))):
+        assert pickle.loads(pickle.dumps(value)) == value  # build workers pickle specs and diagnostics
+        assert copy.deepcopy(value) == value
+        with pytest.raises(AttributeError):
+            value.name = "changed"  # immutable, as the frozen dataclasses were
+    assert dev == device_from_capability((12, 0), name="RTX") and hash(dev) == hash(device_from_capability((12, 0),
+                                                                                                          name="RTX"))
+    assert dev != device_from_capability((12, 1), name="RTX")
+    assert Diagnostic("X", "m").details == {} and Diagnostic("X", "m").details is not Diagnostic("X", "m").details
+    assert repr(dev) == "Device(ordinal=0, cc=(12, 0), name='RTX', smem_optin_bytes=0, sm_count=0)"
+
+
+# ---- warm path: KernelKey ------------------------------------------------------------------------
+def test_kernel_key_freezes_params_and_reports_like_get_kernel(tmp_path, axpy_blobs, monkeypatch):
+    params = {"tile": (128, 128)}
+    key = rt.kernel_key(FAMILY, params, arch="sm90a")
+    params["tile"] = (64, 64)  # the caller's dict changing later does not change the key
+    assert key.params == {"tile": (128, 128)} and key.arch == "sm90a"
+    _, sources = make_cache(tmp_path / "c", axpy_blobs, ("sm90a",))
+    monkeypatch.setattr("aotc.runtime.lookup._sources", sources)
+    with pytest.raises(AotcError) as exc:  # no GPU here: the same clear error as the named call
+        rt.get_kernel(key)
+    assert exc.value.diagnostics[0].code == "AOTC-RT-001"
+    with pytest.raises(TypeError, match="params are required"):
+        rt.get_kernel(FAMILY)
+
+
+@pytest.mark.gpu
+def test_kernel_key_resolves_once_and_follows_clear(tmp_path, monkeypatch):
+    torch = pytest.importorskip("torch")
+    target = rt.query_device(0).runnable_targets()[0]
+    blobs = compile_axpy(tmp_path / "build", (target,))
+    _, sources = make_cache(tmp_path / "c", blobs, (target,))
+    monkeypatch.setattr("aotc.runtime.lookup._sources", sources)
+    key = rt.kernel_key(FAMILY, {})
+    kernel = rt.get_kernel(key)
+    assert kernel is rt.get_kernel(FAMILY, {}) and rt.get_kernel(key) is kernel
+    x = torch.randn(1000, device="cuda")
+    y = torch.randn(1000, device="cuda")
+    ref = 3.0 * x + y
+    rt.get_kernel(key).launch(AxpyArgs(x.data_ptr(), y.data_ptr(), 3.0, 1000, 0, 0), torch.cuda.current_stream())
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, ref, rtol=0, atol=1e-6)
+    rt.clear()  # a cleared registry: the key must not hand back the forgotten kernel
+    fresh = rt.get_kernel(key)
+    assert fresh is not kernel and fresh is rt.get_kernel(FAMILY, {})

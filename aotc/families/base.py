@@ -53,6 +53,9 @@ class _Frozen:
         inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
         return f"{type(self).__name__}({inner})"
 
+    def __reduce__(self) -> tuple:  # pickling (build workers) would otherwise go through __setattr__
+        return (type(self), self._values())
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
 

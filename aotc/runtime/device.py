@@ -47,6 +47,9 @@ class Device:
         return (f"Device(ordinal={self.ordinal!r}, cc={self.cc!r}, name={self.name!r}, "
                 f"smem_optin_bytes={self.smem_optin_bytes!r}, sm_count={self.sm_count!r})")
 
+    def __reduce__(self) -> tuple:
+        return (Device, self._values())
+
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"Device is immutable: cannot set {name!r}")
 
