@@ -720,6 +720,7 @@ def test_kernel_key_freezes_params_and_reports_like_get_kernel(tmp_path, axpy_bl
 def test_kernel_key_resolves_once_and_follows_clear(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     target = rt.query_device(0).runnable_targets()[0]
+    (tmp_path / "build").mkdir()
     blobs = compile_axpy(tmp_path / "build", (target,))
     _, sources = make_cache(tmp_path / "c", blobs, (target,))
     monkeypatch.setattr("aotc.runtime.lookup._sources", sources)

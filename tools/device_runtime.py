@@ -22,7 +22,8 @@ T_PROCESS = time.perf_counter()
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-FMHA_FWD = {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "bf16"}
+FMHA_FWD = {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "bf16",
+            "q_in_regs": False}  # as the catalog builds it (tile_specs/fmha_default.toml)
 FMHA_DECODE = {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}
 BUILD = [("fmha_fwd_m64n128/head_dim=128,dtype=bf16", ("sm90a", "sm120a")),
          ("fmha_decode_m64n64/dtype=bf16", ("sm90a",)),
