@@ -27,6 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aotc.families.fmha import FmhaArgs  # pure Python: no Jinja2, no nvcc
 
 REL_TOL = 1e-2
+# e4m3 kernels, against float32 attention of the dequantized e4m3 inputs: the kernel also rounds P
+# to e4m3 (3 mantissa bits) before P V. Round-to-nearest with 3 mantissa bits has an rms relative
+# error of 2^-3 * sqrt(0.54 / 12) ~ 2.7e-2 for values spread over a binade, and O's relative error
+# inherits about that (errors of independent keys add in quadrature, like O itself). 5e-2 leaves
+# room for that and nothing else: a wrong key order, mask or V fragment gives errors near 1.
+REL_TOL_FP8 = 5e-2
+FP8_MAX = 448.0  # largest finite e4m3 value
 
 
 # ----------------------------------------------------------------------------------------- build
@@ -174,7 +181,8 @@ class Kernel:
                                    ctypes.addressof(self.param_ptrs), 0))
 
 
-def make_args(q, k, v, o, *, batch, hq, hkv, sq, sk, causal, cu_q=None, cu_k=None, splits=0, sms=0) -> FmhaArgs:
+def make_args(q, k, v, o, *, batch, hq, hkv, sq, sk, causal, cu_q=None, cu_k=None, splits=0, sms=0,
+              descales=(0.0, 0.0, 0.0)) -> FmhaArgs:
     """AotcArgs for [B, S, H, D] tensors (batched) or [T, H, D] tensors with cu_seqlens (varlen)."""
     a = FmhaArgs()
     for name, t in (("q", q), ("k", k), ("v", v), ("o", o)):
@@ -189,7 +197,16 @@ def make_args(q, k, v, o, *, batch, hq, hkv, sq, sk, causal, cu_q=None, cu_k=Non
     a.seqlen_q, a.seqlen_k = sq, sk
     a.softmax_scale = 1.0 / math.sqrt(q.shape[-1])
     a.causal, a.num_splits, a.num_sms = int(causal), splits, sms
+    a.q_descale, a.k_descale, a.v_descale = descales
     return a
+
+
+def quantize_e4m3(x):
+    """Per-tensor e4m3 quantization: (stored e4m3 tensor, descale) with x ~ stored * descale."""
+    import torch
+
+    descale = float(x.abs().max().clamp_min(1e-12)) / FP8_MAX
+    return (x.float() / descale).to(torch.float8_e4m3fn), descale
 
 
 def reference(q, k, v, causal: bool):
@@ -218,37 +235,63 @@ def check_case(kern: Kernel, dtype, hq, hkv, lens_q, lens_k, causal, varlen, spl
     d = kern.record["params"]["head_dim"]
     batch = len(lens_q)
     gen = torch.Generator(device="cuda").manual_seed(int(time.time_ns() % (2**31)))
+    fp8 = dtype == torch.float8_e4m3fn
+    descales: list[float] = []
+    dequant: dict[int, object] = {}  # id(stored e4m3 tensor) -> its float32 value
 
     def rnd(*shape):
-        return torch.randn(*shape, device="cuda", dtype=torch.float32, generator=gen).to(dtype)
+        x = torch.randn(*shape, device="cuda", dtype=torch.float32, generator=gen)
+        if not fp8:
+            return x.to(dtype)
+        # distinct magnitudes per tensor so each descale matters (q, k, v in that order)
+        xq, descale = quantize_e4m3(x * (3.0, 0.5, 2.0)[len(descales)])
+        descales.append(descale)
+        dequant[id(xq)] = xq.float() * descale
+        return xq
+
+    def real(t):
+        return dequant[id(t)] if fp8 else t
+
+    def empty_out(q):
+        return torch.full(q.shape, float("nan"), device="cuda", dtype=torch.bfloat16 if fp8 else dtype)
 
     stream = torch.cuda.current_stream().cuda_stream
     if varlen:
         cq = torch.tensor([0, *torch.tensor(lens_q).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
         ck = torch.tensor([0, *torch.tensor(lens_k).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
         q, k, v = rnd(sum(lens_q), hq, d), rnd(sum(lens_k), hkv, d), rnd(sum(lens_k), hkv, d)
-        o = torch.full_like(q, float("nan"))
+        o = empty_out(q)
         args = make_args(q, k, v, o, batch=batch, hq=hq, hkv=hkv, sq=max(lens_q), sk=max(lens_k), causal=causal,
-                         cu_q=cq, cu_k=ck, splits=splits)
+                         cu_q=cq, cu_k=ck, splits=splits, descales=tuple(descales) or (0.0, 0.0, 0.0))
         seqs = [(int(cq[b]), int(cq[b + 1]), int(ck[b]), int(ck[b + 1])) for b in range(batch)]
-        ref = torch.cat([reference(q[a:b_], k[c:e], v[c:e], causal) for a, b_, c, e in seqs]) if q.shape[0] else q
+        rq, rk, rv = real(q), real(k), real(v)
+        ref = (torch.cat([reference(rq[a:b_], rk[c:e], rv[c:e], causal) for a, b_, c, e in seqs])
+               if q.shape[0] else rq.float())
         out = o
     else:
         sq, sk = lens_q[0], lens_k[0]
         q, k, v = rnd(batch, sq, hq, d), rnd(batch, sk, hkv, d), rnd(batch, sk, hkv, d)
-        o = torch.full_like(q, float("nan"))
-        args = make_args(q, k, v, o, batch=batch, hq=hq, hkv=hkv, sq=sq, sk=sk, causal=causal, splits=splits)
-        ref = torch.stack([reference(q[b], k[b], v[b], causal) for b in range(batch)])
+        o = empty_out(q)
+        args = make_args(q, k, v, o, batch=batch, hq=hq, hkv=hkv, sq=sq, sk=sk, causal=causal, splits=splits,
+                         descales=tuple(descales) or (0.0, 0.0, 0.0))
+        rq, rk, rv = real(q), real(k), real(v)
+        ref = torch.stack([reference(rq[b], rk[b], rv[b], causal) for b in range(batch)])
         out = o
     launch = kern.prepare(args)
     kern.launch(launch, stream)
     torch.cuda.synchronize()
     nan = int(torch.isnan(out.float()).sum())
     err = float((out.float() - ref).norm() / ref.norm().clamp_min(1e-30))
-    ok = nan == 0 and err < REL_TOL
-    return {"spec": kern.record["name"], "hq": hq, "hkv": hkv, "lens_q": lens_q, "lens_k": lens_k,
-            "causal": causal, "varlen": varlen, "grid": list(launch.grid), "splits_arg": splits,
-            "nan": nan, "rel_err": err, "ok": ok}
+    tol = REL_TOL_FP8 if fp8 else REL_TOL
+    ok = nan == 0 and err < tol
+    row = {"spec": kern.record["name"], "hq": hq, "hkv": hkv, "lens_q": lens_q, "lens_k": lens_k,
+           "causal": causal, "varlen": varlen, "grid": list(launch.grid), "splits_arg": splits,
+           "nan": nan, "rel_err": err, "tol": tol, "descales": descales, "ok": ok}
+    if not ok and out.numel():  # where it goes wrong: mean |error| per head_dim column and per row (first 256)
+        diff = (out.float() - ref).abs().nan_to_num(1e9)
+        row["col_err"] = [round(x, 4) for x in diff.reshape(-1, d).mean(0).tolist()]
+        row["row_err"] = [round(x, 4) for x in diff.reshape(-1, diff.shape[-2], d).mean((1, 2))[:256].tolist()]
+    return row
 
 
 def correctness(kernels: list[Kernel]) -> list[dict]:
@@ -256,7 +299,8 @@ def correctness(kernels: list[Kernel]) -> list[dict]:
 
     rows = []
     for kern in kernels:
-        dtype = torch.bfloat16 if kern.record["params"]["dtype"] == "bf16" else torch.float16
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16,
+                 "e4m3": torch.float8_e4m3fn}[kern.record["params"]["dtype"]]
         if kern.decode:
             cases = [
                 (32, 8, [1] * 3, [1000] * 3, False, False, 0),
@@ -314,6 +358,8 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
     fwd = [k for k in kernels if not k.decode and k.record["params"]["head_dim"] == d
            and k.record["params"]["dtype"] == "bf16"]
     dec = [k for k in kernels if k.decode and k.record["params"]["dtype"] == "bf16"]
+    fwd8 = [k for k in kernels if not k.decode and k.record["params"]["head_dim"] == d
+            and k.record["params"]["dtype"] == "e4m3"]
     rows = []
     shapes = [(1, 4096), (1, 16384), (4, 2048), (16, 512), (2, 8192)]
     for (batch, s), causal in [(sh, c) for sh in shapes for c in (False, True)]:
@@ -334,11 +380,20 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
             agree = float((o.float() - ref_out.float()).norm() / ref_out.float().norm())
             row["aotc"][kern.record["name"]] = {"ms": ms, "tflops": flops / ms / 1e9, "vs_sdpa": ref_ms / ms,
                                                 "rel_diff_vs_sdpa": agree}
+        if fwd8:  # the same data, quantized per tensor to e4m3; bf16 O
+            (q8, qd), (k8, kd), (v8, vd) = quantize_e4m3(q), quantize_e4m3(k), quantize_e4m3(v)
+            for kern in fwd8:
+                launch = kern.prepare(make_args(q8, k8, v8, o, batch=batch, hq=hq, hkv=hkv, sq=s, sk=s,
+                                                causal=causal, descales=(qd, kd, vd)))
+                ms = bench_ms(lambda kern=kern, launch=launch: kern.launch(launch, stream))
+                agree = float((o.float() - ref_out.float()).norm() / ref_out.float().norm())
+                row["aotc"][kern.record["name"]] = {"ms": ms, "tflops": flops / ms / 1e9, "vs_sdpa": ref_ms / ms,
+                                                    "rel_diff_vs_sdpa": agree}
         rows.append(row)
         best = max(row["aotc"].values(), key=lambda r: r["tflops"]) if row["aotc"] else {"tflops": 0, "vs_sdpa": 0}
         print(f"prefill b={batch:<2} s={s:<5} causal={int(causal)} sdpa={row['sdpa_flash_tflops']:.0f} "
               f"aotc best={best['tflops']:.0f} TFLOP/s ({best['vs_sdpa']:.2f}x)", flush=True)
-    for batch, sk in [(1, 32768), (8, 8192), (32, 4096), (64, 2048)]:
+    for batch, sk in [(1, 32768), (8, 8192), (32, 4096), (64, 2048)] if dec else []:
         q = torch.randn(batch, 1, hq, d, device="cuda", dtype=torch.bfloat16)
         k = torch.randn(batch, sk, hkv, d, device="cuda", dtype=torch.bfloat16)
         v = torch.randn(batch, sk, hkv, d, device="cuda", dtype=torch.bfloat16)
@@ -365,17 +420,19 @@ def benchmark(kernels: list[Kernel]) -> list[dict]:
 
 
 def write_report(out: Path, card: str, command: str, build_records: list[dict], checks: list[dict],
-                 bench: list[dict]) -> None:
-    slug = "h100" if "H100" in card else re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
+                 bench: list[dict], tag: str = "") -> None:
+    slug = ("h100" if "H100" in card else re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")) + tag
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     data = {"card": card, "date": date, "command": command, "build": build_records, "correctness": checks,
             "bench": bench}
     (out / f"fmha_{slug}.json").write_text(json.dumps(data, indent=1))
     lines = [f"# aotc FMHA on {card}", "", f"- date: {date}", f"- command: `{command}`",
              (f"- correctness: {sum(c['ok'] for c in checks)}/{len(checks)} cases pass "
-              f"(rel. error < {REL_TOL}, no NaN left in a NaN-poisoned output; worst "
+              f"(rel. error < {REL_TOL} for bf16/fp16, < {REL_TOL_FP8} for e4m3 against the dequantized "
+              f"inputs, no NaN left in a NaN-poisoned output; worst "
               f"{max((c['rel_err'] for c in checks), default=0):.2e})"), "",
-             "## Prefill, bf16, 32 q heads / 8 kv heads, head_dim 128 (TFLOP/s; ratio = SDPA time / aotc time)", ""]
+             ("## Prefill, 32 q heads / 8 kv heads, head_dim 128 (TFLOP/s; ratio = SDPA time / aotc time; "
+              "SDPA flash and bf16 kernels on bf16 data, e4m3 kernels on the same data quantized per tensor)"), ""]
     fwd_names = sorted({n for r in bench if r["kind"] == "prefill" for n in r["aotc"]})
     lines.append("| batch | seqlen | causal | SDPA flash | " + " | ".join(fwd_names) + " |")
     lines.append("|---" * (4 + len(fwd_names)) + "|")
@@ -398,7 +455,7 @@ def write_report(out: Path, card: str, command: str, build_records: list[dict], 
     (out / f"fmha_{slug}.md").write_text("\n".join(lines) + "\n")
 
 
-def run(folder: Path, out: Path, skip_bench: bool) -> int:
+def run(folder: Path, out: Path, skip_bench: bool, only: str | None = None, tag: str = "") -> int:
     import torch
     from cuda.bindings import driver as cu
 
@@ -408,7 +465,7 @@ def run(folder: Path, out: Path, skip_bench: bool) -> int:
     cc = torch.cuda.get_device_capability(0)
     records = json.loads((folder / "build.json").read_text())
     target = f"sm{cc[0]}{cc[1]}"
-    runnable = [r for r in records if r["arch"].rstrip("af") == target]
+    runnable = [r for r in records if r["arch"].rstrip("af") == target and (not only or re.search(only, r["name"]))]
     if not runnable:
         print(f"no cubin in {folder} for this {card} (compute capability {cc[0]}.{cc[1]}); built archs: "
               f"{sorted({r['arch'] for r in records})}. Build with: tools/device_fmha.py build --arch {target}a",
@@ -419,7 +476,7 @@ def run(folder: Path, out: Path, skip_bench: bool) -> int:
     checks = correctness(kernels)
     bench = [] if skip_bench else benchmark(kernels)
     out.mkdir(parents=True, exist_ok=True)
-    write_report(out, card, " ".join(["python3", *sys.argv]), runnable, checks, bench)
+    write_report(out, card, " ".join(["python3", *sys.argv]), runnable, checks, bench, tag)
     failed = [c for c in checks if not c["ok"]]
     print(f"correctness: {len(checks) - len(failed)}/{len(checks)} ok")
     return 1 if failed else 0
@@ -440,10 +497,12 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--artifacts", type=Path, required=True)
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--skip-bench", action="store_true")
+    r.add_argument("--only", default=None, help="regex on spec names")
+    r.add_argument("--tag", default="", help="suffix of the report files (fmha_<card><tag>.md/.json)")
     args = parser.parse_args(argv)
     if args.cmd == "build":
         return build(args.out, args.arch, args.specs or [], args.only, args.jobs, args.cutlass_include)
-    return run(args.artifacts, args.out, args.skip_bench)
+    return run(args.artifacts, args.out, args.skip_bench, args.only, args.tag)
 
 
 if __name__ == "__main__":
