@@ -1,6 +1,7 @@
 """fmha_fwd / fmha_decode family: catalog legality, SMEM model against probe-measured sizes,
-over-budget rejection with its breakdown, parameter legality, and (compile-marked) the host
-helper's problem validation and the SASS of a real sm_120a build."""
+over-budget rejection with its breakdown, parameter legality, the e4m3 variant's arch and shape
+rules, and (compile-marked) the host helper's problem validation and the SASS of real sm_120a
+(and, for e4m3, sm_90a) builds."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aotc.arch import get_arch
+from aotc.arch import MMA_SYNC_FP8, get_arch
 from aotc.families import get_family
 from aotc.families.fmha import FmhaArgs
 from aotc.rules import check
@@ -28,7 +29,10 @@ PROBED_SIZEOF = [
     ("fmha_fwd", {"block_m": 128, "block_n": 64, "head_dim": 64, "warps": 8, "kv_stages": 2, "dtype": "fp16"}, 49_152),
     ("fmha_decode", {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}, 82_048),
     ("fmha_fwd", {"block_m": 128, "block_n": 128, "head_dim": 256, "warps": 8, "kv_stages": 2, "dtype": "bf16"}, 327_680),
+    ("fmha_fwd", {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "e4m3"}, 40_960),
+    ("fmha_fwd", {"block_m": 64, "block_n": 64, "head_dim": 256, "warps": 4, "kv_stages": 2, "dtype": "e4m3"}, 81_920),
 ]
+FP8_ARCHES = ("sm89", "sm90a", "sm120a", "sm120f", "sm121a")
 
 
 def spec(family: str, **params) -> KernelSpec:
@@ -44,9 +48,15 @@ def test_catalog_fits_sm120_and_sm90():
     assert not loaded.diagnostics, [d.format() for d in loaded.diagnostics]
     names = {s.family for s in loaded.specs}
     assert names == {"fmha_fwd", "fmha_decode"}
+    fp8 = [s for s in loaded.specs if s.params["dtype"] == "e4m3"]
+    assert {s.name for s in fp8} == {"fmha_fwd_e4m3_m64n128", "fmha_fwd_e4m3_m64n64"}
     for s in loaded.specs:
-        for arch in ("sm120a", "sm120f", "sm90a", "sm80"):
+        for arch in ("sm120a", "sm120f", "sm90a", "sm80", *(FP8_ARCHES if s in fp8 else ())):
             verdict = check(s, get_arch(arch))
+            if s in fp8 and arch == "sm80":  # no e4m3 mma.sync before sm_89: skipped, not failed
+                (d,) = verdict.diagnostics
+                assert not verdict.applicable and d.details["missing"] == [MMA_SYNC_FP8]
+                continue
             assert verdict.ok, [d.format() for d in verdict.diagnostics]
             assert verdict.smem.total <= SM120_BUDGET
 
@@ -104,6 +114,28 @@ def test_head_dim_256_register_rule():
     assert check(spec("fmha_fwd", head_dim=256, kv_stages=1, q_in_regs=False), get_arch("sm120a")).ok
 
 
+def test_e4m3_rules():
+    fam = get_family("fmha_fwd")
+    p = spec("fmha_fwd", dtype="e4m3", block_n=128, kv_stages=1).params
+    assert MMA_SYNC_FP8 in fam.requires(p)
+    assert MMA_SYNC_FP8 not in fam.requires(spec("fmha_fwd").params)
+    # 1-byte elements: Q 8 KiB + K 16 KiB + V 16 KiB; two 64x128 CTAs fit an SM120 SM (2 x 40,960 <= 101,376)
+    assert fam.smem(p, get_arch("sm120a")).total == 40_960
+    assert fam.render_context(p, get_arch("sm120a"))["out_element"] == "cutlass::bfloat16_t"
+    # native QMMA where the arch has FP8 mma.sync; sm_90a emulates it with HMMA (see the SASS test)
+    assert fam.expected_mma(p, get_arch("sm120a")) == "QMMA"
+    assert fam.expected_mma(p, get_arch("sm90a")) == "HMMA"
+    verdict = check(spec("fmha_fwd", dtype="e4m3", head_dim=64), get_arch("sm120a"))
+    assert [d.code for d in verdict.diagnostics] == ["AOTC-FMHA-004"]
+    assert "head_dim 64" in verdict.diagnostics[0].message and "128" in verdict.diagnostics[0].fix
+    verdict = check(spec("fmha_decode", dtype="e4m3"), get_arch("sm120a"))
+    assert [d.code for d in verdict.diagnostics] == ["AOTC-FMHA-005"]
+    verdict = check(spec("fmha_fwd", dtype="e4m3"), get_arch("sm86"))
+    assert not verdict.applicable and "mma_sync_fp8" in verdict.diagnostics[0].message
+    # head_dim 256 with Q in registers: 128 (O) + 32 (S) + 32 (e4m3 Q, half the bf16 registers) = 192
+    assert check(spec("fmha_fwd", dtype="e4m3", head_dim=256, kv_stages=1), get_arch("sm120a")).ok
+
+
 def test_family_contract_bits():
     fam = get_family("fmha_decode")
     p = spec("fmha_decode").params
@@ -120,7 +152,7 @@ class AotcLaunch(ctypes.Structure):
                 ("params_bytes", ctypes.c_uint32), ("workspace_bytes", ctypes.c_uint64)]
 
 
-def build_helper(s: KernelSpec, tmp_path: Path) -> ctypes.CDLL:
+def build_helper(s: KernelSpec, tmp_path: Path, name: str = "helper") -> ctypes.CDLL:
     from aotc.compile import flags, helper_flags
     from aotc.render import render
     from aotc.resources import templates_dir
@@ -131,9 +163,9 @@ def build_helper(s: KernelSpec, tmp_path: Path) -> ctypes.CDLL:
     src = tmp_path / "k.cu"
     src.write_text(render(s, arch).text)
     f = helper_flags(flags(arch, tc, include_dirs=[str(templates_dir()), *cutlass_include_dirs()]))
-    subprocess.run([tc.nvcc, *f, "-o", str(tmp_path / "helper.so"), str(src)], check=True, capture_output=True,
+    subprocess.run([tc.nvcc, *f, "-o", str(tmp_path / f"{name}.so"), str(src)], check=True, capture_output=True,
                    timeout=300)
-    return ctypes.CDLL(str(tmp_path / "helper.so"))
+    return ctypes.CDLL(str(tmp_path / f"{name}.so"))
 
 
 def problem(**kw) -> FmhaArgs:
@@ -174,6 +206,43 @@ def test_helper_validates_problems(tmp_path):
     assert rc and "cu_seqlens_q and cu_seqlens_k" in err
     rc, _, err = query(lib, problem(softmax_scale=float("nan")))
     assert rc and "softmax_scale" in err
+
+
+def prepare(lib: ctypes.CDLL, a: FmhaArgs) -> tuple[int, bytes, str]:
+    params, out, err = (ctypes.c_char * 1024)(), AotcLaunch(), ctypes.create_string_buffer(512)
+    rc = lib.aotc_prepare(ctypes.byref(a), None, params, 1024, ctypes.byref(out), err, len(err))
+    return rc, bytes(params)[:out.params_bytes], err.value.decode()
+
+
+@pytest.mark.compile
+def test_e4m3_helper_descales_and_strides(tmp_path):
+    import struct
+
+    lib = build_helper(spec("fmha_fwd", dtype="e4m3", block_n=128, kv_stages=1), tmp_path, "e4m3")
+    rc, launch, err = query(lib, problem())
+    assert rc == 0, err
+    assert list(launch.grid) == [16, 32, 2] and launch.smem_bytes == 40_960
+    # e4m3 rows move in 16-element chunks: a row stride of 1032 elements is 16-byte aligned for bf16
+    # but not for e4m3; O stays bf16, so its strides keep the 8-element rule
+    rc, _, err = query(lib, problem(k_row_stride=1032))
+    assert rc and "k strides" in err and "multiples of 16 elements" in err
+    assert query(lib, problem(o_row_stride=4104))[0] == 0
+    rc, _, err = query(lib, problem(v_descale=-2.0))
+    assert rc and "v_descale = -2 must be a finite positive number" in err
+    rc, _, err = query(lib, problem(q_descale=float("inf")))
+    assert rc and "q_descale" in err
+    # Params: scale_log2 = softmax_scale * log2(e) * q_descale * k_descale, o_scale = v_descale;
+    # a descale of 0 means 1. Both floats follow the int64 strides and the 6 ints of Params.
+    offset = 6 * 8 + 12 * 8 + 6 * 4
+    base = struct.unpack_from("ff", prepare(lib, problem())[1], offset)
+    scaled = struct.unpack_from("ff", prepare(lib, problem(q_descale=0.5, k_descale=0.25, v_descale=3.0))[1], offset)
+    assert base[0] == pytest.approx(128 ** -0.5 * 1.4426950408889634, rel=1e-6) and base[1] == 1.0
+    assert scaled[0] == pytest.approx(base[0] * 0.125, rel=1e-6) and scaled[1] == 3.0
+    # a bf16 kernel refuses descales rather than ignoring them
+    bf16 = build_helper(spec("fmha_fwd"), tmp_path, "bf16")
+    assert query(bf16, problem(q_descale=1.0))[0] == 0
+    rc, _, err = query(bf16, problem(k_descale=0.5))
+    assert rc and "k_descale = 0.5" in err and "e4m3 kernel" in err
 
 
 @pytest.mark.compile
@@ -225,3 +294,39 @@ def test_sm120a_build_uses_hmma_and_does_not_spill(tmp_path):
     # and O += 16x64x64 (another 32): 64 HMMA.16816 in the main loop body at least
     assert len(re.findall(r"\bHMMA\.16816\.F32", sass)) >= 64
     assert not re.search(r"\b(HGMMA|UTC\w+|OMMA)\b", sass)
+
+
+def sass_of(s: KernelSpec, arch_name: str, tmp_path: Path) -> tuple[str, str]:
+    """(ptxas resource lines, cuobjdump SASS) of a real build of `s`."""
+    from aotc.compile import compile_source
+    from aotc.render import render
+    from aotc.resources import templates_dir
+    from aotc.toolchain import cutlass_include_dirs, find_toolchain
+
+    tc = find_toolchain()
+    if not tc.cuobjdump:
+        pytest.skip("cuobjdump not found (install nvidia-cuda-cuobjdump)")
+    arch = get_arch(arch_name)
+    result = compile_source(render(s, arch).text, arch, tc, with_helper=False,
+                            include_dirs=[str(templates_dir()), *cutlass_include_dirs()])
+    assert result.ok, result.log[-3000:]
+    path = tmp_path / f"{arch_name}.cubin"
+    path.write_bytes(result.cubin)
+    sass = subprocess.run([tc.cuobjdump, "-sass", str(path)], capture_output=True, text=True, check=True).stdout
+    return " ".join(result.resource_lines), sass
+
+
+@pytest.mark.compile
+def test_e4m3_sass_native_qmma_on_sm120a_emulated_on_sm90a(tmp_path):
+    # 64x64 e4m3 tile, head_dim 128, 4 warps: per warp and KV tile, S = 16x64x128 (4 k32 x 8 n8 = 32
+    # MMAs) and O += 16x128x64 (2 k32 x 16 n8 = 32): 64 m16n8k32 MMAs in the loop body
+    s = spec("fmha_fwd", dtype="e4m3")
+    lines, sass = sass_of(s, "sm120a", tmp_path)
+    assert re.search(r"\b0 bytes spill stores", lines), lines
+    assert len(re.findall(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", sass)) == 64
+    assert not re.search(r"\b(HMMA|HGMMA|QGMMA|UTC\w+|OMMA)\b", sass)
+    # sm_90a has no warp-level FP8 MMA: ptxas widens e4m3 to f16 and issues two HMMA.16816 per MMA
+    _, sass90 = sass_of(s, "sm90a", tmp_path)
+    assert not re.search(r"\bQMMA\b", sass90)
+    assert len(re.findall(r"\bHMMA\.16816\.F32\b", sass90)) == 128
+    assert "F2FP.F16.E4M3.UNPACK_B" in sass90

@@ -1,6 +1,7 @@
 """SMEM ground truth for the fmha families: compile the host-only probe of SharedStorage with real
 nvcc + CUTLASS headers and compare sizeof/offsetof with the family's byte-exact model, including
-a tile that the rules reject (the model must be right where it matters: at the budget)."""
+a tile that the rules reject (the model must be right where it matters: at the budget), and e4m3
+tiles (1-byte elements)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,9 @@ CASES = [
     ("fmha_fwd", {"block_m": 128, "block_n": 64, "head_dim": 64, "warps": 8, "kv_stages": 2, "dtype": "fp16"}),
     ("fmha_decode", {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2, "dtype": "bf16"}),
     ("fmha_fwd", {"block_m": 128, "block_n": 128, "head_dim": 256, "warps": 8, "kv_stages": 2, "dtype": "bf16"}),
+    # e4m3: 1-byte elements, the catalog's 64x128 tile and a head_dim 256 double-buffered one
+    ("fmha_fwd", {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "e4m3"}),
+    ("fmha_fwd", {"block_m": 64, "block_n": 64, "head_dim": 256, "warps": 4, "kv_stages": 2, "dtype": "e4m3"}),
 ]
 
 
@@ -43,7 +47,7 @@ def run_probe(family: str, params: dict, tmp_path) -> dict:
 
 @pytest.mark.compile
 @pytest.mark.parametrize("family,params", CASES, ids=lambda x: x if isinstance(x, str) else
-                         "{block_m}x{block_n}_d{head_dim}_s{kv_stages}".format(**x))
+                         "{block_m}x{block_n}_d{head_dim}_s{kv_stages}_{dtype}".format(**x))
 def test_model_matches_sizeof(family, params, tmp_path):
     measured = run_probe(family, params, tmp_path)
     model = get_family(family).smem(get_family(family).validate(params)[0], get_arch("sm120a"))
@@ -60,3 +64,6 @@ def test_model_matches_sizeof(family, params, tmp_path):
     assert ctypes.sizeof(FmhaArgs) == measured["args_size"]
     assert FmhaArgs.seqlen_q.offset == measured["args_offset_seqlen_q"]
     assert FmhaArgs.num_sms.offset == measured["args_offset_num_sms"]
+    assert FmhaArgs.v_descale.offset == measured["args_offset_v_descale"]
+    # the element type the kernel stores is the one the model counts (1 byte for e4m3)
+    assert measured["element_bytes"] == (1 if params["dtype"] == "e4m3" else 2)
