@@ -2,10 +2,12 @@
 
   build (CPU machine, needs the build extras):  python tools/device_runtime.py build CACHE_DIR
       builds the kernels the proof uses into CACHE_DIR through aotc.build, one compile at a time;
-  run (GPU machine, runtime only):  AOTC_CACHE_DIR=CACHE_DIR python3 tools/device_runtime.py run OUT_DIR
+  run (GPU machine, runtime only):  AOTC_CACHE_DIR=CACHE_DIR python3 tools/device_runtime.py run OUT_DIR [--pyc]
       in fresh processes: correctness of every runnable family vs torch, the clear error for an
       sm_120a kernel on a non-SM120 device, cold start split into import / lookup / load / first
-      launch, and warm per-call overhead against a raw cuLaunchKernel of the same cubin.
+      launch, and warm per-call overhead against a raw cuLaunchKernel of the same cubin;
+      --pyc byte-compiles aotc first (what pip does at install);
+  report (here):  python tools/device_runtime.py report RUN.json OUT.md [PREVIOUS_RUN.json]
 """
 
 from __future__ import annotations
@@ -280,6 +282,11 @@ def run(out_dir: str) -> int:
     import cuda.bindings
 
     results["cuda_bindings"] = cuda.bindings.__version__
+    # A pip install byte-compiles the package; a source tree under PYTHONDONTWRITEBYTECODE=1 (as on the
+    # lent GPU machine) never gets .pyc files, so every cold process would compile aotc's sources.
+    results["pyc_precompiled"] = "--pyc" in sys.argv
+    if results["pyc_precompiled"]:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "aotc")], check=True)
     cold_runs = []
     for i in range(6):  # the first run writes .pyc files (pip does that at install) and the helper file
         path = out / f"cold_{i}.json"
@@ -303,16 +310,32 @@ def run(out_dir: str) -> int:
     return 0 if ok and "errors" not in results else 1
 
 
-def report(json_path: str, md_path: str) -> int:
-    """Render a run's JSON as the markdown result file (card, date and command included)."""
+def _median(runs: list[dict], key: str) -> float | None:
+    vals = [run[key] for run in runs if key in run]
+    return statistics.median(vals) if vals else None
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def report(json_path: str, md_path: str, previous_path: str | None = None) -> int:
+    """Render a run's JSON as the markdown result file (card, date and command included); with a
+    previous run's JSON, its medians stand beside the new ones."""
     r = json.loads(Path(json_path).read_text())
+    prev = json.loads(Path(previous_path).read_text()) if previous_path else None
     cold_keys = [k for k in r["cold"][0] if k.endswith("_ms")]
+    pyc = "compiled before the cold runs (as pip does at install)" if r.get("pyc_precompiled") else "not precompiled"
+    no_pyc_writes = {1: "set", 0: "unset"}.get(r["cold"][0].get("dont_write_bytecode"), "not recorded")
     lines = [f"# aotc runtime on {r['card']}", "",
              f"- date: {r['date']}; torch {r['torch']}, cuda-bindings {r['cuda_bindings']}, Python {r['python']}",
              (f"- command: `{r['command']}` (cache built on the CPU machine with "
-             "`python tools/device_runtime.py build <cache>`)"), "",
-             "## Correctness (bf16, vs float32 torch reference, outputs poisoned with NaN first)", "",
-             "| case | kernel | arch | rel. error | ok |", "|---|---|---|---|---|"]
+             "`python tools/device_runtime.py build <cache>`)"),
+             f"- .pyc files: {pyc}; PYTHONDONTWRITEBYTECODE in the cold processes: {no_pyc_writes}"]
+    if prev:
+        lines.append(f"- previous run beside it: {prev['date']} on {prev['card']}, same command")
+    lines += ["", "## Correctness (bf16, vs float32 torch reference, outputs poisoned with NaN first)", "",
+              "| case | kernel | arch | rel. error | ok |", "|---|---|---|---|---|"]
     for c in r["correctness"]:
         err = f"{c['rel_err']:.2e}" if "rel_err" in c else "-"
         lines.append(f"| {c['case']} | {c.get('kernel', '-')} | {c.get('arch', '-')} | {err} | "
@@ -321,18 +344,27 @@ def report(json_path: str, md_path: str) -> int:
     lines += ["", "## sm_120a kernel requested on this device", "",
               f"- aotc: `{wt.get('code')}`: {wt.get('message')}", f"- fix given: {wt.get('fix')}",
               f"- the driver alone on the same cubin (CUresult codes): {wt.get('raw_driver')}", "",
-              f"## Cold start, fresh process, {len(r['cold'])} runs (ms; median first, then each run)", "",
-              "| step | median | runs |", "|---|---|---|"]
+              f"## Cold start, fresh process, {len(r['cold'])} runs (ms; medians, then each run of this one)", ""]
+    if prev:
+        lines += ["| step | previous median | this median | this run's runs |", "|---|---|---|---|"]
+    else:
+        lines += ["| step | median | runs |", "|---|---|---|"]
     for k in cold_keys:
         vals = [run[k] for run in r["cold"]]
-        lines.append(f"| {k[:-3]} | {statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)} |")
+        this = f"{statistics.median(vals):.2f} | {', '.join(f'{v:.2f}' for v in vals)}"
+        lines.append(f"| {k[:-3]} | {_fmt(_median(prev['cold'], k))} | {this} |" if prev else f"| {k[:-3]} | {this} |")
     lines += ["", ("`aotc_total` = import aotc.runtime + lookup + load + first launch to completion, after torch "
               "has created the CUDA context and cuda-python is imported (driver start-up and the cuda-python "
               "import are the floor under any runtime built on them; listed separately). A first, discarded "
-              "process writes the .pyc files, as a pip install would."), "",
-              "## Warm path, per call (µs, median of 60 bursts of 200 calls, host time)", "",
-              "| path | µs / ratio |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in r.get("warm", {}).items()]
+              "process runs first; it writes .pyc files only where PYTHONDONTWRITEBYTECODE is unset."), "",
+              "## Warm path, per call (µs, median of 60 bursts of 200 calls, host time)", ""]
+    warm, prev_warm = r.get("warm", {}), (prev or {}).get("warm", {})
+    if prev:
+        lines += ["| path | previous µs / ratio | this µs / ratio |", "|---|---|---|"]
+        lines += [f"| {k} | {prev_warm.get(k, '-')} | {v} |" for k, v in warm.items()]
+    else:
+        lines += ["| path | µs / ratio |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in warm.items()]
     if r.get("errors"):
         lines += ["", "## Errors", "", *[f"```\n{e}\n```" for e in r["errors"]]]
     Path(md_path).write_text("\n".join(lines) + "\n")
@@ -342,7 +374,7 @@ def report(json_path: str, md_path: str) -> int:
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
     if mode == "report":
-        sys.exit(report(arg, sys.argv[3]))
+        sys.exit(report(arg, sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else None))
     if mode == "build":
         sys.exit(build(arg))
     if mode == "cold":
