@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .arch import Arch
 from .cache import Cache, HeaderSnapshot
-from .compile import compile_source
+from .compile import compile_source, helper_flags
 from .compile import flags as compile_flags
 from .diagnostics import Diagnostic
 from .families import get_family
@@ -112,7 +112,9 @@ class Builder:
     def plan(self, spec: KernelSpec, arch: Arch) -> tuple[Source, list[str], str]:
         """Render and compute the prekey: everything known without running the compiler."""
         source = render(spec, arch)
-        flags = [self._portable(f) for f in self.flags(arch)]
+        device = self.flags(arch)
+        # both compiles' flags: a change to how the host helper is built must change the key too
+        flags = [self._portable(f) for f in (*device, "--host-helper:", *helper_flags(device))]
         return source, flags, prekey(source.text, self.toolchain.identity, flags, arch.name)
 
     def safe_build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
