@@ -31,7 +31,7 @@ SCHEMA = 1
 CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 # Header sets remembered per prekey: a few variants (e.g. toggling a CUTLASS checkout) stay warm.
 MAX_PREKEY_SETS = 8
-_LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
 LOCK_TIMEOUT_S = 600.0  # a build of one TU takes ~1 min; 10 min means a stuck writer
 
 
@@ -266,7 +266,7 @@ class Cache:
         return self._sharded("headersets", digest)
 
     def log_path(self, name: str) -> Path:
-        if not _LOG_NAME.fullmatch(name):
+        if not re.fullmatch(_LOG_NAME, name):
             raise ValueError(f"log name {name!r} must be 1-128 chars of [A-Za-z0-9._-] (use the action key)")
         return self.base / "logs" / f"{name}.log"
 

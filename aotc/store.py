@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
-import re
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -19,7 +18,7 @@ from .diagnostics import AotcError, Diagnostic
 
 LAYOUT_VERSION = "v1"
 BLOB_STORE_ENV = "AOTC_BLOB_STORE"
-_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX = "0123456789abcdef"
 _CHUNK = 1 << 20
 # Measured 2026-11-25 (docs/cache.md): level 19 stores a CUTLASS SM120 cubin 7.2x smaller (level 9:
 # 6.7x) in ~0.1 s, but costs ~2 s per MB of helper .so (level 9: 0.14 s). Blobs above 4 MB use
@@ -57,9 +56,14 @@ class CorruptBlobError(AotcError):
         self.moved_to = moved_to
 
 
+def _is_hex64(text: str) -> bool:
+    """64 lowercase hex chars (a str test rather than a regex: no re.compile on the serving path)."""
+    return len(text) == 64 and not text.strip(_HEX)
+
+
 def check_digest(digest: str) -> str:
     """A digest is 64 lowercase hex chars; anything else could name a path outside the store."""
-    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+    if not isinstance(digest, str) or not _is_hex64(digest):
         raise ValueError(f"not a sha256 hex digest (64 lowercase hex chars): {digest!r}")
     return digest
 
@@ -265,7 +269,7 @@ class LocalBlobStore(BlobStore):
                 continue
             for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
                 name = entry.name
-                if name.endswith(".zst") and _HEX64.fullmatch(name[:-4]):
+                if name.endswith(".zst") and _is_hex64(name[:-4]):
                     yield name[:-4]
 
     def stat(self, digest: str) -> BlobStat | None:
