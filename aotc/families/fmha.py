@@ -213,7 +213,7 @@ class _FmhaBase(Family):
 
     def expected_mma(self, p: dict, arch: Arch) -> str | None:
         # bf16/fp16 mma.sync m16n8k16 is HMMA on sm_80, sm_90 and sm_120 alike. e4m3 m16n8k32 is a
-        # native QMMA.16832.F32.E4M3.E4M3 on sm_120a (and sm_89); sm_90a has no warp-level FP8 MMA:
+        # native QMMA.16832.F32.E4M3.E4M3 on sm_120a and sm_89; sm_90a has no warp-level FP8 MMA:
         # ptxas emulates it as F2FP.F16.E4M3.UNPACK_B + two HMMA.16816.F32 (pip cuobjdump 13.5).
         if p["dtype"] in FP8_DTYPES:
             return "HMMA" if arch.sm == 90 else "QMMA"
