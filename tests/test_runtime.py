@@ -435,18 +435,24 @@ def test_helper_written_by_many_processes_at_once(tmp_path, axpy_blobs):
     blob.write_bytes(axpy_blobs["helper"])
     digest = hashlib.sha256(axpy_blobs["helper"]).hexdigest()
     script = (
-        "import sys, pathlib\n"
+        "import os, sys, pathlib, time\n"
         "from aotc.runtime import loader\n"
         "data = pathlib.Path(sys.argv[1]).read_bytes()\n"
         "for _ in range(20):\n"
         "    p = loader.helper_path(sys.argv[2], lambda: data)\n"
         "    (p.parent / (sys.argv[2] + '.so')).unlink(missing_ok=True)\n"
+        # the final load waits until no process still deletes the file (the deletions are the test's own)
+        "done = pathlib.Path(sys.argv[3])\n"
+        "(done / str(os.getpid())).touch()\n"
+        "while len(list(done.iterdir())) < 4:\n"
+        "    time.sleep(0.01)\n"
         "h = loader.Helper(loader.helper_path(sys.argv[2], lambda: data), 'test')\n"
         "print(h.lib.aotc_abi_version())\n"
     )
     env = {**os.environ, "AOTC_RUNTIME_DIR": str(tmp_path / "shared_rt"), "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(blob), digest], env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    (tmp_path / "done").mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(blob), digest, str(tmp_path / "done")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], [o[1] for o in outs]
     assert [o[0].strip() for o in outs] == ["1"] * 4

@@ -117,8 +117,11 @@ def helper_path(digest: str, fetch: Any) -> Path:
     """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
     root = helper_dir()
     path = root / f"{digest}.so"
-    if path.exists() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-        return path
+    try:
+        if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+            return path
+    except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
+        pass
     data = fetch()
     fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
     try:
