@@ -268,7 +268,8 @@ def verify_module_cubins(cubins: list[bytes], arch: Arch, tc: Toolchain, module:
     records, diags = [], []
     for data in cubins:
         sm, variant = cubin_target(data)
-        cubin_arch = ARCHES.get(f"sm{sm}{variant}")
+        # An f build without a ptxas note reads as plain; it runs where the f target runs.
+        cubin_arch = ARCHES.get(f"sm{sm}{variant}") or (ARCHES.get(f"sm{sm}f") if not variant else None)
         device_cc = (arch.sm // 10, arch.sm % 10)
         if cubin_arch is None or not cubin_arch.runs_on(device_cc):
             diags.append(_diag(6, f"module {module} embeds a cubin for sm_{sm}{variant}, which {arch.name} devices "

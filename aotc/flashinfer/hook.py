@@ -7,9 +7,11 @@ FlashInfer unless on_miss="error". Runtime side: imports no Jinja2, runs no comp
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
+import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,13 +205,21 @@ def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
     )
 
 
-def _miss_error(st: HookState, module: str, spec: Any) -> Exception:
+@functools.cache
+def missing_module_error() -> type:
+    """FlashInfer's MissingJITCacheError that also is an AotcError (callers may catch either);
+    made on first use so that importing this module does not import FlashInfer."""
     from flashinfer.jit.core import MissingJITCacheError
 
     class FlashInferModuleMissing(MissingJITCacheError, AotcError):
-        """FlashInfer's MissingJITCacheError, carrying aotc's diagnostic (catchable as either)."""
+        pass
 
-    err = FlashInferModuleMissing.__new__(FlashInferModuleMissing)
+    return FlashInferModuleMissing
+
+
+def _miss_error(st: HookState, module: str, spec: Any) -> Exception:
+    cls = missing_module_error()
+    err = cls.__new__(cls)
     AotcError.__init__(err, miss_diagnostic(st, module))
     err.spec = spec
     return err
@@ -267,7 +277,7 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
     _patch(st, jit_env, "get_aot_artifacts", _wrap_get_aot_artifacts(jit_env, st, jit_env.get_aot_artifacts))
     get_artifact = _wrap_get_artifact(st, cubin_loader.get_artifact)
     for owner_name in ("flashinfer.jit.cubin_loader", "flashinfer.jit.attention.modules", "flashinfer.deep_gemm"):
-        owner = __import__("sys").modules.get(owner_name)
+        owner = sys.modules.get(owner_name)
         for attr in ("get_artifact", "get_cubin"):
             if owner is not None and getattr(owner, attr, None) is cubin_loader.get_artifact:
                 _patch(st, owner, attr, get_artifact)
