@@ -8,6 +8,8 @@
       launch, and warm per-call overhead against a raw cuLaunchKernel of the same cubin;
       --pyc byte-compiles aotc first (what pip does at install);
   report (here):  python tools/device_runtime.py report RUN.json OUT.md [PREVIOUS_RUN.json]
+  cpu-cold (any machine, no GPU):  AOTC_CACHE_DIR=CACHE_DIR python tools/device_runtime.py cpu-cold OUT_DIR [RUNS]
+      the driver-free part of the cold start in fresh processes (after torch's import if installed)
 """
 
 from __future__ import annotations
@@ -216,6 +218,60 @@ def cold(out_json: str) -> None:
         "dont_write_bytecode": sys.flags.dont_write_bytecode}))
 
 
+def cpu_cold(out_json: str) -> None:
+    """One fresh process on a machine without a GPU: torch's import first (if installed), then the
+    driver-free part of aotc's cold path: find + verified host half + ELF target check + loading the
+    typed entry points, for the first fmha_fwd stored in $AOTC_CACHE_DIR (checked against sm_90)."""
+    try:
+        import torch  # noqa: F401 - what a serving process has imported before aotc
+    except ImportError:
+        pass
+    import cuda.bindings.driver  # noqa: F401
+
+    t0 = time.perf_counter()
+    import aotc.runtime as rt
+
+    t_import = time.perf_counter()
+    dev = rt.device_from_capability((9, 0))
+    params = next(p for p in _stored_fmha_params())
+    found = rt.find("fmha_fwd", params, dev)
+    t_lookup = time.perf_counter()
+    from aotc.runtime.loader import check_cubin_target
+
+    check_cubin_target(rt.host_kernel(found).cubin, dev, found)
+    t_load = time.perf_counter()
+    rt.fmha_fwd, rt.tensor_info  # noqa: B018 - what the first launch through an entry point loads
+    t_ops = time.perf_counter()
+    ms = lambda a, b: round((b - a) * 1e3, 3)
+    Path(out_json).write_text(json.dumps({"import_ms": ms(t0, t_import), "lookup_ms": ms(t_import, t_lookup),
+                                          "load_ms": ms(t_lookup, t_load), "entry_points_ms": ms(t_load, t_ops),
+                                          "total_ms": ms(t0, t_ops)}))
+
+
+def _stored_fmha_params() -> list[dict]:
+    from aotc.cache import Cache, default_cache_dir
+
+    return [r["params"] for r in Cache(default_cache_dir()).refs()
+            if r.get("family") == "fmha_fwd" and r.get("arch") == "sm90a"]
+
+
+def cpu_cold_runs(out_dir: str, runs: int = 8) -> int:
+    """`runs` fresh cpu_cold processes after a discarded one; prints and writes the medians."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(runs + 1):
+        path = out / f"cpu_cold_{i}.json"
+        subprocess.run([sys.executable, __file__, "cpu-cold-one", str(path)], check=True)
+        if i:
+            rows.append(json.loads(path.read_text()))
+        path.unlink()
+    medians = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    (out / "cpu_cold.json").write_text(json.dumps({"runs": rows, "medians": medians}, indent=1))
+    print(json.dumps(medians))
+    return 0
+
+
 # ---- warm path --------------------------------------------------------------------------------------
 def per_call_us(fn, calls: int = 200, bursts: int = 60) -> float:
     """Median host time per call over bursts short enough that the launch queue never fills."""
@@ -380,4 +436,9 @@ if __name__ == "__main__":
     if mode == "cold":
         cold(arg)
         sys.exit(0)
+    if mode == "cpu-cold-one":
+        cpu_cold(arg)
+        sys.exit(0)
+    if mode == "cpu-cold":
+        sys.exit(cpu_cold_runs(arg, int(sys.argv[3]) if len(sys.argv) > 3 else 8))
     sys.exit(run(arg))
