@@ -8,7 +8,7 @@ from pathlib import Path
 _PACKAGE = Path(__file__).resolve().parent
 
 
-def _data_dir(name: str) -> Path:
+def data_dir(name: str) -> Path:
     installed = _PACKAGE / name
     if installed.is_dir():
         return installed
@@ -16,11 +16,11 @@ def _data_dir(name: str) -> Path:
 
 
 def templates_dir() -> Path:
-    return _data_dir("templates")
+    return data_dir("templates")
 
 
 def catalog_dir() -> Path:
-    return _data_dir("tile_specs")
+    return data_dir("tile_specs")
 
 
 def checkout_root() -> Path | None:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..arch import ARCHES, Arch, get_arch
+from ..build import BUILT, FAILED, HIT, BuildSummary
 from ..cache import Cache, file_sha256
 from ..diagnostics import AotcError, Diagnostic
 from ..elf import cubin_target
@@ -29,7 +30,6 @@ from ..verify import verify_cubin
 from .index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from .presets import DEFAULT_PRESETS, load_preset
 
-HIT, BUILT, FAILED = "hit", "built", "failed"
 # Peak RSS of one FlashInfer CUTLASS TU is of the order of aotc's own (docs/flashinfer.md).
 MEM_PER_JOB_BYTES = 3 * 1024**3
 WORKER_TIMEOUT_S = 1800  # generator calls only; fused MoE's generator writes ~100 sources
@@ -58,23 +58,13 @@ class ModuleResult:
 
 
 @dataclass
-class FlashInferBuildSummary:
-    flashinfer_version: str
-    results: list[ModuleResult]
-    seconds: float
-    jobs: int
+class FlashInferBuildSummary(BuildSummary):
+    """aotc's build summary (counts, ok, json) plus the FlashInfer version the modules came from."""
 
-    def count(self, status: str) -> int:
-        return sum(r.status == status for r in self.results)
-
-    @property
-    def ok(self) -> bool:
-        return self.count(FAILED) == 0
+    flashinfer_version: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"ok": self.ok, "flashinfer_version": self.flashinfer_version, "seconds": round(self.seconds, 3),
-                "jobs": self.jobs, **{s: self.count(s) for s in (BUILT, HIT, FAILED)},
-                "results": [r.to_json() for r in self.results]}
+        return {**super().to_json(), "flashinfer_version": self.flashinfer_version}
 
 
 def _diag(number: int, message: str, fix: str, module: str = "", **details: Any) -> Diagnostic:
@@ -441,4 +431,4 @@ def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache
     version = ""
     for arch_name, names in plan.items():
         version = _build_arch(names, ARCHES[arch_name], cache, tc, n_jobs, force, results)
-    return FlashInferBuildSummary(version, results, time.perf_counter() - started, n_jobs)
+    return FlashInferBuildSummary(results, time.perf_counter() - started, n_jobs, flashinfer_version=version)

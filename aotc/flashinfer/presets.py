@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..diagnostics import AotcError, Diagnostic
+from ..resources import data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -72,12 +73,8 @@ def _to_flashinfer(name: str, value: Any) -> Any:
 
 
 def presets_dir() -> Path:
-    """flashinfer_presets/ of the checkout, or the copy installed next to the package."""
-    package = Path(__file__).resolve().parent.parent
-    for candidate in (package / "flashinfer_presets", package.parent / "flashinfer_presets"):
-        if candidate.is_dir():
-            return candidate
-    return package.parent / "flashinfer_presets"
+    """flashinfer_presets/ of the checkout, or the copy installed in the package."""
+    return data_dir("flashinfer_presets")
 
 
 def available_presets() -> list[str]:
