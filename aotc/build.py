@@ -18,7 +18,7 @@ from pathlib import Path
 from . import __version__
 from .arch import Arch
 from .cache import Cache, HeaderSnapshot
-from .compile import compile_source, helper_flags
+from .compile import compile_source, helper_flags, kill_running
 from .compile import flags as compile_flags
 from .diagnostics import Diagnostic
 from .families import get_family
@@ -83,10 +83,18 @@ class LocalExecutor:
         self.jobs = jobs
 
     def run(self, fn: Callable, items: Iterable) -> Iterator:
-        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
-            futures = [pool.submit(fn, item) for item in items]
+        pool = ThreadPoolExecutor(max_workers=self.jobs)
+        futures = [pool.submit(fn, item) for item in items]
+        try:
             for fut in as_completed(futures):
                 yield fut.result()
+        except BaseException:  # Ctrl-C / SIGTERM: drop queued jobs, kill running compiles, stop now
+            for fut in futures:
+                fut.cancel()
+            kill_running()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Builder:

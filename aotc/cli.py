@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .arch import ARCHES, UnknownArchError, parse_arch_list
@@ -343,8 +345,14 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends a build like Ctrl-C: running compiles killed, cache whole
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     try:
         return args.fn(args)
     except AotcError as e:

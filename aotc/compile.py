@@ -6,6 +6,7 @@ Build side only; knows nothing about caching or verification.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -13,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -99,12 +101,33 @@ class _Run:
     seconds: float
 
 
+_LIVE_GROUPS: set[int] = set()  # process groups of running nvcc invocations
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_running() -> int:
+    """SIGKILL every nvcc process group still running (an interrupted build must not leave cicc/ptxas
+    behind: they run in their own sessions, out of reach of the terminal's Ctrl-C). Returns how many."""
+    with _LIVE_LOCK:
+        groups = list(_LIVE_GROUPS)
+    for pgid in groups:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
+    return len(groups)
+
+
 def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
     """Run nvcc in its own process group so a timeout kills cicc/ptxas too."""
     start = time.monotonic()
+    # nvcc's own intermediates (tmpxft_*) go to TMPDIR: keep them in our workdir so that a killed
+    # compile leaves nothing behind once the workdir is removed.
+    env = {**os.environ, "TMPDIR": cwd}
     proc = subprocess.Popen(
-        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True,
     )
+    with _LIVE_LOCK:
+        _LIVE_GROUPS.add(proc.pid)
     try:
         out, _ = proc.communicate(timeout=timeout)
         return _Run(proc.returncode, out, time.monotonic() - start)
@@ -116,6 +139,9 @@ def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         raise
+    finally:
+        with _LIVE_LOCK:
+            _LIVE_GROUPS.discard(proc.pid)
 
 
 def _failure_reason(step: str, run: _Run, timeout: float | None) -> str:
