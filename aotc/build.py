@@ -110,6 +110,7 @@ class Builder:
     def _portable(self, text: str) -> str:
         roots = [("<templates>", templates_dir())]
         roots += [(f"<cutlass{i}>", d) for i, d in enumerate(cutlass_include_dirs())]
+        roots.append(("<cuda>", Path(self.toolchain.bin_dir).resolve().parent))  # a venv's pip toolkit too
         for tag, d in roots:
             text = text.replace(str(d), tag)
         return text
