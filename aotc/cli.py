@@ -261,7 +261,12 @@ def cmd_doctor(args) -> int:
     from .toolchain import doctor
 
     data = doctor()
-    _emit(args, data, "\n".join(f"{k:<22} {v}" for k, v in data.items()))
+    lines = []
+    for section, value in data.items():
+        lines.append(f"{section}:")
+        items = value.items() if isinstance(value, dict) else [("", value)]
+        lines.extend(f"  {k:<20} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in items)
+    _emit(args, data, "\n".join(lines))
     return 0
 
 
