@@ -18,7 +18,8 @@ _EXPORTS = {
     "Kernel": "launch", "stream_handle": "launch",
     "CacheSource": "lookup", "Found": "lookup", "KernelSource": "lookup", "WheelSource": "lookup",
     "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
-    "fmha_decode": "ops", "fmha_fwd": "ops", "grouped_gemm": "ops",
+    "fmha_decode": "ops", "fmha_fwd": "ops", "gemm_nvfp4": "ops", "grouped_gemm": "ops",
+    "grouped_gemm_nvfp4": "ops",
     "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
     "host_kernel": "registry", "kernel_key": "registry", "load_kernel": "registry", "loaded": "registry",
     "select": "select",
@@ -43,8 +44,10 @@ __all__ = [
     "find",
     "fmha_decode",
     "fmha_fwd",
+    "gemm_nvfp4",
     "get_kernel",
     "grouped_gemm",
+    "grouped_gemm_nvfp4",
     "host_kernel",
     "kernel_key",
     "load_kernel",
@@ -83,7 +86,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         find,
         set_sources,
     )
-    from .ops import fmha_decode, fmha_fwd, grouped_gemm
+    from .ops import fmha_decode, fmha_fwd, gemm_nvfp4, grouped_gemm, grouped_gemm_nvfp4
     from .registry import (
         HostKernel,
         KernelKey,

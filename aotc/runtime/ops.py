@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .device import Device, query_device
-from .errors import BAD_TENSOR, NO_KERNEL, runtime_error
+from .errors import BAD_TENSOR, HELPER_ABI, NO_KERNEL, PROBLEM_REJECTED, TARGET_MISMATCH, runtime_error
 from .launch import Kernel, stream_handle
 from .lookup import stored_params
 from .registry import get_kernel
@@ -149,7 +149,8 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
 
 GEMM_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> grouped_gemm_sm80 `dtype` param
 METADATA_LIMIT = 256  # distinct grouped problems whose device metadata arrays are kept
-_metadata: dict[tuple, tuple[int, int]] = {}  # problem signature -> (device buffer, bytes)
+# problem signature -> (device buffer, bytes, host object kept alive with it, e.g. host problem sizes)
+_metadata: dict[tuple, tuple[int, int, Any]] = {}
 
 
 def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alpha: float = 1.0,
@@ -216,20 +217,218 @@ def _group_metadata(infos: list, shapes: tuple) -> int:
         return hit[0]
     import array
 
-    from .device import check, driver
-
     sizes = array.array("i", [v for s in shapes for v in s]).tobytes()
     sizes += bytes(_pad(len(sizes)))
     cols = [[ai.ptr for ai, _, _ in infos], [bi.ptr for _, bi, _ in infos], [oi.ptr for _, _, oi in infos],
             [ai.strides[0] for ai, _, _ in infos], [bi.strides[0] for _, bi, _ in infos],
             [oi.strides[0] for _, _, oi in infos]]
     blob = sizes + b"".join(array.array("q", col).tobytes() for col in cols)
+    return upload_metadata(key, blob)
+
+
+def upload_metadata(key: tuple, blob: bytes, keep: Any = None) -> int:
+    """Device copy of `blob`, kept under `key` (with `keep`, host memory the launch args point to)
+    until METADATA_LIMIT distinct problems are held; then all are freed and the cache restarts."""
+    from .device import check, driver
+
     cu = driver()
     if len(_metadata) >= METADATA_LIMIT:
-        for ptr, _ in _metadata.values():
+        for ptr, _, _ in _metadata.values():
             check(cu, cu.cuMemFree(ptr), "cuMemFree(grouped metadata)")  # synchronizes first
         _metadata.clear()
     ptr = int(check(cu, cu.cuMemAlloc(len(blob)), "cuMemAlloc(grouped metadata)"))
     check(cu, cu.cuMemcpyHtoD(ptr, blob, len(blob)), "cuMemcpyHtoD(grouped metadata)")
-    _metadata[key] = (ptr, len(blob))
+    _metadata[key] = (ptr, len(blob), keep)
     return ptr
+
+
+# ---- NVFP4 block-scaled GEMMs (SM120/SM121 only) -------------------------------------------------
+NVFP4_DENSE = "gemm_blockscaled_sm120"
+NVFP4_GROUPED = "grouped_gemm_blockscaled_sm120"
+NVFP4_MATCH = {"a_dtype": "nvfp4", "b_dtype": "nvfp4", "out_dtype": "bf16"}
+FP4_PACKED = ("u8", "i8", "e2m1x2")  # two e2m1 values per byte, low nibble first
+SF_BYTES = ("u8", "e4m3")  # ue4m3 scale factors as raw bytes (torch has no unsigned e4m3)
+NVFP4_SF_VEC = 16  # one scale factor per 16 elements along K
+NVFP4_K_GRANULE = 4 * NVFP4_SF_VEC  # K step of one CUTLASS scale-factor atom (Blk_SF = 4)
+SF_ATOM_ROWS = 128  # the interleaved SF layout pads M (and N) to 128 rows
+OUT_ALIGN = 8  # bf16 elements in 16 bytes: D rows must start 16-byte aligned
+
+
+def nvfp4_sf_bytes(rows: int, k: int) -> int:
+    """Bytes of one operand's scale factors in CUTLASS's interleaved SF layout (SFA: rows = M,
+    SFB: rows = N): rows padded to 128, K/16 scale factors padded to 4 per row."""
+    sf_cols = -(-k // NVFP4_SF_VEC)
+    return -(-rows // SF_ATOM_ROWS) * SF_ATOM_ROWS * (-(-sf_cols // 4) * 4)
+
+
+def check_nvfp4_problem(m: int, n: int, k: int, where: str = "") -> None:
+    """AOTC-RT-006 when (m, n, k) cannot run: sizes positive, K a multiple of 64, N a multiple of 8."""
+    at = f" ({where})" if where else ""
+    if m <= 0 or n <= 0 or k <= 0:
+        raise runtime_error(BAD_TENSOR, f"NVFP4 GEMM problem {m} x {n} x {k}{at}: M, N and K must be positive",
+                            "pass the real problem sizes")
+    if k % NVFP4_K_GRANULE:
+        raise runtime_error(BAD_TENSOR, f"NVFP4 GEMM K = {k}{at} is not a multiple of {NVFP4_K_GRANULE} "
+                            f"(4 scale factors x {NVFP4_SF_VEC} elements)",
+                            f"zero-pad K to {-(-k // NVFP4_K_GRANULE) * NVFP4_K_GRANULE} (A, B and their scale factors)")
+    if n % OUT_ALIGN:
+        raise runtime_error(BAD_TENSOR, f"NVFP4 GEMM N = {n}{at} is not a multiple of {OUT_ALIGN}: bf16 output rows "
+                            "must start 16-byte aligned", f"pad N to {-(-n // OUT_ALIGN) * OUT_ALIGN}")
+
+
+def _nvfp4_operands(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, m: int, n: int, k: int,
+                    suffix: str = "") -> tuple[TensorInfo, ...]:
+    """TensorInfos of one problem's operands, checked: A [M, K/2] and B [N, K/2] packed FP4 bytes,
+    SFA/SFB scale-factor bytes of at least the interleaved layout's size, out [M, N] bf16."""
+    check_nvfp4_problem(m, n, k, f"group {suffix.strip('[]')}" if suffix else "")
+    ai = tensor_info(a)
+    ordinal = device_of(ai, f"a{suffix}")
+    expect(ai, f"a{suffix}", dtype=FP4_PACKED, shape=(m, k // 2), device=ordinal)
+    bi = expect(tensor_info(b), f"b{suffix}", dtype=FP4_PACKED, shape=(n, k // 2), device=ordinal)
+    sf = []
+    for name, obj, rows in ((f"sfa{suffix}", sfa, m), (f"sfb{suffix}", sfb, n)):
+        info = expect(tensor_info(obj), name, dtype=SF_BYTES, device=ordinal)
+        need = nvfp4_sf_bytes(rows, k)
+        if info.numel < need:
+            raise runtime_error(BAD_TENSOR, f"argument {name!r} holds {info.numel} scale-factor bytes; rows={rows}, "
+                                f"K={k} need {need} (rows padded to {SF_ATOM_ROWS}, K/{NVFP4_SF_VEC} padded to 4)",
+                                "allocate the interleaved SF layout in full (zero the padding)", argument=name)
+        sf.append(info)
+    oi = expect(tensor_info(out), f"out{suffix}", dtype="bf16", shape=(m, n), device=ordinal)
+    return ai, bi, sf[0], sf[1], oi
+
+
+def nvfp4_kernel(family: str, device: Device, signature: tuple, problem: dict, params: dict | None) -> Kernel:
+    """The stored NVFP4 kernel for `problem`; AOTC-RT-003 first when the device is not SM120/SM121,
+    so a wrong device is named before any tensor memory or driver module is touched."""
+    from ..arch import ARCHES
+
+    if not any(ARCHES[t].sm in (120, 121) for t in device.runnable_targets()):
+        raise runtime_error(TARGET_MISMATCH, f"{family} is built only for sm120a, sm120f and sm121a (block-scaled "
+                            f"mma.sync of SM120/SM121); {device.label} cannot run it",
+                            "run NVFP4 GEMMs on an RTX 50x0, RTX PRO 6000 or GB10; on other devices use a "
+                            "family built for them (e.g. grouped_gemm with bf16 operands)",
+                            family=family, device_cc=list(device.cc))
+    return choose(family, device, signature, NVFP4_MATCH, problem, params)
+
+
+def gemm_nvfp4(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, *, m: int, n: int, k: int, alpha: float = 1.0,
+               stream: Any = None, params: dict | None = None) -> Kernel:
+    """Dense NVFP4 GEMM on SM120/SM121: out = alpha * (A*SFA) @ (B*SFB)^T in bf16.
+
+    a [M, K/2] and b [N, K/2]: packed e2m1 bytes (uint8/int8 or torch.float4_e2m1fn_x2), row-major
+    (B is the N x K weight, i.e. column-major K x N); sfa/sfb: ue4m3 bytes in CUTLASS's interleaved
+    SF layout (nvfp4_sf_bytes each); out [M, N] bf16. K % 64 == 0, N % 8 == 0. Returns the kernel."""
+    ai, bi, sai, sbi, oi = _nvfp4_operands(a, b, sfa, sfb, out, int(m), int(n), int(k))
+    ordinal = device_of(ai, "a")
+    device = query_device(ordinal)
+    kernel = nvfp4_kernel(NVFP4_DENSE, device, (m, n, k), {"m": m, "n": n, "k": k}, params)
+    args = kernel.args_type()
+    args.ptr_A, args.ptr_B, args.ptr_SFA, args.ptr_SFB, args.ptr_D = ai.ptr, bi.ptr, sai.ptr, sbi.ptr, oi.ptr
+    args.m, args.n, args.k, args.batch = m, n, k, 1
+    args.alpha = float(alpha)
+    args.sm_count = device.sm_count
+    kernel.launch(args, default_stream(a, ordinal) if stream is None else stream_handle(stream))
+    return kernel
+
+
+def grouped_gemm_nvfp4(a: Sequence[Any], b: Sequence[Any], sfa: Sequence[Any], sfb: Sequence[Any],
+                       out: Sequence[Any], *, problem_sizes: Sequence[Sequence[int]], alpha: float = 1.0,
+                       stream: Any = None, params: dict | None = None) -> Kernel:
+    """MoE-style grouped NVFP4 GEMM on SM120/SM121: out[i] = alpha * a[i] @ b[i]^T per group, with
+    problem_sizes[i] = (M_i, N_i, K_i) and per-group operands laid out as in gemm_nvfp4."""
+    g = len(problem_sizes)
+    if not g or any(len(x) != g for x in (a, b, sfa, sfb, out)):
+        raise runtime_error(BAD_TENSOR, f"grouped_gemm_nvfp4 got {g} problem sizes and {len(a)} A, {len(b)} B, "
+                            f"{len(sfa)} SFA, {len(sfb)} SFB, {len(out)} out tensors",
+                            "pass one (M, N, K) and one of each tensor per group (at least one group)")
+    shapes = tuple((int(p[0]), int(p[1]), int(p[2])) for p in problem_sizes)
+    infos = [_nvfp4_operands(*ops, *shape, suffix=f"[{i}]")
+             for i, (ops, shape) in enumerate(zip(zip(a, b, sfa, sfb, out, strict=True), shapes, strict=True))]
+    ordinal = device_of(infos[0][0], "a[0]")
+    if any(info[0].device != infos[0][0].device for info in infos):
+        raise runtime_error(BAD_TENSOR, "grouped_gemm_nvfp4 groups are on different devices",
+                            "pass every group on one device")
+    device = query_device(ordinal)
+    kernel = nvfp4_kernel(NVFP4_GROUPED, device, shapes,
+                          {"m": max(1, sum(s[0] for s in shapes) // g), "n": max(s[1] for s in shapes),
+                           "k": max(s[2] for s in shapes), "groups": g}, params)
+    args = kernel.args_type()
+    args.num_groups, args.sm_count = g, device.sm_count
+    _fill_nvfp4_group_arrays(args, kernel, infos, shapes)
+    args.alpha_array, args.alpha, args.reserved = 0, float(alpha), 0
+    kernel.launch(args, default_stream(a[0], ordinal) if stream is None else stream_handle(stream))
+    return kernel
+
+
+def _metadata_fn(helper: Any) -> Any:
+    import ctypes
+
+    fn = getattr(helper.lib, "aotc_group_metadata", None)
+    if fn is None:
+        raise runtime_error(HELPER_ABI, f"the host helper of {helper.what} exports no aotc_group_metadata()",
+                            "rebuild the kernel with this aotc version")
+    u64p = ctypes.POINTER(ctypes.c_uint64)
+    fn.restype = ctypes.c_int
+    fn.argtypes = [ctypes.c_int32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint64, u64p, u64p,
+                   ctypes.c_char_p, ctypes.c_int]
+    return fn
+
+
+def group_metadata(helper: Any, shapes: Sequence[tuple[int, int, int]]) -> tuple[bytes, tuple[int, ...]]:
+    """The helper's per-group CUTLASS strides and SF layouts (aotc_group_metadata): host bytes and the
+    byte offsets of its 5 arrays (stride_A, stride_B, stride_D, layout_SFA, layout_SFB). No driver."""
+    import ctypes
+
+    fn = _metadata_fn(helper)
+    sizes = (ctypes.c_int32 * (3 * len(shapes)))(*[v for s in shapes for v in s])
+    offsets, needed, err = (ctypes.c_uint64 * 5)(), ctypes.c_uint64(), ctypes.create_string_buffer(512)
+    out: Any = None
+    for _ in range(2):  # first call: the size; second: the fill
+        if fn(len(shapes), sizes, out, needed.value, offsets, ctypes.byref(needed), err, len(err)) != 0:
+            raise runtime_error(PROBLEM_REJECTED, f"{helper.what}: aotc_group_metadata failed for {len(shapes)} "
+                                f"groups: {err.value.decode(errors='replace') or 'no reason given'}",
+                                "pass at least one group, every M, N and K positive")
+        if out is None:
+            out = ctypes.create_string_buffer(needed.value)
+    return bytes(out), tuple(offsets)
+
+
+def _fill_nvfp4_group_arrays(args: Any, kernel: Kernel, infos: list, shapes: tuple) -> None:
+    """Point the args at one device block: problem sizes, the 5 pointer arrays (A, B, SFA, SFB, D),
+    then the helper's strides/SF layouts. Uploaded once per distinct problem and kept with its host
+    problem sizes (CUTLASS reads those on the host): the same addresses let the launch memo hit."""
+    key = (kernel.spec_key, tuple(tuple(i.ptr for i in info) for info in infos), shapes)
+    hit = _metadata.get(key)
+    if hit is None:
+        hit = _upload_nvfp4_group(key, kernel, infos, shapes)
+    fields = hit[2][1]  # hit[2][0]: the host problem sizes, kept alive with the device block
+    (args.problem_sizes, args.host_problem_sizes, args.ptr_A, args.ptr_B, args.ptr_SFA, args.ptr_SFB, args.ptr_D,
+     args.stride_A, args.stride_B, args.stride_D, args.layout_SFA, args.layout_SFB) = fields
+
+
+def nvfp4_group_block(infos: list, shapes: tuple, meta: bytes, offsets: Sequence[int]) -> tuple[bytes, list[int]]:
+    """The device block of a grouped launch and the byte offset of each of its 11 device arrays
+    (problem sizes, A, B, SFA, SFB, D pointers, then the helper's 5 arrays), all 16-byte aligned."""
+    import array
+
+    parts = [array.array("i", [v for s in shapes for v in s]).tobytes()]
+    parts += [array.array("q", [info[j].ptr for info in infos]).tobytes() for j in range(5)]
+    blob, at = b"", []
+    for part in parts:
+        at.append(len(blob))
+        blob += part + bytes(_pad(len(part)))
+    at += [len(blob) + o for o in offsets]
+    return blob + meta, at
+
+
+def _upload_nvfp4_group(key: tuple, kernel: Kernel, infos: list, shapes: tuple) -> tuple:
+    import ctypes
+
+    meta, offsets = group_metadata(kernel._helper, shapes)
+    blob, at = nvfp4_group_block(infos, shapes, meta, offsets)
+    host_sizes = (ctypes.c_int32 * (3 * len(shapes)))(*[v for s in shapes for v in s])
+    ptr = upload_metadata(key, blob)
+    fields = (ptr + at[0], ctypes.addressof(host_sizes), *(ptr + o for o in at[1:]))
+    _metadata[key] = (ptr, len(blob), (host_sizes, fields))
+    return _metadata[key]
