@@ -103,27 +103,31 @@ class Builder:
         self.toolchain = toolchain or find_toolchain()
         self.force = force
         self.hash_file = HeaderSnapshot()  # one per run: each header stat'ed and hashed once
-        self.include_dirs = [templates_dir(), *cutlass_include_dirs()]
+        cutlass_dirs = cutlass_include_dirs()
+        self.include_dirs = [templates_dir(), *cutlass_dirs]
         self._cutlass_version = cutlass_version()
+        # Absolute include paths would make keys machine-specific; keys see them by role instead.
+        self._roots = [("<templates>", str(templates_dir())),
+                       *((f"<cutlass{i}>", str(d)) for i, d in enumerate(cutlass_dirs)),
+                       ("<cuda>", str(Path(self.toolchain.bin_dir).resolve().parent))]  # a venv's pip toolkit too
+        self._flags: dict[str, list[str]] = {}
 
-    # Absolute include paths would make keys machine-specific; keys see them by role instead.
     def _portable(self, text: str) -> str:
-        roots = [("<templates>", templates_dir())]
-        roots += [(f"<cutlass{i}>", d) for i, d in enumerate(cutlass_include_dirs())]
-        roots.append(("<cuda>", Path(self.toolchain.bin_dir).resolve().parent))  # a venv's pip toolkit too
-        for tag, d in roots:
-            text = text.replace(str(d), tag)
+        for tag, d in self._roots:
+            text = text.replace(d, tag)
         return text
 
     def flags(self, arch: Arch) -> list[str]:
-        return compile_flags(arch, self.toolchain, include_dirs=self.include_dirs)
+        """Both compiles' flags, portable: a change to how the host helper is built changes the key too."""
+        if arch.name not in self._flags:
+            device = compile_flags(arch, self.toolchain, include_dirs=self.include_dirs)
+            self._flags[arch.name] = [self._portable(f) for f in (*device, "--host-helper:", *helper_flags(device))]
+        return self._flags[arch.name]
 
     def plan(self, spec: KernelSpec, arch: Arch) -> tuple[Source, list[str], str]:
         """Render and compute the prekey: everything known without running the compiler."""
         source = render(spec, arch)
-        device = self.flags(arch)
-        # both compiles' flags: a change to how the host helper is built must change the key too
-        flags = [self._portable(f) for f in (*device, "--host-helper:", *helper_flags(device))]
+        flags = self.flags(arch)
         return source, flags, prekey(source.text, self.toolchain.identity, flags, arch.name)
 
     def safe_build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
