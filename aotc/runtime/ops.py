@@ -319,7 +319,8 @@ def gemm_nvfp4(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, *, m: int, n: int, 
     a [M, K/2] and b [N, K/2]: packed e2m1 bytes (uint8/int8 or torch.float4_e2m1fn_x2), row-major
     (B is the N x K weight, i.e. column-major K x N); sfa/sfb: ue4m3 bytes in CUTLASS's interleaved
     SF layout (nvfp4_sf_bytes each); out [M, N] bf16. K % 64 == 0, N % 8 == 0. Returns the kernel."""
-    ai, bi, sai, sbi, oi = _nvfp4_operands(a, b, sfa, sfb, out, int(m), int(n), int(k))
+    m, n, k = int(m), int(n), int(k)
+    ai, bi, sai, sbi, oi = _nvfp4_operands(a, b, sfa, sfb, out, m, n, k)
     ordinal = device_of(ai, "a")
     device = query_device(ordinal)
     kernel = nvfp4_kernel(NVFP4_DENSE, device, (m, n, k), {"m": m, "n": n, "k": k}, params)
