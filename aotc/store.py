@@ -21,11 +21,12 @@ BLOB_STORE_ENV = "AOTC_BLOB_STORE"
 _HEX = "0123456789abcdef"
 _CHUNK = 1 << 20
 # Measured 2026-11-25 (docs/cache.md): level 19 stores a CUTLASS SM120 cubin 7.2x smaller (level 9:
-# 6.7x) in ~0.1 s, but costs ~2 s per MB of helper .so (level 9: 0.14 s). Blobs above 4 MB use
-# level 9 so a put never stalls a build worker for long; the digest is of the raw bytes either way.
+# 6.7x) in ~0.1 s, but costs ~2 s per MB of helper .so (level 9: 0.14 s) — that alone made aotc's
+# own time per kernel 8% of nvcc's (target 2%). Blobs above 256 KiB (the host helpers) use level 9;
+# the digest is of the raw bytes either way.
 ZSTD_LEVEL = 19
 ZSTD_LEVEL_LARGE = 9
-LARGE_BLOB_BYTES = 4 << 20
+LARGE_BLOB_BYTES = 256 << 10
 
 
 class CorruptBlobError(AotcError):

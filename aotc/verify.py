@@ -10,6 +10,7 @@ import re
 import subprocess
 import tempfile
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -137,8 +138,11 @@ def _run_tool(cmd: list[str]) -> tuple[int, str]:
 def _disassemble(path: Path, toolchain: Toolchain) -> tuple[str | None, str | None, Diagnostic | None]:
     """(sass text, res-usage text or None, diagnostic) using cuobjdump, else nvdisasm."""
     if toolchain.cuobjdump:
-        rc, sass = _run_tool([toolchain.cuobjdump, "-sass", str(path)])
-        rc2, res = _run_tool([toolchain.cuobjdump, "-res-usage", str(path)])
+        # the two reads run side by side: verification is most of aotc's own time per kernel
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            sass_run = pool.submit(_run_tool, [toolchain.cuobjdump, "-sass", str(path)])
+            res_run = pool.submit(_run_tool, [toolchain.cuobjdump, "-res-usage", str(path)])
+            (rc, sass), (rc2, res) = sass_run.result(), res_run.result()
         if rc == 0 and rc2 == 0:
             return sass, res, None
         return None, None, _diag(
