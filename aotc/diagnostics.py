@@ -6,12 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from .frozen import Frozen
+
 _NEW_DICT: Any = object()  # default of `details`: a fresh dict per Diagnostic
 
 
-class Diagnostic:
-    """Immutable; eq/hash/repr/pickle like the frozen dataclass it was. A plain slotted class because
-    serving processes import this module and creating a dataclass costs ~1-2 ms."""
+class Diagnostic(Frozen):
+    """Immutable record (aotc.frozen)."""
 
     __slots__ = ("code", "message", "spec", "file", "fix", "details")  # noqa: RUF023 - field order
     code: str  # stable, e.g. AOTC-SMEM-001
@@ -23,31 +24,8 @@ class Diagnostic:
 
     def __init__(self, code: str, message: str, spec: str = "", file: str = "", fix: str = "",
                  details: dict = _NEW_DICT):
-        values = (code, message, spec, file, fix, {} if details is _NEW_DICT else details)
-        for name, value in zip(self.__slots__, values, strict=True):
-            object.__setattr__(self, name, value)
-
-    def _values(self) -> tuple:
-        return (self.code, self.message, self.spec, self.file, self.fix, self.details)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Diagnostic and self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (f"Diagnostic(code={self.code!r}, message={self.message!r}, spec={self.spec!r}, "
-                f"file={self.file!r}, fix={self.fix!r}, details={self.details!r})")
-
-    def __reduce__(self) -> tuple:
-        return (Diagnostic, self._values())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Diagnostic is immutable: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Diagnostic is immutable: cannot delete {name!r}")
+        super().__init__(code=code, message=message, spec=spec, file=file, fix=fix,
+                         details={} if details is _NEW_DICT else details)
 
     def format(self) -> str:
         where = ":".join(p for p in (self.file, self.spec) if p)

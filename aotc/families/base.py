@@ -26,44 +26,12 @@ from typing import Any, ClassVar
 
 from ..arch import Arch
 from ..diagnostics import Diagnostic
+from ..frozen import Frozen
 
 _REQUIRED = object()
 
 
-class _Frozen:
-    """Immutable value object with dataclass-like eq/hash/repr over `__slots__`. Not a dataclass:
-    families are imported by serving processes, and each dataclass costs ~1-2 ms to create."""
-
-    __slots__ = ()
-
-    def __init__(self, **values: Any):
-        for name in self.__slots__:
-            object.__setattr__(self, name, values[name])
-
-    def _values(self) -> tuple:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        inner = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({inner})"
-
-    def __reduce__(self) -> tuple:  # pickling (build workers) would otherwise go through __setattr__
-        return (type(self), self._values())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"{type(self).__name__} is immutable: cannot delete {name!r}")
-
-
-class Field(_Frozen):
+class Field(Frozen):
     """One typed spec parameter. `kind` is int, str, bool, or "shape" (tuple of ints)."""
 
     __slots__ = ("kind", "doc", "default", "choices", "min", "max", "length", "multiple_of")  # noqa: RUF023 - field order
@@ -124,7 +92,7 @@ class Field(_Frozen):
         return value, None
 
 
-class SmemModel(_Frozen):
+class SmemModel(Frozen):
     """Per-component bytes of a kernel's shared memory, in layout order, and what was chosen
     (e.g. the stage count an `auto` spec resolved to)."""
 

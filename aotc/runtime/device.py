@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from ..arch import ARCHES, target_preference
+from ..frozen import Frozen
 from .errors import DRIVER_CALL, NO_DEVICE, runtime_error
 
 _lock = threading.Lock()
@@ -17,11 +18,10 @@ _contexts: dict[int, Any] = {}
 _tls = threading.local()  # per thread: ordinal whose primary context is current
 
 
-class Device:
-    """One CUDA device, immutable. A plain slotted class (not a dataclass: creating one costs
-    milliseconds at import, and this module is on every serving process's cold path)."""
+class Device(Frozen):
+    """One CUDA device (immutable record, aotc.frozen)."""
 
-    __slots__ = ("cc", "name", "ordinal", "sm_count", "smem_optin_bytes")
+    __slots__ = ("ordinal", "cc", "name", "smem_optin_bytes", "sm_count")  # noqa: RUF023 - constructor order
     ordinal: int
     cc: tuple[int, int]
     name: str
@@ -30,31 +30,7 @@ class Device:
 
     def __init__(self, ordinal: int, cc: tuple[int, int], name: str = "", smem_optin_bytes: int = 0,
                  sm_count: int = 0):
-        for attr, value in (("ordinal", ordinal), ("cc", cc), ("name", name),
-                            ("smem_optin_bytes", smem_optin_bytes), ("sm_count", sm_count)):
-            object.__setattr__(self, attr, value)
-
-    def _values(self) -> tuple:
-        return (self.ordinal, self.cc, self.name, self.smem_optin_bytes, self.sm_count)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Device and self._values() == other._values()
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return (f"Device(ordinal={self.ordinal!r}, cc={self.cc!r}, name={self.name!r}, "
-                f"smem_optin_bytes={self.smem_optin_bytes!r}, sm_count={self.sm_count!r})")
-
-    def __reduce__(self) -> tuple:
-        return (Device, self._values())
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise AttributeError(f"Device is immutable: cannot set {name!r}")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"Device is immutable: cannot delete {name!r}")
+        super().__init__(ordinal=ordinal, cc=cc, name=name, smem_optin_bytes=smem_optin_bytes, sm_count=sm_count)
 
     @property
     def sm(self) -> int:
