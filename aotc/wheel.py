@@ -23,6 +23,7 @@ from .diagnostics import AotcError, Diagnostic
 from .kernel_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
 
 PLATFORMS = {"x86_64": "manylinux_2_17_x86_64", "aarch64": "manylinux_2_17_aarch64"}
+_ELF_MACHINE = {62: "x86_64", 183: "aarch64"}  # e_machine of the native host helpers
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
@@ -101,8 +102,16 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         zw.add(f"{store_prefix}/refs/{sk[:2]}/{sk}.json", cache.ref_path(sk).read_bytes())
         digests.update(b["sha256"] for b in manifest["blobs"].values())
     raw_total = stored_total = 0
+    helpers = {m["blobs"]["helper"]["sha256"]: m["name"] for _, m in entries if "helper" in m["blobs"]}
     for digest in sorted(digests):
-        cache.read_blob(digest)  # verify before shipping: a corrupt blob must not reach users
+        data = cache.read_blob(digest)  # verify before shipping: a corrupt blob must not reach users
+        if digest in helpers:
+            built_for = _ELF_MACHINE.get(int.from_bytes(data[18:20], "little"), "unknown")
+            if built_for != machine:
+                raise AotcError(Diagnostic(
+                    "AOTC-WHEEL-007", f"{helpers[digest]}: its host helper is a {built_for} binary, but the wheel "
+                    f"is tagged for {machine}", fix=f"build the kernels on a {machine} machine, or use --machine "
+                    f"{built_for}"))
         stored = cache.store.path(digest).read_bytes()
         zw.add(f"{store_prefix}/blobs/{digest[:2]}/{digest}.zst", stored)
         stored_total += len(stored)

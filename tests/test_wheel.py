@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from aotc.arch import ARCHES
+from aotc.diagnostics import AotcError
 from aotc.wheel import build_wheel, check_wheel, select_entries
 
 pytestmark = pytest.mark.compile
@@ -36,6 +37,14 @@ def test_wheel_is_byte_reproducible_and_checked(built_cache, tmp_path):
     assert [d.code for d in report.diagnostics] == ["AOTC-WHEEL-006"]
     per_arch = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "k-sm120a", tmp_path / "c")
     assert check_wheel(per_arch, ARCHES["sm120a"]).ok
+
+
+def test_wheel_platform_must_match_the_host_helpers(built_cache, tmp_path):
+    cache, _ = built_cache
+    with pytest.raises(AotcError) as err:
+        build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "k", tmp_path, machine="aarch64")
+    assert err.value.diagnostics[0].code == "AOTC-WHEEL-007" and "x86_64" in str(err.value)
+    assert not list(tmp_path.glob("*.whl"))
 
 
 def test_tampered_wheel_is_refused(built_cache, tmp_path):
