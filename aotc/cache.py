@@ -323,15 +323,19 @@ class Cache:
         """Verified bytes of a blob; KeyError if absent, CorruptBlobError (quarantined) if bad."""
         return self.store.get(digest)
 
-    def entries(self) -> Iterator[dict]:
-        """Every readable manifest (for `ls`); unreadable ones are left to verify()."""
-        for path in self._iter_json("actions"):
+    def _readable(self, kind: str, what: str) -> Iterator[dict]:
+        """Every readable record of one kind; unreadable ones are left to verify()."""
+        for path in self._iter_json(kind):
             try:
-                manifest = _read_json(path, "manifest")
+                record = _read_json(path, what)
             except CacheFormatError:
                 continue
-            if manifest is not None:
-                yield manifest
+            if record is not None:
+                yield record
+
+    def entries(self) -> Iterator[dict]:
+        """Every readable manifest (for `ls`)."""
+        return self._readable("actions", "manifest")
 
     # refs
     def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:
@@ -353,13 +357,8 @@ class Cache:
         return self.get_manifest(key)
 
     def refs(self) -> Iterator[dict]:
-        for path in self._iter_json("refs"):
-            try:
-                ref = _read_json(path, "ref")
-            except CacheFormatError:
-                continue
-            if ref is not None:
-                yield ref
+        """Every readable ref (spec key -> action key)."""
+        return self._readable("refs", "ref")
 
     # direct mode
     def record_prekey(self, prekey: str, headers: dict[str, str], action_key: str) -> None:
