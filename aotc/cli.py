@@ -93,7 +93,8 @@ def cmd_build_flashinfer(args) -> int:
 
     cache = _cache(args)
     archs = [a.name for a in parse_arch_list(args.arch)]
-    summary = build_modules(args.flashinfer, archs, cache, jobs=args.jobs, force=args.force)
+    summary = build_modules(args.flashinfer, archs, cache, jobs=args.jobs, force=args.force,
+                            progress=not args.quiet)
     _emit(args, summary.to_json(), format_summary(summary, cache))
     return 0 if summary.ok else 1
 

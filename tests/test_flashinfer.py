@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,7 @@ flashinfer = pytest.importorskip(
 from aotc.cache import Cache
 from aotc.diagnostics import AotcError
 from aotc.flashinfer import build as fi_build
+from aotc.flashinfer import ninja
 from aotc.flashinfer.index import module_key
 from aotc.flashinfer.presets import load_preset
 
@@ -76,11 +79,52 @@ def _run_child(step: str, cache: Path, tmp: Path, **env: str) -> dict:
     return json.loads(lines[-1][len("RESULT "):])
 
 
+def _aotc_build(root: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "aotc.cli", "build", "--arch", ARCH, "--flashinfer", "ci",
+           "--cache-dir", str(root), "-j", "1", "--json", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in args:
+            found.append(args[:200])
+    return found
+
+
+def _interrupt_after_first_object(root: Path) -> dict:
+    """Start `aotc build --flashinfer ci` and SIGTERM it once ninja has finished one object."""
+    ws = Cache(root).tmp_dir / f"flashinfer-{ARCH}"
+    log = ws / "ninja" / ".ninja_log"
+    proc = _aotc_build(root)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) > 1:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, f"the build ended before it could be interrupted: {proc.communicate()}"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    done = [line.split("\t")[3] for line in log.read_text().splitlines()[1:]]
+    return {"returncode": proc.returncode, "stderr": err, "done": done, "workspace": ws,
+            "mtimes": {p: os.stat(p).st_mtime_ns for p in done}, "left": _processes_mentioning(str(ws))}
+
+
 @pytest.fixture(scope="module")
-def fi_cache(tmp_path_factory) -> tuple[Path, object]:
+def fi_cache(tmp_path_factory) -> tuple[Path, dict, dict]:
+    """The cascade module built by `aotc build --flashinfer ci`: first interrupted after one object,
+    then run again to the end (which must resume, not start over)."""
     root = tmp_path_factory.mktemp("fi-cache")
-    summary = fi_build.build_modules(["ci"], [ARCH], Cache(root), jobs=1)
-    return root, summary
+    interrupted = _interrupt_after_first_object(root)
+    resumed = _aotc_build(root)
+    out, err = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, err[-4000:]
+    return root, json.loads(out), {**interrupted, "resumed_stderr": err}
 
 
 # --- build -------------------------------------------------------------------------------------
@@ -88,12 +132,13 @@ def fi_cache(tmp_path_factory) -> tuple[Path, object]:
 
 @pytest.mark.compile
 def test_build_stores_verified_sm120a_module(fi_cache):
-    root, summary = fi_cache
-    assert summary.ok, json.dumps(summary.to_json(), indent=1)
-    (result,) = summary.results
-    assert (result.module, result.status, result.arch) == (MODULE, "built", ARCH)
+    root, summary, _ = fi_cache
+    assert summary["ok"], json.dumps(summary, indent=1)
+    (result,) = summary["results"]
+    assert (result["module"], result["status"], result["arch"]) == (MODULE, "built", ARCH)
+    assert result["compile_seconds"] > 1  # both objects' compile times, over the two runs
     manifest = Cache(root).resolve_ref(module_key(MODULE, flashinfer.__version__, ARCH))
-    assert manifest is not None and manifest["key"] == result.key
+    assert manifest is not None and manifest["key"] == result["key"]
     assert manifest["cubins"], "cuobjdump found no cubin in the module"
     for cubin in manifest["cubins"]:
         assert cubin["target"] == "sm_120a" and cubin["ok"] and cubin["sass"]["banned"] == []
@@ -109,12 +154,63 @@ def test_build_stores_verified_sm120a_module(fi_cache):
 
 
 @pytest.mark.compile
+def test_interrupted_build_stops_its_compilers_and_resumes(fi_cache):
+    _, summary, run = fi_cache
+    assert run["returncode"] != 0 and "interrupted" in run["stderr"]
+    assert run["left"] == [], f"compilers outlived the interrupted build: {run['left']}"
+    assert len(run["done"]) == 1 and run["done"][0].endswith(".o")
+    # The resumed run compiled only what was missing: its progress names one object and the link,
+    # never the object the first run finished.
+    finished = Path(run["done"][0]).name
+    steps = [ln for ln in run["resumed_stderr"].splitlines() if ln.startswith("[")]
+    assert len(steps) == 2 and not any(finished in ln for ln in steps), steps
+    assert any(ln.endswith(")") and f"{MODULE}.so" in ln for ln in steps)
+    assert not run["workspace"].exists(), "a build that stored every module must remove its workspace"
+    assert summary["kept_workspaces"] == []
+
+
+@pytest.mark.compile
 def test_second_build_is_a_hit_without_compiling(fi_cache):
-    root, first = fi_cache
+    root, first, _ = fi_cache
     again = fi_build.build_modules(["ci"], [ARCH], Cache(root), jobs=1)
     (result,) = again.results
-    assert result.status == "hit" and result.key == first.results[0].key
+    assert result.status == "hit" and result.key == first["results"][0]["key"]
     assert result.seconds < 20, f"a hit re-hashes inputs only; took {result.seconds:.1f}s"
+
+
+def test_ninja_run_keeps_going_and_names_each_failed_output(tmp_path):
+    """Real ninja over two modules' build files: one module's failure is attributed to it alone,
+    the other module still builds, and the compiler's error text is kept for the diagnostic."""
+    files = []
+    missing = "echo 'fatal error: cublasLt.h: No such file or directory' >&2; exit 1"
+    for name, command in (("good", "echo ok > $out"), ("bad", missing)):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "build.ninja").write_text(f"rule cc\n  command = {command}\nbuild {d}/x.o: cc {tmp_path}/src\n")
+        files.append(str(d / "build.ninja"))
+    (tmp_path / "src").write_text("")
+    ws = ninja.Workspace(tmp_path / "ws")
+    ws.write(files)
+    steps = []
+    run = ws.run([f"{tmp_path}/good/x.o", f"{tmp_path}/bad/x.o"], 1, dict(os.environ),
+                 lambda n, total, out: steps.append((n, total)))
+    assert run.returncode != 0 and (tmp_path / "good" / "x.o").read_text() == "ok\n"
+    assert list(run.failures) == [f"{tmp_path}/bad/x.o"]
+    assert "cublasLt.h" in run.failure_text([f"{tmp_path}/bad/x.o"])
+    assert steps[-1][1] == 2 and ws.finished_objects() == 1
+    assert "pip install nvidia-cublas" in ninja.missing_header_fix(run.log)
+    again = ws.run([f"{tmp_path}/good/x.o"], 1, dict(os.environ))
+    assert "no work to do" in again.log  # the log kept in the workspace is what makes a build resumable
+
+
+def test_missing_header_fix_reads_real_compiler_output(tmp_path):
+    src = tmp_path / "uses_cusparse.cpp"
+    src.write_text("#include <cusparse.h>\n")
+    proc = subprocess.run(["c++", "-fsyntax-only", str(src)], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode != 0
+    assert "pip install nvidia-cusparse" in ninja.missing_header_fix(proc.stderr)
+    assert ninja.missing_header_fix("fatal error: some_unknown_header.h: No such file or directory") is None
 
 
 # --- runtime hook ------------------------------------------------------------------------------
@@ -122,7 +218,7 @@ def test_second_build_is_a_hit_without_compiling(fi_cache):
 
 @pytest.mark.compile
 def test_hook_serves_module_with_jit_disabled_and_starts_no_process(fi_cache, tmp_path):
-    root, _ = fi_cache
+    root, _, _ = fi_cache
     out = _run_child(
         """
         from flashinfer.jit.cascade import gen_cascade_module
@@ -156,7 +252,7 @@ def test_hook_serves_module_with_jit_disabled_and_starts_no_process(fi_cache, tm
 
 @pytest.mark.compile
 def test_env_var_launcher_serves_module(fi_cache, tmp_path):
-    root, _ = fi_cache
+    root, _, _ = fi_cache
     script = tmp_path / "user_program.py"
     script.write_text("import flashinfer.cascade, aotc.flashinfer as a\n"
                       "flashinfer.cascade.get_cascade_module()\nprint('SERVED', a.status()['served'])\n")
@@ -236,7 +332,7 @@ def test_cubin_loader_artifact_served_by_sha256(tmp_path, monkeypatch):
 
 @pytest.mark.compile
 def test_corrupt_module_blob_is_not_loaded(fi_cache, tmp_path):
-    root, _ = fi_cache
+    root, _, _ = fi_cache
     copy = tmp_path / "cache"
     shutil.copytree(root, copy)
     manifest = Cache(copy).resolve_ref(module_key(MODULE, flashinfer.__version__, ARCH))
@@ -313,8 +409,8 @@ def test_portable_keys_and_ninja_inputs():
     text = ("build /ws/a.cuda.o: cuda_compile /pkg/csrc/a.cu\n"
             "build /ws/e.o: embed_cubin /ws/a.cuda.o | /ws/k.cubin\n"
             "build /ws/m.so: link /ws/e.o\n")
-    assert fi_build._ninja_inputs(text) == ["/pkg/csrc/a.cu", "/ws/k.cubin"]
-    assert fi_build._ninja_objects(text, "/ws/m.so") == ["/ws/a.cuda.o", "/ws/e.o"]
+    assert ninja.inputs(text) == ["/pkg/csrc/a.cu", "/ws/k.cubin"]
+    assert ninja.objects(text, "/ws/m.so") == ["/ws/a.cuda.o", "/ws/e.o"]
     portable = fi_build.Portable({"<ws>": "/ws", "<pkg>": "/pkg", "<pkg-csrc>": "/pkg/csrc"})
     assert portable("-I/pkg/csrc -I/pkg/include /ws/x") == "-I<pkg-csrc> -I<pkg>/include <ws>/x"
     assert portable.real("<pkg-csrc>/a.cu") == "/pkg/csrc/a.cu" and portable.real("/usr/x.h") == "/usr/x.h"

@@ -1,30 +1,48 @@
 #!/usr/bin/env bash
-# Build FlashInfer's SM120 FP4 modules with `aotc build --flashinfer` on a many-core machine that has
-# a CUDA toolkit but no package index (e.g. the lent GPU host; no GPU is used):
+# Build FlashInfer modules with `aotc build --flashinfer` on a many-core machine that has a CUDA
+# toolkit but no package index (e.g. the lent GPU host; no GPU is used):
 #   carried: .carry/fi_whl/*.whl (zstandard, apache-tvm-ffi, ...), .carry/flashinfer.tar.xz
-#   bash tools/device_flashinfer_build.sh OUT_DIR [PRESET]
+#   bash tools/device_flashinfer_build.sh OUT_DIR [PRESET] [LIMIT_S]
+# The build stops itself (SIGTERM, as Ctrl-C) after LIMIT_S seconds, keeping its workspace under
+# /tmp/fi-cache; running the same command again on the same machine resumes from the objects
+# already compiled. OUT_DIR gets the build's JSON, progress, peak memory and the module report.
 set -euo pipefail
-out=${1:?OUT_DIR}; preset=${2:-sm120_fp4}
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/fi-site .carry/fi_whl/*.whl
-tar -xJf .carry/flashinfer.tar.xz -C /tmp/fi-site
+out=${1:?OUT_DIR}; preset=${2:-sm120_fp4}; limit=${3:-540}
+site=/tmp/fi-site
+if [ ! -d "$site/flashinfer" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .carry/fi_whl/*.whl
+  tar -xJf .carry/flashinfer.tar.xz -C "$site"
+fi
 # FlashInfer imports optional heavy packages when present; make them look absent in every process
 # (the build's worker process too), as tools/device_flashinfer.py does for the serving proof.
-cat > /tmp/fi-site/sitecustomize.py <<PYEOF
+cat > "$site/sitecustomize.py" <<PYEOF
 import sys
 sys.path.insert(0, "$PWD")
 from tools.device_flashinfer import hide_optional_packages
 hide_optional_packages()
 PYEOF
-export PYTHONPATH=/tmp/fi-site:$PWD
+export PYTHONPATH=$site:$PWD
 nvcc --version | tail -1
+# Peak memory in use while compiling (the job count is chosen from it).
+( peak=0; while sleep 2; do used=$(free -b | awk '/^Mem:/{print $3}'); [ "$used" -gt "$peak" ] && peak=$used \
+  && echo "$peak" > "$out/peak_mem_used_bytes.txt"; done ) &
+sampler=$!
 start=$(date +%s)
-python3 -m aotc.cli build --arch sm120a --flashinfer "$preset" --cache-dir /tmp/fi-cache -j 16 --json > "$out/flashinfer_build_sm120.json" || true
-echo "wall $(( $(date +%s) - start )) s"
-python3 - "$out/flashinfer_build_sm120.json" <<'PY'
+rc=0
+timeout -s TERM "$limit" python3 -m aotc.cli build --arch sm120a --flashinfer "$preset" --cache-dir /tmp/fi-cache \
+  -j 16 --json > "$out/flashinfer_build_$preset.json" 2> "$out/progress_$preset.txt" || rc=$?
+kill "$sampler" || true
+echo "exit $rc, wall $(( $(date +%s) - start )) s, peak memory used $(( $(cat "$out/peak_mem_used_bytes.txt" 2>/dev/null || echo 0) / 1024**3 )) GiB"
+tail -n 3 "$out/progress_$preset.txt"
+if [ -s "$out/flashinfer_build_$preset.json" ]; then
+  python3 - "$out/flashinfer_build_$preset.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 print("ok", d["ok"], "built", d["built"], "hit", d["hit"], "failed", d["failed"], "seconds", d["seconds"], "jobs", d["jobs"])
 for r in d["results"]:
-    print(r["status"], r.get("module") or r.get("call"), r["arch"], r.get("seconds"), "cubins", r.get("cubins"),
-          "so", r.get("so_bytes"), [x["code"] + " " + x["message"][:200] for x in r["diagnostics"]])
+    print(r["status"], r.get("module") or r.get("call"), r["arch"], "compile", r.get("compile_seconds"), "cubins",
+          r.get("cubins"), "so", r.get("so_bytes"), [x["code"] + " " + x["message"][-300:] for x in r["diagnostics"]])
 PY
+  python3 tools/flashinfer_module_report.py /tmp/fi-cache --json "$out/modules_$preset.json" > "$out/modules_$preset.md" || true
+  cat "$out/modules_$preset.md"
+fi

@@ -15,9 +15,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..arch import ARCHES, Arch, get_arch
 from ..build import BUILT, FAILED, HIT, BuildSummary
@@ -27,6 +29,7 @@ from ..elf import cubin_target
 from ..keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
 from ..toolchain import Toolchain, find_toolchain, max_parallel_jobs
 from ..verify import verify_cubin
+from . import ninja
 from .index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from .presets import DEFAULT_PRESETS, load_preset
 
@@ -44,7 +47,8 @@ class ModuleResult:
     module: str = ""
     status: str = FAILED
     key: str = ""
-    seconds: float = 0.0
+    seconds: float = 0.0  # this module's own steps: cache lookup, or verify + store
+    compile_seconds: float = 0.0  # summed compile and link command times of its translation units
     so_bytes: int = 0
     cubins: int = 0
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -53,6 +57,7 @@ class ModuleResult:
     def to_json(self) -> dict[str, Any]:
         return {"preset": self.preset, "call": self.call, "arch": self.arch, "module": self.module,
                 "status": self.status, "key": self.key, "seconds": round(self.seconds, 3),
+                "compile_seconds": round(self.compile_seconds, 3),
                 "so_bytes": self.so_bytes, "cubins": self.cubins, "log": self.log_path,
                 "diagnostics": [d.to_json() for d in self.diagnostics]}
 
@@ -62,9 +67,11 @@ class FlashInferBuildSummary(BuildSummary):
     """aotc's build summary (counts, ok, json) plus the FlashInfer version the modules came from."""
 
     flashinfer_version: str = ""
+    kept_workspaces: list[str] = field(default_factory=list)  # resumable builds of archs with a failure
 
     def to_json(self) -> dict[str, Any]:
-        return {**super().to_json(), "flashinfer_version": self.flashinfer_version}
+        return {**super().to_json(), "flashinfer_version": self.flashinfer_version,
+                "kept_workspaces": self.kept_workspaces}
 
 
 def _diag(number: int, message: str, fix: str, module: str = "", **details: Any) -> Diagnostic:
@@ -94,6 +101,7 @@ def _link_dir(ws: Path, tc: Toolchain) -> Path:
     if cudart is None:
         raise AotcError(_diag(2, f"no libcudart in the CUDA toolkit at {_cuda_home(tc)} (looked in lib64/ and lib/)",
                               "pip install nvidia-cuda-runtime, or point AOTC_NVCC at a full CUDA toolkit"))
+    (d / "libcudart.so").unlink(missing_ok=True)  # a resumed workspace: the toolkit may have moved
     (d / "libcudart.so").symlink_to(cudart)
     return d
 
@@ -167,67 +175,11 @@ class Portable:
         return text
 
 
-def _ninja_inputs(ninja_text: str) -> list[str]:
-    """Explicit and implicit inputs of every build line that no other build line produces."""
-    outputs, inputs = set(), []
-    for line in ninja_text.splitlines():
-        if not line.startswith("build "):
-            continue
-        outs, _, rest = line[len("build "):].partition(":")
-        outputs |= set(outs.split())
-        parts = rest.split()[1:]
-        inputs += [p for p in parts if p not in ("|", "||")]
-    return [p for p in dict.fromkeys(inputs) if p not in outputs]
-
-
-def _ninja_objects(ninja_text: str, library: str) -> list[str]:
-    """Every build output except the linked module: the objects (and embedded-cubin objects)."""
-    outs = [line[len("build "):].partition(":")[0].split() for line in ninja_text.splitlines()
-            if line.startswith("build ")]
-    return [o for group in outs for o in group if o != library]
-
-
 def _hash_files(paths: list[str], portable: Portable) -> dict[str, str]:
     digests = {}
     for p in paths:
         digests[portable(p)] = sha256_hex(Path(p).read_bytes())
     return dict(sorted(digests.items()))
-
-
-def _ninja_deps(ninja: str, entry: dict[str, Any]) -> list[str]:
-    """Every header the compile read, from ninja's deps log (depfiles with deps = gcc)."""
-    out = subprocess.run([ninja, "-C", entry["build_dir"], "-f", entry["ninja"], "-t", "deps"],
-                         capture_output=True, text=True, check=True).stdout
-    return sorted({line.strip() for line in out.splitlines() if line.startswith("    ") and line.strip()})
-
-
-# --- one module -----------------------------------------------------------------------------------
-
-def _ninja_binary() -> str:
-    try:
-        import ninja  # the pip package FlashInfer depends on
-
-        return str(Path(ninja.BIN_DIR) / "ninja")
-    except (ImportError, AttributeError):
-        found = shutil.which("ninja")
-        if found is None:
-            raise AotcError(_diag(4, "ninja was not found", "pip install ninja")) from None
-        return found
-
-
-def _run_ninja(ninja: str, entry: dict[str, Any], jobs: int, targets: list[str], env: dict[str, str]) -> str:
-    cmd = [ninja, "-v", "-C", entry["build_dir"], "-f", entry["ninja"], "-j", str(jobs), *targets]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    log = f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}"
-    if proc.returncode != 0:
-        raise _BuildFailed(log)
-    return log
-
-
-class _BuildFailed(Exception):
-    def __init__(self, log: str):
-        super().__init__("ninja failed")
-        self.log = log
 
 
 def needed_libraries(so: Path) -> list[str]:
@@ -251,80 +203,121 @@ def extract_cubins(so: Path, tc: Toolchain) -> list[bytes]:
         return [p.read_bytes() for p in sorted(Path(tmp).glob("*.cubin"))]
 
 
-def verify_module_cubins(cubins: list[bytes], arch: Arch, tc: Toolchain, module: str
+def verify_module_cubins(cubins: list[bytes], arch: Arch, tc: Toolchain, module: str, jobs: int = 1
                          ) -> tuple[list[dict], list[Diagnostic]]:
     """verify_cubin on every cubin, against the arch the cubin was built for (an sm120f cubin in an
-    sm120a build is legal: it runs on the same devices); a cubin the target cannot run is an error."""
-    records, diags = [], []
-    for data in cubins:
-        sm, variant = cubin_target(data)
-        # An f build without a ptxas note reads as plain; it runs where the f target runs.
-        cubin_arch = ARCHES.get(f"sm{sm}{variant}") or (ARCHES.get(f"sm{sm}f") if not variant else None)
-        device_cc = (arch.sm // 10, arch.sm % 10)
-        if cubin_arch is None or not cubin_arch.runs_on(device_cc):
-            diags.append(_diag(6, f"module {module} embeds a cubin for sm_{sm}{variant}, which {arch.name} devices "
-                               "cannot run", f"build it for sm{sm}{variant} instead, or fix the module's -gencode",
-                               module, cubin_target=f"sm_{sm}{variant}", arch=arch.name))
-            continue
-        report = verify_cubin(data, cubin_arch, None, tc, smem_budget=cubin_arch.smem_optin_bytes, smem_dynamic=0)
-        records.append({"sha256": sha256_hex(data), "size": len(data), "target": f"sm_{sm}{variant}",
-                        "ok": report.ok, "sass": {"mma": report.mma_counts, "banned": sorted(report.banned_found)},
-                        "kernels": report.resources})
-        diags += [Diagnostic(d.code, f"module {module}: {d.message}", module, d.file, d.fix, d.details)
-                  for d in report.diagnostics]
-    return records, diags
+    sm120a build is legal: it runs on the same devices); a cubin the target cannot run is an error.
+    Cubins are verified `jobs` at a time: fused MoE embeds 90 cubins (5,000 kernels), whose
+    disassembly took 5 minutes one at a time."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        verified = list(pool.map(lambda data: _verify_module_cubin(data, arch, tc, module), cubins))
+    return [r for r, _ in verified if r is not None], [d for _, diags in verified for d in diags]
+
+
+def _verify_module_cubin(data: bytes, arch: Arch, tc: Toolchain, module: str
+                         ) -> tuple[dict | None, list[Diagnostic]]:
+    sm, variant = cubin_target(data)
+    # An f build without a ptxas note reads as plain; it runs where the f target runs.
+    cubin_arch = ARCHES.get(f"sm{sm}{variant}") or (ARCHES.get(f"sm{sm}f") if not variant else None)
+    device_cc = (arch.sm // 10, arch.sm % 10)
+    if cubin_arch is None or not cubin_arch.runs_on(device_cc):
+        return None, [_diag(6, f"module {module} embeds a cubin for sm_{sm}{variant}, which {arch.name} devices "
+                            "cannot run", f"build it for sm{sm}{variant} instead, or fix the module's -gencode",
+                            module, cubin_target=f"sm_{sm}{variant}", arch=arch.name)]
+    report = verify_cubin(data, cubin_arch, None, tc, smem_budget=cubin_arch.smem_optin_bytes, smem_dynamic=0)
+    record = {"sha256": sha256_hex(data), "size": len(data), "target": f"sm_{sm}{variant}",
+              "ok": report.ok, "sass": {"mma": report.mma_counts, "banned": sorted(report.banned_found)},
+              "kernels": report.resources}
+    return record, [Diagnostic(d.code, f"module {module}: {d.message}", module, d.file, d.fix, d.details)
+                    for d in report.diagnostics]
 
 
 class ModuleBuilder:
+    """Builds the modules one arch needs: cache hits first, then every missing module's translation
+    units in one ninja run (one job pool for all of them), then the links, then verify and store."""
+
     def __init__(self, cache: Cache, tc: Toolchain, arch: Arch, version: str, roots: dict[str, str],
-                 env: dict[str, str], link_dir: Path, jobs: int, force: bool):
+                 env: dict[str, str], link_dir: Path, workspace: ninja.Workspace, jobs: int, force: bool,
+                 on_step: Callable[[int, int, str], None] | None = None):
         self.cache, self.tc, self.arch, self.version = cache, tc, arch, version
         self.portable = Portable(roots)
-        self.env, self.link_dir, self.jobs, self.force = env, link_dir, jobs, force
-        self.ninja = _ninja_binary()
+        self.env, self.link_dir, self.workspace, self.jobs, self.force = env, link_dir, workspace, jobs, force
+        self.on_step = on_step
 
     def plan(self, entry: dict[str, Any]) -> tuple[str, str, list[str]]:
         """(described sources, prekey, portable flags): everything known before compiling."""
         text = Path(entry["ninja"]).read_text()
         flags = [self.portable(line) for line in text.splitlines() if line.strip()]
         source = canonical_json({"module": entry["name"], "flashinfer_version": self.version,
-                                 "inputs": _hash_files(_ninja_inputs(text), self.portable)})
+                                 "inputs": _hash_files(ninja.inputs(text), self.portable)})
         return source, prekey(source, self.tc.identity, flags, self.arch.name), flags
 
-    def build(self, entry: dict[str, Any], result: ModuleResult) -> None:
-        source, pre, flags = self.plan(entry)
+    def lookup(self, entry: dict[str, Any], result: ModuleResult) -> bool:
+        """A stored module with the same sources, flags, toolchain and headers: a hit (True)."""
+        started = time.perf_counter()
+        _, pre, _ = self.plan(entry)
         # Recorded header paths are portable; check them where they are in this build.
         key = None if self.force else self.cache.lookup_prekey(pre, lambda p: file_sha256(self.portable.real(p)))
-        if key is not None:
-            manifest = self.cache.get_manifest(key)
-            if manifest is not None:
-                self._ref(entry["name"], key)
-                result.status, result.key = HIT, key
-                result.so_bytes = manifest["blobs"][SO_BLOB]["size"]
-                result.cubins = len(manifest.get("cubins", []))
-                return
-        started = time.perf_counter()
-        objects = _ninja_objects(Path(entry["ninja"]).read_text(), entry["library"])
-        try:
-            log = _run_ninja(self.ninja, entry, self.jobs, objects, self.env)
-            _write_cuda_stub(self.link_dir, [Path(o) for o in objects])
-            log += _run_ninja(self.ninja, entry, self.jobs, [], self.env)
-        except _BuildFailed as failed:
-            path = self.cache.write_log(pre, failed.log)
-            result.log_path = str(path)
-            tail = "\n".join([ln[:400] for ln in failed.log.strip().splitlines() if not ln.startswith("$ ")][-15:])
-            result.diagnostics.append(_diag(7, f"compiling FlashInfer module {entry['name']} for {self.arch.name} "
-                                            f"failed:\n{tail}", f"read the full log: {path}", entry["name"]))
+        manifest = self.cache.get_manifest(key) if key is not None else None
+        if manifest is None:
+            return False
+        self._ref(entry["name"], key)
+        result.status, result.key = HIT, key
+        result.so_bytes = manifest["blobs"][SO_BLOB]["size"]
+        result.cubins = len(manifest.get("cubins", []))
+        result.seconds = time.perf_counter() - started
+        return True
+
+    def build(self, todo: list[tuple[dict[str, Any], ModuleResult]]) -> None:
+        """Compile, link, verify and store every module of `todo`; one module's failure only marks
+        that module failed."""
+        if not todo:
             return
-        compile_s = time.perf_counter() - started
-        headers = _hash_files([p for p in _ninja_deps(self.ninja, entry) if os.path.isfile(p)], self.portable)
+        self.workspace.write([entry["ninja"] for entry, _ in todo])
+        objs = {entry["name"]: ninja.objects(Path(entry["ninja"]).read_text(), entry["library"])
+                for entry, _ in todo}
+        compiled = self.workspace.run([o for entry, _ in todo for o in objs[entry["name"]]], self.jobs, self.env,
+                                      self.on_step)
+        todo = [(e, r) for e, r in todo if not self._failed(e, r, compiled, objs[e["name"]])]
+        _write_cuda_stub(self.link_dir, [Path(o) for entry, _ in todo for o in objs[entry["name"]]])
+        linked = self.workspace.run([entry["library"] for entry, _ in todo], self.jobs, self.env, self.on_step)
+        for entry, result in todo:
+            if not self._failed(entry, result, linked, [entry["library"]]):
+                log = "\n".join(ln for ln in f"{compiled.log}\n{linked.log}".splitlines() if entry["build_dir"] in ln)
+                self._store(entry, result, objs[entry["name"]], log)
+
+    def _failed(self, entry: dict[str, Any], result: ModuleResult, run: ninja.Run, outputs: list[str]) -> bool:
+        """Did any of the module's outputs fail (or not appear)? Then record why, with a fix."""
+        bad = [o for o in outputs if o in run.failures or not os.path.exists(o)]
+        if not bad:
+            return False
+        text = run.failure_text(bad) or run.log[-20_000:]
+        _, pre, _ = self.plan(entry)
+        path = self.cache.write_log(pre, text)
+        result.log_path = str(path)
+        tail = "\n".join([ln[:400] for ln in text.strip().splitlines() if not ln.startswith("$ ")][-15:])
+        result.diagnostics.append(_diag(7, f"compiling FlashInfer module {entry['name']} for {self.arch.name} failed "
+                                        f"({len(bad)} of {len(outputs)} outputs):\n{tail}",
+                                        ninja.missing_header_fix(text) or f"read the full log: {path}",
+                                        entry["name"]))
+        return True
+
+    def _store(self, entry: dict[str, Any], result: ModuleResult, objects: list[str], log: str) -> None:
+        started = time.perf_counter()
+        source, pre, flags = self.plan(entry)
+        compile_s = self.workspace.seconds([*objects, entry["library"]])
+        deps = self.workspace.deps(objects)
+        headers = _hash_files([p for p in deps if os.path.isfile(p)], self.portable)
         inputs = action_inputs(source, self.tc.identity, flags, self.arch.name, headers)
         key = action_key(inputs)
         so = Path(entry["library"])
         so_bytes = so.read_bytes()
-        cubins, diags = verify_module_cubins(extract_cubins(so, self.tc), self.arch, self.tc, entry["name"])
+        cubins, diags = verify_module_cubins(extract_cubins(so, self.tc), self.arch, self.tc, entry["name"],
+                                            self.jobs)
         self.cache.write_log(key, log)
         result.key, result.so_bytes, result.cubins = key, len(so_bytes), len(cubins)
+        result.compile_seconds = compile_s
+        result.seconds = time.perf_counter() - started
         if diags:
             result.diagnostics += diags
             return
@@ -368,30 +361,76 @@ def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = N
 
 # --- entry point ----------------------------------------------------------------------------------
 
-def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
-                results: list[ModuleResult]) -> str:
-    cache.tmp_dir.mkdir(parents=True, exist_ok=True)
-    ws = Path(tempfile.mkdtemp(prefix="flashinfer-build-", dir=cache.tmp_dir)).resolve()
+class _Progress:
+    """`[n/N] arch module file, elapsed` on stderr for every finished ninja step: one rewritten line
+    on a terminal, a line per step otherwise (a fused-MoE build runs ~100 steps over many minutes)."""
+
+    def __init__(self, arch: str, module_dirs: dict[str, str], stream: TextIO = sys.stderr):
+        self.arch, self.module_dirs, self.stream = arch, module_dirs, stream
+        self.tty = stream.isatty()
+        self.start = time.perf_counter()
+
+    def __call__(self, n: int, total: int, output: str) -> None:
+        module = next((name for d, name in self.module_dirs.items() if output.startswith(d)), "")
+        secs = int(time.perf_counter() - self.start)
+        line = f"[{n}/{total}] {self.arch} {module}: {Path(output).name} ({secs // 60}m{secs % 60:02d}s)"
+        self.stream.write(f"\r\033[K{line}" + ("\n" if n == total else "") if self.tty else line + "\n")
+        self.stream.flush()
+
+
+def _workspace_lock(ws: Path, arch: Arch) -> Any:
+    from filelock import FileLock, Timeout  # build side only
+
+    lock = FileLock(f"{ws}.lock")
     try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise AotcError(_diag(9, f"another `aotc build --flashinfer` for {arch.name} is using {ws}",
+                              "wait for it to finish: it stores what it builds in the same cache, and a build "
+                              "started afterwards gets those modules as cache hits")) from None
+    return lock
+
+
+def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
+                progress: bool, results: list[ModuleResult]) -> tuple[str, str]:
+    """Build one arch's modules; returns (FlashInfer version, the workspace if it was kept).
+
+    The workspace (FlashInfer's generated sources and ninja's objects) is removed once every module
+    is stored; after a failure or an interruption it stays, and the next build resumes from it."""
+    ws = (cache.tmp_dir / f"flashinfer-{arch.name}").resolve()
+    ws.parent.mkdir(parents=True, exist_ok=True)
+    lock = _workspace_lock(ws, arch)
+    try:
+        if force:
+            shutil.rmtree(ws, ignore_errors=True)
         link_dir = _link_dir(ws, tc)
         env = _worker_env(ws, arch, tc, link_dir)
         generated = _run_worker(presets, arch, env)
         version = generated["flashinfer_version"]
-        builder = ModuleBuilder(cache, tc, arch, version, generated["roots"], env, link_dir, jobs, force)
-        for entry in generated["modules"]:
+        modules = generated["modules"]
+        on_step = _Progress(arch.name, {m["build_dir"]: m["name"] for m in modules if "build_dir" in m}) \
+            if progress else None
+        builder = ModuleBuilder(cache, tc, arch, version, generated["roots"], env, link_dir,
+                                ninja.Workspace(ws / "ninja"), jobs, force, on_step)
+        arch_results, todo = [], []
+        for entry in modules:
             result = ModuleResult(entry["preset"], entry["call"], arch.name, entry.get("name", ""))
-            started = time.perf_counter()
+            arch_results.append(result)
             if "error" in entry:
                 result.diagnostics.append(_diag(8, f"FlashInfer's generator {entry['call']} failed for {arch.name}: "
-                                                f"{entry['error']}", "fix or remove this entry of the preset",
+                                                f"{entry['error']}", ninja.missing_header_fix(entry.get(
+                                                    "traceback", "")) or "fix or remove this entry of the preset",
                                                 entry.get("name", "")))
-            else:
-                builder.build(entry, result)
-            result.seconds = time.perf_counter() - started
-            results.append(result)
-        return version
+            elif not builder.lookup(entry, result):
+                todo.append((entry, result))
+        builder.build(todo)
+        results += arch_results
+        if all(r.status != FAILED for r in arch_results):
+            shutil.rmtree(ws, ignore_errors=True)
+            return version, ""
+        return version, str(ws)
     finally:
-        shutil.rmtree(ws, ignore_errors=True)
+        lock.release()
 
 
 def format_summary(summary: FlashInferBuildSummary, cache: Cache) -> str:
@@ -405,16 +444,19 @@ def format_summary(summary: FlashInferBuildSummary, cache: Cache) -> str:
             lines.append(f"FAILED {r.module or r.call} ({r.arch}, preset {r.preset})"
                          + (f": log {r.log_path}" if r.log_path else ""))
             lines.extend("  " + d.format().replace("\n", "\n  ") for d in r.diagnostics)
+    for ws in summary.kept_workspaces:
+        lines.append(f"kept {ws}: run the same command again to resume from the objects already compiled")
     return "\n".join(lines)
 
 
 def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache | None = None,
                   jobs: int | None = None, *, toolchain: Toolchain | None = None,
-                  force: bool = False) -> FlashInferBuildSummary:
+                  force: bool = False, progress: bool = True) -> FlashInferBuildSummary:
     """Build every module of the presets for every arch into `cache`; see docs/flashinfer.md.
 
     archs=None uses each preset's own `archs`; no preset names = DEFAULT_PRESETS. One failing module
-    never stops the others.
+    never stops the others; the translation units of all modules an arch misses share one pool of
+    `jobs` compilers. An interrupted or failed build keeps its workspace and resumes from it.
     """
     started = time.perf_counter()
     preset_names = list(preset_names) or list(DEFAULT_PRESETS)
@@ -428,7 +470,9 @@ def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache
         for a in archs or list(load_preset(name).archs) or ["sm120a"]:
             plan.setdefault(get_arch(a).name, []).append(name)
     results: list[ModuleResult] = []
-    version = ""
+    version, kept = "", []
     for arch_name, names in plan.items():
-        version = _build_arch(names, ARCHES[arch_name], cache, tc, n_jobs, force, results)
-    return FlashInferBuildSummary(results, time.perf_counter() - started, n_jobs, flashinfer_version=version)
+        version, ws = _build_arch(names, ARCHES[arch_name], cache, tc, n_jobs, force, progress, results)
+        kept += [ws] if ws else []
+    return FlashInferBuildSummary(results, time.perf_counter() - started, n_jobs, flashinfer_version=version,
+                                  kept_workspaces=kept)

@@ -1,0 +1,179 @@
+"""FlashInfer's build.ninja files, read and run: what a module's build reads and writes, one ninja run
+over every module of a build (a top-level file that `subninja`s each module's own file, so all
+translation units share one job pool), progress from ninja's `[n/N]` lines, and which modules failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..diagnostics import AotcError, Diagnostic
+
+_STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
+_FAILED = re.compile(r"^FAILED: (?:\[code=\d+\] )?(.*)$")
+_OUTPUT_FLAG = re.compile(r"(?:^|\s)-o\s+(\S+)")
+_MISSING_HEADER = re.compile(r"fatal error: ([\w./+-]+\.h(?:pp)?): No such file or directory")
+# Headers FlashInfer's SM120 sources include that the pip CUDA toolkit (nvidia-cuda-nvcc & co.)
+# lacks, and the pip package that carries each.
+HEADER_PACKAGES = {
+    "cublasLt.h": "nvidia-cublas", "cublas_v2.h": "nvidia-cublas", "cublas_api.h": "nvidia-cublas",
+    "curand_kernel.h": "nvidia-curand", "curand.h": "nvidia-curand",
+    "cusparse.h": "nvidia-cusparse", "cufft.h": "nvidia-cufft", "cusolverDn.h": "nvidia-cusolver",
+    "nvrtc.h": "nvidia-cuda-nvrtc", "nvml.h": "nvidia-cuda-nvml-dev",
+}
+# A killed ninja gets this long to stop its compilers and delete their half-written outputs.
+_STOP_GRACE_S = 10.0
+
+
+def inputs(ninja_text: str) -> list[str]:
+    """Explicit and implicit inputs of every build line that no other build line produces."""
+    outputs, found = set(), []
+    for line in ninja_text.splitlines():
+        if not line.startswith("build "):
+            continue
+        outs, _, rest = line[len("build "):].partition(":")
+        outputs |= set(outs.split())
+        parts = rest.split()[1:]
+        found += [p for p in parts if p not in ("|", "||")]
+    return [p for p in dict.fromkeys(found) if p not in outputs]
+
+
+def objects(ninja_text: str, library: str) -> list[str]:
+    """Every build output except the linked module: the objects (and embedded-cubin objects)."""
+    outs = [line[len("build "):].partition(":")[0].split() for line in ninja_text.splitlines()
+            if line.startswith("build ")]
+    return [o for group in outs for o in group if o != library]
+
+
+def binary() -> str:
+    try:
+        import ninja  # the pip package FlashInfer depends on
+
+        return str(Path(ninja.BIN_DIR) / "ninja")
+    except (ImportError, AttributeError):
+        found = shutil.which("ninja")
+        if found is None:
+            raise AotcError(Diagnostic(code="AOTC-FI-004", message="ninja was not found",
+                                       fix="pip install ninja")) from None
+        return found
+
+
+@dataclass
+class Run:
+    """One ninja run: its whole output, and the outputs named in its FAILED blocks with their text."""
+
+    log: str
+    returncode: int
+    failures: dict[str, str] = field(default_factory=dict)  # output path -> command and compiler errors
+
+    def failure_text(self, paths: list[str]) -> str:
+        return "\n".join(self.failures[p] for p in paths if p in self.failures)
+
+
+def _failures(lines: list[str]) -> dict[str, str]:
+    """ninja -v prints `FAILED: [code=N] OUTPUTS`, the command, then the tool's output, until the
+    next `[n/N]` line or ninja's own closing message."""
+    failures, current, block = {}, [], []
+    for line in [*lines, "[0/0] "]:
+        m = _FAILED.match(line)
+        if m or _STEP.match(line) or line.startswith("ninja: "):
+            for out in current:
+                failures[out] = "\n".join(block)
+            current, block = (m.group(1).split(), [line]) if m else ([], [])
+        elif current:
+            block.append(line)
+    return failures
+
+
+class Workspace:
+    """A folder with a top-level ninja file over several modules' build.ninja files. Kept between
+    runs: ninja's own log there says which objects are done, so an interrupted build resumes."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.file = root / "aotc.ninja"
+
+    def write(self, module_ninja_files: list[str]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        text = "".join(f"subninja {f}\n" for f in module_ninja_files)
+        if not self.file.exists() or self.file.read_text() != text:
+            self.file.write_text(text)
+
+    def run(self, targets: list[str], jobs: int, env: dict[str, str],
+            on_step: Callable[[int, int, str], None] | None = None) -> Run:
+        """Build targets, keeping going past failures (-k 0); compilers run in ninja's own process
+        group, stopped with ninja on any exception (Ctrl-C, SIGTERM made KeyboardInterrupt)."""
+        cmd = [binary(), "-v", "-k", "0", "-C", str(self.root), "-f", self.file.name, "-j", str(jobs), *targets]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                start_new_session=True)
+        lines = [f"$ {' '.join(cmd)}"]
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip("\n")
+                lines.append(line)
+                if on_step and (m := _STEP.match(line)):
+                    out = _OUTPUT_FLAG.findall(line)
+                    on_step(int(m.group(1)), int(m.group(2)), out[-1] if out else "")
+            proc.wait()
+        except BaseException:
+            _stop(proc)
+            raise
+        return Run("\n".join(lines), proc.returncode, _failures(lines))
+
+    def deps(self, outputs: list[str]) -> list[str]:
+        """Every header the compiles of these outputs read, from ninja's deps log (deps = gcc)."""
+        proc = subprocess.run([binary(), "-C", str(self.root), "-f", self.file.name, "-t", "deps", *outputs],
+                              capture_output=True, text=True, check=True)
+        return sorted({line.strip() for line in proc.stdout.splitlines() if line.startswith("    ") and line.strip()})
+
+    def seconds(self, outputs: list[str]) -> float:
+        """Summed command times of these outputs from ninja's log (their last build each): a module's
+        serial compile time, even when its objects were built over several runs."""
+        log = self.root / ".ninja_log"
+        wanted, last = set(outputs), {}
+        if log.exists():
+            for line in log.read_text().splitlines()[1:]:
+                parts = line.split("\t")
+                if len(parts) == 5 and parts[3] in wanted:
+                    last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000.0
+        return sum(last.values())
+
+    def finished_objects(self) -> int:
+        """Outputs ninja's log records as built (what a resumed build will not redo, if unchanged)."""
+        log = self.root / ".ninja_log"
+        if not log.exists():
+            return 0
+        return len({ln.split("\t")[3] for ln in log.read_text().splitlines()[1:] if ln.count("\t") == 4})
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM ninja's group (ninja then deletes the outputs of the commands it was running), then
+    SIGKILL whatever is left after a grace period."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + _STOP_GRACE_S
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def missing_header_fix(text: str) -> str | None:
+    """The pip package to install for a `fatal error: X.h: No such file` in a compiler's output."""
+    for header in _MISSING_HEADER.findall(text):
+        name = Path(header).name
+        if name in HEADER_PACKAGES:
+            return (f"{name} is not in the CUDA toolkit aotc uses (the pip toolkit carries no {name}): "
+                    f"pip install {HEADER_PACKAGES[name]}, or point AOTC_NVCC at a full CUDA toolkit")
+    return None
