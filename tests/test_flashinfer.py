@@ -203,6 +203,19 @@ def test_ninja_run_keeps_going_and_names_each_failed_output(tmp_path):
     assert "no work to do" in again.log  # the log kept in the workspace is what makes a build resumable
 
 
+def test_progress_names_the_module_of_each_step():
+    import io
+
+    stream = io.StringIO()
+    progress = fi_build._Progress("sm120a", {"/ws/fp4_quantization_120": "fp4_quantization_120",
+                                             "/ws/fp4_quantization_120f": "fp4_quantization_120f"}, stream)
+    progress(1, 2, "/ws/fp4_quantization_120f/kernels.cuda.o")
+    progress(2, 2, "/ws/fp4_quantization_120/fp4_quantization_120.so")
+    assert [ln.split(" (")[0] for ln in stream.getvalue().splitlines()] == [
+        "[1/2] sm120a fp4_quantization_120f: kernels.cuda.o",
+        "[2/2] sm120a fp4_quantization_120: fp4_quantization_120.so"]
+
+
 def test_missing_header_fix_reads_real_compiler_output(tmp_path):
     src = tmp_path / "uses_cusparse.cpp"
     src.write_text("#include <cusparse.h>\n")

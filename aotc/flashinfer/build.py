@@ -371,7 +371,7 @@ class _Progress:
         self.start = time.perf_counter()
 
     def __call__(self, n: int, total: int, output: str) -> None:
-        module = next((name for d, name in self.module_dirs.items() if output.startswith(d)), "")
+        module = next((name for d, name in self.module_dirs.items() if output.startswith(d.rstrip("/") + "/")), "")
         secs = int(time.perf_counter() - self.start)
         line = f"[{n}/{total}] {self.arch} {module}: {Path(output).name} ({secs // 60}m{secs % 60:02d}s)"
         self.stream.write(f"\r\033[K{line}" + ("\n" if n == total else "") if self.tty else line + "\n")
