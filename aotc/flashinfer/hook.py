@@ -160,6 +160,33 @@ def _wrap_get_aot_artifacts(jit_env: Any, st: HookState, original: Any) -> Any:
     return get_aot_artifacts
 
 
+# FlashInfer generators that start processes just to *describe* their module: FMHA v2's compiles
+# and runs a traits printer with nvcc on every call, before FlashInfer asks for the module (so a
+# machine without nvcc cannot use it even when the module is prebuilt). (owner module, generator,
+# the module it yields.)
+SIDE_EFFECT_GENERATORS = (
+    ("flashinfer.prefill", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
+    ("flashinfer.jit", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
+    ("flashinfer.jit.attention", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
+    ("flashinfer.jit.attention.modules", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
+)
+
+
+def _wrap_side_effect_generator(jit_env: Any, original: Any, module: str) -> Any:
+    """Where FlashInfer's own provider selection finds `module` (aotc serves it for a target arch),
+    answer with FlashInfer's own JitSpec of that name, which FlashInfer then loads from the provider;
+    anywhere else run the original generator unchanged."""
+    from flashinfer.jit.core import gen_jit_spec
+
+    @functools.wraps(original)
+    def generator(*args: Any, **kwargs: Any) -> Any:
+        if not args and not kwargs and jit_env.get_aot_artifacts(module):
+            return gen_jit_spec(module, [])
+        return original(*args, **kwargs)
+
+    return generator
+
+
 # --- serving cubin-loader artifacts ---------------------------------------------------------------
 
 def _wrap_get_artifact(st: HookState, original: Any) -> Any:
@@ -281,6 +308,14 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
         for attr in ("get_artifact", "get_cubin"):
             if owner is not None and getattr(owner, attr, None) is cubin_loader.get_artifact:
                 _patch(st, owner, attr, get_artifact)
+    wrapped: dict[int, Any] = {}
+    for owner_name, attr, module in SIDE_EFFECT_GENERATORS:
+        owner = sys.modules.get(owner_name)
+        original = getattr(owner, attr, None)
+        if original is not None:
+            if id(original) not in wrapped:
+                wrapped[id(original)] = _wrap_side_effect_generator(jit_env, original, module)
+            _patch(st, owner, attr, wrapped[id(original)])
     _patch(st, jit_core.JitSpecNvcc, "build", _wrap_build(st, jit_core.JitSpecNvcc.build))
     _patch(st, jit_core.JitSpecNvcc, "build_and_load",
            _wrap_build_and_load(st, jit_core.JitSpecNvcc.build_and_load))
