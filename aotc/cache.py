@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 # Header sets remembered per prekey: a few variants (e.g. toggling a CUTLASS checkout) stay warm.
 MAX_PREKEY_SETS = 8
 _LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
+# A workspace kept for resuming an interrupted build (tmp/<name>/) that no build touched for a week
+# is swept by gc.
+WORKSPACE_MAX_AGE_S = 7 * 86_400.0
 LOCK_TIMEOUT_S = 600.0  # a build of one TU takes ~1 min; 10 min means a stuck writer
 
 
@@ -588,7 +592,8 @@ class Cache:
         self._gc_header_sets(sets_in_use, now, blob_grace_seconds, dry_run, report)
         self._gc_blobs(referenced, now, blob_grace_seconds, dry_run, report)
         self._gc_logs(live, now, older_than_seconds, dry_run, report)
-        report.tmp_removed = self.store.sweep_tmp(dry_run=dry_run) + self._sweep_locks(now, dry_run)
+        report.tmp_removed = (self.store.sweep_tmp(dry_run=dry_run) + self._sweep_locks(now, dry_run)
+                              + self._sweep_workspaces(now, dry_run))
         return report
 
     def _scan_manifests(self) -> dict[str, tuple[Path, dict | None, float]]:
@@ -672,6 +677,37 @@ class Cache:
                 report.logs_removed += 1
                 if not dry_run:
                     Path(entry.path).unlink(missing_ok=True)
+
+    def _sweep_workspaces(self, now: float, dry_run: bool, max_age: float = WORKSPACE_MAX_AGE_S) -> list[str]:
+        """Build workspaces kept for resuming (folders in tmp/, e.g. a FlashInfer build stopped
+        halfway: gigabytes of objects) that no build has touched for max_age and none holds now."""
+        from filelock import FileLock, Timeout  # writers only: keeps the serving import light
+
+        swept = []
+        if not self.tmp_dir.is_dir():
+            return swept
+        for entry in os.scandir(self.tmp_dir):
+            if not entry.is_dir(follow_symlinks=False) or entry.path == str(self.lock_dir):
+                continue
+            folder = Path(entry.path)
+            try:
+                touched = max(p.stat().st_mtime for p in (folder, *folder.glob("*"), *folder.glob("*/.ninja_log")))
+            except FileNotFoundError:
+                continue
+            if now - touched <= max_age:
+                continue
+            lock = FileLock(f"{folder}.lock")
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:  # a build is using it right now
+                continue
+            try:
+                swept.append(str(folder))
+                if not dry_run:
+                    shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                lock.release()
+        return swept
 
     def _sweep_locks(self, now: float, dry_run: bool, max_age: float = 86_400.0) -> list[str]:
         """Lock files are empty and harmless; sweep those untouched for a day (correctness never

@@ -463,6 +463,31 @@ def test_gc_never_removes_everything_when_nothing_is_kept_by_default(tmp_path: P
     assert cache.resolve_ref(k("spec-a"))["name"] == "a"
 
 
+def test_gc_sweeps_abandoned_build_workspaces_only(tmp_path: Path) -> None:
+    """A workspace kept to resume a stopped build goes after a week untouched, unless a build holds
+    its lock; a recent one stays."""
+    from filelock import FileLock
+
+    cache = Cache(tmp_path)
+    week_ago = time.time() - 8 * 86_400
+    folders = {}
+    for name in ("old", "old-but-locked", "recent"):
+        folder = cache.tmp_dir / f"flashinfer-{name}"
+        (folder / "ninja").mkdir(parents=True)
+        (folder / "ninja" / ".ninja_log").write_text("# ninja log v7\n")
+        if name != "recent":
+            for p in (folder / "ninja" / ".ninja_log", folder / "ninja", folder):
+                os.utime(p, (week_ago, week_ago))
+        folders[name] = folder
+    with FileLock(f"{folders['old-but-locked']}.lock"):
+        dry = cache.gc(dry_run=True)
+        assert str(folders["old"]) in dry.tmp_removed and folders["old"].exists()
+        report = cache.gc()
+    assert str(folders["old"]) in report.tmp_removed and not folders["old"].exists()
+    assert folders["old-but-locked"].exists() and folders["recent"].exists()
+    assert str(folders["recent"]) not in report.tmp_removed
+
+
 # --- where the cache lives ----------------------------------------------------------------------
 
 
