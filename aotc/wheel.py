@@ -121,7 +121,8 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         "abi": ABI_VERSION, "aotc_version": __version__, "name": dist_name, "version": version,
         "targets": sorted({m["arch"] for m in manifests}),
         "toolchains": sorted({m["toolchain"]["nvcc_version"] for m in manifests}),
-        "cutlass_versions": sorted({str(m.get("cutlass_version")) for m in manifests}),
+        "cutlass_versions": sorted({str(m["cutlass_version"]) for m in manifests if m.get("cutlass_version")}),
+        "flashinfer_versions": sorted({m["flashinfer_version"] for m in manifests if m.get("flashinfer_version")}),
         "kernels": len(manifests), "blob_bytes_raw": raw_total, "blob_bytes_stored": stored_total,
     }
     zw.add(f"{pkg}/{METADATA_FILE}", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
@@ -156,6 +157,13 @@ class WheelCheck:
                 "diagnostics": [d.to_json() for d in self.diagnostics]}
 
 
+def _parse_target(text: str) -> tuple[int, str]:
+    """"sm_120a" -> (120, "a")."""
+    digits = text.removeprefix("sm_")
+    variant = digits[-1] if digits[-1].isalpha() else ""
+    return int(digits.rstrip("af")), variant
+
+
 def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
     """List a kernel wheel's contents and flag tampered blobs, a foreign ABI, and kernels whose cubin
     cannot run on `arch` (e.g. an sm_100 cubin in an SM120 wheel)."""
@@ -180,26 +188,32 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
         device_cc = divmod(arch.sm, 10) if arch else None
         for name in sorted(n for n in names if n.startswith(prefix + "actions/")):
             m = json.loads(zf.read(name))
-            cubin_digest = m["blobs"]["cubin"]["sha256"]
-            blob_name = f"{prefix}blobs/{cubin_digest[:2]}/{cubin_digest}.zst"
+            # aotc kernels carry one cubin; FlashInfer modules a .so whose cubins the manifest lists.
+            blob_kind = "cubin" if "cubin" in m["blobs"] else "so"
+            digest = m["blobs"][blob_kind]["sha256"]
+            blob_name = f"{prefix}blobs/{digest[:2]}/{digest}.zst"
             sizes = {k: v["size"] for k, v in m["blobs"].items()}
             try:
-                cubin = zstandard.ZstdDecompressor().decompress(zf.read(blob_name))
+                data = zstandard.ZstdDecompressor().decompress(zf.read(blob_name), max_output_size=1 << 31)
             except (KeyError, zstandard.ZstdError) as e:
-                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): cubin blob unreadable: {e}",
+                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): {blob_kind} blob unreadable: {e}",
                                         fix="rebuild the wheel"))
                 continue
-            if hashlib.sha256(cubin).hexdigest() != cubin_digest:
-                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): cubin content does not "
-                                        f"match its sha256 {cubin_digest[:16]}...: the wheel was modified",
+            if hashlib.sha256(data).hexdigest() != digest:
+                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): {blob_kind} content does not "
+                                        f"match its sha256 {digest[:16]}...: the wheel was modified",
                                         fix="do not install this wheel; rebuild it from a verified cache"))
                 continue
-            sm, variant = cubin_target(cubin)
-            target = f"sm{sm}{variant}"
-            runs = target_runs_on(sm, variant, device_cc) if device_cc else None
-            kernels.append({"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": target,
+            if blob_kind == "cubin":
+                sm, variant = cubin_target(data)
+                targets = [(sm, variant)]
+            else:
+                targets = [_parse_target(c["target"]) for c in m.get("cubins", [])]
+            runs = all(target_runs_on(sm, v, device_cc) for sm, v in targets) if device_cc else None
+            shown = ",".join(sorted({f"sm{sm}{v}" for sm, v in targets})) or "none"
+            kernels.append({"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": shown,
                             "sizes": sizes, "runs_on_arch": runs})
             if arch and not runs:
-                diags.append(Diagnostic("AOTC-WHEEL-006", f"{m['name']}: cubin target {target} cannot run on "
+                diags.append(Diagnostic("AOTC-WHEEL-006", f"{m['name']}: cubin target {shown} cannot run on "
                                         f"{arch.name} devices", fix=f"rebuild the wheel with --arch {arch.name}"))
     return WheelCheck(str(path), meta, kernels, diags)

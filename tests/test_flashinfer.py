@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -298,6 +299,58 @@ def test_fmha_v2_generator_runs_no_compiler_only_where_aotc_holds_the_module(fi_
     alone = _run_child(step, root, tmp_path / "b", FLASHINFER_DISABLE_JIT="1")
     assert "module_functions" not in alone  # not held: FlashInfer's generator ran, then found no module
     assert any("print_traits" in str(c) for c in alone["spawned_by_call"]), alone["spawned_by_call"]
+
+
+@pytest.mark.compile
+def test_module_shipped_in_a_kernel_wheel_is_served_and_checked(fi_cache, tmp_path):
+    """`aotc wheel` packs the FlashInfer module; installed (pip --target), the hook serves it with
+    an empty local cache; `aotc wheel --check` verifies the .so blob and its cubin targets."""
+    from aotc.arch import get_arch
+    from aotc.wheel import build_wheel, check_wheel, select_entries
+
+    root, _, _ = fi_cache
+    entries = select_entries(Cache(root), [get_arch(ARCH)])
+    assert [m["family"] for _, m in entries] == ["flashinfer"]
+    wheel = build_wheel(Cache(root), entries, "aotc-kernels-fi-test", tmp_path / "dist")
+    report = check_wheel(wheel, get_arch(ARCH))
+    assert report.ok, [d.format() for d in report.diagnostics]
+    assert report.kernels[0]["name"] == MODULE and report.kernels[0]["elf_target"] == "sm120a"
+    assert report.meta["flashinfer_versions"] == [flashinfer.__version__]
+    assert not check_wheel(wheel, get_arch("sm90a")).ok  # sm_120a cubins cannot run on an H100
+
+    site = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
+                          str(site), str(wheel)], capture_output=True, text=True, check=False)
+    assert pip.returncode == 0, pip.stderr
+    (tmp_path / "empty-cache").mkdir()
+    out = _run_child(
+        """
+        afi.install()
+        import flashinfer.cascade
+        module = flashinfer.cascade.get_cascade_module()
+        out["has_merge_state"] = hasattr(module, "merge_state")
+        out["status"] = afi.status()
+        """,
+        tmp_path / "empty-cache", tmp_path, FLASHINFER_DISABLE_JIT="1",
+        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+    )
+    assert out["has_merge_state"] and out["status"]["served"] == {MODULE: [ARCH]}
+    assert out["status"]["served_from"] == {MODULE: "kernel wheel aotc-kernels-fi-test"}
+    assert not [c for c in out["spawned"] if any(x in str(c) for x in ("ninja", "nvcc"))]
+
+    # A modified .so inside the wheel is caught by the check.
+    tampered = tmp_path / "tampered.whl"
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(tampered, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if "/blobs/" in item.filename:
+                import zstandard
+
+                raw = bytearray(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 31))
+                raw[len(raw) // 2] ^= 0xFF
+                data = zstandard.ZstdCompressor().compress(bytes(raw))
+            dst.writestr(item, data)
+    assert any(d.code == "AOTC-WHEEL-005" for d in check_wheel(tampered).diagnostics)
 
 
 @pytest.mark.compile

@@ -20,6 +20,7 @@ from typing import Any
 from ..arch import ARCHES
 from ..cache import Cache
 from ..diagnostics import AotcError, Diagnostic
+from ..runtime.lookup import CacheSource, WheelSource
 from ..store import CorruptBlobError
 from .index import SO_BLOB, module_key
 
@@ -36,6 +37,8 @@ class HookState:
     cache: Cache
     on_miss: str
     version: str
+    wheels: WheelSource = field(default_factory=WheelSource)  # searched after the cache, as the runtime does
+    served_from: dict[str, str] = field(default_factory=dict)  # module -> the source that served it
     patched: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # (owner, attr, old, new)
     looked_up: dict[str, list[str]] = field(default_factory=dict)  # module -> aotc archs served
     problems: dict[str, str] = field(default_factory=dict)  # module -> why aotc could not serve it
@@ -44,8 +47,12 @@ class HookState:
 
     def report(self) -> dict[str, Any]:
         return {"cache": str(self.cache.root), "on_miss": self.on_miss, "flashinfer_version": self.version,
-                "served": {m: a for m, a in self.looked_up.items() if a}, "problems": dict(self.problems),
-                "artifacts_served": self.artifacts_served}
+                "served": {m: a for m, a in self.looked_up.items() if a}, "served_from": dict(self.served_from),
+                "problems": dict(self.problems), "artifacts_served": self.artifacts_served}
+
+    def sources(self) -> list[Any]:
+        """Where modules come from, in order: the local cache, then installed kernel wheels."""
+        return [CacheSource(self.cache), self.wheels]
 
 
 _state: HookState | None = None
@@ -97,11 +104,11 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
                 log.warning("aotc: could not preload %s for FlashInfer modules: %s", soname, exc)
 
 
-def _materialize(st: HookState, module: str, arch: str, manifest: dict[str, Any]) -> Path:
+def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
     from ..runtime.loader import helper_path
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
-    so = helper_path(digest, lambda: st.cache.read_blob(digest))  # digest-checked on every reuse
+    so = helper_path(digest, lambda: source.read_blob(digest))  # digest-checked on every reuse
     link = _provider_root(st) / arch / module / f"{module}.so"
     _link(so, link)
     _preload_needed(manifest)
@@ -134,18 +141,22 @@ def _register(jit_env: Any, st: HookState, module: str, arch: str) -> None:
 def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
     served = []
     for arch in _candidate_archs(jit_env):
-        try:
-            manifest = st.cache.resolve_ref(module_key(module, st.version, arch))
-            if manifest is None:
+        for source in st.sources():
+            try:
+                manifest = source.resolve(module_key(module, st.version, arch))
+                if manifest is None:
+                    continue
+                _materialize(st, source, module, arch, manifest)
+            except (AotcError, OSError, KeyError, ValueError) as exc:
+                # FlashInfer's try_load contract: an artifact problem is a miss, never a crash.
+                st.problems[module] = f"{arch}: {exc}"
+                log.warning("aotc: not serving FlashInfer module %s for %s from %s: %s", module, arch,
+                            source.name, exc)
                 continue
-            _materialize(st, module, arch, manifest)
-        except (AotcError, OSError, KeyError, ValueError) as exc:
-            # FlashInfer's try_load contract: an artifact problem is a miss, never a crash.
-            st.problems[module] = f"{arch}: {exc}"
-            log.warning("aotc: not serving FlashInfer module %s for %s: %s", module, arch, exc)
-            continue
-        _register(jit_env, st, module, arch)
-        served.append(arch)
+            _register(jit_env, st, module, arch)
+            served.append(arch)
+            st.served_from[module] = source.origin(manifest["blobs"][SO_BLOB]["sha256"])
+            break
     st.looked_up[module] = served
 
 
@@ -191,13 +202,17 @@ def _wrap_side_effect_generator(jit_env: Any, original: Any, module: str) -> Any
 
 def _wrap_get_artifact(st: HookState, original: Any) -> Any:
     def get_artifact(file_name: str, sha256: str, session: Any = None) -> bytes:
-        if len(sha256) == 64 and set(sha256) <= _DIGEST_CHARS and st.cache.store.has(sha256):
-            try:
-                data = st.cache.read_blob(sha256)  # the blob digest is FlashInfer's sha256
-                st.artifacts_served += 1
-                return data
-            except (CorruptBlobError, KeyError, OSError) as exc:
-                log.warning("aotc: artifact %s (%s) not served: %s", file_name, sha256[:12], exc)
+        if len(sha256) == 64 and set(sha256) <= _DIGEST_CHARS:
+            for cache in (st.cache, *(src.cache for src in st.wheels.caches())):
+                if not cache.store.has(sha256):
+                    continue
+                try:
+                    data = cache.read_blob(sha256)  # the blob digest is FlashInfer's sha256
+                    st.artifacts_served += 1
+                    return data
+                except (CorruptBlobError, KeyError, OSError) as exc:
+                    log.warning("aotc: artifact %s (%s) not served from %s: %s", file_name, sha256[:12],
+                                cache.root, exc)
         return original(file_name, sha256, session=session)
 
     return get_artifact
@@ -226,7 +241,8 @@ def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
         fix += "; or unset FLASHINFER_DISABLE_JIT to let FlashInfer compile it"
     return Diagnostic(
         code="AOTC-FI-010",
-        message=(f"FlashInfer module {module!r} is not in the aotc cache {st.cache.root} for FlashInfer "
+        message=(f"FlashInfer module {module!r} is not in the aotc cache {st.cache.root} nor in an installed "
+                 f"kernel wheel for FlashInfer "
                  f"{st.version} and targets {', '.join(targets)} ({why}), and JIT is off"),
         spec=module, fix=fix, details={"module": module, "targets": targets, "cache": str(st.cache.root)},
     )

@@ -41,6 +41,10 @@ class CacheSource:
     def read_blob(self, digest: str) -> bytes:
         return self.cache.read_blob(digest)
 
+    def origin(self, digest: str) -> str:
+        """Which store holds a blob this source resolved (for reports)."""
+        return self.name
+
     def refs(self) -> list[dict]:
         """Every stored ref (family, params, arch, name): what select() can choose from."""
         return list(self.cache.refs())
@@ -79,6 +83,10 @@ class WheelSource:
 
     def refs(self) -> list[dict]:
         return [ref for src in self.caches() for ref in src.refs()]
+
+    def origin(self, digest: str) -> str:
+        owner = self._owner.get(digest)
+        return owner.name if owner is not None else self.name
 
     def read_blob(self, digest: str) -> bytes:
         owner = self._owner.get(digest)
