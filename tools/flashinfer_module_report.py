@@ -4,8 +4,8 @@ budget, registers and local memory, and the summed compile time.
 
     python tools/flashinfer_module_report.py CACHE_DIR [--json OUT.json]
 
-Static SMEM only: the dynamic SMEM a kernel asks for is set by FlashInfer's host code at launch
-and is not in the cubin.
+Dynamic SMEM is known for the CUTLASS kernels the build probed (aotc/flashinfer/smem_probe.py);
+other kernels' dynamic SMEM is set by FlashInfer's host code at launch and is not in the cubin.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def module_rows(cache: Cache) -> list[dict]:
             "banned": sorted({b for c in manifest["cubins"] for b in c["sass"]["banned"]}),
             "all_ok": all(c["ok"] for c in manifest["cubins"]),
             "max_smem_static": max((k["smem_static"] for k in kernels), default=0),
+            "max_smem_static_plus_dynamic": max((k["smem_static"] + k.get("smem_dynamic", 0) for k in kernels),
+                                                default=0),
+            "smem_probe": manifest.get("smem_probe", {}),
             "smem_budget": ARCHES[manifest["arch"]].smem_optin_bytes,
             "max_registers": max((k.get("registers", 0) for k in kernels), default=0),
             "kernels_with_local_memory": sum(1 for k in kernels if k.get("local_bytes", 0)),
@@ -49,13 +52,21 @@ def module_rows(cache: Cache) -> list[dict]:
     return sorted(rows, key=lambda r: (r["arch"], r["module"]))
 
 
+def _probed(probe: dict) -> str:
+    if "error" in probe:
+        return f"not probed ({probe['error'][:80]})"
+    return str(probe.get("probed", "-"))
+
+
 def markdown(rows: list[dict]) -> str:
     head = ("| module | arch | .so | cubins | kernels | targets | MMA SASS | banned | max static SMEM / budget "
-            "| max regs | kernels w/ local mem | compile (serial) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "| CUTLASS kernels probed | max static + dynamic SMEM | max regs | kernels w/ local mem | compile (serial) |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     return head + "".join(
         f"| {r['module']} | {r['arch']} | {r['so_bytes'] / 1e6:.1f} MB | {r['cubins']} | {r['kernels']} | "
         f"{', '.join(r['targets'])} | {', '.join(f'{k} {v}' for k, v in r['mma'].items()) or '-'} | "
         f"{', '.join(r['banned']) or 'none'} | {r['max_smem_static']:,} / {r['smem_budget']:,} B | "
+        f"{_probed(r['smem_probe'])} | {r['max_smem_static_plus_dynamic']:,} B | "
         f"{r['max_registers']} | {r['kernels_with_local_memory']} | {r['compile_seconds']:.0f} s |\n"
         for r in rows)
 

@@ -29,7 +29,7 @@ from ..elf import cubin_target
 from ..keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
 from ..toolchain import Toolchain, find_toolchain, max_parallel_jobs
 from ..verify import verify_cubin
-from . import ninja
+from . import ninja, smem_probe
 from .index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from .presets import DEFAULT_PRESETS, load_preset
 
@@ -49,6 +49,7 @@ class ModuleResult:
     key: str = ""
     seconds: float = 0.0  # this module's own steps: cache lookup, or verify + store
     compile_seconds: float = 0.0  # summed compile and link command times of its translation units
+    smem_probe: dict[str, Any] = field(default_factory=dict)  # dynamic SMEM of its CUTLASS kernels
     so_bytes: int = 0
     cubins: int = 0
     diagnostics: list[Diagnostic] = field(default_factory=list)
@@ -57,7 +58,7 @@ class ModuleResult:
     def to_json(self) -> dict[str, Any]:
         return {"preset": self.preset, "call": self.call, "arch": self.arch, "module": self.module,
                 "status": self.status, "key": self.key, "seconds": round(self.seconds, 3),
-                "compile_seconds": round(self.compile_seconds, 3),
+                "compile_seconds": round(self.compile_seconds, 3), "smem_probe": self.smem_probe,
                 "so_bytes": self.so_bytes, "cubins": self.cubins, "log": self.log_path,
                 "diagnostics": [d.to_json() for d in self.diagnostics]}
 
@@ -314,6 +315,9 @@ class ModuleBuilder:
         so_bytes = so.read_bytes()
         cubins, diags = verify_module_cubins(extract_cubins(so, self.tc), self.arch, self.tc, entry["name"],
                                             self.jobs)
+        smem, smem_diags = self._probe_dynamic_smem(entry, objects, cubins)
+        diags += smem_diags
+        result.smem_probe = smem
         self.cache.write_log(key, log)
         result.key, result.so_bytes, result.cubins = key, len(so_bytes), len(cubins)
         result.compile_seconds = compile_s
@@ -321,10 +325,45 @@ class ModuleBuilder:
         if diags:
             result.diagnostics += diags
             return
-        self.cache.put_entry(key, {SO_BLOB: so_bytes}, self._manifest(entry, key, inputs, flags, cubins, compile_s))
+        manifest = self._manifest(entry, key, inputs, flags, cubins, compile_s) | {"smem_probe": smem}
+        self.cache.put_entry(key, {SO_BLOB: so_bytes}, manifest)
         self.cache.record_prekey(pre, headers, key)
         self._ref(entry["name"], key)
         result.status = BUILT
+
+    def _probe_dynamic_smem(self, entry: dict[str, Any], objects: list[str], cubins: list[dict]
+                            ) -> tuple[dict[str, Any], list[Diagnostic]]:
+        """Dynamic SMEM of every CUTLASS kernel (`smem_probe.py`), written into the cubin records and
+        checked with the static SMEM against the budget. A probe that cannot be built is reported in
+        the manifest and on stderr, and does not fail the module: its kernels keep static-only checks."""
+        names = [name for c in cubins for name in c["kernels"]]
+        try:
+            types = smem_probe.cutlass_kernel_types(names)
+            if not types:
+                return {"cutlass_kernels": 0}, []
+            cuda_objects = [o for o in objects if o.endswith(".cuda.o")]
+            command = smem_probe.probe_command(self.workspace.command(cuda_objects[0]),
+                                               [Path(src).parent for src in entry["sources"]])
+            sizes = smem_probe.probe(types, smem_probe.include_lines(entry["sources"]), command, self.jobs)
+        except (smem_probe.ProbeError, subprocess.SubprocessError, OSError, IndexError) as exc:
+            print(f"aotc: {entry['name']}: dynamic SMEM not probed: {exc}", file=sys.stderr)
+            return {"cutlass_kernels": len(names), "probed": 0, "error": str(exc)[:2000]}, []
+        diags = []
+        for record in cubins:
+            budget = self.arch.smem_optin_bytes
+            for name, kernel in record["kernels"].items():
+                if name not in sizes:
+                    continue
+                kernel["smem_dynamic"] = sizes[name]
+                total = kernel["smem_static"] + sizes[name]
+                if total > budget:
+                    diags.append(_diag(12, f"module {entry['name']}: CUTLASS kernel {name[:120]}... asks for "
+                                       f"{kernel['smem_static']} B static + {sizes[name]} B dynamic = {total} B of "
+                                       f"shared memory at launch; {self.arch.name} allows {budget} B "
+                                       f"({total - budget} B over): it would fail at initialize()",
+                                       "drop this tile configuration from the module, or pick fewer stages",
+                                       entry["name"], kernel=name, dynamic=sizes[name], budget=budget))
+        return {"cutlass_kernels": len(sizes), "probed": len(sizes), "max_dynamic": max(sizes.values())}, diags
 
     def _ref(self, module: str, key: str) -> None:
         self.cache.set_ref(module_key(module, self.version, self.arch.name), key,

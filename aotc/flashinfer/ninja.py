@@ -136,6 +136,12 @@ class Workspace:
                               capture_output=True, text=True, check=True)
         return sorted({line.strip() for line in proc.stdout.splitlines() if line.startswith("    ") and line.strip()})
 
+    def command(self, output: str) -> str:
+        """The command line that builds `output` (its compiler invocation, flags and all)."""
+        proc = subprocess.run([binary(), "-C", str(self.root), "-f", self.file.name, "-t", "commands", output],
+                              capture_output=True, text=True, check=True)
+        return proc.stdout.strip().splitlines()[-1]
+
     def seconds(self, outputs: list[str]) -> float:
         """Summed command times of these outputs from ninja's log (their last build each): a module's
         serial compile time, even when its objects were built over several runs."""
