@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .arch import ARCHES, UnknownArchError, parse_arch_list
 from .diagnostics import AotcError, Diagnostic
+from .flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
+from .flashinfer.presets import available_presets
 
 EXAMPLES = """\
 examples:
@@ -319,8 +321,10 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="compile even when the cache holds the result")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     b.add_argument("--flashinfer", nargs="*", metavar="PRESET", default=None,
-                   help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml; none given: "
-                   "the default presets) instead of aotc's catalog; needs flashinfer-python installed")
+                   help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml or a .toml "
+                   f"path; none given: {' '.join(DEFAULT_FLASHINFER_PRESETS)}; known: "
+                   f"{', '.join(available_presets()) or 'none'}) instead of aotc's catalog; needs flashinfer-python. "
+                   "An interrupted build resumes when run again; see docs/flashinfer.md")
     ls = add("ls", cmd_ls, "list cache entries")
     ls.add_argument("--family", help="only this family")
     show = add("show", cmd_show, "print the manifest of an entry")
