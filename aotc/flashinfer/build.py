@@ -280,6 +280,8 @@ class ModuleBuilder:
         compiled = self.workspace.run([o for entry, _ in todo for o in objs[entry["name"]]], self.jobs, self.env,
                                       self.on_step)
         todo = [(e, r) for e, r in todo if not self._failed(e, r, compiled, objs[e["name"]])]
+        if not todo:  # ninja with no target would build every default, the failed modules' links too
+            return
         _write_cuda_stub(self.link_dir, [Path(o) for entry, _ in todo for o in objs[entry["name"]]])
         linked = self.workspace.run([entry["library"] for entry, _ in todo], self.jobs, self.env, self.on_step)
         for entry, result in todo:
