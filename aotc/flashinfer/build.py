@@ -244,9 +244,16 @@ class ModuleBuilder:
         self.portable = Portable(roots)
         self.env, self.link_dir, self.workspace, self.jobs, self.force = env, link_dir, workspace, jobs, force
         self.on_step = on_step
+        self._plans: dict[str, tuple[str, str, list[str]]] = {}
 
     def plan(self, entry: dict[str, Any]) -> tuple[str, str, list[str]]:
-        """(described sources, prekey, portable flags): everything known before compiling."""
+        """(described sources, prekey, portable flags): everything known before compiling. Hashed
+        once per module (fused MoE has ~100 sources); lookup, failure logs and store reuse it."""
+        if entry["name"] not in self._plans:
+            self._plans[entry["name"]] = self._plan(entry)
+        return self._plans[entry["name"]]
+
+    def _plan(self, entry: dict[str, Any]) -> tuple[str, str, list[str]]:
         text = Path(entry["ninja"]).read_text()
         flags = [self.portable(line) for line in text.splitlines() if line.strip()]
         source = canonical_json({"module": entry["name"], "flashinfer_version": self.version,
