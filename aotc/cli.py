@@ -149,6 +149,10 @@ def cmd_ls(args) -> int:
     for m in entries:
         res = m.get("resources") or {}
         smem = (m.get("smem_model") or {}).get("total", res.get("smem_dynamic", 0))
+        kernels = [k for c in m.get("cubins", []) for k in c.get("kernels", {}).values()]
+        if kernels:  # a FlashInfer module: its largest kernel
+            res = {"registers": max(k.get("registers", 0) for k in kernels)}
+            smem = max(k.get("smem_static", 0) + k.get("smem_dynamic", 0) for k in kernels)
         lines.append(f"{m['key'][:12]:<14} {m['arch']:<7} {res.get('registers', '?'):>4} {smem:>8,} "
                      f"{m.get('compile_seconds', 0):>7.1f}s  {m.get('name')}")
     lines.append(f"{len(entries)} entries in {cache.root}")

@@ -152,6 +152,11 @@ def test_build_stores_verified_sm120a_module(fi_cache):
     # Keys see installation paths by role only.
     assert not any("/site-packages/" in f for f in manifest["flags"])
     assert any(h.startswith("<flashinfer>/data/include/flashinfer/") for h in manifest["inputs"]["headers"])
+    # `aotc ls` shows the module's largest kernel (registers, SMEM), as for aotc's own kernels.
+    ls = subprocess.run([sys.executable, "-m", "aotc.cli", "ls", "--cache-dir", str(root), "--family", "flashinfer"],
+                        capture_output=True, text=True, check=True).stdout.splitlines()
+    regs = max(k["registers"] for c in manifest["cubins"] for k in c["kernels"].values())
+    assert ls[1].split()[:3] == [result["key"][:12], ARCH, str(regs)] and ls[1].endswith(MODULE)
 
 
 @pytest.mark.compile
