@@ -14,8 +14,6 @@ from pathlib import Path
 
 from .arch import ARCHES, UnknownArchError, parse_arch_list
 from .diagnostics import AotcError, Diagnostic
-from .flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
-from .flashinfer.presets import available_presets
 
 EXAMPLES = """\
 examples:
@@ -299,6 +297,9 @@ def cmd_families(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    from .flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
+    from .flashinfer.presets import available_presets
+
     top = argparse.ArgumentParser(prog="aotc", description="Ahead-of-time kernel compiler and cubin cache for "
                                   "SM120/SM121 GPUs: tile specs are checked against the 99 KB SMEM budget and the "
                                   "tcgen05 ban, rendered from CUTLASS/CuTe templates, compiled, verified and cached.",

@@ -38,6 +38,7 @@ class HookState:
     on_miss: str
     version: str
     wheels: WheelSource = field(default_factory=WheelSource)  # searched after the cache, as the runtime does
+    local: CacheSource = field(init=False)
     served_from: dict[str, str] = field(default_factory=dict)  # module -> the source that served it
     patched: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # (owner, attr, old, new)
     looked_up: dict[str, list[str]] = field(default_factory=dict)  # module -> aotc archs served
@@ -50,9 +51,12 @@ class HookState:
                 "served": {m: a for m, a in self.looked_up.items() if a}, "served_from": dict(self.served_from),
                 "problems": dict(self.problems), "artifacts_served": self.artifacts_served}
 
+    def __post_init__(self) -> None:
+        self.local = CacheSource(self.cache)
+
     def sources(self) -> list[Any]:
         """Where modules come from, in order: the local cache, then installed kernel wheels."""
-        return [CacheSource(self.cache), self.wheels]
+        return [self.local, self.wheels]
 
 
 _state: HookState | None = None
@@ -175,12 +179,7 @@ def _wrap_get_aot_artifacts(jit_env: Any, st: HookState, original: Any) -> Any:
 # and runs a traits printer with nvcc on every call, before FlashInfer asks for the module (so a
 # machine without nvcc cannot use it even when the module is prebuilt). (owner module, generator,
 # the module it yields.)
-SIDE_EFFECT_GENERATORS = (
-    ("flashinfer.prefill", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
-    ("flashinfer.jit", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
-    ("flashinfer.jit.attention", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
-    ("flashinfer.jit.attention.modules", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),
-)
+SIDE_EFFECT_GENERATORS = (("flashinfer.jit.attention.modules", "gen_trtllm_fmha_v2_sm120_module", "trtllm_fmha_v2"),)
 
 
 def _wrap_side_effect_generator(jit_env: Any, original: Any, module: str) -> Any:
@@ -299,6 +298,17 @@ def _patch(st: HookState, owner: Any, attr: str, new: Any) -> None:
     st.patched.append((owner, attr, old, new))
 
 
+def _patch_everywhere(st: HookState, original: Any, attrs: tuple[str, ...], new: Any) -> None:
+    """Replace `original` in every loaded FlashInfer module that bound it by name (FlashInfer's
+    modules import functions from each other, so each binding is looked up where it is used)."""
+    for name, owner in list(sys.modules.items()):
+        if owner is None or not (name == "flashinfer" or name.startswith("flashinfer.")):
+            continue
+        for attr in attrs:
+            if getattr(owner, "__dict__", {}).get(attr) is original:  # no module __getattr__ (lazy imports)
+                _patch(st, owner, attr, new)
+
+
 def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str | None = None) -> dict[str, Any]:
     """Make FlashInfer consult `cache` (default: aotc's default cache) before JIT and before its
     cubin loader. on_miss: "jit" (default; FlashInfer decides, FLASHINFER_DISABLE_JIT included) or
@@ -318,20 +328,12 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
 
     st = HookState(cache if isinstance(cache, Cache) else Cache(cache), mode, flashinfer.__version__)
     _patch(st, jit_env, "get_aot_artifacts", _wrap_get_aot_artifacts(jit_env, st, jit_env.get_aot_artifacts))
-    get_artifact = _wrap_get_artifact(st, cubin_loader.get_artifact)
-    for owner_name in ("flashinfer.jit.cubin_loader", "flashinfer.jit.attention.modules", "flashinfer.deep_gemm"):
-        owner = sys.modules.get(owner_name)
-        for attr in ("get_artifact", "get_cubin"):
-            if owner is not None and getattr(owner, attr, None) is cubin_loader.get_artifact:
-                _patch(st, owner, attr, get_artifact)
-    wrapped: dict[int, Any] = {}
-    for owner_name, attr, module in SIDE_EFFECT_GENERATORS:
-        owner = sys.modules.get(owner_name)
-        original = getattr(owner, attr, None)
+    _patch_everywhere(st, cubin_loader.get_artifact, ("get_artifact", "get_cubin"),
+                      _wrap_get_artifact(st, cubin_loader.get_artifact))
+    for home, attr, module in SIDE_EFFECT_GENERATORS:
+        original = getattr(sys.modules.get(home), attr, None)
         if original is not None:
-            if id(original) not in wrapped:
-                wrapped[id(original)] = _wrap_side_effect_generator(jit_env, original, module)
-            _patch(st, owner, attr, wrapped[id(original)])
+            _patch_everywhere(st, original, (attr,), _wrap_side_effect_generator(jit_env, original, module))
     _patch(st, jit_core.JitSpecNvcc, "build", _wrap_build(st, jit_core.JitSpecNvcc.build))
     _patch(st, jit_core.JitSpecNvcc, "build_and_load",
            _wrap_build_and_load(st, jit_core.JitSpecNvcc.build_and_load))

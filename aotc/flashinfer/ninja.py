@@ -154,13 +154,6 @@ class Workspace:
                     last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000.0
         return sum(last.values())
 
-    def finished_objects(self) -> int:
-        """Outputs ninja's log records as built (what a resumed build will not redo, if unchanged)."""
-        log = self.root / ".ninja_log"
-        if not log.exists():
-            return 0
-        return len({ln.split("\t")[3] for ln in log.read_text().splitlines()[1:] if ln.count("\t") == 4})
-
 
 def _stop(proc: subprocess.Popen) -> None:
     """SIGTERM ninja's group (ninja then deletes the outputs of the commands it was running), then
