@@ -5,7 +5,7 @@ Used by the rules (build side) and by target selection (runtime side).
 
 from __future__ import annotations
 
-from .frozen import Frozen
+from aotc.frozen import Frozen
 
 # Instruction families a kernel may need. A family module lists the ones its template uses.
 MMA_SYNC = "mma_sync"  # warp-level mma.sync (SM80 class: bf16/fp16)

@@ -12,8 +12,8 @@ import sys
 import threading
 from pathlib import Path
 
-from .arch import ARCHES, UnknownArchError, parse_arch_list
-from .diagnostics import AotcError, Diagnostic
+from aotc.arch import ARCHES, UnknownArchError, parse_arch_list
+from aotc.diagnostics import AotcError, Diagnostic
 
 EXAMPLES = """\
 examples:
@@ -42,13 +42,13 @@ def _emit(args, payload: dict, text: str) -> None:
 
 
 def _cache(args):
-    from .cache import Cache, default_cache_dir
+    from aotc.cache import Cache, default_cache_dir
 
     return Cache(Path(args.cache_dir) if args.cache_dir else default_cache_dir())
 
 
 def _load(args):
-    from .spec import filter_specs, load_specs
+    from aotc.build.spec import filter_specs, load_specs
 
     loaded = load_specs([Path(p) for p in args.specs] or None)
     return filter_specs(loaded.specs, getattr(args, "filter", None) or []), loaded.diagnostics
@@ -61,7 +61,7 @@ def _print_diags(diags: list[Diagnostic]) -> None:
 
 # ---- check ---------------------------------------------------------------------------------------
 def cmd_check(args) -> int:
-    from .rules import check
+    from aotc.build.rules import check
 
     archs = parse_arch_list(args.arch)
     specs, load_diags = _load(args)
@@ -89,7 +89,7 @@ def cmd_check(args) -> int:
 
 # ---- build ---------------------------------------------------------------------------------------
 def cmd_build_flashinfer(args) -> int:
-    from .flashinfer.build import build_modules, format_summary
+    from aotc.build.flashinfer.module_build import build_modules, format_summary
 
     cache = _cache(args)
     archs = [a.name for a in parse_arch_list(args.arch)]
@@ -100,7 +100,7 @@ def cmd_build_flashinfer(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from .build import FAILED, build
+    from aotc.build.pipeline import FAILED, build
 
     if args.flashinfer is not None:
         return cmd_build_flashinfer(args)
@@ -174,8 +174,8 @@ def cmd_verify(args) -> int:
 
 
 def cmd_gc(args) -> int:
-    from .keys import spec_key
-    from .rules import check
+    from aotc.build.rules import check
+    from aotc.keys import spec_key
 
     keep = None
     if not args.keep_unreachable:
@@ -189,9 +189,9 @@ def cmd_gc(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    from .build import Builder
-    from .keys import spec_key
-    from .rules import check
+    from aotc.build.pipeline import Builder
+    from aotc.build.rules import check
+    from aotc.keys import spec_key
 
     specs, _ = _load(args)
     matches = [s for s in specs if s.name == args.name] or [s for s in specs if args.name in s.name]
@@ -227,7 +227,7 @@ def cmd_explain(args) -> int:
 
 
 def cmd_wheel(args) -> int:
-    from .wheel import build_wheel, check_wheel, select_entries
+    from aotc.build.wheel_pack import build_wheel, check_wheel, select_entries
 
     if args.check:
         arch = parse_arch_list(args.arch)[0] if args.arch else None
@@ -263,7 +263,7 @@ def cmd_wheel(args) -> int:
 
 
 def cmd_doctor(args) -> int:
-    from .toolchain import doctor
+    from aotc.build.toolchain import doctor
 
     data = doctor()
     lines = []
@@ -276,7 +276,7 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_families(args) -> int:
-    from .families import all_families
+    from aotc.families import all_families
 
     fams = all_families()
     if args.name:
@@ -297,8 +297,8 @@ def cmd_families(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    from .flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
-    from .flashinfer.presets import available_presets
+    from aotc.flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
+    from aotc.flashinfer.presets import available_presets
 
     top = argparse.ArgumentParser(prog="aotc", description="Ahead-of-time kernel compiler and cubin cache for "
                                   "SM120/SM121 GPUs: tile specs are checked against the 99 KB SMEM budget and the "

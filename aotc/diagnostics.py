@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .frozen import Frozen
+from aotc.frozen import Frozen
 
 _NEW_DICT: Any = object()  # default of `details`: a fresh dict per Diagnostic
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import struct
 
-from .diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic
 
 EM_CUDA = 190
 _ELFOSABI_CUDA = 0x41

@@ -7,7 +7,7 @@ import hashlib
 import json
 from typing import Any
 
-from . import ABI_VERSION
+from aotc import ABI_VERSION
 
 
 def _json_default(value: Any) -> Any:

@@ -43,9 +43,9 @@ BUILT_ARCHS = "sm90a,sm120a"
 def built_cache(tmp_path_factory):
     """A real cache produced by the build pipeline: (Cache, BuildSummary)."""
     from aotc.arch import parse_arch_list
-    from aotc.build import build
+    from aotc.build.pipeline import build
+    from aotc.build.spec import load_specs
     from aotc.cache import Cache
-    from aotc.spec import load_specs
 
     specs = [s for s in load_specs().specs if s.name == BUILT_SPEC]
     assert specs, f"catalog lost {BUILT_SPEC}"

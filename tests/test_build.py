@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-import aotc.build
+import aotc.build.pipeline
 from aotc.arch import ARCHES, parse_arch_list
-from aotc.build import BUILT, FAILED, HIT, build
+from aotc.build.pipeline import BUILT, FAILED, HIT, build
+from aotc.build.render import Source
+from aotc.build.spec import load_specs
 from aotc.cache import Cache
 from aotc.elf import cubin_target
-from aotc.render import Source
-from aotc.spec import load_specs
 from tests.conftest import BUILT_ARCHS, BUILT_SPEC
 
 pytestmark = pytest.mark.compile
@@ -47,7 +47,7 @@ def test_rebuild_is_all_hits_without_compiling(built_cache, monkeypatch):
     def no_compile(*a, **k):
         raise AssertionError("a cache hit must not run the compiler")
 
-    monkeypatch.setattr(aotc.build, "compile_source", no_compile)
+    monkeypatch.setattr(aotc.build.pipeline, "compile_source", no_compile)
     again = build([spec()], parse_arch_list(BUILT_ARCHS), cache, progress=False)
     assert [r.status for r in again.results] == [HIT, HIT]
     assert [r.key for r in again.results] == [r.key for r in first.results]
@@ -56,7 +56,7 @@ def test_rebuild_is_all_hits_without_compiling(built_cache, monkeypatch):
 def test_one_failure_does_not_stop_the_others(built_cache, tmp_path, monkeypatch):
     cache = Cache(tmp_path / "c")
     shutil.copytree(built_cache[0].root, cache.root, dirs_exist_ok=True)
-    real_render = aotc.build.render
+    real_render = aotc.build.pipeline.render
 
     def render(s, arch):
         src = real_render(s, arch)
@@ -65,7 +65,7 @@ def test_one_failure_does_not_stop_the_others(built_cache, tmp_path, monkeypatch
                           src.template_sha256)
         return src
 
-    monkeypatch.setattr(aotc.build, "render", render)
+    monkeypatch.setattr(aotc.build.pipeline, "render", render)
     summary = build([spec()], parse_arch_list(BUILT_ARCHS), cache, progress=False)
     by_arch = {r.arch.name: r for r in summary.results}
     assert by_arch["sm90a"].status == HIT

@@ -26,8 +26,8 @@ from aotc.cache import (
     default_cache_dir,
     file_sha256,
 )
+from aotc.cache.store import CorruptBlobError, LocalBlobStore
 from aotc.keys import sha256_hex
-from aotc.store import CorruptBlobError, LocalBlobStore
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -303,7 +303,7 @@ def test_many_processes_put_and_read_the_same_keys(tmp_path: Path) -> None:
 _KILLED_PUT = """
 import random, sys
 from aotc.cache import HeaderSnapshot, Cache
-from aotc.store import LocalBlobStore
+from aotc.cache.store import LocalBlobStore
 root, key = sys.argv[1], sys.argv[2]
 cache = Cache(root, store=LocalBlobStore(root, level=19))
 huge = random.Random(1).randbytes(16 << 20).translate(bytes(i & 15 for i in range(256)))  # ~1 min at level 19
@@ -516,8 +516,8 @@ def test_default_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 def test_runtime_import_stays_light() -> None:
     code = (
-        "import sys, aotc.cache, aotc.store\n"
-        "bad = [m for m in ('jinja2', 'subprocess', 'filelock', 'aotc.build', 'aotc.compile') if m in sys.modules]\n"
+        "import sys, aotc.cache, aotc.cache.store\n"
+        "bad = [m for m in ('jinja2', 'subprocess', 'filelock', 'aotc.build', 'aotc.build.compile') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from aotc.arch import get_arch
-from aotc.compile import compile_source, flags, parse_deps
+from aotc.build.compile import compile_source, flags, parse_deps
+from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
+from aotc.build.verify import verify_cubin
 from aotc.elf import cubin_target
-from aotc.toolchain import cutlass_include_dirs, find_toolchain
-from aotc.verify import verify_cubin
 
 ABI_DIR = str(Path(__file__).resolve().parents[1] / "templates" / "common")
 
@@ -146,7 +146,7 @@ def test_cutlass_sm120_nvfp4_gemm_compiles_and_verifies(tmp_path):
 
 def test_killed_nvcc_is_reported_as_probable_oom():
     # The exit shapes nvcc shows when the OOM killer strikes: nvcc itself killed, or a stage killed.
-    from aotc.compile import _failure_reason, _Run
+    from aotc.build.compile import _failure_reason, _Run
 
     for run in (_Run(-9, "", 42.0), _Run(1, "nvcc error   : 'cicc' died due to signal 9 (Kill signal)", 42.0)):
         reason = _failure_reason("device", run, None)

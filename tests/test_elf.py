@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from aotc.arch import get_arch
-from aotc.compile import compile_source
+from aotc.build.compile import compile_source
+from aotc.build.toolchain import find_toolchain
 from aotc.diagnostics import AotcError
 from aotc.elf import cubin_target, kernel_smem_static, kernel_symbols
-from aotc.toolchain import find_toolchain
 
 # 256 floats of static SMEM = 1024 B, known from the source alone.
 KERNEL = """

@@ -25,8 +25,8 @@ flashinfer = pytest.importorskip(
 
 from aotc.cache import Cache
 from aotc.diagnostics import AotcError
-from aotc.flashinfer import build as fi_build
-from aotc.flashinfer import ninja
+from aotc.build.flashinfer import module_build as fi_build
+from aotc.build.flashinfer import ninja
 from aotc.flashinfer.index import module_key
 from aotc.flashinfer.presets import load_preset
 
@@ -312,7 +312,7 @@ def test_module_shipped_in_a_kernel_wheel_is_served_and_checked(fi_cache, tmp_pa
     """`aotc wheel` packs the FlashInfer module; installed (pip --target), the hook serves it with
     an empty local cache; `aotc wheel --check` verifies the .so blob and its cubin targets."""
     from aotc.arch import get_arch
-    from aotc.wheel import build_wheel, check_wheel, select_entries
+    from aotc.build.wheel_pack import build_wheel, check_wheel, select_entries
 
     root, _, _ = fi_cache
     entries = select_entries(Cache(root), [get_arch(ARCH)])
@@ -368,7 +368,7 @@ def test_env_var_launcher_serves_module(fi_cache, tmp_path):
     env = {**os.environ, "AOTC_FLASHINFER": "1", "AOTC_CACHE_DIR": str(root), "FLASHINFER_DISABLE_JIT": "1",
            "FLASHINFER_CUDA_ARCH_LIST": "12.0a", "FLASHINFER_WORKSPACE_BASE": str(tmp_path / "fi-home"),
            "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
-    proc = subprocess.run([sys.executable, "-m", "aotc.flashinfer.launch", str(script)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "aotc.flashinfer", str(script)], env=env,
                           capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"SERVED {{'{MODULE}': ['{ARCH}']}}" in proc.stdout
@@ -498,7 +498,7 @@ def test_bad_preset_says_what_and_where(tmp_path):
 
 def test_sm120_presets_generate_flashinfer_build_files(tmp_path):
     """The large presets are buildable: FlashInfer's generators give SM120 nvcc modules (no compile)."""
-    from aotc.flashinfer import worker
+    from aotc.build.flashinfer import worker
 
     env = {**os.environ, "FLASHINFER_CUDA_ARCH_LIST": "12.0a", "FLASHINFER_WORKSPACE_BASE": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-m", worker.__name__], input=json.dumps(

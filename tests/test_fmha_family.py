@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from aotc.arch import MMA_SYNC_FP8, get_arch
+from aotc.build.rules import check
+from aotc.build.spec import KernelSpec, load_specs
 from aotc.families import get_family
 from aotc.families.fmha import FmhaArgs
-from aotc.rules import check
-from aotc.spec import KernelSpec, load_specs
 
 CATALOG = Path(__file__).resolve().parent.parent / "tile_specs" / "fmha_default.toml"
 SM120_BUDGET = 101_376
@@ -153,10 +153,10 @@ class AotcLaunch(ctypes.Structure):
 
 
 def build_helper(s: KernelSpec, tmp_path: Path, name: str = "helper") -> ctypes.CDLL:
-    from aotc.compile import flags, helper_flags
-    from aotc.render import render
+    from aotc.build.compile import flags, helper_flags
+    from aotc.build.render import render
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
     from aotc.resources import templates_dir
-    from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
     arch = get_arch("sm120a")
     tc = find_toolchain()
@@ -271,10 +271,10 @@ def test_decode_helper_splits_and_workspace(tmp_path):
 
 @pytest.mark.compile
 def test_sm120a_build_uses_hmma_and_does_not_spill(tmp_path):
-    from aotc.compile import compile_source
-    from aotc.render import render
+    from aotc.build.compile import compile_source
+    from aotc.build.render import render
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
     from aotc.resources import templates_dir
-    from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
     tc = find_toolchain()
     if not tc.cuobjdump:
@@ -298,10 +298,10 @@ def test_sm120a_build_uses_hmma_and_does_not_spill(tmp_path):
 
 def sass_of(s: KernelSpec, arch_name: str, tmp_path: Path) -> tuple[str, str]:
     """(ptxas resource lines, cuobjdump SASS) of a real build of `s`."""
-    from aotc.compile import compile_source
-    from aotc.render import render
+    from aotc.build.compile import compile_source
+    from aotc.build.render import render
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
     from aotc.resources import templates_dir
-    from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
     tc = find_toolchain()
     if not tc.cuobjdump:

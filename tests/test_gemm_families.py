@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from aotc.arch import get_arch
+from aotc.build.rules import check
+from aotc.build.spec import KernelSpec, load_specs
 from aotc.families import get_family
 from aotc.resources import templates_dir
-from aotc.rules import check
-from aotc.spec import KernelSpec, load_specs
 
 SM120 = get_arch("sm120a")
 DENSE = "gemm_blockscaled_sm120"

@@ -5,9 +5,9 @@ import jinja2
 import pytest
 
 from aotc.arch import ARCHES
-from aotc.render import environment, render, render_probe
-from aotc.rules import check
-from aotc.spec import load_specs
+from aotc.build.render import environment, render, render_probe
+from aotc.build.rules import check
+from aotc.build.spec import load_specs
 
 
 def applicable():

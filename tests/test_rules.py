@@ -1,8 +1,8 @@
 """Rules: arch features and the tcgen05 ban, family legality, and the SMEM budget with numbers."""
 
 from aotc.arch import ARCHES, CLUSTER_MULTICAST, MMA_SYNC, TCGEN05, WGMMA
-from aotc.rules import check, feature_diagnostics
-from aotc.spec import KernelSpec, load_specs
+from aotc.build.rules import check, feature_diagnostics
+from aotc.build.spec import KernelSpec, load_specs
 
 
 def fmha(**over) -> KernelSpec:

@@ -26,9 +26,9 @@ H100 = Device(ordinal=0, cc=(9, 0), name="NVIDIA H100", smem_optin_bytes=232_448
 def built(tmp_path_factory):
     """(params, sources) of a real sm120a build of SPEC (about 2 nvcc minutes)."""
     from aotc.arch import parse_arch_list
-    from aotc.build import build
+    from aotc.build.pipeline import build
+    from aotc.build.spec import load_specs
     from aotc.cache import Cache
-    from aotc.spec import load_specs
 
     specs = [s for s in load_specs().specs if s.name == SPEC]
     assert specs, f"catalog lost {SPEC}"

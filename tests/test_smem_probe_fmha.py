@@ -12,12 +12,12 @@ import subprocess
 import pytest
 
 from aotc.arch import get_arch
+from aotc.build.render import render_probe
+from aotc.build.spec import KernelSpec
+from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
 from aotc.families import get_family
 from aotc.families.fmha import FmhaArgs
-from aotc.render import render_probe
 from aotc.resources import templates_dir
-from aotc.spec import KernelSpec
-from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
 # (family, params): catalog-like tiles, a decode tile (flag member + tail padding), an over-budget tile.
 CASES = [

@@ -11,11 +11,11 @@ import subprocess
 import pytest
 
 from aotc.arch import get_arch
+from aotc.build.render import render_probe
+from aotc.build.spec import KernelSpec
+from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
 from aotc.families import get_family
-from aotc.render import render_probe
 from aotc.resources import templates_dir
-from aotc.spec import KernelSpec
-from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
 SM120 = get_arch("sm120a")
 

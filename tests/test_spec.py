@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aotc.spec import filter_specs, load_spec_file, load_specs
+from aotc.build.spec import filter_specs, load_spec_file, load_specs
 
 FMHA = """
 [[kernel]]

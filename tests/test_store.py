@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from aotc.cache.store import BlobStore, CorruptBlobError, LocalBlobStore, blob_store_class, open_blob_store
 from aotc.diagnostics import AotcError
-from aotc.store import BlobStore, CorruptBlobError, LocalBlobStore, blob_store_class, open_blob_store
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -132,7 +132,7 @@ def slow_to_compress(n: int, seed: int) -> bytes:
 
 _KILLED_WRITER = """
 import sys
-from aotc.store import LocalBlobStore
+from aotc.cache.store import LocalBlobStore
 from tests.test_store import slow_to_compress
 LocalBlobStore(sys.argv[1], level=19).put(slow_to_compress(16 << 20, seed=7))
 print("finished")
@@ -186,7 +186,7 @@ def test_sweep_keeps_temp_files_of_live_writers(tmp_path: Path) -> None:
 
 def test_blob_store_env_selects_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "mystores.py").write_text(
-        "from aotc.store import LocalBlobStore\n"
+        "from aotc.cache.store import LocalBlobStore\n"
         "class CountingStore(LocalBlobStore):\n"
         "    puts = 0\n"
         "    def put(self, data):\n"
@@ -204,7 +204,7 @@ def test_blob_store_env_selects_backend(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(
-    "value", ["nocolon", "aotc.store:NoSuchClass", "no_such_module_xyz:C", "pathlib:Path"]
+    "value", ["nocolon", "aotc.cache.store:NoSuchClass", "no_such_module_xyz:C", "pathlib:Path"]
 )
 def test_bad_blob_store_env_is_a_clear_error(value: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AOTC_BLOB_STORE", value)

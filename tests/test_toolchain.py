@@ -12,8 +12,7 @@ import subprocess
 
 import pytest
 
-from aotc.diagnostics import AotcError
-from aotc.toolchain import (
+from aotc.build.toolchain import (
     cutlass_include_dirs,
     cutlass_version,
     doctor,
@@ -21,6 +20,7 @@ from aotc.toolchain import (
     max_parallel_jobs,
     plan_parallel_jobs,
 )
+from aotc.diagnostics import AotcError
 
 
 def test_default_toolchain_works_and_is_described():

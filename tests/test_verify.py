@@ -9,9 +9,9 @@ import dataclasses
 import pytest
 
 from aotc.arch import SM120_SMEM_OPTIN, get_arch
-from aotc.compile import compile_source
-from aotc.toolchain import find_toolchain
-from aotc.verify import verify_cubin
+from aotc.build.compile import compile_source
+from aotc.build.toolchain import find_toolchain
+from aotc.build.verify import verify_cubin
 
 # One m16n8k16 bf16 mma.sync = one HMMA.16816 on sm_80+; 256 floats = 1024 B static SMEM.
 MMA_KERNEL = """

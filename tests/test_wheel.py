@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from aotc.arch import ARCHES
+from aotc.build.wheel_pack import build_wheel, check_wheel, select_entries
 from aotc.diagnostics import AotcError
-from aotc.wheel import build_wheel, check_wheel, select_entries
 
 pytestmark = pytest.mark.compile
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,7 +80,7 @@ def test_installed_wheel_in_fresh_venv_without_toolchain(built_cache, tmp_path):
     subprocess.run([*pip, str(ROOT), str(whl)], check=True, cwd=tmp_path)
     script = textwrap.dedent("""
         import importlib.util, json
-        from aotc.kernel_wheels import discover
+        from aotc.runtime.installed_wheels import discover
         found, refused = discover()
         assert refused == [], refused
         (k,) = found

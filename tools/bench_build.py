@@ -22,10 +22,10 @@ import time
 from pathlib import Path
 
 from aotc.arch import parse_arch_list
-from aotc.build import BUILT, build
+from aotc.build.pipeline import BUILT, build
+from aotc.build.spec import filter_specs, load_specs
+from aotc.build.toolchain import find_toolchain, plan_parallel_jobs
 from aotc.cache import Cache, default_cache_dir
-from aotc.spec import filter_specs, load_specs
-from aotc.toolchain import find_toolchain, plan_parallel_jobs
 
 
 def cold(specs, archs, jobs):

@@ -56,9 +56,9 @@ def count_mma(cuobjdump: str | None, cubin: Path) -> dict[str, int]:
 
 def build_one(spec, arch, toolchain, includes: list[str], out: Path) -> dict:
     """Render + compile one spec; the record of its artifacts (or `error`)."""
-    from aotc.compile import compile_source
-    from aotc.render import render
-    from aotc.rules import check
+    from aotc.build.compile import compile_source
+    from aotc.build.render import render
+    from aotc.build.rules import check
 
     verdict = check(spec, arch)
     if not verdict.ok:
@@ -85,9 +85,9 @@ def build(out: Path, arch_name: str, spec_files: list[Path], only: str | None, j
     from concurrent.futures import ThreadPoolExecutor
 
     from aotc.arch import get_arch
+    from aotc.build.spec import load_specs
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
     from aotc.resources import templates_dir
-    from aotc.spec import load_specs
-    from aotc.toolchain import cutlass_include_dirs, find_toolchain
 
     arch = get_arch(arch_name)
     toolchain = find_toolchain()

@@ -37,9 +37,9 @@ BUILD = [("fmha_fwd_m64n128/head_dim=128,dtype=bf16", ("sm90a", "sm120a")),
 # ---- build (here) ---------------------------------------------------------------------------------
 def build(cache_dir: str) -> int:
     from aotc.arch import get_arch
-    from aotc.build import Builder
+    from aotc.build.pipeline import Builder
+    from aotc.build.spec import filter_specs, load_specs
     from aotc.cache import Cache
-    from aotc.spec import filter_specs, load_specs
 
     builder = Builder(Cache(cache_dir))
     specs = load_specs().specs

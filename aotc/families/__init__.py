@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from .base import Family, Field, SmemModel
+from aotc.families.base import Family, Field, SmemModel
 
 __all__ = ["FAMILY_MODULES", "Family", "Field", "SmemModel", "all_families", "get_family"]
 

@@ -24,9 +24,9 @@ import ctypes
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from ..arch import Arch
-from ..diagnostics import Diagnostic
-from ..frozen import Frozen
+from aotc.arch import Arch
+from aotc.diagnostics import Diagnostic
+from aotc.frozen import Frozen
 
 _REQUIRED = object()
 

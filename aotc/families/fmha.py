@@ -10,9 +10,9 @@ from __future__ import annotations
 import ctypes
 from typing import ClassVar
 
-from ..arch import CP_ASYNC, LDMATRIX, MMA_SYNC, MMA_SYNC_FP8, Arch
-from ..diagnostics import Diagnostic
-from .base import Family, Field, SmemModel
+from aotc.arch import CP_ASYNC, LDMATRIX, MMA_SYNC, MMA_SYNC_FP8, Arch
+from aotc.diagnostics import Diagnostic
+from aotc.families.base import Family, Field, SmemModel
 
 ELEMENT_TYPES = {"bf16": "cutlass::bfloat16_t", "fp16": "cutlass::half_t", "e4m3": "cutlass::float_e4m3_t"}
 ELEMENT_BYTES = {"bf16": 2, "fp16": 2, "e4m3": 1}
@@ -133,7 +133,7 @@ class _FmhaBase(Family):
         return SmemModel(tuple(components), (("kv_stages", p["kv_stages"]),))
 
     def check(self, p: dict, arch: Arch) -> list[Diagnostic]:
-        # The SMEM verdict is aotc.rules' (always computed, from smem() and fit_hint()).
+        # The SMEM verdict is aotc.build.rules' (always computed, from smem() and fit_hint()).
         return [*self._shape_diagnostics(p), *self._fp8_diagnostics(p), *self._register_diagnostics(p)]
 
     def _fp8_diagnostics(self, p: dict) -> list[Diagnostic]:

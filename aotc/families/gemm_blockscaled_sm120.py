@@ -10,9 +10,9 @@ import ctypes
 from dataclasses import dataclass
 from typing import Any
 
-from ..arch import MMA_BLOCKSCALED, MMA_SYNC, TMA, Arch
-from ..diagnostics import Diagnostic
-from .base import Family, Field, SmemModel
+from aotc.arch import MMA_BLOCKSCALED, MMA_SYNC, TMA, Arch
+from aotc.diagnostics import Diagnostic
+from aotc.families.base import Family, Field, SmemModel
 
 # CUTLASS 4.2 resolves StageCountAutoCarveout against this constant (cutlass::arch::
 # sm120_smem_capacity_bytes), whatever the target; the aotc budget of the arch is checked separately.

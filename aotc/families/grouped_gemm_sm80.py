@@ -9,9 +9,9 @@ from __future__ import annotations
 import ctypes
 from typing import Any, ClassVar
 
-from ..arch import CP_ASYNC, LDMATRIX, MMA_SYNC, Arch
-from ..diagnostics import Diagnostic
-from .base import Family, Field, SmemModel
+from aotc.arch import CP_ASYNC, LDMATRIX, MMA_SYNC, Arch
+from aotc.diagnostics import Diagnostic
+from aotc.families.base import Family, Field, SmemModel
 
 ELEMENTS = {"bf16": "cutlass::bfloat16_t", "fp16": "cutlass::half_t"}
 ELEMENT_BYTES = 2

@@ -16,11 +16,11 @@ __all__ = ["FlashInferBuildSummary", "ModuleResult", "activate_from_env", "build
 
 def __getattr__(name: str) -> Any:
     if name in _RUNTIME:
-        from . import hook
+        from aotc.flashinfer import hook
 
         return getattr(hook, name)
     if name in _BUILD:
-        from . import build
+        from aotc.build.flashinfer import module_build as build
 
         return getattr(build, name)
     raise AttributeError(f"module 'aotc.flashinfer' has no attribute {name!r}")

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..arch import ARCHES
-from ..cache import Cache
-from ..diagnostics import AotcError, Diagnostic
-from ..runtime.lookup import CacheSource, WheelSource
-from ..store import CorruptBlobError
-from .index import SO_BLOB, module_key
+from aotc.arch import ARCHES
+from aotc.cache import Cache
+from aotc.cache.store import CorruptBlobError
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.flashinfer.index import SO_BLOB, module_key
+from aotc.runtime.lookup import CacheSource, WheelSource
 
 ENV_ENABLE = "AOTC_FLASHINFER"  # 1: launch.py / activate_from_env() install the hook
 ENV_ON_MISS = "AOTC_FLASHINFER_ON_MISS"  # "jit" (default) or "error"
@@ -74,7 +74,7 @@ def status() -> dict[str, Any] | None:
 # --- serving modules ------------------------------------------------------------------------------
 
 def _provider_root(st: HookState) -> Path:
-    from ..runtime.loader import helper_dir
+    from aotc.runtime.loader import helper_dir
 
     tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
     return helper_dir() / "flashinfer" / tag
@@ -109,7 +109,7 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
 
 
 def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
-    from ..runtime.loader import helper_path
+    from aotc.runtime.loader import helper_path
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
     so = helper_path(digest, lambda: source.read_blob(digest))  # digest-checked on every reuse
@@ -222,7 +222,7 @@ def _wrap_get_artifact(st: HookState, original: Any) -> Any:
 def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
     from flashinfer.jit import env as jit_env
 
-    from .presets import presets_containing
+    from aotc.flashinfer.presets import presets_containing
 
     targets = sorted(jit_env._target_cuda_architectures())
     archs = [t for t in targets if t in ARCHES] or ["sm120a"]

@@ -5,8 +5,8 @@ FlashInfer, Jinja2 or nvcc import.
 
 from __future__ import annotations
 
-from ..arch import ARCHES
-from ..keys import spec_key
+from aotc.arch import ARCHES
+from aotc.keys import spec_key
 
 FAMILY = "flashinfer"
 # Blob role of the module's shared library in the manifest.

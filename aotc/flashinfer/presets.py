@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..diagnostics import AotcError, Diagnostic
-from ..resources import data_dir
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.resources import data_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

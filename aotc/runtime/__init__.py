@@ -74,9 +74,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .device import Device, device_from_capability, query_device
-    from .launch import Kernel, stream_handle
-    from .lookup import (
+    from aotc.runtime.device import Device, device_from_capability, query_device
+    from aotc.runtime.launch import Kernel, stream_handle
+    from aotc.runtime.lookup import (
         CacheSource,
         Found,
         KernelSource,
@@ -86,8 +86,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         find,
         set_sources,
     )
-    from .ops import fmha_decode, fmha_fwd, gemm_nvfp4, grouped_gemm, grouped_gemm_nvfp4
-    from .registry import (
+    from aotc.runtime.ops import fmha_decode, fmha_fwd, gemm_nvfp4, grouped_gemm, grouped_gemm_nvfp4
+    from aotc.runtime.registry import (
         HostKernel,
         KernelKey,
         clear,
@@ -97,5 +97,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_kernel,
         loaded,
     )
-    from .select import select
-    from .tensors import TensorInfo, expect, tensor_info
+    from aotc.runtime.select import select
+    from aotc.runtime.tensors import TensorInfo, expect, tensor_info

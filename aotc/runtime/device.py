@@ -8,9 +8,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from ..arch import ARCHES, target_preference
-from ..frozen import Frozen
-from .errors import DRIVER_CALL, NO_DEVICE, runtime_error
+from aotc.arch import ARCHES, target_preference
+from aotc.frozen import Frozen
+from aotc.runtime.errors import DRIVER_CALL, NO_DEVICE, runtime_error
 
 _lock = threading.Lock()
 _devices: dict[int, Device] = {}

@@ -5,7 +5,7 @@ wrong, with the numbers, and what to do.
 
 from __future__ import annotations
 
-from ..diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic
 
 NO_DEVICE = "AOTC-RT-001"  # no driver, no GPU, bad ordinal
 NO_KERNEL = "AOTC-RT-002"  # nothing stored that this device can run

@@ -10,9 +10,9 @@ import ctypes
 import threading
 from typing import Any
 
-from .device import Device, _tls, check, driver, make_current
-from .errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
-from .loader import AotcLaunch, Helper
+from aotc.runtime.device import Device, _tls, check, driver, make_current
+from aotc.runtime.errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
+from aotc.runtime.loader import AotcLaunch, Helper
 
 DEFAULT_SMEM_LIMIT = 48 * 1024  # above this a kernel must opt in via MAX_DYNAMIC_SHARED_SIZE_BYTES
 MAX_PARAMS_BYTES = 32_764  # cuLaunchKernel's by-value parameter limit (CUDA >= 12.1, Volta+)

@@ -13,12 +13,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .. import ABI_VERSION
-from ..arch import ARCHES, Arch
-from ..diagnostics import AotcError
-from .device import Device, check, driver, error_name, make_current
-from .errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
-from .lookup import Found, buildable_target, stored_targets
+from aotc import ABI_VERSION
+from aotc.arch import ARCHES, Arch
+from aotc.diagnostics import AotcError
+from aotc.runtime.device import Device, check, driver, error_name, make_current
+from aotc.runtime.errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
+from aotc.runtime.lookup import Found, buildable_target, stored_targets
 
 ENTRY = "aotc_kernel"
 CUDA_ERROR_NO_BINARY_FOR_GPU = 209
@@ -56,7 +56,7 @@ def read_blob(found: Found, role: str) -> bytes:
 
 def cubin_arch(cubin: bytes) -> tuple[str, Arch]:
     """(nvcc target name, Arch) of a cubin, from its ELF header and compat notes."""
-    from ..elf import cubin_target
+    from aotc.elf import cubin_target
 
     sm, variant = cubin_target(cubin)
     arch = ARCHES.get(f"sm{sm}{variant}") or Arch(f"sm{sm}{variant}", sm, variant, 0, frozenset(), 1)

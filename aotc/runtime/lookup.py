@@ -9,12 +9,12 @@ import json
 import threading
 from typing import Any, Protocol
 
-from ..arch import ARCHES, get_arch
-from ..diagnostics import AotcError
-from ..families import UnknownFamilyError, get_family
-from ..keys import spec_key
-from .device import Device
-from .errors import BAD_PARAMS, NO_KERNEL, TARGET_MISMATCH, build_command, runtime_error
+from aotc.arch import ARCHES, get_arch
+from aotc.diagnostics import AotcError
+from aotc.families import UnknownFamilyError, get_family
+from aotc.keys import spec_key
+from aotc.runtime.device import Device
+from aotc.runtime.errors import BAD_PARAMS, NO_KERNEL, TARGET_MISMATCH, build_command, runtime_error
 
 
 class KernelSource(Protocol):
@@ -51,7 +51,7 @@ class CacheSource:
 
 
 class WheelSource:
-    """Installed kernel wheels (aotc.kernel_wheels), in distribution-name order. Discovered on the
+    """Installed kernel wheels (aotc.runtime.installed_wheels), in distribution-name order. Discovered on the
     first miss of the sources before it, so a process served from the local cache never pays for
     the entry-point scan."""
 
@@ -63,8 +63,8 @@ class WheelSource:
 
     def caches(self) -> list[CacheSource]:
         if self._caches is None:
-            from ..cache import Cache
-            from ..kernel_wheels import discover
+            from aotc.cache import Cache
+            from aotc.runtime.installed_wheels import discover
 
             installed, _refused = discover()
             self._caches = [CacheSource(Cache(w.root)) for w in installed]
@@ -106,7 +106,7 @@ def default_sources() -> list[KernelSource]:
     if _sources is None:
         with _sources_lock:
             if _sources is None:
-                from ..cache import Cache, default_cache_dir
+                from aotc.cache import Cache, default_cache_dir
 
                 _sources = [CacheSource(Cache(default_cache_dir())), WheelSource()]
     return _sources

@@ -10,12 +10,19 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from .device import Device, query_device
-from .errors import BAD_TENSOR, HELPER_ABI, NO_KERNEL, PROBLEM_REJECTED, TARGET_MISMATCH, runtime_error
-from .launch import Kernel, stream_handle
-from .lookup import stored_params
-from .registry import get_kernel
-from .tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
+from aotc.runtime.device import Device, query_device
+from aotc.runtime.errors import (
+    BAD_TENSOR,
+    HELPER_ABI,
+    NO_KERNEL,
+    PROBLEM_REJECTED,
+    TARGET_MISMATCH,
+    runtime_error,
+)
+from aotc.runtime.launch import Kernel, stream_handle
+from aotc.runtime.lookup import stored_params
+from aotc.runtime.registry import get_kernel
+from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 FMHA_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> fmha family `dtype` param
 _choices: dict[tuple, Kernel] = {}  # (family, ordinal, problem signature) -> chosen kernel
@@ -53,7 +60,7 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
             raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
                                 f"build one: aotc build --arch {_default_target(device)} --filter {family}",
                                 family=family, **{k: str(v) for k, v in matches.items()})
-        from .select import select  # only when choosing: explicit params never load the heuristic
+        from aotc.runtime.select import select  # only when choosing: explicit params never load the heuristic
 
         chosen = select(family, candidates, problem, device, sm_count=device.sm_count)
         kernel = get_kernel(family, chosen, device=device.ordinal)
@@ -229,7 +236,7 @@ def _group_metadata(infos: list, shapes: tuple) -> int:
 def upload_metadata(key: tuple, blob: bytes, keep: Any = None) -> int:
     """Device copy of `blob`, kept under `key` (with `keep`, host memory the launch args point to)
     until METADATA_LIMIT distinct problems are held; then all are freed and the cache restarts."""
-    from .device import check, driver
+    from aotc.runtime.device import check, driver
 
     cu = driver()
     if len(_metadata) >= METADATA_LIMIT:
@@ -301,7 +308,7 @@ def _nvfp4_operands(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, m: int, n: int
 def nvfp4_kernel(family: str, device: Device, signature: tuple, problem: dict, params: dict | None) -> Kernel:
     """The stored NVFP4 kernel for `problem`; AOTC-RT-003 first when the device is not SM120/SM121,
     so a wrong device is named before any tensor memory or driver module is touched."""
-    from ..arch import ARCHES
+    from aotc.arch import ARCHES
 
     if not any(ARCHES[t].sm in (120, 121) for t in device.runnable_targets()):
         raise runtime_error(TARGET_MISMATCH, f"{family} is built only for sm120a, sm120f and sm121a (block-scaled "

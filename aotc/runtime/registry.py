@@ -9,11 +9,11 @@ import sys
 import threading
 from typing import Any
 
-from ..families import get_family
-from .device import Device, query_device
-from .launch import Kernel
-from .loader import Helper, check_cubin_target, load_cubin, load_helper, read_blob
-from .lookup import Found, KernelSource, find
+from aotc.families import get_family
+from aotc.runtime.device import Device, query_device
+from aotc.runtime.launch import Kernel
+from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_helper, read_blob
+from aotc.runtime.lookup import Found, KernelSource, find
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel

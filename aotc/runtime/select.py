@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from ..diagnostics import AotcError
-from .device import Device
-from .errors import NO_CANDIDATE, NO_KERNEL, runtime_error
-from .lookup import KernelSource, find
+from aotc.diagnostics import AotcError
+from aotc.runtime.device import Device
+from aotc.runtime.errors import NO_CANDIDATE, NO_KERNEL, runtime_error
+from aotc.runtime.lookup import KernelSource, find
 
 # Problem keys per tile axis: a params field holding the tile (first match wins) and the problem
 # dimension each entry of that tile covers.

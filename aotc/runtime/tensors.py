@@ -9,7 +9,7 @@ import ctypes
 from collections.abc import Sequence
 from typing import Any
 
-from .errors import BAD_TENSOR, runtime_error
+from aotc.runtime.errors import BAD_TENSOR, runtime_error
 
 HOST = -1  # device ordinal of host memory
 UNKNOWN = -2  # a __cuda_array_interface__ pointer: the producer does not say which device
@@ -159,7 +159,7 @@ def _from_dlpack(obj: Any, stream: int) -> TensorInfo:
 
 def pointer_device(ptr: int) -> int:
     """CUDA ordinal owning a device pointer (HOST if the driver does not know it)."""
-    from .device import driver
+    from aotc.runtime.device import driver
 
     cu = driver()
     attr = cu.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL

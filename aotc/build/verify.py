@@ -14,10 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arch import CLUSTER_MULTICAST, TCGEN05, WGMMA, Arch
-from .diagnostics import AotcError, Diagnostic
-from .elf import cubin_target, kernel_smem_static, kernel_symbols
-from .toolchain import Toolchain
+from aotc.arch import CLUSTER_MULTICAST, TCGEN05, WGMMA, Arch
+from aotc.build.toolchain import Toolchain
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.elf import cubin_target, kernel_smem_static, kernel_symbols
 
 # Banned SASS per missing arch feature: (opcode regex on the base opcode, why). See docs/verify.md.
 # UTC* is the tcgen05 family (UTCHMMA/UTCQMMA/UTCOMMA/UTCIMMA MMAs, UTCBAR commit, UTCATOMSWS alloc,

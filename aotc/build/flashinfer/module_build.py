@@ -21,17 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..arch import ARCHES, Arch, get_arch
-from ..build import BUILT, FAILED, HIT, BuildSummary
-from ..cache import Cache, file_sha256
-from ..diagnostics import AotcError, Diagnostic
-from ..elf import cubin_target
-from ..keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
-from ..toolchain import Toolchain, find_toolchain, max_parallel_jobs
-from ..verify import verify_cubin
-from . import ninja, smem_probe
-from .index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
-from .presets import DEFAULT_PRESETS, load_preset
+from aotc.arch import ARCHES, Arch, get_arch
+from aotc.build.flashinfer import ninja, smem_probe
+from aotc.build.pipeline import BUILT, FAILED, HIT, BuildSummary
+from aotc.build.toolchain import Toolchain, find_toolchain, max_parallel_jobs
+from aotc.build.verify import verify_cubin
+from aotc.cache import Cache, file_sha256
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.elf import cubin_target
+from aotc.flashinfer.index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
+from aotc.flashinfer.presets import DEFAULT_PRESETS, load_preset
+from aotc.keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
 
 # Peak RSS of one FlashInfer CUTLASS TU is of the order of aotc's own (docs/flashinfer.md).
 MEM_PER_JOB_BYTES = 3 * 1024**3
@@ -143,7 +143,7 @@ def _worker_env(ws: Path, arch: Arch, tc: Toolchain, link_dir: Path) -> dict[str
 
 def _run_worker(presets: list[str], arch: Arch, env: dict[str, str]) -> dict[str, Any]:
     request = json.dumps({"presets": presets, "arch": arch.name})
-    proc = subprocess.run([sys.executable, "-m", "aotc.flashinfer.worker"], input=request, env=env,
+    proc = subprocess.run([sys.executable, "-m", "aotc.build.flashinfer.worker"], input=request, env=env,
                           capture_output=True, text=True, timeout=WORKER_TIMEOUT_S, check=False)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .arch import UnknownArchError, get_arch
-from .diagnostics import Diagnostic
-from .families import FAMILY_MODULES, UnknownFamilyError, get_family
-from .resources import catalog_dir
+from aotc.arch import UnknownArchError, get_arch
+from aotc.diagnostics import Diagnostic
+from aotc.families import FAMILY_MODULES, UnknownFamilyError, get_family
+from aotc.resources import catalog_dir
 
 if sys.version_info >= (3, 11):
     import tomllib

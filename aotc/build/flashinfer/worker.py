@@ -1,4 +1,4 @@
-"""Build-side worker, run as `python -m aotc.flashinfer.worker` in a fresh process per arch: FlashInfer
+"""Build-side worker, run as `python -m aotc.build.flashinfer.worker` in a fresh process per arch: FlashInfer
 fixes its target archs and workspace paths at import time, so each arch gets its own process. It
 runs the presets' generator calls and writes FlashInfer's own build.ninja for every module; it
 compiles nothing. Input and output are JSON (stdin -> stdout).
@@ -13,7 +13,7 @@ import sysconfig
 import traceback
 from typing import Any
 
-from .presets import load_preset
+from aotc.flashinfer.presets import load_preset
 
 
 def _roots() -> dict[str, str]:

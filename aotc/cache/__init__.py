@@ -17,9 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
-from .diagnostics import AotcError, Diagnostic
-from .keys import canonical_json, sha256_hex
-from .store import (
+from aotc.cache.store import (
     LAYOUT_VERSION,
     BlobStore,
     CorruptBlobError,
@@ -27,6 +25,9 @@ from .store import (
     check_digest,
     open_blob_store,
 )
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.keys import canonical_json, sha256_hex
+from aotc.resources import checkout_root
 
 SCHEMA = 1
 CACHE_DIR_ENV = "AOTC_CACHE_DIR"
@@ -60,8 +61,8 @@ def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_DIR_ENV, "").strip()
     if env:
         return Path(env).expanduser()
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "tile_specs").is_dir():
+    checkout = checkout_root()
+    if checkout is not None:
         return checkout / "cache"
     xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "aotc"

@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .arch import Arch
-from .toolchain import Toolchain
+from aotc.arch import Arch
+from aotc.build.toolchain import Toolchain
 
 SOURCE_NAME = "aotc_kernel.cu"  # fixed name: nothing about the temp dir leaks into the outputs
 # ptxas --resource-usage lines, including the indented "N bytes stack frame, N bytes spill stores" ones

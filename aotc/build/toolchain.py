@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic
 
 PIP_INSTALL_BUILD = "pip install 'aotc[build]'"
 # Peak RSS of one nvcc -cubin of a CUTLASS SM120 NVFP4 GEMM TU (example 79a, sm_120a): measured

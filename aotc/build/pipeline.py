@@ -15,19 +15,14 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import __version__
-from .arch import Arch
-from .cache import Cache, HeaderSnapshot
-from .compile import compile_source, helper_flags, kill_running
-from .compile import flags as compile_flags
-from .diagnostics import Diagnostic
-from .families import get_family
-from .keys import action_inputs, action_key, prekey, spec_key
-from .render import Source, render
-from .resources import templates_dir
-from .rules import check
-from .spec import KernelSpec
-from .toolchain import (
+from aotc import __version__
+from aotc.arch import Arch
+from aotc.build.compile import compile_source, helper_flags, kill_running
+from aotc.build.compile import flags as compile_flags
+from aotc.build.render import Source, render
+from aotc.build.rules import check
+from aotc.build.spec import KernelSpec
+from aotc.build.toolchain import (
     CUTLASS_TU_PEAK_RSS_BYTES,
     Toolchain,
     cutlass_include_dirs,
@@ -35,7 +30,12 @@ from .toolchain import (
     find_toolchain,
     plan_parallel_jobs,
 )
-from .verify import verify_cubin
+from aotc.build.verify import verify_cubin
+from aotc.cache import Cache, HeaderSnapshot
+from aotc.diagnostics import Diagnostic
+from aotc.families import get_family
+from aotc.keys import action_inputs, action_key, prekey, spec_key
+from aotc.resources import templates_dir
 
 HIT, BUILT, FAILED, SKIPPED = "hit", "built", "failed", "skipped"
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from . import ABI_VERSION
+from aotc import ABI_VERSION
 
 ENTRY_POINT_GROUP = "aotc.kernels"
 METADATA_FILE = "aotc_wheel.json"

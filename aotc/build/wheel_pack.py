@@ -16,11 +16,11 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import ABI_VERSION, __version__
-from .arch import Arch, target_runs_on
-from .cache import Cache
-from .diagnostics import AotcError, Diagnostic
-from .kernel_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
+from aotc import ABI_VERSION, __version__
+from aotc.arch import Arch, target_runs_on
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
 
 PLATFORMS = {"x86_64": "manylinux_2_17_x86_64", "aarch64": "manylinux_2_17_aarch64"}
 _ELF_MACHINE = {62: "x86_64", 183: "aarch64"}  # e_machine of the native host helpers
@@ -33,7 +33,7 @@ def _normalize(name: str) -> str:
 
 def select_entries(cache: Cache, archs: list[Arch], patterns: list[str] | None = None) -> list[tuple[dict, dict]]:
     """(ref, manifest) of every current kernel for the archs, optionally filtered by name/family."""
-    from .spec import KernelSpec, filter_specs
+    from aotc.build.spec import KernelSpec, filter_specs
 
     wanted = {a.name for a in archs}
     chosen = []
@@ -169,7 +169,7 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
     cannot run on `arch` (e.g. an sm_100 cubin in an SM120 wheel)."""
     import zstandard
 
-    from .elf import cubin_target
+    from aotc.elf import cubin_target
 
     diags: list[Diagnostic] = []
     with zipfile.ZipFile(path) as zf:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .arch import SM12X_BANNED, Arch
-from .diagnostics import Diagnostic
-from .families import SmemModel, get_family
-from .spec import KernelSpec
+from aotc.arch import SM12X_BANNED, Arch
+from aotc.build.spec import KernelSpec
+from aotc.diagnostics import Diagnostic
+from aotc.families import SmemModel, get_family
 
 NOT_APPLICABLE = "AOTC-ARCH-001"  # the arch lacks an instruction family: skip, not a failure
 

@@ -9,11 +9,11 @@ from functools import lru_cache
 
 import jinja2
 
-from .arch import Arch
-from .families import get_family
-from .keys import sha256_hex
-from .resources import templates_dir
-from .spec import KernelSpec
+from aotc.arch import Arch
+from aotc.build.spec import KernelSpec
+from aotc.families import get_family
+from aotc.keys import sha256_hex
+from aotc.resources import templates_dir
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""`python -m aotc.flashinfer.launch [--on-miss jit|error] (script.py | -m module) [args...]`: run a
+"""`python -m aotc.flashinfer [--on-miss jit|error] (script.py | -m module) [args...]`: run a
 program with the FlashInfer hook installed, without changing its code. Honors AOTC_FLASHINFER=0 (run
 without the hook) and AOTC_CACHE_DIR; runtime side only.
 """
@@ -9,9 +9,9 @@ import os
 import runpy
 import sys
 
-from .hook import ENV_ENABLE, ENV_ON_MISS, install
+from aotc.flashinfer.hook import ENV_ENABLE, ENV_ON_MISS, install
 
-USAGE = "usage: python -m aotc.flashinfer.launch [--on-miss jit|error] (script.py | -m module) [args...]"
+USAGE = "usage: python -m aotc.flashinfer [--on-miss jit|error] (script.py | -m module) [args...]"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
 _FAILED = re.compile(r"^FAILED: (?:\[code=\d+\] )?(.*)$")

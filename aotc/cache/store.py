@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic
 
 LAYOUT_VERSION = "v1"
 BLOB_STORE_ENV = "AOTC_BLOB_STORE"
@@ -323,7 +323,7 @@ def _config_error(spec: str, problem: str) -> AotcError:
         Diagnostic(
             code="AOTC-CACHE-003",
             message=f"{BLOB_STORE_ENV}={spec!r}: {problem}",
-            fix=f"set {BLOB_STORE_ENV} to module:Class naming an importable aotc.store.BlobStore subclass "
+            fix=f"set {BLOB_STORE_ENV} to module:Class naming an importable aotc.cache.store.BlobStore subclass "
             "(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local store",
         )
     )
@@ -342,7 +342,7 @@ def blob_store_class() -> type[BlobStore]:
     except (ImportError, AttributeError) as e:
         raise _config_error(spec, f"cannot load it ({type(e).__name__}: {e})") from e
     if not (isinstance(cls, type) and issubclass(cls, BlobStore)):
-        raise _config_error(spec, f"it names {cls!r}, which is not a subclass of aotc.store.BlobStore")
+        raise _config_error(spec, f"it names {cls!r}, which is not a subclass of aotc.cache.store.BlobStore")
     return cls
 
 
