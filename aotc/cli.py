@@ -165,7 +165,9 @@ def cmd_show(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    report = _cache(args).verify()
+    from aotc.cache.maintenance import verify
+
+    report = verify(_cache(args))
     data = report if isinstance(report, dict) else report.to_json()
     bad = data.get("corrupt", []) or data.get("broken_entries", [])
     text = json.dumps(data, indent=2, sort_keys=True, default=str)
@@ -174,7 +176,9 @@ def cmd_verify(args) -> int:
 
 
 def cmd_gc(args) -> int:
+    from aotc.build.flashinfer import workspaces
     from aotc.build.rules import check
+    from aotc.cache.maintenance import gc
     from aotc.keys import spec_key
 
     keep = None
@@ -182,13 +186,16 @@ def cmd_gc(args) -> int:
         specs, _ = _load(args)
         keep = {spec_key(s.family, s.params, a.name) for s in specs for a in ARCHES.values() if check(s, a).ok}
     older = args.max_age_days * 86400 if args.max_age_days is not None else None
-    report = _cache(args).gc(keep_spec_keys=keep, older_than_seconds=older, dry_run=args.dry_run)
+    cache = _cache(args)
+    report = gc(cache, keep_spec_keys=keep, older_than_seconds=older, dry_run=args.dry_run,
+                sweeps=[workspaces.sweeper(cache)])
     data = report if isinstance(report, dict) else report.to_json()
     _emit(args, data, json.dumps(data, indent=2, sort_keys=True, default=str))
     return 0
 
 
 def cmd_explain(args) -> int:
+    from aotc.build.direct_mode import lookup_prekey
     from aotc.build.pipeline import Builder
     from aotc.build.rules import check
     from aotc.keys import spec_key
@@ -204,7 +211,7 @@ def cmd_explain(args) -> int:
     verdict = check(spec, arch)
     builder = Builder(cache)
     source, flags, pk = builder.plan(spec, arch)
-    key = cache.lookup_prekey(pk, builder.hash_file)
+    key = lookup_prekey(cache, pk, builder.hash_file)
     manifest = cache.get_manifest(key) if key else None
     data = {"spec": spec.to_json(), "arch": arch.name, "verdict": verdict.to_json(),
             "spec_key": spec_key(spec.family, spec.params, arch.name), "prekey": pk,

@@ -18,14 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from aotc.cache import (
-    MAX_PREKEY_SETS,
-    Cache,
-    CacheFormatError,
-    HeaderSnapshot,
-    default_cache_dir,
-    file_sha256,
-)
+from aotc.build.direct_mode import MAX_PREKEY_SETS, HeaderSnapshot, file_sha256, lookup_prekey, record_prekey
+from aotc.build.flashinfer import workspaces
+from aotc.cache import Cache, CacheFormatError, default_cache_dir
+from aotc.cache.maintenance import gc, stats, verify
 from aotc.cache.store import CorruptBlobError, LocalBlobStore
 from aotc.keys import sha256_hex
 
@@ -125,7 +121,7 @@ def test_stats_report_compression(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     put(cache, "a")
     put(cache, "b")
-    st = cache.stats()
+    st = stats(cache)
     raw = (
         sum(len(b) for b in blobs_for("a").values())
         + len(blobs_for("b")["cubin"])
@@ -154,15 +150,15 @@ def test_prekey_lookup_follows_header_contents(tmp_path: Path) -> None:
     headers = write_headers(tmp_path / "inc", 3)
     pk = k("prekey")
     put(cache, "a")
-    cache.record_prekey(pk, headers, k("a"))
-    assert cache.lookup_prekey(pk) == k("a")
+    record_prekey(cache, pk, headers, k("a"))
+    assert lookup_prekey(cache, pk) == k("a")
     h0 = Path(next(iter(headers)))
     h0.write_text("#pragma once\nint changed;\n")
-    assert cache.lookup_prekey(pk) is None  # content changed: must compile
+    assert lookup_prekey(cache, pk) is None  # content changed: must compile
     h0.write_text("#pragma once\nint v0;\n")  # same content, new mtime
-    assert cache.lookup_prekey(pk) == k("a")
+    assert lookup_prekey(cache, pk) == k("a")
     h0.unlink()
-    assert cache.lookup_prekey(pk) is None
+    assert lookup_prekey(cache, pk) is None
 
 
 def test_prekey_keeps_several_header_sets_newest_first(tmp_path: Path) -> None:
@@ -172,18 +168,18 @@ def test_prekey_keeps_several_header_sets_newest_first(tmp_path: Path) -> None:
     h0 = next(iter(headers))
     pk = k("prekey")
     put(cache, "v1")
-    cache.record_prekey(pk, headers, k("v1"))
+    record_prekey(cache, pk, headers, k("v1"))
     Path(h0).write_text("// version 2\n")
     headers2 = {**headers, h0: hashlib.sha256(b"// version 2\n").hexdigest()}
     put(cache, "v2")
-    cache.record_prekey(pk, headers2, k("v2"))
-    assert cache.lookup_prekey(pk) == k("v2")
+    record_prekey(cache, pk, headers2, k("v2"))
+    assert lookup_prekey(cache, pk) == k("v2")
     Path(h0).write_text("#pragma once\nint v0;\n")  # switch back: the older set still hits
-    assert cache.lookup_prekey(pk) == k("v1")
+    assert lookup_prekey(cache, pk) == k("v1")
     cache.manifest_path(k("v1")).unlink()
-    assert cache.lookup_prekey(pk) is None  # a recorded set whose entry is gone is a miss
+    assert lookup_prekey(cache, pk) is None  # a recorded set whose entry is gone is a miss
     for i in range(MAX_PREKEY_SETS + 3):
-        cache.record_prekey(pk, {h0: f"{i:064x}"}, k(f"x{i}"))
+        record_prekey(cache, pk, {h0: f"{i:064x}"}, k(f"x{i}"))
     record = json.loads(cache.prekey_path(pk).read_text())
     assert len(record["sets"]) == MAX_PREKEY_SETS and record["sets"][0]["key"] == k(f"x{MAX_PREKEY_SETS + 2}")
 
@@ -202,10 +198,11 @@ def cutlass_headers(n: int) -> list[str]:
 _NOOP_REBUILD = """
 import json, sys, time
 t0 = time.perf_counter()
-from aotc.cache import Cache, HeaderSnapshot
+from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey
+from aotc.cache import Cache
 cache = Cache(sys.argv[1])
 snapshot = HeaderSnapshot()  # one per build run
-hits = sum(cache.lookup_prekey(pk, snapshot) is not None for pk in json.loads(sys.argv[2]))
+hits = sum(lookup_prekey(cache, pk, snapshot) is not None for pk in json.loads(sys.argv[2]))
 print(json.dumps({"hits": hits, "seconds": time.perf_counter() - t0}))
 """
 
@@ -219,7 +216,7 @@ def test_noop_rebuild_of_a_catalog_is_well_under_a_second(tmp_path: Path) -> Non
     prekeys = []
     for i in range(120):
         put(cache, f"job{i}")
-        cache.record_prekey(k(f"pk{i}"), digests, k(f"job{i}"))
+        record_prekey(cache, k(f"pk{i}"), digests, k(f"job{i}"))
         prekeys.append(k(f"pk{i}"))
     out = subprocess.run(
         [sys.executable, "-c", _NOOP_REBUILD, str(tmp_path), json.dumps(prekeys)],
@@ -240,15 +237,15 @@ def test_header_snapshot_is_one_build_run(tmp_path: Path) -> None:
     (tmp_path / "inc").mkdir()
     headers = write_headers(tmp_path / "inc", 2)
     put(cache, "a")
-    cache.record_prekey(k("pk1"), headers, k("a"))
-    cache.record_prekey(k("pk2"), headers, k("a"))
+    record_prekey(cache, k("pk1"), headers, k("a"))
+    record_prekey(cache, k("pk2"), headers, k("a"))
     snapshot = HeaderSnapshot()
-    assert cache.lookup_prekey(k("pk1"), snapshot) == k("a")
+    assert lookup_prekey(cache, k("pk1"), snapshot) == k("a")
     assert list(snapshot.verified_sets.values()) == [True]
     Path(next(iter(headers))).write_text("// edited during the run\n")
-    assert cache.lookup_prekey(k("pk2"), snapshot) == k("a")  # the run's view: files as at its start
-    assert cache.lookup_prekey(k("pk2"), HeaderSnapshot()) is None  # the next run sees the edit
-    assert cache.lookup_prekey(k("pk2")) is None  # so does the default, per-call hasher
+    assert lookup_prekey(cache, k("pk2"), snapshot) == k("a")  # the run's view: files as at its start
+    assert lookup_prekey(cache, k("pk2"), HeaderSnapshot()) is None  # the next run sees the edit
+    assert lookup_prekey(cache, k("pk2")) is None  # so does the default, per-call hasher
 
 
 # --- concurrency with real processes ------------------------------------------------------------
@@ -297,12 +294,12 @@ def test_many_processes_put_and_read_the_same_keys(tmp_path: Path) -> None:
     expected = {hashlib.sha256(d).hexdigest() for n in NAMES for d in blobs_for(n).values()}
     assert sorted(p.name for p in blob_files) == sorted(f"{d}.zst" for d in expected)  # one file per digest
     assert [p for p in (tmp_path / "v1" / "tmp").iterdir() if p.is_file()] == []  # no temp leftovers
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 _KILLED_PUT = """
 import random, sys
-from aotc.cache import HeaderSnapshot, Cache
+from aotc.cache import Cache
 from aotc.cache.store import LocalBlobStore
 root, key = sys.argv[1], sys.argv[2]
 cache = Cache(root, store=LocalBlobStore(root, level=19))
@@ -327,11 +324,11 @@ def test_writer_killed_mid_put_entry_leaves_no_visible_entry(tmp_path: Path) -> 
     child.wait()
     assert cache.get_manifest(key) is None and [m["name"] for m in cache.entries()] == ["survivor"]
     assert cache.read_blob(hashlib.sha256(b"small first").hexdigest()) == b"small first"  # an orphan, fine
-    report = cache.gc(blob_grace_seconds=0)
+    report = gc(cache, blob_grace_seconds=0)
     assert len(report.tmp_removed) == 1 and not list(tmp_dir.glob("*.tmp"))
     assert report.blobs_removed == [hashlib.sha256(b"small first").hexdigest()]
     assert put(cache, "killed")["name"] == "killed"  # the key's lock died with its holder
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 # --- verify -------------------------------------------------------------------------------------
@@ -349,24 +346,22 @@ def test_corrupt_blob_is_found_quarantined_and_rebuilt(tmp_path: Path) -> None:
     a, b = put(cache, "a"), put(cache, "b")
     for name in ("a", "b"):
         cache.set_ref(k("spec-" + name), k(name))
-        cache.record_prekey(
-            k("pk-" + name), {str(tmp_path / "inc.h"): file_sha256(str(tmp_path / "inc.h"))}, k(name)
-        )
+        record_prekey(cache, k("pk-" + name), {str(tmp_path / "inc.h"): file_sha256(str(tmp_path / "inc.h"))}, k(name))
     digest = a["blobs"]["cubin"]["sha256"]
     assert isinstance(cache.store, LocalBlobStore)
     flip_last_byte(cache.store.path(digest))
 
-    report = cache.verify()
+    report = verify(cache)
     assert not report.ok and report.blobs_checked == 5  # 2 cubins, 2 sources, 1 shared helper
     assert [c["digest"] for c in report.corrupt_blobs] == [digest]
     assert Path(report.corrupt_blobs[0]["quarantined"]).parent == tmp_path / "v1" / "quarantine"
     assert [e["key"] for e in report.broken_entries] == [k("a")]
     assert report.refs_dropped == [k("spec-a")]
-    assert cache.resolve_ref(k("spec-a")) is None and cache.lookup_prekey(k("pk-a")) is None  # so it rebuilds
-    assert cache.resolve_ref(k("spec-b")) == b and cache.lookup_prekey(k("pk-b")) == k("b")  # untouched
+    assert cache.resolve_ref(k("spec-a")) is None and lookup_prekey(cache, k("pk-a")) is None  # so it rebuilds
+    assert cache.resolve_ref(k("spec-b")) == b and lookup_prekey(cache, k("pk-b")) == k("b")  # untouched
     rebuilt = put(cache, "a")
     assert cache.read_blob(rebuilt["blobs"]["cubin"]["sha256"]) == blobs_for("a")["cubin"]
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 def test_read_of_corrupt_blob_raises_and_verify_then_reports_the_entry(tmp_path: Path) -> None:
@@ -379,7 +374,7 @@ def test_read_of_corrupt_blob_raises_and_verify_then_reports_the_entry(tmp_path:
     m = cache.resolve_ref(k("spec-a"))
     with pytest.raises(CorruptBlobError, match=digest):
         cache.read_blob(m["blobs"]["cubin"]["sha256"])
-    report = cache.verify()  # the blob is already in quarantine: the entry now misses it
+    report = verify(cache)  # the blob is already in quarantine: the entry now misses it
     assert report.broken_entries[0]["problems"] == {"cubin": f"missing blob {digest}"}
     assert report.refs_dropped == [k("spec-a")]
 
@@ -396,12 +391,12 @@ def test_verify_quarantines_unreadable_manifest_and_ref(tmp_path: Path) -> None:
     badref.write_text("[1, 2]")
     with pytest.raises(CacheFormatError, match="expected a JSON object"):
         cache.resolve_ref(k("spec-bad"))
-    report = cache.verify()
+    report = verify(cache)
     assert sorted(f["file"] for f in report.bad_files) == sorted([str(bad), str(badref)])
     assert not bad.exists() and not badref.exists()
     assert len(list((tmp_path / "v1" / "quarantine").iterdir())) == 2
     assert cache.resolve_ref(k("spec-good"))["name"] == "good"
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 # --- gc -----------------------------------------------------------------------------------------
@@ -420,9 +415,9 @@ def test_gc_keeps_what_is_reachable(tmp_path: Path) -> None:
     put(cache, "orphan")  # an entry no ref reaches
     before = sorted(p for p in (tmp_path / "v1").rglob("*") if p.is_file())
 
-    dry = cache.gc(keep_spec_keys={k("spec-a")}, dry_run=True, blob_grace_seconds=0)
+    dry = gc(cache, keep_spec_keys={k("spec-a")}, dry_run=True, blob_grace_seconds=0)
     assert sorted(p for p in (tmp_path / "v1").rglob("*") if p.is_file()) == before  # dry run deletes nothing
-    report = cache.gc(keep_spec_keys={k("spec-a")}, blob_grace_seconds=0)
+    report = gc(cache, keep_spec_keys={k("spec-a")}, blob_grace_seconds=0)
     assert report.to_json() == {**dry.to_json(), "dry_run": False}
     assert sorted(report.manifests_removed) == sorted([k("b"), k("c"), k("orphan")])
     assert sorted(report.refs_removed) == sorted([k("spec-b"), k("spec-c")])
@@ -436,7 +431,7 @@ def test_gc_keeps_what_is_reachable(tmp_path: Path) -> None:
     assert set(cache.store.iter_digests()) == {b["sha256"] for b in kept["blobs"].values()}
     assert report.bytes_freed > 0 and report.logs_removed == 0
     assert not cache.log_path(k("b")).exists() and cache.log_path(k("a")).exists()
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 def test_gc_by_age_and_blob_grace(tmp_path: Path) -> None:
@@ -446,19 +441,19 @@ def test_gc_by_age_and_blob_grace(tmp_path: Path) -> None:
     week = time.time() - 7 * 86_400
     for path in (cache.manifest_path(k("old")), cache.log_path(k("failed-build"))):
         os.utime(path, (week, week))
-    report = cache.gc(older_than_seconds=86_400)  # default grace: fresh unreferenced blobs stay
+    report = gc(cache, older_than_seconds=86_400)  # default grace: fresh unreferenced blobs stay
     assert report.manifests_removed == [k("old")] and report.refs_removed == [k("spec-old")]
     assert report.blobs_removed == [] and report.logs_removed == 1
     assert cache.resolve_ref(k("spec-new"))["name"] == "new"
-    report = cache.gc(blob_grace_seconds=0)
+    report = gc(cache, blob_grace_seconds=0)
     assert len(report.blobs_removed) == 2  # old's cubin and source; the shared helper stays
-    assert cache.verify().ok
+    assert verify(cache).ok
 
 
 def test_gc_never_removes_everything_when_nothing_is_kept_by_default(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     populate(cache, ["a"])
-    report = cache.gc(blob_grace_seconds=0)
+    report = gc(cache, blob_grace_seconds=0)
     assert report.manifests_removed == [] and report.blobs_removed == []
     assert cache.resolve_ref(k("spec-a"))["name"] == "a"
 
@@ -480,9 +475,9 @@ def test_gc_sweeps_abandoned_build_workspaces_only(tmp_path: Path) -> None:
                 os.utime(p, (week_ago, week_ago))
         folders[name] = folder
     with FileLock(f"{folders['old-but-locked']}.lock"):
-        dry = cache.gc(dry_run=True)
+        dry = gc(cache, dry_run=True, sweeps=[workspaces.sweeper(cache)])
         assert str(folders["old"]) in dry.tmp_removed and folders["old"].exists()
-        report = cache.gc()
+        report = gc(cache, sweeps=[workspaces.sweeper(cache)])
     assert str(folders["old"]) in report.tmp_removed and not folders["old"].exists()
     assert folders["old-but-locked"].exists() and folders["recent"].exists()
     assert str(folders["recent"]) not in report.tmp_removed

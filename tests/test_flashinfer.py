@@ -23,10 +23,10 @@ flashinfer = pytest.importorskip(
     "flashinfer", reason="flashinfer-python is not installed: pip install -e '.[flashinfer]'"
 )
 
-from aotc.cache import Cache
-from aotc.diagnostics import AotcError
 from aotc.build.flashinfer import module_build as fi_build
 from aotc.build.flashinfer import ninja
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError
 from aotc.flashinfer.index import module_key
 from aotc.flashinfer.presets import load_preset
 

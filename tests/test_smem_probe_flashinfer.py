@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
+from aotc.build.flashinfer import smem_probe
 from aotc.build.toolchain import find_toolchain
 from aotc.elf import kernel_symbols
-from aotc.build.flashinfer import smem_probe
 
 HEADER = """
 #pragma once

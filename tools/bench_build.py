@@ -26,6 +26,7 @@ from aotc.build.pipeline import BUILT, build
 from aotc.build.spec import filter_specs, load_specs
 from aotc.build.toolchain import find_toolchain, plan_parallel_jobs
 from aotc.cache import Cache, default_cache_dir
+from aotc.cache.maintenance import stats as cache_stats
 
 
 def cold(specs, archs, jobs):
@@ -33,7 +34,7 @@ def cold(specs, archs, jobs):
         cache = Cache(Path(d))
         summary = build(specs, archs, cache, jobs=jobs, progress=False)
         built = [r for r in summary.results if r.status == BUILT]
-        stats = cache.stats().to_json()
+        stats = cache_stats(cache).to_json()
     return summary, built, stats
 
 

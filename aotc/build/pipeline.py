@@ -19,6 +19,7 @@ from aotc import __version__
 from aotc.arch import Arch
 from aotc.build.compile import compile_source, helper_flags, kill_running
 from aotc.build.compile import flags as compile_flags
+from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey, record_prekey
 from aotc.build.render import Source, render
 from aotc.build.rules import check
 from aotc.build.spec import KernelSpec
@@ -31,7 +32,7 @@ from aotc.build.toolchain import (
     plan_parallel_jobs,
 )
 from aotc.build.verify import verify_cubin
-from aotc.cache import Cache, HeaderSnapshot
+from aotc.cache import Cache
 from aotc.diagnostics import Diagnostic
 from aotc.families import get_family
 from aotc.keys import action_inputs, action_key, prekey, spec_key
@@ -155,7 +156,7 @@ class Builder:
         sk = spec_key(spec.family, spec.params, arch.name)
         ref_info = {"name": spec.name, "family": spec.family, "params": spec.params, "arch": arch.name}
         if not self.force:
-            key = self.cache.lookup_prekey(pk, self.hash_file)
+            key = lookup_prekey(self.cache, pk, self.hash_file)
             if key is not None:
                 self.cache.set_ref(sk, key, ref_info)
                 return JobResult(spec, arch, HIT, key=key, seconds=time.perf_counter() - start)
@@ -198,7 +199,7 @@ class Builder:
             blobs["helper"] = result.helper
         self.cache.put_entry(key, blobs, manifest)
         self.cache.write_log(key, result.log)
-        self.cache.record_prekey(pk, headers, key)
+        record_prekey(self.cache, pk, headers, key)
         self.cache.set_ref(sk, key, ref_info)
         return JobResult(spec, arch, BUILT, key=key, seconds=time.perf_counter() - start,
                          compile_seconds=compile_seconds)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from aotc.diagnostics import AotcError, Diagnostic
+from aotc.keys import sha256_file
 
 PIP_INSTALL_BUILD = "pip install 'aotc[build]'"
 # Peak RSS of one nvcc -cubin of a CUTLASS SM120 NVFP4 GEMM TU (example 79a, sm_120a): measured
@@ -71,6 +72,14 @@ def _candidates(explicit: str | None, searched: list[str]) -> list[tuple[str, st
     if env:
         return [(env, "explicit")]
     found: list[tuple[str, str]] = []
+    # A CUDA_HOME the user set is a choice and wins over the pip wheels (as in torch's cpp_extension);
+    # the pip toolkit comes before a bare nvcc on PATH.
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if home := os.environ.get(var):
+            found.append((str(Path(home) / "bin" / "nvcc"), "CUDA_HOME"))
+            break
+    else:
+        searched.append("CUDA_HOME/CUDA_PATH: not set")
     root = _pip_cuda_root()
     if root is None:
         searched.append("pip: no nvidia/cu13 package (nvidia-cuda-nvcc not installed)")
@@ -78,12 +87,6 @@ def _candidates(explicit: str | None, searched: list[str]) -> list[tuple[str, st
         searched.append(f"pip: {root} lacks {', '.join(missing)}")
     else:
         found.append((str(root / "bin" / "nvcc"), "pip"))
-    for var in ("CUDA_HOME", "CUDA_PATH"):
-        if home := os.environ.get(var):
-            found.append((str(Path(home) / "bin" / "nvcc"), "CUDA_HOME"))
-            break
-    else:
-        searched.append("CUDA_HOME/CUDA_PATH: not set")
     on_path = shutil.which("nvcc")
     if on_path:
         found.append((on_path, "PATH"))
@@ -175,11 +178,7 @@ def _file_sha256(path: Path) -> str:
     _load_digest_memo()
     key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
     if key not in _FILE_DIGESTS:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _FILE_DIGESTS[key] = h.hexdigest()
+        _FILE_DIGESTS[key] = sha256_file(path)
         _save_digest_memo()
     return _FILE_DIGESTS[key]
 
@@ -213,7 +212,8 @@ _TOOLCHAINS: dict[str | None, Toolchain] = {}
 
 
 def find_toolchain(explicit: str | None = None) -> Toolchain:
-    """First working nvcc in order: explicit argument / AOTC_NVCC, pip wheels, CUDA_HOME, PATH.
+    """First working nvcc in order: explicit argument / AOTC_NVCC, CUDA_HOME (or CUDA_PATH), pip
+    wheels, PATH.
 
     An explicit setting that does not work is an error (no silent fallback). Memoized per process.
     """
@@ -304,6 +304,14 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def _max_jobs_env() -> int:
+    text = os.environ["MAX_JOBS"].strip()
+    if not text.isdigit() or int(text) < 1:
+        raise AotcError(Diagnostic("AOTC-TOOL-003", f"MAX_JOBS={text[:40]!r} is not a positive whole number",
+                                   fix="set MAX_JOBS to the number of parallel compiles (e.g. MAX_JOBS=4), or unset it"))
+    return int(text)
+
+
 @dataclass(frozen=True)
 class JobPlan:
     jobs: int
@@ -314,13 +322,17 @@ class JobPlan:
 
 
 def plan_parallel_jobs(requested: int | None, mem_per_job_bytes: int) -> JobPlan:
-    """How many nvcc processes to run at once: min(requested, cores, MemAvailable // per job), >= 1."""
+    """How many nvcc processes to run at once: min(requested, cores, MemAvailable // per job), >= 1.
+    Without an explicit request, MAX_JOBS (the variable torch and FlashInfer builds honour) is one."""
+    requested_by = "requested"
+    if requested is None and os.environ.get("MAX_JOBS", "").strip():
+        requested, requested_by = _max_jobs_env(), "MAX_JOBS"
     cores = _cores()
     avail = _meminfo().get("MemAvailable")
     by_mem = max(1, avail // mem_per_job_bytes) if avail is not None and mem_per_job_bytes > 0 else None
     limits = {"cores": cores}
     if requested is not None:
-        limits["requested"] = max(1, requested)
+        limits[requested_by] = max(1, requested)
     if by_mem is not None:
         limits["memory"] = by_mem
     jobs = min(limits.values())
@@ -332,7 +344,7 @@ def plan_parallel_jobs(requested: int | None, mem_per_job_bytes: int) -> JobPlan
     )
     binding = [name for name, v in limits.items() if v == jobs]
     reason = f"{jobs} job(s), limited by {' and '.join(binding)} ({cores} cores; {mem_text}"
-    reason += f"; requested {requested})" if requested is not None else ")"
+    reason += f"; {requested_by} {requested})" if requested is not None else ")"
     return JobPlan(jobs, cores, avail, mem_per_job_bytes, reason)
 
 

@@ -183,6 +183,18 @@ def atomic_write(path: Path, chunks: Iterator[bytes] | list[bytes], tmp_dir: Pat
     fsync_dir(path.parent)
 
 
+def quarantine_file(path: Path, quarantine_dir: Path) -> str | None:
+    """Move a bad file into quarantine_dir (kept for inspection, named <stem>.<time_ns><suffix>);
+    returns where it went, or None if it was already gone (another reader moved it first)."""
+    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    dst = quarantine_dir / f"{path.stem}.{time.time_ns()}{path.suffix}"
+    try:
+        os.replace(path, dst)
+    except FileNotFoundError:
+        return None
+    return str(dst)
+
+
 def _zstd() -> Any:
     """The zstandard module, imported on first blob access: a serving process that never reads a
     blob (e.g. a lookup miss) does not load the C extension."""
@@ -289,14 +301,7 @@ class LocalBlobStore(BlobStore):
         return BlobStat(stored_bytes=st.st_size, raw_bytes=raw, mtime=st.st_mtime)
 
     def quarantine(self, digest: str) -> str | None:
-        src = self.path(digest)
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
-        dst = self.quarantine_dir / f"{digest}.{time.time_ns()}.zst"
-        try:
-            os.replace(src, dst)
-        except FileNotFoundError:  # another reader quarantined it first
-            return None
-        return str(dst)
+        return quarantine_file(self.path(digest), self.quarantine_dir)
 
     def sweep_tmp(self, dry_run: bool = False, max_age: float = 86_400.0) -> list[str]:
         """Delete temp files of writers that died (this host) or that are older than max_age."""

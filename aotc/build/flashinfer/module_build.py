@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aotc.arch import ARCHES, Arch, get_arch
+from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey, record_prekey
 from aotc.build.flashinfer import ninja, smem_probe
+from aotc.build.flashinfer.workspaces import lock_workspace, workspace_dir
 from aotc.build.pipeline import BUILT, FAILED, HIT, BuildSummary
 from aotc.build.toolchain import Toolchain, find_toolchain, max_parallel_jobs
 from aotc.build.verify import verify_cubin
-from aotc.cache import Cache, file_sha256
+from aotc.cache import Cache
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.elf import cubin_target
 from aotc.flashinfer.index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
@@ -242,6 +244,7 @@ class ModuleBuilder:
                  on_step: Callable[[int, int, str], None] | None = None):
         self.cache, self.tc, self.arch, self.version = cache, tc, arch, version
         self.portable = Portable(roots)
+        self.headers = HeaderSnapshot(locate=self.portable.real)  # recorded paths are portable
         self.env, self.link_dir, self.workspace, self.jobs, self.force = env, link_dir, workspace, jobs, force
         self.on_step = on_step
         self._plans: dict[str, tuple[str, str, list[str]]] = {}
@@ -264,8 +267,7 @@ class ModuleBuilder:
         """A stored module with the same sources, flags, toolchain and headers: a hit (True)."""
         started = time.perf_counter()
         _, pre, _ = self.plan(entry)
-        # Recorded header paths are portable; check them where they are in this build.
-        key = None if self.force else self.cache.lookup_prekey(pre, lambda p: file_sha256(self.portable.real(p)))
+        key = None if self.force else lookup_prekey(self.cache, pre, self.headers)
         manifest = self.cache.get_manifest(key) if key is not None else None
         if manifest is None:
             return False
@@ -336,7 +338,7 @@ class ModuleBuilder:
             return
         manifest = self._manifest(entry, key, inputs, flags, cubins, compile_s) | {"smem_probe": smem}
         self.cache.put_entry(key, {SO_BLOB: so_bytes}, manifest)
-        self.cache.record_prekey(pre, headers, key)
+        record_prekey(self.cache, pre, headers, key)
         self._ref(entry["name"], key)
         result.status = BUILT
 
@@ -426,28 +428,15 @@ class _Progress:
         self.stream.flush()
 
 
-def _workspace_lock(ws: Path, arch: Arch) -> Any:
-    from filelock import FileLock, Timeout  # build side only
-
-    lock = FileLock(f"{ws}.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise AotcError(_diag(9, f"another `aotc build --flashinfer` for {arch.name} is using {ws}",
-                              "wait for it to finish: it stores what it builds in the same cache, and a build "
-                              "started afterwards gets those modules as cache hits")) from None
-    return lock
-
-
 def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
                 progress: bool, results: list[ModuleResult]) -> tuple[str, str]:
     """Build one arch's modules; returns (FlashInfer version, the workspace if it was kept).
 
     The workspace (FlashInfer's generated sources and ninja's objects) is removed once every module
     is stored; after a failure or an interruption it stays, and the next build resumes from it."""
-    ws = (cache.tmp_dir / f"flashinfer-{arch.name}").resolve()
+    ws = workspace_dir(cache, arch.name)
     ws.parent.mkdir(parents=True, exist_ok=True)
-    lock = _workspace_lock(ws, arch)
+    lock = lock_workspace(ws, arch.name)
     try:
         if force:
             shutil.rmtree(ws, ignore_errors=True)

@@ -1,0 +1,213 @@
+"""The cache's entries: action key -> manifest -> content-addressed blobs, spec key -> action key
+refs, compile logs, and where every record kind lives (layout in docs/CONTRACTS.md). Imported by
+serving processes: resolve_ref + read_blob never scan directories; no Jinja2/nvcc/filelock here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from aotc.cache.store import LAYOUT_VERSION, BlobStore, atomic_write, check_digest, open_blob_store
+from aotc.diagnostics import AotcError, Diagnostic
+from aotc.resources import checkout_root
+
+SCHEMA = 1
+CACHE_DIR_ENV = "AOTC_CACHE_DIR"
+_LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
+LOCK_TIMEOUT_S = 600.0  # a build of one TU takes ~1 min; 10 min means a stuck writer
+
+
+class CacheFormatError(AotcError):
+    """A cache file (manifest, ref, prekey record) that cannot be read as what it should be."""
+
+    def __init__(self, path: Path, what: str, problem: str):
+        super().__init__(
+            Diagnostic(
+                code="AOTC-CACHE-002",
+                message=f"{what} {path} is unreadable: {problem}",
+                fix="run `aotc verify` (moves unreadable files to quarantine/ and drops their refs), "
+                "then rebuild (`aotc build`)",
+                details={"file": str(path), "problem": problem},
+            )
+        )
+        self.path = path
+
+
+def default_cache_dir() -> Path:
+    """$AOTC_CACHE_DIR; else cache/ of a source checkout; else $XDG_CACHE_HOME/aotc (~/.cache/aotc)."""
+    env = os.environ.get(CACHE_DIR_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    checkout = checkout_root()
+    if checkout is not None:
+        return checkout / "cache"
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "aotc"
+
+
+def read_json(path: Path, what: str) -> dict | None:
+    """The JSON object at path, None if absent; CacheFormatError (file untouched) if unreadable."""
+    try:
+        text = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CacheFormatError(path, what, f"not JSON ({e}; {len(text)} bytes)") from None
+    if not isinstance(value, dict):
+        raise CacheFormatError(path, what, f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _json_bytes(value: dict) -> bytes:
+    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+
+
+class Cache:
+    """One cache root. Readers never lock; writers lock only per key (two builds of one key).
+    Direct-mode records are written by aotc.build.direct_mode, verify/gc/stats live in
+    aotc.cache.maintenance; both reach the files through the paths defined here."""
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, store: BlobStore | None = None):
+        self.root = Path(root) if root is not None else default_cache_dir()
+        self.base = self.root / LAYOUT_VERSION
+        self.store = store if store is not None else open_blob_store(self.root)
+        self.tmp_dir = self.base / "tmp"
+        self.lock_dir = self.tmp_dir / "locks"
+        self.quarantine_dir = self.base / "quarantine"
+
+    # paths
+    def _sharded(self, kind: str, key: str) -> Path:
+        check_digest(key)
+        return self.base / kind / key[:2] / f"{key}.json"
+
+    def manifest_path(self, key: str) -> Path:
+        return self._sharded("actions", key)
+
+    def ref_path(self, spec_key: str) -> Path:
+        return self._sharded("refs", spec_key)
+
+    def prekey_path(self, prekey: str) -> Path:
+        return self._sharded("prekeys", prekey)
+
+    def header_set_path(self, digest: str) -> Path:
+        return self._sharded("headersets", digest)
+
+    def log_path(self, name: str) -> Path:
+        if not re.fullmatch(_LOG_NAME, name):
+            raise ValueError(f"log name {name!r} must be 1-128 chars of [A-Za-z0-9._-] (use the action key)")
+        return self.base / "logs" / f"{name}.log"
+
+    def record_paths(self, kind: str) -> Iterator[Path]:
+        """Every record file of one kind (actions, refs, prekeys, headersets), in a stable order."""
+        top = self.base / kind
+        if not top.is_dir():
+            return
+        for shard in sorted(os.scandir(top), key=lambda e: e.name):
+            if shard.is_dir():
+                for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
+                    if entry.name.endswith(".json"):
+                        yield Path(entry.path)
+
+    # writing
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Per-key writer lock; only saves duplicate work (every write is an atomic replace)."""
+        from filelock import FileLock, Timeout  # writers only: keeps the serving import light
+
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        path = self.lock_dir / f"{name}.lock"
+        try:
+            with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
+                yield
+        except Timeout:
+            raise AotcError(
+                Diagnostic(
+                    code="AOTC-CACHE-004",
+                    message=f"waited {LOCK_TIMEOUT_S:.0f} s for the writer lock {path}; another process holds it",
+                    fix="wait for the other `aotc build` to finish; if none runs, delete the lock file",
+                )
+            ) from None
+
+    def write_json(self, path: Path, value: dict) -> None:
+        atomic_write(path, [_json_bytes(value)], self.tmp_dir)
+
+    # entries
+    def get_manifest(self, key: str) -> dict | None:
+        return read_json(self.manifest_path(key), "manifest")
+
+    def put_entry(self, key: str, blobs: dict[str, bytes], manifest: dict) -> dict:
+        """Store blobs, then the manifest (atomic, last). Returns the stored manifest: if another
+        writer stored this key first, its manifest is returned and nothing is written."""
+        check_digest(key)
+        with self.lock(f"action-{key}"):
+            try:
+                existing = self.get_manifest(key)
+            except CacheFormatError:
+                existing = None  # unreadable: replace it with a good one
+            if existing is not None and self._blobs_present(existing):
+                return existing
+            record = dict(manifest)
+            record["schema"] = SCHEMA
+            record["key"] = key
+            record["blobs"] = {
+                name: {"sha256": self.store.put(data), "size": len(data)} for name, data in blobs.items()
+            }
+            self.write_json(self.manifest_path(key), record)
+            return record
+
+    def _blobs_present(self, manifest: dict) -> bool:
+        return all(self.store.has(b["sha256"]) for b in manifest.get("blobs", {}).values())
+
+    def read_blob(self, digest: str) -> bytes:
+        """Verified bytes of a blob; KeyError if absent, CorruptBlobError (quarantined) if bad."""
+        return self.store.get(digest)
+
+    def _readable(self, kind: str, what: str) -> Iterator[dict]:
+        """Every readable record of one kind; unreadable ones are left to `aotc verify`."""
+        for path in self.record_paths(kind):
+            try:
+                record = read_json(path, what)
+            except CacheFormatError:
+                continue
+            if record is not None:
+                yield record
+
+    def entries(self) -> Iterator[dict]:
+        """Every readable manifest (for `ls`)."""
+        return self._readable("actions", "manifest")
+
+    # refs
+    def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:
+        check_digest(action_key)
+        ref = {**(info or {}), "schema": SCHEMA, "spec_key": spec_key, "key": action_key}
+        self.write_json(self.ref_path(spec_key), ref)
+
+    def get_ref(self, spec_key: str) -> dict | None:
+        return read_json(self.ref_path(spec_key), "ref")
+
+    def resolve_ref(self, spec_key: str) -> dict | None:
+        """The manifest a spec key points to; None if no ref or the entry is gone. Two file reads."""
+        ref = self.get_ref(spec_key)
+        if ref is None:
+            return None
+        key = ref.get("key")
+        if not isinstance(key, str):
+            raise CacheFormatError(self.ref_path(spec_key), "ref", f"no action key in it: {ref!r}")
+        return self.get_manifest(key)
+
+    def refs(self) -> Iterator[dict]:
+        """Every readable ref (spec key -> action key)."""
+        return self._readable("refs", "ref")
+
+    # logs
+    def write_log(self, key: str, text: str) -> Path:
+        path = self.log_path(key)
+        atomic_write(path, [text.encode("utf-8", "replace")], self.tmp_dir)
+        return path
