@@ -10,7 +10,8 @@ from functools import lru_cache
 import jinja2
 
 from aotc.arch import Arch
-from aotc.build.spec import KernelSpec
+from aotc.build.spec import EXPANDED_NAME_PATTERN, KernelSpec
+from aotc.diagnostics import AotcError, Diagnostic
 from aotc.families import get_family
 from aotc.keys import sha256_hex
 from aotc.resources import templates_dir
@@ -40,7 +41,6 @@ def _context(spec: KernelSpec, arch: Arch) -> dict:
     ctx = dict(family.render_context(spec.params, arch))
     ctx.setdefault("smem_budget", arch.smem_optin_bytes)
     ctx.setdefault("arch_sm", arch.sm)
-    ctx.setdefault("spec_name", spec.name)
     return ctx
 
 
@@ -54,6 +54,12 @@ def _render(template_name: str, ctx: dict) -> Source:
 
 def render(spec: KernelSpec, arch: Arch) -> Source:
     """The kernel translation unit (device kernel + host helper, see docs/CONTRACTS.md)."""
+    # The one spec string written into the source: a KernelSpec made in code (not by load_specs)
+    # must pass the same check, so a newline can never turn the header comment into code.
+    if not EXPANDED_NAME_PATTERN.fullmatch(spec.name):
+        raise AotcError(Diagnostic("AOTC-SPEC-002", f"kernel name {spec.name[:80]!r} has characters outside "
+                                   "[A-Za-z0-9_.-] (and /,= of the sweep suffix)", spec=spec.name[:80],
+                                   file=spec.file, fix='use e.g. name = "moe_w4a4"'))
     header = f"// aotc: {spec.name} ({spec.family}) for {arch.nvcc_name}\n"
     src = _render(get_family(spec.family).template, _context(spec, arch))
     return Source(header + src.text, src.template, src.template_sha256)

@@ -21,6 +21,7 @@ Raise nothing for bad parameters: return diagnostics. Exceptions are for bugs.
 from __future__ import annotations
 
 import ctypes
+import re
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
@@ -29,6 +30,7 @@ from aotc.diagnostics import Diagnostic
 from aotc.frozen import Frozen
 
 _REQUIRED = object()
+_PLAIN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 class Field(Frozen):
@@ -76,6 +78,9 @@ class Field(Frozen):
         elif self.kind is str:
             if not isinstance(value, str):
                 return None, f"{name} must be a string, got {value!r}"
+            # strings reach templates: a field without choices takes identifier characters only
+            if self.choices is None and not _PLAIN.fullmatch(value):
+                return None, f"{name} = {value[:80]!r}: only 1-64 characters of [A-Za-z0-9_.-] are allowed"
             items = ()
         else:  # pragma: no cover - schema bug
             raise TypeError(f"unknown field kind {self.kind!r}")
