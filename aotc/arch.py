@@ -5,6 +5,8 @@ Used by the rules (build side) and by target selection (runtime side).
 
 from __future__ import annotations
 
+import re
+
 from aotc.frozen import Frozen
 
 # Instruction families a kernel may need. A family module lists the ones its template uses.
@@ -104,22 +106,38 @@ class UnknownArchError(ValueError):
     pass
 
 
-def get_arch(name: str) -> Arch:
-    """Look up an arch by aotc name; accepts nvcc spellings too (sm_120a, 120a, compute_120a)."""
+def _normalize_arch_name(name: str) -> str:
+    """Every common spelling to aotc's: sm_120a, 120a, compute_120a, and TORCH_CUDA_ARCH_LIST's
+    12.0a (major.minor) all become sm120a."""
     key = name.strip().lower().replace("compute_", "sm").replace("sm_", "sm")
-    if not key.startswith("sm"):
-        key = "sm" + key
+    key = key.removeprefix("sm")
+    dotted = re.fullmatch(r"(\d+)\.(\d)([af]?)", key)
+    if dotted:  # 12.0a -> 120a, 9.0a -> 90a
+        key = f"{dotted.group(1)}{dotted.group(2)}{dotted.group(3)}"
+    return "sm" + key
+
+
+def get_arch(name: str) -> Arch:
+    """Look up an arch by aotc name; accepts nvcc and torch spellings too (sm_120a, 120a, compute_120a,
+    12.0a). An unknown name is refused with the closest known ones."""
+    key = _normalize_arch_name(name)
     try:
         return ARCHES[key]
     except KeyError:
+        import difflib  # only on the error path: serving processes import this module
+
+        close = difflib.get_close_matches(key, ARCHES, n=3, cutoff=0.6)
+        hint = f"; did you mean {' or '.join(close)}?" if close else ""
         known = ", ".join(ARCHES)
-        raise UnknownArchError(f"unknown arch {name!r}; known: {known}") from None
+        raise UnknownArchError(f"unknown arch {name!r}{hint} (known: {known}; also spelled sm_120a, 120a, "
+                               f"12.0a)") from None
 
 
 def parse_arch_list(text: str) -> list[Arch]:
-    """`sm120a,sm120f` -> [Arch, Arch], in order, without duplicates."""
+    """`sm120a,sm120f` -> [Arch, Arch], in order, without duplicates. Semicolons and spaces separate
+    too, so a TORCH_CUDA_ARCH_LIST value ("9.0a;12.0a") reads as it is."""
     seen: dict[str, Arch] = {}
-    for part in text.split(","):
+    for part in re.split(r"[,;\s]+", text):
         if part.strip():
             arch = get_arch(part)
             seen.setdefault(arch.name, arch)

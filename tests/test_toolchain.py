@@ -33,16 +33,39 @@ def test_default_toolchain_works_and_is_described():
     assert tc.host_compiler and "not found" not in tc.host_compiler
 
 
-def test_pip_toolchain_comes_before_cuda_home_and_path(monkeypatch):
+def test_set_cuda_home_wins_over_pip_and_pip_over_path(monkeypatch, tmp_path):
     if importlib.util.find_spec("nvidia") is None:
         pytest.skip("pip CUDA wheels not installed")
+    system = shutil.which("nvcc")
+    if system is None:
+        pytest.skip("no nvcc on PATH to stand for a CUDA_HOME toolkit")
     monkeypatch.delenv("AOTC_NVCC", raising=False)
-    monkeypatch.setenv("CUDA_HOME", "/usr/local/cuda")
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    # a CUDA_HOME the user set is used, as torch's cpp_extension does
+    home = tmp_path / "cuda"
+    (home / "bin").mkdir(parents=True)
+    (home / "bin" / "nvcc").symlink_to(os.path.realpath(system))
+    monkeypatch.setenv("CUDA_HOME", str(home))
+    tc = find_toolchain()
+    assert tc.source == "CUDA_HOME" and tc.nvcc == str(home / "bin" / "nvcc")
+    # without it, the pip wheels come before a bare nvcc on PATH
+    monkeypatch.delenv("CUDA_HOME")
     tc = find_toolchain()
     assert tc.source == "pip"
     assert tc.nvcc.endswith(os.path.join("nvidia", "cu13", "bin", "nvcc"))
     # the pip cuobjdump/nvdisasm wheels are preferred too
     assert tc.cuobjdump and tc.cuobjdump.endswith(os.path.join("nvidia", "cu13", "bin", "cuobjdump"))
+
+
+def test_max_jobs_is_honoured_and_a_bad_value_is_coded(monkeypatch):
+    monkeypatch.setenv("MAX_JOBS", "1")
+    plan = plan_parallel_jobs(None, 1)
+    assert plan.jobs == 1 and "MAX_JOBS" in plan.reason
+    assert plan_parallel_jobs(2, 1).jobs == min(2, plan.cores)  # -j wins over MAX_JOBS
+    monkeypatch.setenv("MAX_JOBS", "four")
+    with pytest.raises(AotcError) as err:
+        plan_parallel_jobs(None, 1)
+    assert err.value.diagnostics[0].code == "AOTC-TOOL-003"
 
 
 def test_identity_is_stable_and_distinguishes_toolchains():

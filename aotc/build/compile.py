@@ -13,6 +13,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -23,9 +24,17 @@ from pathlib import Path
 from aotc.arch import Arch
 from aotc.build.toolchain import Toolchain
 
+LAUNCHER_ENV = "AOTC_NVCC_LAUNCHER"
+VERBOSE_ENV = "AOTC_VERBOSE"  # set (e.g. by `aotc -v`): every nvcc command line goes to stderr as it starts
 SOURCE_NAME = "aotc_kernel.cu"  # fixed name: nothing about the temp dir leaks into the outputs
 # ptxas --resource-usage lines, including the indented "N bytes stack frame, N bytes spill stores" ones
 _PTXAS_INFO = re.compile(r"^(?:ptxas info\s*:.*|\s+\d+ bytes stack frame.*)$", re.MULTILINE)
+
+
+def launcher() -> list[str]:
+    """AOTC_NVCC_LAUNCHER (e.g. `sccache` or `ccache`), split like a shell would, to run nvcc under.
+    It is not part of any cache key: a launcher must not change what nvcc produces."""
+    return shlex.split(os.environ.get(LAUNCHER_ENV, ""))
 
 
 @dataclass
@@ -122,10 +131,14 @@ def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
     # nvcc's own intermediates (tmpxft_*) go to TMPDIR: keep them in our workdir so that a killed
     # compile leaves nothing behind once the workdir is removed.
     env = {**os.environ, "TMPDIR": cwd}
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
-    )
+    try:
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True,
+        )
+    except OSError as exc:  # e.g. an AOTC_NVCC_LAUNCHER that is not installed
+        hint = f" (check {LAUNCHER_ENV})" if launcher() else ""
+        return _Run(127, f"error: cannot start {cmd[0]}: {exc.strerror}{hint}", time.monotonic() - start)
     with _LIVE_LOCK:
         _LIVE_GROUPS.add(proc.pid)
     try:
@@ -173,7 +186,9 @@ def _compile_step(
     step: str, toolchain: Toolchain, step_flags: list[str], out_name: str, tmp: Path, timeout: float | None
 ) -> tuple[list[str], _Run, list[str], bytes | None]:
     deps = tmp / f"{step}.d"
-    cmd = [toolchain.nvcc, *step_flags, "-MD", "-MF", str(deps), "-o", str(tmp / out_name), SOURCE_NAME]
+    cmd = [*launcher(), toolchain.nvcc, *step_flags, "-MD", "-MF", str(deps), "-o", str(tmp / out_name), SOURCE_NAME]
+    if os.environ.get(VERBOSE_ENV):
+        print(f"$ {shlex.join(cmd)}", file=sys.stderr, flush=True)
     run = _run(cmd, str(tmp), timeout)
     ok = run.returncode == 0 and (tmp / out_name).is_file()
     headers = parse_deps(deps.read_text(), str(tmp), SOURCE_NAME) if ok and deps.is_file() else []
