@@ -55,7 +55,7 @@ class HeaderSnapshot:
         """Do all files of a stored header set still have their recorded digests?"""
         if set_digest not in self.verified_sets:
             try:
-                record = read_json(cache.header_set_path(set_digest), "header set")
+                record = cache.read_record("headersets", set_digest, "header set")
             except (CacheFormatError, ValueError):
                 record = None
             headers = (record or {}).get("headers")
@@ -93,13 +93,13 @@ def lookup_prekey(cache: Cache, prekey: str, snapshot: HeaderSnapshot | None = N
     HeaderSnapshot per build run so shared header sets are checked once."""
     snapshot = snapshot if snapshot is not None else HeaderSnapshot()
     try:
-        record = read_json(cache.prekey_path(prekey), "prekey record")
+        record = cache.read_record("prekeys", prekey, "prekey record")
     except CacheFormatError:
         return None
     for entry in (record or {}).get("sets", []):
         key, set_digest = entry.get("key"), entry.get("headers")
         if not (isinstance(key, str) and isinstance(set_digest, str)):
             continue
-        if snapshot.set_matches(cache, set_digest) and cache.manifest_path(key).is_file():
+        if snapshot.set_matches(cache, set_digest) and cache.has_manifest(key):
             return key
     return None

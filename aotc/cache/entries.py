@@ -136,11 +136,29 @@ class Cache:
             ) from None
 
     def write_json(self, path: Path, value: dict) -> None:
-        atomic_write(path, [_json_bytes(value)], self.tmp_dir)
+        data = _json_bytes(value)
+        atomic_write(path, [data], self.tmp_dir)
+        if path.parent.parent.parent == self.base:  # a sharded record: share it through a remote layer
+            self.store.put_record(path.parent.parent.name, path.stem, data)
+
+    def read_record(self, kind: str, name: str, what: str) -> dict | None:
+        """A record (actions, refs, prekeys, headersets) from its local file; on a local miss from the
+        store's remote layer (checked there against its name), then kept locally."""
+        path = self._sharded(kind, name)
+        value = read_json(path, what)
+        if value is None:
+            data = self.store.get_record(kind, name)
+            if data is not None:
+                atomic_write(path, [data], self.tmp_dir)
+                value = read_json(path, what)
+        return value
+
+    def has_manifest(self, key: str) -> bool:
+        return self.manifest_path(key).is_file() or self.read_record("actions", key, "manifest") is not None
 
     # entries
     def get_manifest(self, key: str) -> dict | None:
-        return read_json(self.manifest_path(key), "manifest")
+        return self.read_record("actions", key, "manifest")
 
     def put_entry(self, key: str, blobs: dict[str, bytes], manifest: dict) -> dict:
         """Store blobs, then the manifest (atomic, last). Returns the stored manifest: if another
@@ -190,7 +208,7 @@ class Cache:
         self.write_json(self.ref_path(spec_key), ref)
 
     def get_ref(self, spec_key: str) -> dict | None:
-        return read_json(self.ref_path(spec_key), "ref")
+        return self.read_record("refs", spec_key, "ref")
 
     def resolve_ref(self, spec_key: str) -> dict | None:
         """The manifest a spec key points to; None if no ref or the entry is gone. Two file reads."""

@@ -125,6 +125,15 @@ class BlobStore(ABC):
         """Remove what crashed writers left behind; backends without temp files have nothing."""
         return []
 
+    # Small records (manifests, refs, direct-mode hints) shared through a remote layer; the Cache
+    # keeps them as local files and asks the store only on a local miss. Local stores share nothing.
+    def get_record(self, kind: str, name: str) -> bytes | None:
+        """A record's bytes from a remote layer, already checked against its name; None: none there."""
+        return None
+
+    def put_record(self, kind: str, name: str, data: bytes) -> None:
+        """Share a record the Cache just wrote locally."""
+
 
 def tmp_name(suffix: str) -> str:
     """Temp file name that says who wrote it, so gc can tell a crashed writer's file from a live one."""
@@ -335,8 +344,11 @@ def _config_error(spec: str, problem: str) -> AotcError:
 
 
 def blob_store_class() -> type[BlobStore]:
-    """The backend class: `AOTC_BLOB_STORE=module:Class` if set, else LocalBlobStore."""
+    """The backend class: `AOTC_BLOB_STORE=module:Class` if set, else the Redis layer if `AOTC_REMOTE`
+    is set, else LocalBlobStore."""
     spec = os.environ.get(BLOB_STORE_ENV, "").strip()
+    if not spec and os.environ.get("AOTC_REMOTE", "").strip():
+        spec = "aotc.cache.remote:RedisBlobStore"  # local -> Redis (aotc/cache/remote.py)
     if not spec:
         return LocalBlobStore
     module_name, sep, class_name = spec.partition(":")
