@@ -45,6 +45,9 @@ class CompileResult:
     headers: list[str] = field(default_factory=list)  # absolute, normalized, sorted; source excluded
     log: str = ""  # every command line and its full stdout/stderr
     seconds: dict[str, float] = field(default_factory=dict)  # {"device": s, "helper": s}
+    # Largest resident set of any process of either nvcc run (they run one after the other, and
+    # nvcc runs its stages one at a time: this is the TU's peak memory, to within nvcc's own few MB).
+    peak_rss_bytes: int = 0
     resource_lines: list[str] = field(default_factory=list)  # ptxas info lines of the device compile
     warnings: list[str] = field(default_factory=list)  # compiler warnings (e.g. ptxas advisories)
     error: str = ""  # one-line reason when not ok, with what to do
@@ -108,6 +111,7 @@ class _Run:
     returncode: int | None  # None: timed out
     output: str
     seconds: float
+    peak_rss_bytes: int = 0  # largest resident set of nvcc and every process it waited for
 
 
 _LIVE_GROUPS: set[int] = set()  # process groups of running nvcc invocations
@@ -142,15 +146,27 @@ def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
     with _LIVE_LOCK:
         _LIVE_GROUPS.add(proc.pid)
     try:
-        out, _ = proc.communicate(timeout=timeout)
-        return _Run(proc.returncode, out, time.monotonic() - start)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        return _Run(None, out, time.monotonic() - start)
+        # Read to EOF in a thread and reap with wait4 ourselves: wait4's rusage is this nvcc's own
+        # (ru_maxrss = the largest of nvcc and every cicc/ptxas/gcc it waited for), where
+        # RUSAGE_CHILDREN would mix in the other compiles of a parallel build.
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.append(proc.stdout.read()), daemon=True)
+        reader.start()
+        reader.join(timeout)
+        timed_out = reader.is_alive()
+        if timed_out:
+            os.killpg(proc.pid, signal.SIGKILL)
+            reader.join()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+        return _Run(None if timed_out else proc.returncode, "".join(chunks), time.monotonic() - start,
+                    usage.ru_maxrss * 1024)  # KiB on Linux
     except BaseException:  # e.g. KeyboardInterrupt: never leave a cicc/ptxas running behind us
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if proc.returncode is None:
+            proc.wait()
         raise
     finally:
         with _LIVE_LOCK:
@@ -226,6 +242,7 @@ def compile_source(
             cmd, run, step_headers, data = _compile_step(step, toolchain, step_flags, out_name, tmp, timeout)
             result.log += _log_entry(step, cmd, run)
             result.seconds[step] = round(run.seconds, 3)
+            result.peak_rss_bytes = max(result.peak_rss_bytes, run.peak_rss_bytes)
             if data is None:
                 result.error = _failure_reason(step, run, timeout)
                 return result
