@@ -181,7 +181,7 @@ def main() -> int:
             for nodes in (1, 4, 16, 64):
                 r = simulate(tus, rss, nodes, **kw) | {"rss_model": model, "scheduler": label}
                 results.append(r)
-                m, s = divmod(int(round(r["makespan_s"])), 60)
+                m, s = divmod(round(r["makespan_s"]), 60)
                 print(f"| {model} | {label} | {nodes} | {m} min {s:02d} s | {r['peak_node_gib']} GiB | "
                       f"{'yes' if r['oom_free'] else '**no**'} |")
     summary = {"tus": len(tus), "rss_models_gib": {m: {"min": round(min(v.values()) / GIB, 2),
