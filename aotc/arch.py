@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 
+from aotc.diagnostics import did_you_mean
 from aotc.frozen import Frozen
 
 # Instruction families a kernel may need. A family module lists the ones its template uses.
@@ -124,10 +125,7 @@ def get_arch(name: str) -> Arch:
     try:
         return ARCHES[key]
     except KeyError:
-        import difflib  # only on the error path: serving processes import this module
-
-        close = difflib.get_close_matches(key, ARCHES, n=3, cutoff=0.6)
-        hint = f"; did you mean {' or '.join(close)}?" if close else ""
+        hint = did_you_mean(key, ARCHES)
         known = ", ".join(ARCHES)
         raise UnknownArchError(f"unknown arch {name!r}{hint} (known: {known}; also spelled sm_120a, 120a, "
                                f"12.0a)") from None

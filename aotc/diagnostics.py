@@ -11,6 +11,14 @@ from aotc.frozen import Frozen
 _NEW_DICT: Any = object()  # default of `details`: a fresh dict per Diagnostic
 
 
+def did_you_mean(word: str, known) -> str:
+    """'; did you mean block_m?' for a near miss (a typo) among `known`, '' otherwise."""
+    import difflib  # only on error paths: serving processes import this module
+
+    close = difflib.get_close_matches(word, list(known), n=3, cutoff=0.6)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
 class Diagnostic(Frozen):
     """Immutable record (aotc.frozen)."""
 

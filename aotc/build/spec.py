@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aotc.arch import UnknownArchError, get_arch
-from aotc.diagnostics import Diagnostic
+from aotc.diagnostics import Diagnostic, did_you_mean
 from aotc.families import FAMILY_MODULES, UnknownFamilyError, get_family
 from aotc.resources import catalog_dir
 
@@ -94,7 +94,8 @@ def expand_table(table: dict[str, Any], file: str) -> LoadResult:
     try:
         family = get_family(family_name if isinstance(family_name, str) else "")
     except UnknownFamilyError:
-        diags.append(Diagnostic("AOTC-SPEC-003", f"unknown family {repr(family_name)[:80]}",
+        typo = did_you_mean(family_name, FAMILY_MODULES) if isinstance(family_name, str) else ""
+        diags.append(Diagnostic("AOTC-SPEC-003", f"unknown family {repr(family_name)[:80]}{typo}",
                                 fix=f"use one of: {', '.join(FAMILY_MODULES)}", **where))
         return LoadResult([], diags)
     archs_raw = table.get("archs", [])

@@ -26,7 +26,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from aotc.arch import Arch
-from aotc.diagnostics import Diagnostic
+from aotc.diagnostics import Diagnostic, did_you_mean
 from aotc.frozen import Frozen
 
 _REQUIRED = object()
@@ -145,7 +145,8 @@ class Family(ABC):
 
     def validate(self, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         """Typed params (defaults filled) and a list of error texts."""
-        errors = [f"unknown parameter {k!r} (known: {', '.join(self.fields)})" for k in raw if k not in self.fields]
+        errors = [f"unknown parameter {k!r}{did_you_mean(k, self.fields)} (known: {', '.join(self.fields)})"
+                  for k in raw if k not in self.fields]
         typed: dict[str, Any] = {}
         for key, f in self.fields.items():
             if key not in raw:
