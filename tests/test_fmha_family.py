@@ -47,11 +47,11 @@ def test_catalog_fits_sm120_and_sm90():
     loaded = load_specs([CATALOG])
     assert not loaded.diagnostics, [d.format() for d in loaded.diagnostics]
     names = {s.family for s in loaded.specs}
-    assert names == {"fmha_fwd", "fmha_decode"}
+    assert names == {"fmha_fwd", "fmha_decode", "fmha_fwd_paged", "fmha_decode_paged"}
     fp8 = [s for s in loaded.specs if s.params["dtype"] == "e4m3"]
     assert {s.name for s in fp8} == {"fmha_fwd_e4m3_m64n128", "fmha_fwd_e4m3_m64n64"}
     for s in loaded.specs:
-        for arch in ("sm120a", "sm120f", "sm90a", "sm80", *(FP8_ARCHES if s in fp8 else ())):
+        for arch in ("sm120a", "sm120f", "sm121a", "sm90a", "sm80", *(FP8_ARCHES if s in fp8 else ())):
             verdict = check(s, get_arch(arch))
             if s in fp8 and arch == "sm80":  # no e4m3 mma.sync before sm_89: skipped, not failed
                 (d,) = verdict.diagnostics

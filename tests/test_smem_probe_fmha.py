@@ -28,6 +28,9 @@ CASES = [
     # e4m3: 1-byte elements, the catalog's 64x128 tile and a head_dim 256 double-buffered one
     ("fmha_fwd", {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stages": 1, "dtype": "e4m3"}),
     ("fmha_fwd", {"block_m": 64, "block_n": 64, "head_dim": 256, "warps": 4, "kv_stages": 2, "dtype": "e4m3"}),
+    # paged twins: the same SharedStorage as the contiguous families (pages change addresses only)
+    ("fmha_decode_paged", {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4, "kv_stages": 2,
+                           "dtype": "bf16"}),
 ]
 
 
@@ -56,7 +59,7 @@ def test_model_matches_sizeof(family, params, tmp_path):
     assert parts["q_tile_and_o_staging"] == measured["q"]
     assert parts["k_stages"] == measured["k"] and parts["v_stages"] == measured["v"]
     assert measured["offset_k"] == measured["q"] and measured["offset_v"] == measured["q"] + measured["k"]
-    if family == "fmha_decode":
+    if family.startswith("fmha_decode"):
         flag_at = measured["q"] + measured["k"] + measured["v"]
         assert measured["offset_last_split"] == flag_at
         assert parts["last_split_flag"] + parts["pad_struct_tail"] == measured["total"] - flag_at
@@ -65,5 +68,7 @@ def test_model_matches_sizeof(family, params, tmp_path):
     assert FmhaArgs.seqlen_q.offset == measured["args_offset_seqlen_q"]
     assert FmhaArgs.num_sms.offset == measured["args_offset_num_sms"]
     assert FmhaArgs.v_descale.offset == measured["args_offset_v_descale"]
+    assert FmhaArgs.block_table.offset == measured["args_offset_block_table"]
+    assert FmhaArgs.page_size.offset == measured["args_offset_page_size"]
     # the element type the kernel stores is the one the model counts (1 byte for e4m3)
     assert measured["element_bytes"] == (1 if params["dtype"] == "e4m3" else 2)

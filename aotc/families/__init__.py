@@ -16,6 +16,8 @@ FAMILY_MODULES: dict[str, str] = {
     "grouped_gemm_sm80": "aotc.families.grouped_gemm_sm80",
     "fmha_fwd": "aotc.families.fmha",
     "fmha_decode": "aotc.families.fmha",
+    "fmha_fwd_paged": "aotc.families.fmha",
+    "fmha_decode_paged": "aotc.families.fmha",
     "quantize_blockscaled": "aotc.families.quantize",
 }
 

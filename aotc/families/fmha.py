@@ -1,6 +1,7 @@
 """FMHA families: `fmha_fwd` (prefill, FlashAttention-2 class on mma.sync; bf16/fp16, or e4m3 Q/K/V
 with bf16 output) and `fmha_decode` (few query tokens, split-KV with an in-kernel last-split
-combine, GQA heads packed into M).
+combine, GQA heads packed into M), and their paged-KV-cache twins `fmha_fwd_paged` (chunked
+prefill) and `fmha_decode_paged` (K/V read through a block table), all from one template.
 Parameter schema, byte-exact SMEM model, legality rules and the ctypes mirror of the template's
 AotcArgs. Pure Python: no Jinja2, no nvcc (the runtime imports this to pack arguments).
 """
@@ -63,6 +64,13 @@ class FmhaArgs(ctypes.Structure):
         ("q_descale", ctypes.c_float),
         ("k_descale", ctypes.c_float),
         ("v_descale", ctypes.c_float),
+        # paged families only (0 elsewhere)
+        ("block_table", ctypes.c_uint64),
+        ("kv_lens", ctypes.c_uint64),
+        ("k_page_stride", ctypes.c_int64),
+        ("v_page_stride", ctypes.c_int64),
+        ("block_table_stride", ctypes.c_int32),
+        ("page_size", ctypes.c_int32),
     ]
 
 
@@ -104,6 +112,7 @@ class _FmhaBase(Family):
     probe_template: ClassVar[str] = "fmha/fmha_smem_probe.cu.j2"
     args_struct: ClassVar[type[ctypes.Structure]] = FmhaArgs
     decode: ClassVar[bool] = False
+    paged: ClassVar[bool] = False
 
     def requires(self, p: dict) -> frozenset[str]:
         base = {MMA_SYNC, LDMATRIX, CP_ASYNC}
@@ -140,7 +149,12 @@ class _FmhaBase(Family):
         if p["dtype"] not in FP8_DTYPES:
             return []
         out = []
-        if self.decode:
+        if self.paged:
+            out.append(Diagnostic(
+                "AOTC-FMHA-006", f"{self.name} has no {p['dtype']} variant (paged K/V is bf16/fp16 only)",
+                fix="use dtype = \"bf16\" or \"fp16\", or the contiguous fmha_fwd family for e4m3",
+                details={"dtype": p["dtype"]}))
+        elif self.decode:
             out.append(Diagnostic(
                 "AOTC-FMHA-005", f"{self.name} has no {p['dtype']} variant (only fmha_fwd does)",
                 fix="use dtype = \"bf16\" or \"fp16\" for decode, or the fmha_fwd family for e4m3 prefill",
@@ -207,7 +221,8 @@ class _FmhaBase(Family):
             "family": self.name, "arch": arch.name, "block_m": p["block_m"], "block_n": p["block_n"],
             "head_dim": p["head_dim"], "warps": p["warps"], "kv_stages": p["kv_stages"], "dtype": p["dtype"],
             "element": ELEMENT_TYPES[p["dtype"]], "out_element": OUTPUT_TYPES[p["dtype"]],
-            "fp8": p["dtype"] in FP8_DTYPES, "decode": self.decode, "q_in_regs": p["q_in_regs"],
+            "fp8": p["dtype"] in FP8_DTYPES, "decode": self.decode, "paged": self.paged,
+            "q_in_regs": p["q_in_regs"],
             "smem_budget": arch.smem_optin_bytes, "smem_model_total": self.smem(p, arch).total,
         }
 
@@ -233,4 +248,19 @@ class FmhaDecode(_FmhaBase):
     decode = True
 
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (FmhaFwd(), FmhaDecode())}
+class FmhaFwdPaged(FmhaFwd):
+    name = "fmha_fwd_paged"
+    doc = ("attention prefill over a paged KV cache (chunked prefill: the prefix already in the cache): "
+           "block table [batch, max_pages] int32, per-request KV lengths, pages [num_pages, page_size, "
+           "kv_heads, head_dim] (K and V separate or stacked), page size a power of two; bf16/fp16")
+    paged = True
+
+
+class FmhaDecodePaged(FmhaDecode):
+    name = "fmha_decode_paged"
+    doc = ("attention decode over a paged KV cache: block table [batch, max_pages] int32, per-request KV "
+           "lengths, split-KV with the in-kernel combine; bf16/fp16")
+    paged = True
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (FmhaFwd(), FmhaDecode(), FmhaFwdPaged(), FmhaDecodePaged())}

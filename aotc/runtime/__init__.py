@@ -20,6 +20,8 @@ _EXPORTS = {
     "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
     "fmha_decode": "ops", "fmha_fwd": "ops", "gemm_nvfp4": "ops", "grouped_gemm": "ops",
     "grouped_gemm_nvfp4": "ops",
+    "quantize_mxfp8": "quantize", "quantize_nvfp4": "quantize",
+    "fmha_decode_paged": "paged", "fmha_fwd_paged": "paged",
     "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
     "host_kernel": "registry", "kernel_key": "registry", "load_kernel": "registry", "loaded": "registry",
     "select": "select",
@@ -43,7 +45,9 @@ __all__ = [
     "expect",
     "find",
     "fmha_decode",
+    "fmha_decode_paged",
     "fmha_fwd",
+    "fmha_fwd_paged",
     "gemm_nvfp4",
     "get_kernel",
     "grouped_gemm",
@@ -52,6 +56,8 @@ __all__ = [
     "kernel_key",
     "load_kernel",
     "loaded",
+    "quantize_mxfp8",
+    "quantize_nvfp4",
     "query_device",
     "select",
     "set_sources",
@@ -87,6 +93,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         set_sources,
     )
     from aotc.runtime.ops import fmha_decode, fmha_fwd, gemm_nvfp4, grouped_gemm, grouped_gemm_nvfp4
+    from aotc.runtime.paged import fmha_decode_paged, fmha_fwd_paged
+    from aotc.runtime.quantize import quantize_mxfp8, quantize_nvfp4
     from aotc.runtime.registry import (
         HostKernel,
         KernelKey,

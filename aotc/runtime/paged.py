@@ -1,0 +1,159 @@
+"""Attention over a paged KV cache: decode and chunked prefill whose K/V live in fixed-size pages
+named by a per-request block table (the vLLM/FlashInfer NHD layout). Checks the tensors, picks a
+stored `fmha_decode_paged` / `fmha_fwd_paged` kernel, fills FmhaArgs and launches. Layouts and
+semantics: docs/families/fmha.md ("Paged KV cache").
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from typing import Any
+
+from aotc.runtime.device import Device, query_device
+from aotc.runtime.errors import BAD_TENSOR, NO_KERNEL, runtime_error
+from aotc.runtime.launch import Kernel, stream_handle
+from aotc.runtime.lookup import stored_params
+from aotc.runtime.registry import get_kernel
+from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
+
+PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
+_choices: dict[tuple, Kernel] = {}  # (family, ordinal, problem signature) -> chosen kernel
+
+
+def fmha_decode_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any, *,
+                      max_kv_len: int | None = None, cu_seqlens_q: Any = None, max_seqlen_q: int | None = None,
+                      causal: bool = False, scale: float | None = None, num_splits: int = 0, stream: Any = None,
+                      params: dict | None = None) -> Kernel:
+    """Decode over a paged KV cache (split-KV; the q heads of a kv head share one K/V stream).
+
+    q/out [batch, q_len, q_heads, head_dim] (or [total_q, q_heads, head_dim] with int32
+    cu_seqlens_q [batch + 1] and max_seqlen_q); k_cache/v_cache [num_pages, page_size, kv_heads,
+    head_dim] (separate tensors, or kv[:, 0] and kv[:, 1] of a stacked [num_pages, 2, ...] cache);
+    block_table int32 [batch, max_pages]; kv_lens int32 [batch] (0 = empty request: its rows are 0).
+    max_kv_len: the longest kv_lens entry when known (sizes the KV split; default: the table's
+    capacity). Returns the kernel used."""
+    return _paged("fmha_decode_paged", q, k_cache, v_cache, block_table, kv_lens, out, cu_seqlens_q,
+                  max_seqlen_q, max_kv_len, causal, scale, num_splits, stream, params)
+
+
+def fmha_fwd_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any, *,
+                   cu_seqlens_q: Any = None, max_seqlen_q: int | None = None, max_kv_len: int | None = None,
+                   causal: bool = True, scale: float | None = None, stream: Any = None,
+                   params: dict | None = None) -> Kernel:
+    """Chunked prefill over a paged KV cache: the new tokens' K/V are already written to the cache
+    after the request's prefix, kv_lens[b] = prefix + new tokens, and query i of request b sees keys
+    j <= i + kv_lens[b] - q_len[b] (bottom-right causal). Layouts as fmha_decode_paged."""
+    return _paged("fmha_fwd_paged", q, k_cache, v_cache, block_table, kv_lens, out, cu_seqlens_q,
+                  max_seqlen_q, max_kv_len, causal, scale, 0, stream, params)
+
+
+def _device_of(info: TensorInfo, name: str) -> int:
+    if info.device == HOST:
+        raise runtime_error(BAD_TENSOR, f"argument {name!r} is in host memory; the kernel runs on a CUDA device",
+                            "move it to the GPU first, e.g. .cuda()")
+    return 0 if info.device == UNKNOWN else info.device
+
+
+def _stream(tensor: Any, ordinal: int) -> int:
+    """torch's current stream for torch tensors (where the caller's other work is queued), else 0."""
+    if type(tensor).__module__.startswith("torch"):
+        return int(sys.modules["torch"].cuda.current_stream(ordinal).cuda_stream)
+    return 0
+
+
+def _choose(family: str, device: Device, signature: tuple, matches: dict, problem: dict,
+            params: dict | None) -> Kernel:
+    if params is not None:
+        return get_kernel(family, params, device=device.ordinal)
+    key = (family, device.ordinal, signature)
+    kernel = _choices.get(key)
+    if kernel is None:
+        candidates = [p for p in stored_params(family, device) if all(p.get(k) == v for k, v in matches.items())]
+        if not candidates:
+            want = ", ".join(f"{k}={v}" for k, v in matches.items())
+            targets = device.runnable_targets()
+            raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
+                                f"build one: aotc build --arch {targets[0] if targets else f'sm{device.sm}'} "
+                                f"--filter {family}", family=family)
+        from aotc.runtime.select import select
+
+        kernel = get_kernel(family, select(family, candidates, problem, device, sm_count=device.sm_count),
+                            device=device.ordinal)
+        _choices[key] = kernel
+    return kernel
+
+
+def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any,
+           cu_q: Any, max_q: int | None, max_kv: int | None, causal: bool, scale: float | None, num_splits: int,
+           stream: Any, params: dict | None) -> Kernel:
+    qi = tensor_info(q)
+    ordinal = _device_of(qi, "q")
+    varlen = cu_q is not None
+    expect(qi, "q", dtype=tuple(PAGED_DTYPES), ndim=3 if varlen else 4, device=ordinal, contiguous=False)
+    head_dim, q_heads = qi.shape[-1], qi.shape[-2]
+    ki = expect(tensor_info(k_cache), "k_cache", dtype=qi.dtype, shape=(None, None, None, head_dim), device=ordinal,
+                contiguous=False)
+    vi = expect(tensor_info(v_cache), "v_cache", dtype=qi.dtype, shape=ki.shape, device=ordinal, contiguous=False)
+    oi = expect(tensor_info(out), "out", dtype=qi.dtype, shape=qi.shape, device=ordinal, contiguous=False)
+    for name, info in (("q", qi), ("k_cache", ki), ("v_cache", vi), ("out", oi)):
+        if info.strides and info.strides[-1] != 1:
+            raise runtime_error(BAD_TENSOR, f"argument {name!r} has stride {info.strides[-1]} in its last dimension "
+                                f"(shape {info.shape}); head_dim must be contiguous", "pass .contiguous()",
+                                argument=name)
+    page_size, kv_heads = ki.shape[1], ki.shape[2]  # page ids are not range-checked: they live on the device
+    if page_size < 1 or page_size & (page_size - 1):
+        raise runtime_error(BAD_TENSOR, f"k_cache has {page_size} tokens per page; the paged kernels take a power "
+                            "of two (e.g. 16 or 64)", "allocate the cache with a power-of-two page size")
+    if q_heads % kv_heads:
+        raise runtime_error(BAD_TENSOR, f"q has {q_heads} heads, the KV cache {kv_heads}: q heads must be a multiple",
+                            "pass a cache whose kv head count divides the query head count (GQA/MQA)")
+    bi = expect(tensor_info(block_table), "block_table", dtype="i32", ndim=2, align=4, device=ordinal)
+    batch, max_pages = bi.shape
+    li = expect(tensor_info(kv_lens), "kv_lens", dtype="i32", shape=(batch,), align=4, device=ordinal)
+    if varlen:
+        if max_q is None:
+            raise runtime_error(BAD_TENSOR, "varlen q needs max_seqlen_q with cu_seqlens_q",
+                                "pass max_seqlen_q = the longest query length")
+        expect(tensor_info(cu_q), "cu_seqlens_q", dtype="i32", shape=(batch + 1,), align=4, device=ordinal)
+        seqlen_q = int(max_q)
+    else:
+        if qi.shape[0] != batch:
+            raise runtime_error(BAD_TENSOR, f"q has batch {qi.shape[0]} but block_table has {batch} rows",
+                                "pass one block-table row and one kv_lens entry per request")
+        seqlen_q = qi.shape[1]
+    capacity = max_pages * page_size
+    seqlen_k = capacity if max_kv is None else int(max_kv)
+    if not 0 <= seqlen_k <= capacity:
+        raise runtime_error(BAD_TENSOR, f"max_kv_len {seqlen_k} is outside [0, {capacity}] (block table of "
+                            f"{max_pages} pages x {page_size} tokens)", "pass the longest kv_lens entry")
+    device = query_device(ordinal)
+    dtype = PAGED_DTYPES[qi.dtype]
+    decode = family == "fmha_decode_paged"
+    group = q_heads // kv_heads
+    kernel = _choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
+                     {"head_dim": head_dim, "dtype": dtype},
+                     {"seqlen_q": seqlen_q * (group if decode else 1), "batch": batch * (kv_heads if decode else q_heads)},
+                     params)
+    args = kernel.args_type()
+    args.q, args.k, args.v, args.o = qi.ptr, ki.ptr, vi.ptr, oi.ptr
+    args.cu_seqlens_q = tensor_info(cu_q).ptr if varlen else 0
+    for prefix, info in (("q", qi), ("o", oi)):
+        strides = info.strides if not varlen else (0, *info.strides)
+        setattr(args, f"{prefix}_batch_stride", strides[0])
+        setattr(args, f"{prefix}_row_stride", strides[1])
+        setattr(args, f"{prefix}_head_stride", strides[2])
+    for prefix, info in (("k", ki), ("v", vi)):
+        setattr(args, f"{prefix}_page_stride", info.strides[0])
+        setattr(args, f"{prefix}_row_stride", info.strides[1])
+        setattr(args, f"{prefix}_head_stride", info.strides[2])
+    args.block_table, args.kv_lens = bi.ptr, li.ptr
+    args.block_table_stride, args.page_size = bi.strides[0], page_size
+    args.batch, args.num_q_heads, args.num_kv_heads, args.head_dim = batch, q_heads, kv_heads, head_dim
+    args.seqlen_q, args.seqlen_k = seqlen_q, seqlen_k
+    args.softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    args.causal = 1 if causal else 0
+    args.num_splits = num_splits
+    args.num_sms = device.sm_count
+    kernel.launch(args, _stream(q, ordinal) if stream is None else stream_handle(stream))
+    return kernel
