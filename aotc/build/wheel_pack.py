@@ -1,7 +1,7 @@
 """Kernel wheels: a filtered view of the cache packed as an installable platform wheel, and the
 check of such a wheel. The wheel holds a read-only cache tree (same layout as the cache: refs,
 manifests, zstd blobs) under its package, metadata in aotc_wheel.json, and an `aotc.kernels`
-entry point the runtime discovers (aotc/kernel_wheels.py). Byte-reproducible: fixed timestamps,
+entry point the runtime discovers (aotc/runtime/installed_wheels.py); the check is aotc/build/wheel_check.py. Byte-reproducible: fixed timestamps,
 sorted entries, stored blobs copied as they are.
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aotc import ABI_VERSION, __version__
-from aotc.arch import Arch, target_runs_on
+from aotc.arch import Arch
+from aotc.build.wheel_check import WheelCheck, check_wheel  # noqa: F401 - the check lives there
 from aotc.cache import Cache
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
@@ -139,81 +140,3 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
     path = out_dir / f"{pkg}-{version}-{tag}.whl"
     zw.write(path, dist_info)
     return path
-
-
-@dataclass
-class WheelCheck:
-    path: str
-    meta: dict
-    kernels: list[dict]
-    diagnostics: list[Diagnostic]
-
-    @property
-    def ok(self) -> bool:
-        return not self.diagnostics
-
-    def to_json(self) -> dict:
-        return {"path": self.path, "ok": self.ok, "meta": self.meta, "kernels": self.kernels,
-                "diagnostics": [d.to_json() for d in self.diagnostics]}
-
-
-def _parse_target(text: str) -> tuple[int, str]:
-    """"sm_120a" -> (120, "a")."""
-    digits = text.removeprefix("sm_")
-    variant = digits[-1] if digits[-1].isalpha() else ""
-    return int(digits.rstrip("af")), variant
-
-
-def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
-    """List a kernel wheel's contents and flag tampered blobs, a foreign ABI, and kernels whose cubin
-    cannot run on `arch` (e.g. an sm_100 cubin in an SM120 wheel)."""
-    import zstandard
-
-    from aotc.elf import cubin_target
-
-    diags: list[Diagnostic] = []
-    with zipfile.ZipFile(path) as zf:
-        names = zf.namelist()
-        meta_name = next((n for n in names if n.endswith("/" + METADATA_FILE)), None)
-        if meta_name is None:
-            raise AotcError(Diagnostic("AOTC-WHEEL-004", f"{path} is not an aotc kernel wheel (no {METADATA_FILE})",
-                                       fix="pass a wheel made by `aotc wheel`"))
-        meta = json.loads(zf.read(meta_name))
-        if meta.get("abi") != ABI_VERSION:
-            diags.append(Diagnostic("AOTC-WHEEL-001", f"built for aotc ABI {meta.get('abi')} "
-                                    f"(aotc {meta.get('aotc_version')}); this aotc speaks ABI {ABI_VERSION}",
-                                    fix="rebuild the wheel with this aotc version"))
-        prefix = meta_name.rsplit("/", 1)[0] + f"/{STORE_DIR}/v1/"
-        kernels = []
-        device_cc = divmod(arch.sm, 10) if arch else None
-        for name in sorted(n for n in names if n.startswith(prefix + "actions/")):
-            m = json.loads(zf.read(name))
-            # aotc kernels carry one cubin; FlashInfer modules a .so whose cubins the manifest lists.
-            blob_kind = "cubin" if "cubin" in m["blobs"] else "so"
-            digest = m["blobs"][blob_kind]["sha256"]
-            blob_name = f"{prefix}blobs/{digest[:2]}/{digest}.zst"
-            sizes = {k: v["size"] for k, v in m["blobs"].items()}
-            try:
-                data = zstandard.ZstdDecompressor().decompress(zf.read(blob_name), max_output_size=1 << 31)
-            except (KeyError, zstandard.ZstdError) as e:
-                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): {blob_kind} blob unreadable: {e}",
-                                        fix="rebuild the wheel"))
-                continue
-            if hashlib.sha256(data).hexdigest() != digest:
-                diags.append(Diagnostic("AOTC-WHEEL-005", f"{m['name']} ({m['arch']}): {blob_kind} content does not "
-                                        f"match its sha256 {digest[:16]}...: the wheel was modified",
-                                        fix="do not install this wheel; rebuild it from a verified cache"))
-                continue
-            if blob_kind == "cubin":
-                sm, variant = cubin_target(data)
-                targets = [(sm, variant)]
-            else:
-                targets = [_parse_target(c["target"]) for c in m.get("cubins", [])]
-            runs = all(target_runs_on(sm, v, device_cc) for sm, v in targets) if device_cc else None
-            shown = ",".join(sorted({f"sm{sm}{v}" for sm, v in targets})) or "none"
-            kernels.append({"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": shown,
-                            "sizes": sizes, "runs_on_arch": runs})
-            if arch and not runs:
-                diags.append(Diagnostic("AOTC-WHEEL-006", f"{m['name']}: cubin target {shown} cannot run on "
-                                        f"{arch.name} devices", fix=f"rebuild the wheel with --arch {arch.name}"))
-    return WheelCheck(str(path), meta, kernels, diags)

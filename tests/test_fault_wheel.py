@@ -1,0 +1,261 @@
+"""Hostile kernel wheels: `aotc wheel --check` refuses every tampered, relabelled, misplaced or
+malformed part (RECORD, every blob, the SASS of every cubin), and runtime discovery refuses each bad
+wheel on its own without hiding the good ones. Real cubins from nvcc (a few seconds: tiny kernels)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from aotc import ABI_VERSION
+from aotc.arch import ARCHES, get_arch
+from aotc.build.compile import compile_source
+from aotc.build.toolchain import find_toolchain
+from aotc.build.wheel_check import check_wheel
+from aotc.build.wheel_pack import build_wheel, select_entries
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError
+from aotc.keys import sha256_hex
+
+pytestmark = pytest.mark.compile
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from test_verify import MMA_KERNEL, TCGEN05_KERNEL
+
+
+def relabel_as_sm120a(cubin: bytes) -> bytes:
+    """A real sm_100a cubin made to claim sm_120a everywhere aotc.elf looks (e_flags, ptxas note)."""
+    data = bytearray(cubin)
+    assert data[0x31] == 100
+    data[0x31] = 120
+    data = bytearray(bytes(data).replace(b"-arch sm_100a", b"-arch sm_120a"))
+    return bytes(data)
+
+
+def add_entry(cache: Cache, name: str, cubin: bytes, arch: str = "sm120a") -> None:
+    a = get_arch(arch)
+    key, sk = sha256_hex(name.encode() + b"key"), sha256_hex(name.encode() + b"spec")
+    manifest = {"name": name, "family": "fmha_fwd", "params": {"n": name}, "arch": arch, "spec_key": sk,
+                "target": {"sm": a.sm, "variant": a.variant}, "toolchain": {"nvcc_version": "13.0"}}
+    cache.put_entry(key, {"cubin": cubin, "source": f"// {name}\n".encode()}, manifest)
+    cache.set_ref(sk, key, {"family": "fmha_fwd", "params": {"n": name}, "arch": arch, "name": name})
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fault-wheel")
+    tc = find_toolchain()
+
+    def build(src, arch):
+        result = compile_source(src, get_arch(arch), tc, include_dirs=[], workdir=tmp, with_helper=False)
+        assert result.ok, result.log
+        return result.cubin
+
+    good_cache, bad_cache = Cache(tmp / "good"), Cache(tmp / "bad")
+    add_entry(good_cache, "mma_a", build(MMA_KERNEL, "sm120a"))
+    add_entry(bad_cache, "tcgen05_relabelled", relabel_as_sm120a(build(TCGEN05_KERNEL, "sm100a")))
+    arch = [ARCHES["sm120a"]]
+    good = build_wheel(good_cache, select_entries(good_cache, arch), "kgood", tmp / "good-dist")
+    bad = build_wheel(bad_cache, select_entries(bad_cache, arch), "kbad", tmp / "bad-dist")
+    return good, bad, tmp
+
+
+def record_line(name: str, data: bytes) -> str:
+    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+    return f"{name},sha256={digest},{len(data)}"
+
+
+def rewrite(src: Path, dst: Path, edit=None, add=None, drop=(), fix_record=True, modes=None) -> Path:
+    """Copy a wheel, replacing/adding/dropping entries; RECORD recomputed unless fix_record=False
+    (an attacker who makes every hash consistent)."""
+    edit, add, modes = edit or {}, add or {}, modes or {}
+    with zipfile.ZipFile(src) as zf:
+        files = {n: zf.read(n) for n in zf.namelist()}
+    record = next(n for n in files if n.endswith(".dist-info/RECORD"))
+    for name, fn in edit.items():
+        files[name] = fn(files[name])
+    files.update(add)
+    for name in drop:
+        files.pop(name)
+    if fix_record:
+        files[record] = ("".join(record_line(n, d) + "\n" for n, d in sorted(files.items()) if n != record)
+                         + f"{record},,\n").encode()
+    with zipfile.ZipFile(dst, "w") as zf:
+        for name, data in files.items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = modes.get(name, 0o100644) << 16
+            zf.writestr(info, data)
+    return dst
+
+
+def names(whl: Path, part: str) -> list[str]:
+    with zipfile.ZipFile(whl) as zf:
+        return [n for n in zf.namelist() if part in n]
+
+
+def codes(report) -> list[str]:
+    return sorted({d.code for d in report.diagnostics})
+
+
+def test_a_whole_wheel_passes_every_check(wheels):
+    good, _, _ = wheels
+    report = check_wheel(good, ARCHES["sm120a"])
+    assert report.ok, [d.format() for d in report.diagnostics]
+    assert [k["name"] for k in report.kernels] == ["mma_a"]
+
+
+def test_a_relabelled_sm100a_tcgen05_cubin_is_refused_by_the_sass_scan(wheels):
+    _, bad, _ = wheels
+    from aotc.elf import cubin_target
+
+    with zipfile.ZipFile(bad) as zf:
+        blobs = [zstandard.ZstdDecompressor().decompress(zf.read(n), max_output_size=1 << 24)
+                 for n in zf.namelist() if n.endswith(".zst")]
+    assert any(b[:4] == b"\x7fELF" and cubin_target(b) == (120, "a") for b in blobs)  # the ELF lies well
+    report = check_wheel(bad, ARCHES["sm120a"])
+    assert not report.ok
+    assert set(codes(report)) & {"AOTC-VERIFY-002", "AOTC-VERIFY-006"}, [d.format() for d in report.diagnostics]
+
+
+def test_every_file_is_checked_against_record(wheels):
+    good, _, tmp = wheels
+    manifest = names(good, "/actions/")[0]
+    changed = rewrite(good, tmp / "changed.whl", edit={manifest: lambda b: b.replace(b'"mma_', b'"mmx_')},
+                      fix_record=False)
+    assert "AOTC-WHEEL-009" in codes(check_wheel(changed))
+    extra = rewrite(good, tmp / "extra.whl", add={"kgood/extra.py": b"import os\n"}, fix_record=False)
+    assert "AOTC-WHEEL-009" in codes(check_wheel(extra))
+    missing = rewrite(good, tmp / "missing.whl", drop=[names(good, "/refs/")[0]], fix_record=False)
+    assert "AOTC-WHEEL-009" in codes(check_wheel(missing))
+
+
+@pytest.mark.parametrize("kind", ["cubin", "source"])
+def test_every_blob_is_checked_even_with_a_consistent_record(wheels, kind):
+    good, _, tmp = wheels
+    with zipfile.ZipFile(good) as zf:
+        m = json.loads(zf.read(names(good, "/actions/")[0]))
+    digest = m["blobs"][kind]["sha256"]
+    (blob,) = names(good, digest + ".zst")
+
+    def flip(data: bytes) -> bytes:
+        raw = bytearray(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 24))
+        raw[len(raw) // 2] ^= 0x01
+        return zstandard.ZstdCompressor().compress(bytes(raw))
+
+    report = check_wheel(rewrite(good, tmp / f"flip-{kind}.whl", edit={blob: flip}))
+    assert codes(report) == ["AOTC-WHEEL-005"] and kind in report.diagnostics[0].message
+
+
+def test_entries_outside_the_package_and_non_regular_files_are_refused(wheels):
+    good, _, tmp = wheels
+    for name in ("../evil.py", "/abs.py", "otherpkg/__init__.py", "kgood/../x.py"):
+        report = check_wheel(rewrite(good, tmp / "outside.whl", add={name: b"x = 1\n"}))
+        assert "AOTC-WHEEL-008" in codes(report), name
+    link = "kgood/link"
+    report = check_wheel(rewrite(good, tmp / "link.whl", add={link: b"/etc/passwd"},
+                                 modes={link: stat.S_IFLNK | 0o777}))
+    assert "AOTC-WHEEL-008" in codes(report)
+
+
+@pytest.mark.parametrize("meta", [b"[1, 2]", b"not json", b"[" * 100_000, b'{"abi": 999, "aotc_version": "9"}'])
+def test_malformed_or_foreign_metadata_is_refused(wheels, meta):
+    good, _, tmp = wheels
+    report = check_wheel(rewrite(good, tmp / "meta.whl", edit={"kgood/aotc_wheel.json": lambda _: meta}))
+    assert codes(report) == (["AOTC-WHEEL-001"] if meta.startswith(b"{") else ["AOTC-WHEEL-010"])
+
+
+@pytest.mark.parametrize("patch", [
+    lambda m: {**m, "blobs": None}, lambda m: {**m, "blobs": {"cubin": {"sha256": "../../x", "size": 1}}},
+    lambda m: {k: v for k, v in m.items() if k != "arch"}, lambda m: {**m, "key": "0" * 64}, lambda m: [m],
+])
+def test_malformed_manifests_are_refused_not_crashed_on(wheels, patch):
+    good, _, tmp = wheels
+    name = names(good, "/actions/")[0]
+    bad = rewrite(good, tmp / "manifest.whl", edit={name: lambda b: json.dumps(patch(json.loads(b))).encode()})
+    assert "AOTC-WHEEL-011" in codes(check_wheel(bad))
+
+
+def test_a_ref_to_a_missing_manifest_is_refused(wheels):
+    good, _, tmp = wheels
+    name = names(good, "/refs/")[0]
+    bad = rewrite(good, tmp / "ref.whl", edit={name: lambda b: b.replace(b'"key": "', b'"key": "f')})
+    assert codes(check_wheel(bad)) == ["AOTC-WHEEL-011"]
+
+
+def test_not_a_wheel_is_a_coded_error(wheels, tmp_path):
+    junk = tmp_path / "junk.whl"
+    junk.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(AotcError) as e:
+        check_wheel(junk)
+    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
+
+
+# ---- runtime discovery ----------------------------------------------------------------------------
+def install(whl: Path, site: Path) -> None:
+    """What pip does with a wheel's files: unpack them into one site folder."""
+    with zipfile.ZipFile(whl) as zf:
+        zf.extractall(site)
+
+
+def discover_in(site: Path) -> dict:
+    code = ("import json; from aotc.runtime.installed_wheels import discover; f, r = discover(); "
+            "print(json.dumps({'found': [k.distribution for k in f], 'refused': {x.distribution: x.reason "
+            "for x in r}}))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
+    good, _, _ = wheels
+    site = tmp_path / "site"
+    install(good, site)
+    renamed = {}
+    for n in names(good, ""):
+        renamed[n] = n.replace("kgood", "kforeign")
+    foreign = tmp_path / "foreign.whl"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(foreign, "w") as dst:
+        for n in src.namelist():
+            data = src.read(n)
+            if n.endswith(("entry_points.txt", "METADATA")):
+                data = data.replace(b"kgood", b"kforeign")
+            if n.endswith("aotc_wheel.json"):
+                data = json.dumps({"abi": ABI_VERSION + 1, "aotc_version": "9.9"}).encode()
+            dst.writestr(renamed[n], data)
+    install(rewrite(foreign, tmp_path / "foreign2.whl"), site)
+    result = discover_in(site)
+    assert result["found"] == ["kgood"]
+    assert "ABI" in result["refused"]["kforeign"]
+
+
+@pytest.mark.parametrize("damage", ["meta-list", "manifest-edit", "extra-file", "symlink", "no-record"])
+def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
+    good, _, _ = wheels
+    site = tmp_path / "site"
+    install(good, site)
+    store = site / "kgood" / "store" / "v1"
+    if damage == "meta-list":
+        (site / "kgood" / "aotc_wheel.json").write_text("[1]")
+    elif damage == "manifest-edit":
+        path = next((store / "actions").rglob("*.json"))
+        path.write_bytes(path.read_bytes().replace(b'"mma_', b'"mmx_'))
+    elif damage == "extra-file":
+        (store / "refs" / "extra.json").write_text("{}")
+    elif damage == "symlink":
+        os.symlink("/etc/hostname", store / "blobs" / "link.zst")
+    else:
+        next(site.glob("*.dist-info/RECORD")).unlink()
+    result = discover_in(site)
+    assert result["found"] == [] and list(result["refused"]) == ["kgood"], result
+    assert check_wheel(good).ok  # the pristine wheel still passes: only the damage is refused
