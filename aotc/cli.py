@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from aotc.arch import ARCHES, UnknownArchError, parse_arch_list
-from aotc.diagnostics import AotcError, Diagnostic
+from aotc.diagnostics import AotcError, Diagnostic, did_you_mean
 
 EXAMPLES = """\
 examples:
@@ -34,6 +35,20 @@ cache location: --cache-dir, else $AOTC_CACHE_DIR, else cache/ of a source check
 """
 
 
+def color_enabled(stream) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (no-color.org) or TERM=dumb."""
+    if os.environ.get("NO_COLOR") or os.environ.get("TERM") == "dumb":
+        return False
+    return hasattr(stream, "isatty") and stream.isatty()
+
+
+_COLORS = {"red": "31", "green": "32", "yellow": "33", "dim": "2", "bold": "1"}
+
+
+def paint(text: str, color: str, stream=None) -> str:
+    return f"\033[{_COLORS[color]}m{text}\033[0m" if color_enabled(stream or sys.stdout) else text
+
+
 def _emit(args, payload: dict, text: str) -> None:
     if args.json:
         print(json.dumps(payload, indent=2, sort_keys=True, default=str))
@@ -50,13 +65,19 @@ def _cache(args):
 def _load(args):
     from aotc.build.spec import filter_specs, load_specs
 
+    missing = [p for p in args.specs if not Path(p).exists()]
+    if missing:  # a usage error (exit 2), not a spec that failed its checks
+        raise AotcError([Diagnostic("AOTC-CLI-006", f"no such spec file or folder: {p}",
+                                    fix="give an existing .toml file or folder, or no path for the catalog")
+                         for p in missing])
     loaded = load_specs([Path(p) for p in args.specs] or None)
     return filter_specs(loaded.specs, getattr(args, "filter", None) or []), loaded.diagnostics
 
 
 def _print_diags(diags: list[Diagnostic]) -> None:
     for d in diags:
-        print(d.format(), file=sys.stderr)
+        text = d.format()
+        print(text.replace(d.code, paint(d.code, "red", sys.stderr), 1), file=sys.stderr)
 
 
 # ---- check ---------------------------------------------------------------------------------------
@@ -70,13 +91,13 @@ def cmd_check(args) -> int:
     lines = []
     for v in verdicts:
         if not v.applicable:
-            lines.append(f"skip  {v.spec.name:<48} {v.arch.name:<7} {v.diagnostics[0].message}")
+            lines.append(f"{paint('skip', 'dim')}  {v.spec.name:<48} {v.arch.name:<7} {v.diagnostics[0].message}")
         elif v.ok:
             smem = f"smem {v.smem.total:>7,} / {v.arch.smem_optin_bytes:,} B" if v.smem else ""
             chosen = " ".join(f"{k}={val}" for k, val in v.smem.chosen) if v.smem else ""
-            lines.append(f"ok    {v.spec.name:<48} {v.arch.name:<7} {smem} {chosen}".rstrip())
+            lines.append(f"{paint('ok', 'green')}    {v.spec.name:<48} {v.arch.name:<7} {smem} {chosen}".rstrip())
         else:
-            lines.append(f"FAIL  {v.spec.name:<48} {v.arch.name:<7}")
+            lines.append(f"{paint('FAIL', 'red')}  {v.spec.name:<48} {v.arch.name:<7}")
             lines.extend("      " + d.format().replace("\n", "\n      ") for d in v.diagnostics)
     lines.extend(d.format() for d in load_diags)
     n_ok = sum(v.ok for v in verdicts)
@@ -233,12 +254,25 @@ def cmd_explain(args) -> int:
     return 0
 
 
+def _require_wheel_file(path: Path) -> None:
+    import zipfile
+
+    if not path.is_file():
+        raise AotcError(Diagnostic("AOTC-CLI-007", f"no such wheel file: {path}",
+                                   fix="give the path of a .whl made by `aotc wheel` (see dist/)"))
+    if not zipfile.is_zipfile(path):
+        raise AotcError(Diagnostic("AOTC-CLI-007", f"{path} is not a wheel: not a zip archive "
+                                   f"({path.stat().st_size:,} B)", fix="give a .whl made by `aotc wheel`; "
+                                   "a partial download or a renamed file is not one"))
+
+
 def cmd_wheel(args) -> int:
     from aotc.build.wheel_check import check_wheel
     from aotc.build.wheel_pack import build_wheel, select_entries
 
     if args.check:
         arch = parse_arch_list(args.arch)[0] if args.arch else None
+        _require_wheel_file(Path(args.check))
         report = check_wheel(Path(args.check), arch)
         m = report.meta
         lines = [(f"{report.path}: {m.get('name')} {m.get('version')}, aotc {m.get('aotc_version')} "
@@ -263,7 +297,7 @@ def cmd_wheel(args) -> int:
     for dist_name, group_archs in groups:
         entries = select_entries(cache, group_archs, args.filter)
         path = build_wheel(cache, entries, dist_name, Path(args.out), machine=args.machine,
-                           **({"version": args.version} if args.version else {}))
+                           **({"version": args.wheel_version} if args.wheel_version else {}))
         made.append({"wheel": str(path), "kernels": len(entries), "bytes": path.stat().st_size,
                      "archs": [a.name for a in group_archs]})
     _emit(args, {"wheels": made}, "\n".join(f"{w['wheel']}: {w['kernels']} kernels, {w['bytes']:,} B" for w in made))
@@ -274,13 +308,18 @@ def cmd_doctor(args) -> int:
     from aotc.build.toolchain import doctor
 
     data = doctor()
-    lines = []
+    lines, errors = [], []
     for section, value in data.items():
         lines.append(f"{section}:")
+        if isinstance(value, dict) and "error" in value:  # a coded diagnostic, not a dict dump
+            errors += [Diagnostic(**e) for e in value["error"]]
+            lines += [f"  {paint('ERROR', 'red')} {e['code']}: {e['message']}" for e in value["error"]]
+            continue
         items = value.items() if isinstance(value, dict) else [("", value)]
         lines.extend(f"  {k:<20} {', '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in items)
     _emit(args, data, "\n".join(lines))
-    return 0
+    _print_diags(errors)
+    return 2 if errors else 0  # 2: the environment cannot build
 
 
 def cmd_families(args) -> int:
@@ -288,7 +327,10 @@ def cmd_families(args) -> int:
 
     fams = all_families()
     if args.name:
-        fams = {args.name: fams[args.name]} if args.name in fams else {}
+        if args.name not in fams:
+            raise AotcError(Diagnostic("AOTC-CLI-005", f"unknown family {args.name!r}"
+                                       f"{did_you_mean(args.name, fams)}", fix=f"use one of: {', '.join(fams)}"))
+        fams = {args.name: fams[args.name]}
     data, lines = {}, []
     for name, fam in fams.items():
         fields = {k: {"kind": getattr(f.kind, "__name__", f.kind), "doc": f.doc,
@@ -304,6 +346,51 @@ def cmd_families(args) -> int:
     return 0
 
 
+def _global_options(p: argparse.ArgumentParser, after_verb: bool) -> None:
+    """Options every verb takes, accepted before or after it (`aotc --json ls` = `aotc ls --json`).
+    After the verb their default is SUPPRESS, so an option given before the verb is not reset."""
+    def default(value):
+        return argparse.SUPPRESS if after_verb else value
+
+    p.add_argument("--json", action="store_true", default=default(False), help="machine-readable output on stdout")
+    p.add_argument("--cache-dir", default=default(None),
+                   help="cache root (default: $AOTC_CACHE_DIR, checkout cache/, ~/.cache/aotc)")
+    p.add_argument("-v", "--verbose", action="store_true", default=default(False),
+                   help="print every nvcc command line as it starts (stderr)")
+
+
+def version_text() -> str:
+    """aotc, launch ABI, toolchain and CUTLASS in a few lines; what is missing is said, not raised."""
+    from aotc import ABI_VERSION, __version__
+
+    lines = [f"aotc {__version__} (launch ABI {ABI_VERSION}), Python {sys.version.split()[0]}"]
+    try:
+        from aotc.build.toolchain import cutlass_version, find_toolchain
+    except ImportError as exc:  # a serving-only install without the build extra
+        return "\n".join([*lines, f"build side not installed ({exc.name} missing): pip install 'aotc[build]'"])
+    try:
+        tc = find_toolchain()
+        lines.append(f"toolchain: nvcc {tc.release} ({tc.source}: {tc.nvcc})")
+    except AotcError as exc:
+        lines.append(f"toolchain: none ({exc.diagnostics[0].code}; see `aotc doctor`)")
+    try:
+        lines.append(f"CUTLASS: {cutlass_version()}")
+    except AotcError as exc:
+        lines.append(f"CUTLASS: none ({exc.diagnostics[0].code}; see `aotc doctor`)")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    """--version computed when asked (finding the toolchain runs nvcc), not when the parser is built."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, help=kwargs.get("help"))
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit(0)
+
+
 def parser() -> argparse.ArgumentParser:
     from aotc.flashinfer.presets import DEFAULT_PRESETS as DEFAULT_FLASHINFER_PRESETS
     from aotc.flashinfer.presets import available_presets
@@ -312,14 +399,16 @@ def parser() -> argparse.ArgumentParser:
                                   "SM120/SM121 GPUs: tile specs are checked against the 99 KB SMEM budget and the "
                                   "tcgen05 ban, rendered from CUTLASS/CuTe templates, compiled, verified and cached.",
                                   epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    top.add_argument("--version", action=_VersionAction, help="print aotc's version, launch ABI, toolchain and "
+                     "CUTLASS, then exit")
+    _global_options(top, after_verb=False)
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
     archs = ", ".join(ARCHES)
 
     def add(name, fn, help_, specs=False, arch=None):
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(fn=fn)
-        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-        p.add_argument("--cache-dir", help="cache root (default: $AOTC_CACHE_DIR, checkout cache/, ~/.cache/aotc)")
+        _global_options(p, after_verb=True)
         if specs:
             p.add_argument("specs", nargs="*", help="spec files or folders (default: the embedded catalog)")
             p.add_argument("--filter", action="append", help="keep kernels whose name contains (or family equals) "
@@ -356,7 +445,9 @@ def parser() -> argparse.ArgumentParser:
                     "check the wheel against")
     wh.add_argument("--filter", action="append", help="only kernels whose name contains this (repeatable)")
     wh.add_argument("--name", default="aotc-kernels", help="distribution name (per-arch wheels get -ARCH appended)")
-    wh.add_argument("--version", default=None, help="wheel version (default: aotc's version)")
+    wh.add_argument("--wheel-version", default=None, help="wheel version, e.g. 1.2.0 for an index that refuses "
+                    "local versions (default: aotc's version + a local label from the newest build time and the "
+                    "content digest, so a rebuilt wheel upgrades and an identical one keeps its version)")
     wh.add_argument("--out", default="dist", help="output folder (default dist/)")
     wh.add_argument("--layout", choices=("both", "combined", "per-arch"), default="both",
                     help="one wheel per arch, one combined wheel, or both (default)")
@@ -374,6 +465,8 @@ def _interrupt(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.verbose:  # read by aotc.build.compile, also in worker processes
+        os.environ["AOTC_VERBOSE"] = "1"
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     try:
