@@ -316,6 +316,21 @@ def sass_of(s: KernelSpec, arch_name: str, tmp_path: Path) -> tuple[str, str]:
     return " ".join(result.resource_lines), sass
 
 
+def main_loop(sass: str) -> list[str]:
+    """Opcodes of the SASS main loop: the instructions from the target of the backward branch that
+    spans the most MMA instructions up to that branch."""
+    lines = [(int(m.group(1), 16), m.group(2).strip()) for m in
+             re.finditer(r"/\*([0-9a-f]{4,})\*/\s+([^;]*);", sass)]
+    best: list[str] = []
+    for addr, text in lines:
+        m = re.search(r"\bBRA(?:\.\w+)*\s+(?:!?U?P\w+,\s*)?0x([0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < addr:
+            body = [x for a, x in lines if int(m.group(1), 16) <= a <= addr]
+            if sum("MMA" in x for x in body) > sum("MMA" in x for x in best):
+                best = body
+    return best
+
+
 @pytest.mark.compile
 def test_e4m3_sass_native_qmma_on_sm120a_emulated_on_sm90a(tmp_path):
     # 64x64 e4m3 tile, head_dim 128, 4 warps: per warp and KV tile, S = 16x64x128 (4 k32 x 8 n8 = 32
@@ -325,8 +340,16 @@ def test_e4m3_sass_native_qmma_on_sm120a_emulated_on_sm90a(tmp_path):
     assert re.search(r"\b0 bytes spill stores", lines), lines
     assert len(re.findall(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", sass)) == 64
     assert not re.search(r"\b(HMMA|HGMMA|QGMMA|UTC\w+|OMMA)\b", sass)
+    # the main loop runs on native QMMA: its only conversions are the 16 f32 -> e4m3 packs of P per KV
+    # tile (2 k32 steps x 4 registers x 2 cvt.e4m3x2; the MMA takes no other A type) and never an
+    # e4m3 -> f16 unpack (what an emulated FP8 MMA needs, see sm_90a below)
+    loop = main_loop(sass)
+    assert sum(bool(re.search(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", x)) for x in loop) == 64
+    f2fp = [x for x in loop if "F2FP" in x]
+    assert len(f2fp) == 16 and all(re.search(r"\bF2FP\.SATFINITE\.E4M3\.F32\.PACK_AB", x) for x in f2fp), f2fp
+    assert not re.search(r"F2FP[.\w]*UNPACK", sass)
     # sm_90a has no warp-level FP8 MMA: ptxas widens e4m3 to f16 and issues two HMMA.16816 per MMA
     _, sass90 = sass_of(s, "sm90a", tmp_path)
     assert not re.search(r"\bQMMA\b", sass90)
     assert len(re.findall(r"\bHMMA\.16816\.F32\b", sass90)) == 128
-    assert "F2FP.F16.E4M3.UNPACK_B" in sass90
+    assert any("F2FP.F16.E4M3.UNPACK_B" in x for x in main_loop(sass90))
