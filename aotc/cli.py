@@ -480,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the cache holds only whole entries", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader went away (`aotc ls --json | head`): stop quietly, as a tool killed by SIGPIPE would
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 141
 
 
 if __name__ == "__main__":
