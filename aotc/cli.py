@@ -24,6 +24,7 @@ examples:
   aotc build --arch sm90a --filter grouped_gemm_sm80 -j 4
   aotc build --arch sm120a --flashinfer sm120    FlashInfer's own SM120 modules, ahead of time
   aotc ls                             what the cache holds
+  aotc report --arch sm120a,sm120f --out report   an HTML page of every kernel's SMEM against the budget
   aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
   aotc verify                         re-hash every stored blob; quarantine corrupt ones
   aotc gc --max-age-days 30           drop entries unreachable from the catalog or older than 30 days
@@ -179,10 +180,55 @@ def cmd_ls(args) -> int:
     return 0
 
 
+def _describe_manifest(m: dict) -> list[str]:
+    """A manifest for people: what it is, its SMEM bar, resources, SASS, provenance, where the bytes are."""
+    from aotc.build.report import terminal_bar
+
+    res = m.get("resources") or {}
+    lines = [paint(f"{m.get('name')}  ({m.get('family')}, {m.get('arch')})", "bold"),
+             f"  key        {m['key']}", f"  spec key   {m.get('spec_key', '?')}",
+             "  params     " + ", ".join(f"{k}={v}" for k, v in sorted((m.get("params") or {}).items()))]
+    smem = m.get("smem_model") or {}
+    if smem.get("components"):
+        budget = ARCHES[m["arch"]].smem_optin_bytes if m.get("arch") in ARCHES else smem["total"]
+        lines.append("  shared memory (SMEM model; verified against the cubin):")
+        lines += ["    " + ln for ln in terminal_bar(smem["components"], smem["total"], budget)]
+    if res:
+        lines.append(f"  resources  {res.get('registers', '?')} registers, {res.get('spills_bytes', 0)} B spills, "
+                     f"{res.get('stack_bytes', 0)} B stack, SMEM static {res.get('smem_static', 0):,} B + "
+                     f"dynamic {res.get('smem_dynamic', 0):,} B")
+    kernels = [k for c in m.get("cubins", []) for k in c.get("kernels", {}).values()]
+    if kernels:  # a FlashInfer module
+        lines.append(f"  cubins     {len(m.get('cubins', []))} with {len(kernels)} kernels")
+    mma = (m.get("sass") or {}).get("mma") or {}
+    if mma:
+        lines.append("  SASS MMA   " + ", ".join(f"{op} x{n}" for op, n in sorted(mma.items())))
+    tc = m.get("toolchain") or {}
+    lines.append(f"  built      {m.get('built_at', '?')} in {m.get('compile_seconds', 0):.1f} s of nvcc "
+                 f"{tc.get('nvcc_version', '?')}, CUTLASS {m.get('cutlass_version', '-')}")
+    lines.append("  blobs      " + ", ".join(f"{k} {v['size']:,} B" for k, v in sorted(m.get("blobs", {}).items())))
+    return lines
+
+
 def cmd_show(args) -> int:
     matches = _find_manifest(_cache(args), args.key)
-    _emit(args, {"entries": matches}, "\n\n".join(json.dumps(m, indent=2, sort_keys=True) for m in matches))
+    text = "\n\n".join("\n".join(_describe_manifest(m)) for m in matches)
+    _emit(args, {"entries": matches}, text + "\n(the whole manifest: aotc show KEY --json)")
     return 0
+
+
+def cmd_report(args) -> int:
+    from aotc.build.report import write_report
+
+    archs = parse_arch_list(args.arch)
+    specs, load_diags = _load(args)
+    _print_diags(load_diags)
+    page, rows, timeline = write_report(specs, archs, _cache(args), Path(args.out))
+    data = {"page": str(page), "kernels": len(rows), "rejected": sum(not r.ok for r in rows),
+            "built": sum(bool(r.built) for r in rows), "timeline": len(timeline)}
+    _emit(args, data, f"{page}: {data['kernels']} kernels ({data['rejected']} rejected, {data['built']} built), "
+          f"self-contained; open it in a browser")
+    return 1 if load_diags else 0
 
 
 def cmd_verify(args) -> int:
@@ -429,7 +475,10 @@ def parser() -> argparse.ArgumentParser:
                    "An interrupted build resumes when run again; see docs/flashinfer.md")
     ls = add("ls", cmd_ls, "list cache entries")
     ls.add_argument("--family", help="only this family")
-    show = add("show", cmd_show, "print the manifest of an entry")
+    rp = add("report", cmd_report, "write an HTML page: every kernel's SMEM against the budget, registers, "
+             "spills, MMA counts and the build timeline (self-contained, no network)", True, "sm120a")
+    rp.add_argument("--out", default="aotc-report", help="folder for index.html (default aotc-report/)")
+    show = add("show", cmd_show, "describe an entry: SMEM bar, resources, SASS, provenance (--json: manifest)")
     show.add_argument("key", help="action key (or a unique prefix), spec key, or kernel name")
     add("verify", cmd_verify, "re-hash every stored blob; quarantine corrupt ones and drop their refs")
     gc = add("gc", cmd_gc, "drop entries not reachable from the catalog, or older than a bound", True)

@@ -167,3 +167,20 @@ def test_python_dash_m_aotc_is_the_cli():
     assert out.returncode == 0 and "usage: aotc" in out.stdout and "families" in out.stdout
     from_module = aotc("families", "--json")
     assert json.loads(from_module.stdout).keys() >= {"fmha_fwd", "grouped_gemm_sm80"}
+
+
+def test_readme_tables_every_environment_variable_the_code_reads():
+    import re
+
+    read = set()
+    for path in (ROOT / "aotc").rglob("*.py"):
+        text = path.read_text()
+        read |= set(re.findall(r"os\.environ(?:\.get)?[\[(]\s*\"([A-Z][A-Z0-9_]+)\"", text))
+        read |= set(re.findall(r"^\w*ENV\w* = \"([A-Z][A-Z0-9_]+)\"", text, re.MULTILINE))
+        read |= set(re.findall(r"for var in \(\"(CUDA_HOME)\"", text))
+    # set by aotc for its own FlashInfer build worker, never by a user
+    internal = {"FLASHINFER_WORKSPACE_BASE"}
+    assert {"AOTC_NVCC", "AOTC_CACHE_DIR", "MAX_JOBS", "NO_COLOR"} <= read  # the scan finds them
+    table = (ROOT / "README.md").read_text().split("## Environment variables", 1)[1].split("\n## ", 1)[0]
+    listed = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    assert read - internal <= listed, sorted(read - internal - listed)
