@@ -71,13 +71,15 @@ def _unpack(fmt: str, data: bytes, offset: int) -> tuple:
     return struct.unpack_from(fmt, data, offset)
 
 
-def _check_header(data: bytes) -> None:
+def _check_header(data: bytes, cuda: bool = True) -> None:
     if data[:4] != b"\x7fELF":
         raise _fail(f"not an ELF file ({len(data)} bytes, starts with {bytes(data[:4])!r})", size=len(data))
     if len(data) < 64:
         raise _fail(f"cubin is truncated: {len(data)} bytes, an ELF header alone needs 64", size=len(data))
     if data[4] != 2 or data[5] != 1:
         raise _fail(f"not a 64-bit little-endian ELF (class {data[4]}, data {data[5]})")
+    if not cuda:
+        return
     (machine,) = _unpack("<H", data, 18)
     if machine != EM_CUDA or data[7] != _ELFOSABI_CUDA:
         raise _fail(f"ELF is not a CUDA cubin (e_machine {machine}, expected {EM_CUDA}; OS ABI {data[7]:#x})")
@@ -89,9 +91,10 @@ def _check_header(data: bytes) -> None:
         )
 
 
-def sections(data: bytes) -> list[Section]:
-    """All section headers with their names; raises AOTC-ELF-001 on malformed or truncated data."""
-    _check_header(data)
+def sections(data: bytes, cuda: bool = True) -> list[Section]:
+    """All section headers with their names; raises AOTC-ELF-001 on malformed or truncated data.
+    cuda=False reads any 64-bit little-endian ELF (e.g. a host helper .so)."""
+    _check_header(data, cuda)
     (shoff,) = _unpack("<Q", data, 0x28)
     shentsize, shnum, shstrndx = _unpack("<HHH", data, 0x3A)
     if shentsize < 64 or shstrndx >= shnum:
@@ -227,3 +230,38 @@ def kernel_smem_static(data: bytes, name: str) -> int:
     if sec is None:
         return 0
     return max(0, sec.size - reserved_smem_bytes(data))
+
+
+_SHT_GNU_VERNEED = 0x6FFFFFFE
+
+
+def version_needs(data: bytes) -> dict[str, list[str]]:
+    """Symbol versions a host shared object needs, per library, from its .gnu.version_r section:
+    {"libc.so.6": ["GLIBC_2.2.5", "GLIBC_2.34"], ...}. What decides the oldest glibc it loads on."""
+    secs = sections(data, cuda=False)
+    needs: dict[str, list[str]] = {}
+    for sec in secs:
+        if sec.type != _SHT_GNU_VERNEED or sec.link >= len(secs):
+            continue
+        strtab = secs[sec.link]
+
+        def name(off: int, strtab: Section = strtab) -> str:
+            start = strtab.offset + off
+            end = data.find(b"\0", start, strtab.offset + strtab.size)
+            return data[start : end if end >= 0 else strtab.offset + strtab.size].decode("ascii", "replace")
+
+        pos, end = sec.offset, sec.offset + sec.size
+        while pos < end:  # Elf64_Verneed records, each with vn_cnt Elf64_Vernaux records
+            _version, count, file_off, aux, nxt = _unpack("<HHIII", data, pos)
+            versions = needs.setdefault(name(file_off), [])
+            aux_pos = pos + aux
+            for _ in range(count):
+                _hash, _flags, _other, name_off, aux_next = _unpack("<IHHII", data, aux_pos)
+                versions.append(name(name_off))
+                if not aux_next:
+                    break
+                aux_pos += aux_next
+            if not nxt:
+                break
+            pos += nxt
+    return {lib: sorted(set(v)) for lib, v in needs.items()}

@@ -24,6 +24,15 @@ def gpu_count() -> int:
         return 0
 
 
+@pytest.fixture(autouse=True, scope="session")
+def shared_cuda_runtime():
+    """Host helpers link against the shared libcudart.so.13; tests that dlopen a helper directly need
+    it loaded first, as the runtime does (from the pip nvidia-cuda-runtime wheel where no toolkit is)."""
+    from aotc.runtime.loader import load_shared_cudart
+
+    load_shared_cudart()
+
+
 def pytest_collection_modifyitems(config, items):
     if gpu_count():
         return

@@ -2,6 +2,7 @@
 fresh virtual environment with no nvcc and no CUTLASS that finds and loads a kernel."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -26,7 +27,12 @@ def test_wheel_is_byte_reproducible_and_checked(built_cache, tmp_path):
     b = build_wheel(cache, entries, "aotc-kernels", tmp_path / "b").read_bytes()
     assert a == b
     whl = next((tmp_path / "a").glob("*.whl"))
-    assert whl.name == "aotc_kernels-0.1.0-py3-none-manylinux_2_17_x86_64.whl"
+    # platform tag: the newest GLIBC the host helpers need, read here by binutils' readelf
+    helpers = [cache.read_blob(m["blobs"]["helper"]["sha256"]) for _, m in entries]
+    glibc = max(readelf_glibc(h, tmp_path) for h in helpers)
+    tag = f"manylinux_{max(glibc, (2, 17))[0]}_{max(glibc, (2, 17))[1]}_x86_64"
+    version = re.fullmatch(rf"aotc_kernels-(0\.1\.0\+\d{{14}}\.[0-9a-f]{{8}})-py3-none-{tag}\.whl", whl.name)
+    assert version, whl.name
     with zipfile.ZipFile(whl) as zf:
         names = zf.namelist()
         assert names[-1].endswith(".dist-info/RECORD")
@@ -37,6 +43,34 @@ def test_wheel_is_byte_reproducible_and_checked(built_cache, tmp_path):
     assert [d.code for d in report.diagnostics] == ["AOTC-WHEEL-006"]
     per_arch = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "k-sm120a", tmp_path / "c")
     assert check_wheel(per_arch, ARCHES["sm120a"]).ok
+
+
+def readelf_glibc(data: bytes, tmp_path) -> tuple[int, int]:
+    """Newest GLIBC_x.y in an ELF's version-needed section, as `readelf -V` lists it."""
+    so = tmp_path / "probe.so"
+    so.write_bytes(data)
+    out = subprocess.run(["readelf", "-V", "--wide", str(so)], capture_output=True, text=True, check=True).stdout
+    return max((tuple(int(x) for x in v.split(".")[:2]) for v in re.findall(r"Name: GLIBC_([\d.]+)", out)),
+               default=(2, 0))
+
+
+def test_wheel_version_follows_content(built_cache, tmp_path):
+    from packaging.version import Version
+
+    cache, _ = built_cache
+    both = select_entries(cache, [ARCHES["sm120a"], ARCHES["sm90a"]])
+    one = select_entries(cache, [ARCHES["sm120a"]])
+    version = {n: re.match(r"k-(.+?)-py3", build_wheel(cache, e, "k", tmp_path / n).name).group(1)
+               for n, e in (("both", both), ("both-again", both), ("one", one))}
+    assert version["both"] == version["both-again"]  # same content, same version: byte-reproducible
+    assert version["one"] != version["both"]  # other content, another version: pip replaces it
+    newest = max(m["built_at"] for _, m in both)
+    assert Version(version["both"]).local.startswith(re.sub(r"\D", "", newest)[:14])
+    fixed = build_wheel(cache, one, "k", tmp_path / "fixed", version="2.0.0")
+    assert fixed.name.startswith("k-2.0.0-py3-none-")
+    with pytest.raises(AotcError) as err:
+        build_wheel(cache, one, "k", tmp_path / "bad", version="not a version")
+    assert err.value.diagnostics[0].code == "AOTC-WHEEL-008"
 
 
 def test_wheel_platform_must_match_the_host_helpers(built_cache, tmp_path):
@@ -78,6 +112,13 @@ def test_installed_wheel_in_fresh_venv_without_toolchain(built_cache, tmp_path):
     # aotc itself without the [build] extra: no jinja2, no CUTLASS, no nvcc in this environment
     pip = [py, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     subprocess.run([*pip, str(ROOT), str(whl)], check=True, cwd=tmp_path)
+    # a rebuilt wheel (other content, so another version) replaces the installed one
+    newer = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "aotc-kernels-test", tmp_path / "dist2")
+    subprocess.run([*pip, str(newer)], check=True, cwd=tmp_path)
+    shown = subprocess.run([py, "-m", "pip", "show", "aotc-kernels-test"], capture_output=True, text=True,
+                           check=True).stdout
+    assert f"Version: {newer.name.split('-')[1]}" in shown
+    subprocess.run([*pip, str(whl)], check=True, cwd=tmp_path)  # back to both archs for the checks below
     script = textwrap.dedent("""
         import importlib.util, json
         from aotc.runtime.installed_wheels import discover
@@ -112,6 +153,8 @@ def test_installed_wheel_in_fresh_venv_without_toolchain(built_cache, tmp_path):
         import sys, pathlib
         present = [m for m in ("jinja2", "cutlass_library") if importlib.util.find_spec(m)]
         present += [str(p) for p in pathlib.Path(sys.prefix).rglob("nvcc")]
+        import importlib.resources
+        assert importlib.resources.files("aotc").joinpath("py.typed").is_file()  # typed package
         print(json.dumps({"ok": True, "toolchain_modules_present": present}))
     """)
     env = {**os.environ, "AOTC_CACHE_DIR": str(tmp_path / "empty-cache")}

@@ -74,12 +74,19 @@ def flags(
     return out
 
 
+# The CUDA runtime the helpers share: the process's one libcudart.so.13 (pip nvidia-cuda-runtime, which
+# the runtime loads first), named by soname since the pip wheel ships no unversioned libcudart.so.
+# A static cudart made every helper ~0.7 MB (95% of a kernel wheel) and needed GLIBC_2.34.
+SHARED_CUDART = "libcudart.so.13"
+
+
 def helper_flags(device_flags: Sequence[str]) -> list[str]:
     """Host helper flags derived from the device flags: same target/defines/includes, but a shared
-    library of host code (the template's AOTC_HOST_HELPER branch) linked with the static cudart and
-    stripped (-s keeps the dynamic exports; a third of the helper's size, which dominates wheels)."""
+    library of host code (the template's AOTC_HOST_HELPER branch) linked against the shared CUDA
+    runtime and stripped (-s keeps the dynamic exports)."""
     keep = [f for f in device_flags if f not in ("-cubin", "--resource-usage")]
-    return ["-shared", "-Xcompiler", "-fPIC", "-Xlinker", "-s", "-DAOTC_HOST_HELPER", "-cudart", "static", *keep]
+    return ["-shared", "-Xcompiler", "-fPIC", "-Xlinker", "-s", "-DAOTC_HOST_HELPER", "-cudart", "none",
+            "-Xlinker", f"-l:{SHARED_CUDART}", *keep]
 
 
 def parse_deps(text: str, base_dir: str, source: str | None = None) -> list[str]:

@@ -23,9 +23,77 @@ from aotc.cache import Cache
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
 
-PLATFORMS = {"x86_64": "manylinux_2_17_x86_64", "aarch64": "manylinux_2_17_aarch64"}
+PLATFORMS = ("x86_64", "aarch64")
+# manylinux floor: glibc 2.17 (manylinux2014) unless a host object needs newer symbol versions.
+_GLIBC_FLOOR = (2, 17)
+# GLIBCXX / CXXABI symbol version -> glibc of the oldest manylinux image whose libstdc++ provides it
+# (auditwheel's policy: the tag is the oldest policy whose symbol versions cover what is needed).
+_LIBSTDCXX_GLIBC = {
+    "GLIBCXX": [((3, 4, 19), (2, 17)), ((3, 4, 22), (2, 24)), ((3, 4, 24), (2, 27)), ((3, 4, 25), (2, 28)),
+                ((3, 4, 28), (2, 31)), ((3, 4, 29), (2, 34)), ((3, 4, 30), (2, 35))],
+    "CXXABI": [((1, 3, 7), (2, 17)), ((1, 3, 10), (2, 24)), ((1, 3, 11), (2, 27)), ((1, 3, 12), (2, 31)),
+               ((1, 3, 13), (2, 34))],
+}
 _ELF_MACHINE = {62: "x86_64", 183: "aarch64"}  # e_machine of the native host helpers
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text))
+
+
+def glibc_needed(needs: dict[str, list[str]]) -> tuple[tuple[int, int] | None, list[str]]:
+    """The oldest glibc (major, minor) a host object with these symbol-version needs loads on, and the
+    versions that decided it; None when a libstdc++ version is newer than any manylinux image knows."""
+    floor, why = _GLIBC_FLOOR, []
+    for versions in needs.values():
+        for v in versions:
+            prefix, _, number = v.partition("_")
+            if prefix == "GLIBC" and number:
+                needed = _version_tuple(number)[:2]
+            elif prefix in _LIBSTDCXX_GLIBC and number:
+                wanted = _version_tuple(number)
+                needed = next((g for have, g in _LIBSTDCXX_GLIBC[prefix] if wanted <= have), None)
+                if needed is None:
+                    return None, [v]
+            else:
+                continue
+            if needed > floor:
+                floor, why = needed, [v]
+            elif needed == floor and needed > _GLIBC_FLOOR:
+                why.append(v)
+    return floor, sorted(set(why))
+
+
+def platform_tag(host_objects: dict[str, bytes], machine: str) -> tuple[str, dict]:
+    """auditwheel's rule: manylinux_X_Y for the newest glibc any host object (helper .so, FlashInfer
+    module) needs, from its ELF version-needed section; plain linux_<machine> if beyond every policy.
+    Returns the tag and what decided it (for aotc_wheel.json)."""
+    from aotc.elf import version_needs
+
+    newest, decided_by = _GLIBC_FLOOR, {}
+    for name, data in host_objects.items():
+        glibc, why = glibc_needed(version_needs(data))
+        if glibc is None:
+            return f"linux_{machine}", {"glibc": None, "decided_by": {name: why}}
+        if glibc > newest:
+            newest, decided_by = glibc, {name: why}
+    return f"manylinux_{newest[0]}_{newest[1]}_{machine}", {"glibc": f"{newest[0]}.{newest[1]}",
+                                                             "decided_by": decided_by}
+
+
+def content_version(manifests: list[dict]) -> str:
+    """aotc's version + a local label from the newest build time and the selected entries' digest,
+    e.g. 0.1.0+20261201020345.3f2a9c1b: a rebuilt catalog gets a higher version (so pip upgrades),
+    the same entries the same version (so the wheel stays byte-reproducible)."""
+    newest = max((m.get("built_at", "") for m in manifests), default="")
+    stamp = re.sub(r"\D", "", newest)[:14] or "0"
+    digest = hashlib.sha256("\n".join(sorted(m["key"] for m in manifests)).encode()).hexdigest()[:8]
+    return f"{__version__}+{stamp}.{digest}"
+
+
+_PEP440 = re.compile(r"\d+(\.\d+)*((a|b|rc)\d+)?(\.post\d+)?(\.dev\d+)?(\+[a-z0-9]+(\.[a-z0-9]+)*)?",
+                     re.IGNORECASE)
 
 
 def _normalize(name: str) -> str:
@@ -85,13 +153,19 @@ class _ZipWriter:
 
 
 def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, out_dir: Path,
-                version: str = __version__, machine: str = "x86_64") -> Path:
+                version: str | None = None, machine: str = "x86_64") -> Path:
+    """Write one kernel wheel of `entries`; version None = content_version (see there)."""
     if not entries:
         raise AotcError(Diagnostic("AOTC-WHEEL-002", f"no cache entries selected for wheel {dist_name!r}",
                                    fix="build kernels first (`aotc build --arch ...`) or widen --arch/--filter"))
     if machine not in PLATFORMS:
         raise AotcError(Diagnostic("AOTC-WHEEL-003", f"unknown machine {machine!r}",
                                    fix=f"use one of {', '.join(PLATFORMS)}"))
+    if version is None:
+        version = content_version([m for _, m in entries])
+    elif not _PEP440.fullmatch(version):
+        raise AotcError(Diagnostic("AOTC-WHEEL-008", f"wheel version {version!r} is not a PEP 440 version",
+                                   fix="give e.g. 1.2.0 or 1.2.0+local.label, or leave it out for a content version"))
     pkg = _normalize(dist_name)
     dist_info = f"{pkg}-{version}.dist-info"
     zw = _ZipWriter()
@@ -104,6 +178,8 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         digests.update(b["sha256"] for b in manifest["blobs"].values())
     raw_total = stored_total = 0
     helpers = {m["blobs"]["helper"]["sha256"]: m["name"] for _, m in entries if "helper" in m["blobs"]}
+    host_objects: dict[str, bytes] = {}  # what decides the manylinux tag: helpers and FlashInfer modules
+    modules = {m["blobs"]["so"]["sha256"]: m["name"] for _, m in entries if "so" in m["blobs"]}
     for digest in sorted(digests):
         data = cache.read_blob(digest)  # verify before shipping: a corrupt blob must not reach users
         if digest in helpers:
@@ -113,6 +189,8 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
                     "AOTC-WHEEL-007", f"{helpers[digest]}: its host helper is a {built_for} binary, but the wheel "
                     f"is tagged for {machine}", fix=f"build the kernels on a {machine} machine, or use --machine "
                     f"{built_for}"))
+        if digest in helpers or digest in modules:
+            host_objects[helpers.get(digest) or modules[digest]] = data
         stored = cache.store.path(digest).read_bytes()
         zw.add(f"{store_prefix}/blobs/{digest[:2]}/{digest}.zst", stored)
         stored_total += len(stored)
@@ -126,9 +204,10 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         "flashinfer_versions": sorted({m["flashinfer_version"] for m in manifests if m.get("flashinfer_version")}),
         "kernels": len(manifests), "blob_bytes_raw": raw_total, "blob_bytes_stored": stored_total,
     }
+    platform, meta["platform"] = platform_tag(host_objects, machine)
     zw.add(f"{pkg}/{METADATA_FILE}", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
     zw.add(f"{pkg}/__init__.py", b'"""Prebuilt aotc kernels (data only); found through the aotc.kernels entry point."""\n')
-    tag = f"py3-none-{PLATFORMS[machine]}"
+    tag = f"py3-none-{platform}"
     zw.add(f"{dist_info}/METADATA", (
         f"Metadata-Version: 2.1\nName: {dist_name}\nVersion: {version}\n"
         f"Summary: aotc prebuilt kernels for {', '.join(meta['targets'])}\nRequires-Python: >=3.10\n"

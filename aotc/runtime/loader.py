@@ -134,10 +134,37 @@ def helper_path(digest: str, fetch: Any) -> Path:
     return path
 
 
+_CUDART = "libcudart.so.13"  # the soname every host helper needs (aotc.build.compile.SHARED_CUDART)
+_cudart_loaded = False
+
+
+def load_shared_cudart() -> None:
+    """Make the CUDA runtime the helpers link against resolvable by its soname: from the loader path if
+    it is there (a system toolkit, or torch already loaded it), else from the pip nvidia-cuda-runtime
+    wheel (found by cuda.pathfinder). One runtime for the process, shared by every helper."""
+    global _cudart_loaded
+    if _cudart_loaded:
+        return
+    try:
+        ctypes.CDLL(_CUDART, mode=ctypes.RTLD_GLOBAL)
+    except OSError as first:
+        try:
+            from cuda.pathfinder import load_nvidia_dynamic_lib
+
+            load_nvidia_dynamic_lib("cudart")
+        except Exception as exc:  # any failure here has the same fix
+            raise runtime_error(HELPER_ABI, f"the CUDA runtime {_CUDART} that host helpers link against cannot "
+                                f"be loaded ({first}; pip wheels: {exc})",
+                                "pip install nvidia-cuda-runtime (a dependency of aotc), or put a CUDA 13 "
+                                "toolkit's lib64 on LD_LIBRARY_PATH") from exc
+    _cudart_loaded = True
+
+
 class Helper:
     """The host helper of one kernel: aotc_query / aotc_prepare through ctypes."""
 
     def __init__(self, path: Path, what: str):
+        load_shared_cudart()
         try:
             lib = ctypes.CDLL(str(path))
         except OSError as exc:
