@@ -6,7 +6,7 @@ SMEM model (none), rules, render context and args ABI of templates/quantize/. Pu
 from __future__ import annotations
 
 import ctypes
-from typing import Any
+from typing import Any, ClassVar
 
 from aotc.arch import Arch
 from aotc.diagnostics import Diagnostic
@@ -44,7 +44,7 @@ class BlockScaledQuantize(Family):
     template = "quantize/blockscaled_quantize.cu.j2"
     probe_template = "quantize/blockscaled_quantize.cu.j2"  # no shared memory: nothing to probe
     args_struct = QuantizeArgs
-    fields = {
+    fields: ClassVar[dict[str, Field]] = {
         "format": Field(str, "output: nvfp4 (packed e2m1, ue4m3 per 16) or mxfp8 (e4m3, ue8m0 per 32)",
                         choices=tuple(FORMATS)),
         "in_dtype": Field(str, "input element type", default="bf16", choices=IN_DTYPES),

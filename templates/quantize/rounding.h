@@ -16,7 +16,7 @@ namespace aotc_quant {
 
 constexpr float kE2m1Max = 6.0f;
 constexpr float kE4m3Max = 448.0f;
-constexpr float kE4m3MinSubnormal = 0.001953125f;  // 2^-9: torchao clamps NVFP4 block scales to >= this
+constexpr float kE4m3MinNormal = 0.015625f;        // 2^-6: torchao clamps NVFP4 block scales to >= this
 constexpr float kF32MinNormal = 1.17549435e-38f;    // 2^-126: torchao's floor for MX scales
 constexpr int kE4m3MaxPow2 = 8;                     // floor(log2(448))
 
@@ -80,11 +80,11 @@ AOTC_QHD float block_amax(const float* v) {
   return nan ? f32_from_bits(0x7fc00000u) : amax;
 }
 
-// NVFP4 block scale (torchao nvfp4_quantize, two-level): ue4m3(clamp(amax / 6 / global, 2^-9, 448)),
+// NVFP4 block scale (torchao nvfp4_quantize, two-level): ue4m3(clamp(amax / 6 / global, 2^-6, 448)),
 // NaN kept. `global_scale` is the per-tensor scale (tensor amax / (448 * 6)); 1 gives one-level scaling.
 AOTC_QHD uint8_t nvfp4_scale_factor(float amax, float global_scale) {
   float s = (amax / kE2m1Max) / global_scale;
-  if (!is_nan(s)) s = s < kE4m3MinSubnormal ? kE4m3MinSubnormal : (s > kE4m3Max ? kE4m3Max : s);
+  if (!is_nan(s)) s = s < kE4m3MinNormal ? kE4m3MinNormal : (s > kE4m3Max ? kE4m3Max : s);
   return e4m3_rn_satfinite(s);
 }
 
