@@ -27,7 +27,7 @@ examples:
   aotc report --arch sm120a,sm120f --out report   an HTML page of every kernel's SMEM against the budget
   aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
   aotc verify                         re-hash every stored blob; quarantine corrupt ones
-  aotc gc --max-age-days 30           drop entries unreachable from the catalog or older than 30 days
+  aotc gc --max-age-days 30 --dry-run show what dropping entries built over 30 days ago would remove
   aotc wheel --arch sm120a,sm120f --out dist   pack the cache into per-arch and combined wheels
   aotc wheel --check dist/aotc_kernels-0.1.0-py3-none-manylinux_2_17_x86_64.whl --arch sm120a
   aotc doctor                         toolchain, CUTLASS, memory and GPU as aotc sees them
@@ -235,11 +235,15 @@ def cmd_verify(args) -> int:
     from aotc.cache.maintenance import verify
 
     report = verify(_cache(args))
-    data = report if isinstance(report, dict) else report.to_json()
-    bad = data.get("corrupt", []) or data.get("broken_entries", [])
-    text = json.dumps(data, indent=2, sort_keys=True, default=str)
-    _emit(args, data, text)
-    return 1 if bad else 0
+    lines = [f"checked {report.blobs_checked} blobs, {report.manifests_checked} manifests"
+             + (" (read-only cache: nothing moved)" if report.read_only else "")]
+    lines += [f"corrupt blob {b['digest']}: {b['file']}" for b in report.corrupt_blobs]
+    lines += [f"bad file {b['file']}: {b['problem']}" for b in report.bad_files]
+    lines += [f"broken entry {b['name'] or b['key']}: {b['problems']}" for b in report.broken_entries]
+    lines += [f"ref {'to drop' if report.read_only else 'dropped'} {r}" for r in report.refs_dropped]
+    lines.append("ok" if report.ok else "problems found: run `aotc build` to rebuild what was dropped")
+    _emit(args, report.to_json(), "\n".join(lines))
+    return 0 if report.ok else 1
 
 
 def cmd_gc(args) -> int:
@@ -249,15 +253,19 @@ def cmd_gc(args) -> int:
     from aotc.keys import spec_key
 
     keep = None
-    if not args.keep_unreachable:
+    if args.unreachable:  # explicit only: user spec files and FlashInfer modules are outside the catalog
         specs, _ = _load(args)
         keep = {spec_key(s.family, s.params, a.name) for s in specs for a in ARCHES.values() if check(s, a).ok}
     older = args.max_age_days * 86400 if args.max_age_days is not None else None
     cache = _cache(args)
     report = gc(cache, keep_spec_keys=keep, older_than_seconds=older, dry_run=args.dry_run,
                 sweeps=[workspaces.sweeper(cache)])
-    data = report if isinstance(report, dict) else report.to_json()
-    _emit(args, data, json.dumps(data, indent=2, sort_keys=True, default=str))
+    verb = "would remove" if args.dry_run else "removed"
+    lines = [f"{verb} {e['name'] or e['key'][:12]} ({e['arch']}) {e['bytes']:,} B" for e in report.entries_removed]
+    lines.append(f"{verb} {len(report.entries_removed)} entries, {len(report.refs_removed)} refs, "
+                 f"{len(report.blobs_removed)} blobs ({report.bytes_freed:,} B stored), "
+                 f"{len(report.tmp_removed)} leftovers")
+    _emit(args, report.to_json(), "\n".join(lines))
     return 0
 
 
@@ -481,9 +489,11 @@ def parser() -> argparse.ArgumentParser:
     show = add("show", cmd_show, "describe an entry: SMEM bar, resources, SASS, provenance (--json: manifest)")
     show.add_argument("key", help="action key (or a unique prefix), spec key, or kernel name")
     add("verify", cmd_verify, "re-hash every stored blob; quarantine corrupt ones and drop their refs")
-    gc = add("gc", cmd_gc, "drop entries not reachable from the catalog, or older than a bound", True)
+    gc = add("gc", cmd_gc, "drop blobs no entry uses and leftovers of dead builds; entries only by age or, "
+             "with --unreachable, outside the given specs", True)
     gc.add_argument("--max-age-days", type=float, help="also drop entries built longer ago than this")
-    gc.add_argument("--keep-unreachable", action="store_true", help="only apply --max-age-days")
+    gc.add_argument("--unreachable", action="store_true", help="also drop every entry the spec files (default: "
+                    "the catalog) do not reach, including your own specs' kernels and FlashInfer modules")
     gc.add_argument("--dry-run", action="store_true", help="report what would go, delete nothing")
     ex = add("explain", cmd_explain, "show the content key of a spec and every input that goes into it",
              arch="sm120a")

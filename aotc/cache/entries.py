@@ -205,7 +205,8 @@ class Cache:
     def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:
         check_digest(action_key)
         ref = {**(info or {}), "schema": SCHEMA, "spec_key": spec_key, "key": action_key}
-        self.write_json(self.ref_path(spec_key), ref)
+        with self.lock(f"ref-{spec_key}"):  # verify/gc re-check a ref under this lock before removing it
+            self.write_json(self.ref_path(spec_key), ref)
 
     def get_ref(self, spec_key: str) -> dict | None:
         return self.read_record("refs", spec_key, "ref")

@@ -28,6 +28,7 @@ class VerifyReport:
     bad_files: list[dict] = field(default_factory=list)  # unreadable manifests/refs/prekeys/header sets
     broken_entries: list[dict] = field(default_factory=list)  # key, name, missing/corrupt blobs
     refs_dropped: list[str] = field(default_factory=list)
+    read_only: bool = False  # the cache could not be written: problems reported, nothing moved
 
     @property
     def ok(self) -> bool:
@@ -41,6 +42,7 @@ class VerifyReport:
 class GcReport:
     dry_run: bool
     manifests_removed: list[str] = field(default_factory=list)
+    entries_removed: list[dict] = field(default_factory=list)  # key, name, arch, bytes (raw size of its blobs)
     refs_removed: list[str] = field(default_factory=list)
     prekeys_pruned: int = 0  # header-set entries dropped from prekey records
     header_sets_removed: int = 0
@@ -77,10 +79,19 @@ def _bad_file(cache: Cache, path: Path, error: CacheFormatError, quarantine: boo
 # --- verify ---------------------------------------------------------------------------------------
 
 
+def writable(cache: Cache) -> bool:
+    """Whether maintenance may change the cache (a read-only mount or a lost permission: no)."""
+    return os.access(cache.base if cache.base.is_dir() else cache.root, os.W_OK)
+
+
 def verify(cache: Cache) -> VerifyReport:
     """Re-hash every blob (quarantining corrupt ones); move manifests that are unreadable or
     reference missing/corrupt blobs to quarantine/, and drop the refs and prekey hints that lead
-    to them, so the next build rebuilds exactly those entries."""
+    to them, so the next build rebuilds exactly those entries. Nothing is removed on a scan's word:
+    each removal re-checks its file under the writers' lock for it (builds may commit meanwhile).
+    On a cache it cannot write, verify reports and moves nothing."""
+    if not writable(cache):
+        return _verify_read_only(cache)
     report = VerifyReport()
     bad_blobs: set[str] = set()
     for digest in list(cache.store.iter_digests()):
@@ -126,24 +137,111 @@ def _verify_manifest(cache: Cache, path: Path, bad_blobs: set[str], good: set[st
             problems[name] = f"corrupt blob {digest}"
         elif not cache.store.has(digest):
             problems[name] = f"missing blob {digest}"
-    if problems:
-        moved = quarantine_file(path, cache.quarantine_dir)
-        report.broken_entries.append({"key": path.stem, "name": manifest.get("name", ""), "problems": problems,
-                                      "quarantined": moved})
-    else:
-        good.add(path.stem)
+    if problems and _still_broken_entry(cache, path):
+        with cache.lock(f"action-{path.stem}"):
+            moved = quarantine_file(path, cache.quarantine_dir) if _still_broken_entry(cache, path) else None
+        if moved is not None:
+            report.broken_entries.append({"key": path.stem, "name": manifest.get("name", ""), "problems": problems,
+                                          "quarantined": moved})
+            return
+    good.add(path.stem)
+
+
+def _still_broken_entry(cache: Cache, path: Path) -> bool:
+    """True when the manifest at path (read now) is unreadable or misses a blob; a writer that
+    re-stored the entry or its blobs meanwhile makes it whole again."""
+    try:
+        manifest = read_json(path, "manifest")
+    except CacheFormatError:
+        return True
+    if manifest is None:
+        return False  # gone: nothing to move
+    blobs = manifest.get("blobs")
+    if not isinstance(blobs, dict):
+        return True
+    for blob in blobs.values():
+        digest = blob.get("sha256") if isinstance(blob, dict) else None
+        if not isinstance(digest, str) or not _has_blob(cache, digest):
+            return True
+    return False
+
+
+def _has_blob(cache: Cache, digest: str) -> bool:
+    try:
+        return cache.store.has(digest)
+    except ValueError:  # not a digest at all
+        return False
+
+
+def _live_key(cache: Cache, key: object) -> bool:
+    """A ref's action key names a manifest that is whole now."""
+    if not isinstance(key, str):
+        return False
+    try:
+        path = cache.manifest_path(key)
+    except ValueError:
+        return False
+    return path.is_file() and not _still_broken_entry(cache, path)
 
 
 def _verify_ref(cache: Cache, path: Path, good: set[str], report: VerifyReport) -> None:
     try:
         ref = read_json(path, "ref")
-    except CacheFormatError as e:
-        report.bad_files.append(_bad_file(cache, path, e))
-        report.refs_dropped.append(path.stem)
-        return
-    if ref is not None and ref.get("key") not in good:
+    except CacheFormatError:
+        ref = None
+    else:
+        if ref is None or ref.get("key") in good:
+            return
+    with cache.lock(f"ref-{path.stem}"):  # set_ref takes it too: a ref written meanwhile is seen here
+        try:
+            ref = read_json(path, "ref")
+        except CacheFormatError as e:
+            report.bad_files.append(_bad_file(cache, path, e))
+            report.refs_dropped.append(path.stem)
+            return
+        if ref is None or _live_key(cache, ref.get("key")):
+            return
         path.unlink(missing_ok=True)
-        report.refs_dropped.append(path.stem)
+    report.refs_dropped.append(path.stem)
+
+
+def _verify_read_only(cache: Cache) -> VerifyReport:
+    """verify's findings without moving anything (the cache cannot be written)."""
+    report = VerifyReport(read_only=True)
+    bad_blobs: set[str] = set()
+    for digest in list(cache.store.iter_digests()):
+        report.blobs_checked += 1
+        try:
+            cache.store.get(digest)
+        except CorruptBlobError as e:
+            bad_blobs.add(digest)
+            report.corrupt_blobs.append({"digest": digest, "file": e.path, "actual": e.actual, "quarantined": None})
+        except KeyError:
+            continue
+    good: set[str] = set()
+    for path in list(cache.record_paths("actions")):
+        report.manifests_checked += 1
+        try:
+            manifest = read_json(path, "manifest")
+        except CacheFormatError as e:
+            report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": None})
+            continue
+        blobs = (manifest or {}).get("blobs")
+        digests = [b.get("sha256") if isinstance(b, dict) else None for b in (blobs.values() if isinstance(blobs, dict) else [None])]
+        if all(isinstance(d, str) and d not in bad_blobs and _has_blob(cache, d) for d in digests):
+            good.add(path.stem)
+        else:
+            report.broken_entries.append({"key": path.stem, "name": str((manifest or {}).get("name", "")),
+                                          "problems": {"blobs": "missing or corrupt"}, "quarantined": None})
+    for path in list(cache.record_paths("refs")):
+        try:
+            ref = read_json(path, "ref")
+        except CacheFormatError as e:
+            report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": None})
+            continue
+        if ref is not None and ref.get("key") not in good:
+            report.refs_dropped.append(path.stem)  # would be dropped: reported, not removed
+    return report
 
 
 def _prune_prekey(cache: Cache, path: Path, live: set[str], dry_run: bool, on_bad: list[dict] | None = None,
@@ -192,12 +290,13 @@ def gc(cache: Cache, keep_spec_keys: set[str] | None = None, older_than_seconds:
     referenced: set[str] = set()
     for key, (path, manifest, mtime) in manifests.items():
         too_old = older_than_seconds is not None and now - mtime > older_than_seconds
-        unreachable = keep_spec_keys is not None and key not in reachable
-        if (too_old or unreachable) and manifest is not None:
+        # a manifest younger than the grace may have its ref still to come (a build between the two)
+        unreachable = keep_spec_keys is not None and key not in reachable and now - mtime >= blob_grace_seconds
+        if (too_old or unreachable) and manifest is not None and _remove_entry(cache, key, path, manifest, now,
+                                                                               older_than_seconds, keep_spec_keys,
+                                                                               dry_run):
             report.manifests_removed.append(key)
-            if not dry_run:
-                path.unlink(missing_ok=True)
-                cache.log_path(key).unlink(missing_ok=True)
+            report.entries_removed.append(_entry_summary(key, manifest))
             continue
         live.add(key)
         for blob in (manifest or {}).get("blobs", {}).values():
@@ -213,6 +312,41 @@ def gc(cache: Cache, keep_spec_keys: set[str] | None = None, older_than_seconds:
     for sweep in sweeps:
         report.tmp_removed += sweep(now, dry_run)
     return report
+
+
+def _entry_summary(key: str, manifest: dict) -> dict:
+    blobs = manifest.get("blobs") if isinstance(manifest.get("blobs"), dict) else {}
+    size = sum(b.get("size", 0) for b in blobs.values() if isinstance(b, dict) and isinstance(b.get("size"), int))
+    return {"key": key, "name": str(manifest.get("name", "")), "arch": str(manifest.get("arch", "")), "bytes": size}
+
+
+def _remove_entry(cache: Cache, key: str, path: Path, manifest: dict, now: float, older_than: float | None,
+                  keep: set[str] | None, dry_run: bool) -> bool:
+    """Remove a manifest gc chose, after re-checking under its writers' lock that it still is what
+    was chosen: unchanged since the scan, and (when kept refs were given) not reached by a ref to
+    its own spec key written meanwhile."""
+    if dry_run:
+        return True
+    with cache.lock(f"action-{key}"):
+        try:
+            mtime = path.stat().st_mtime
+            current = read_json(path, "manifest")
+        except (FileNotFoundError, CacheFormatError):
+            return False
+        if current != manifest:
+            return False
+        too_old = older_than is not None and now - mtime > older_than
+        sk = current.get("spec_key")
+        if not too_old and keep is not None and isinstance(sk, str) and sk in keep:
+            try:
+                ref = cache.get_ref(sk)
+            except (CacheFormatError, ValueError):
+                ref = None
+            if ref is not None and ref.get("key") == key:
+                return False
+        path.unlink(missing_ok=True)
+        cache.log_path(key).unlink(missing_ok=True)
+    return True
 
 
 def _scan_manifests(cache: Cache) -> dict[str, tuple[Path, dict | None, float]]:
@@ -242,13 +376,30 @@ def _gc_refs(cache: Cache, keep: set[str] | None, manifests: dict, now: float, o
         key = ref.get("key")
         entry = manifests.get(key) if isinstance(key, str) else None
         expiring = entry is not None and older_than is not None and now - entry[2] > older_than
-        if (keep is not None and path.stem not in keep) or entry is None or expiring:
+        unkept = keep is not None and path.stem not in keep
+        if (unkept or entry is None or expiring) and _remove_ref(cache, path, unkept or expiring, report.dry_run):
             report.refs_removed.append(path.stem)
-            if not report.dry_run:
-                path.unlink(missing_ok=True)
             continue
-        reachable.add(key)
+        if isinstance(key, str):
+            reachable.add(key)
     return reachable
+
+
+def _remove_ref(cache: Cache, path: Path, regardless: bool, dry_run: bool) -> bool:
+    """Remove a ref gc chose; one chosen only because its manifest was missing at the scan is
+    re-read under the lock set_ref takes, and kept if it now leads to a whole entry."""
+    if dry_run:
+        return True
+    with cache.lock(f"ref-{path.stem}"):
+        if not regardless:
+            try:
+                ref = read_json(path, "ref")
+            except CacheFormatError:
+                ref = {}
+            if ref is None or _live_key(cache, ref.get("key")):
+                return False
+        path.unlink(missing_ok=True)
+    return True
 
 
 def _gc_header_sets(cache: Cache, in_use: set[str], now: float, grace: float, report: GcReport) -> None:
