@@ -58,7 +58,7 @@ def test_launch_matches_torch_and_memoizes(sources):
     k.launch(args)  # same bytes: no new prepare
     torch.cuda.synchronize()
     torch.testing.assert_close(y, 2.5 * x + ref, rtol=1e-6, atol=1e-5)
-    assert len(k._memo) == 1
+    assert len(k._prepared) == 1
 
 
 def test_workspace_is_zeroed_and_kept_per_stream(sources):
@@ -126,3 +126,91 @@ def test_sm120a_cubin_on_this_device_is_refused_before_the_driver(tmp_path, gpu_
     with pytest.raises(AotcError) as exc:  # mislabelled: the ELF check, not CUDA error 209
         rt.get_kernel(FAMILY, {}, sources=src)
     assert exc.value.diagnostics[0].code == "AOTC-RT-003" and "built for sm_120a" in str(exc.value)
+
+
+def test_caller_workspace_is_used_and_the_launch_captures_in_a_cuda_graph(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    x, y = torch.randn(4096, device="cuda"), torch.zeros(4096, device="cuda")
+    ws = torch.full((64,), 0.5, device="cuda")  # the axpy kernel adds workspace[0]
+    args = axpy_args(x, y, 2.0, workspace_bytes=256)
+    assert k.workspace_bytes(args) == 256
+    own = dict(k._workspaces)
+    k.launch(args, torch.cuda.current_stream(), workspace=ws.data_ptr())
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 2 * x + 0.5)
+    assert k._workspaces == own  # nothing allocated by the runtime
+    graph = torch.cuda.graph_pool_handle()
+    g = torch.cuda.CUDAGraph()
+    side = torch.cuda.Stream()
+    with torch.cuda.graph(g, pool=graph, stream=side):
+        k.launch(args, side, workspace=ws.data_ptr())
+    y.zero_()
+    x.copy_(torch.randn_like(x))  # new input values, same buffers
+    g.replay()
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 2 * x + 0.5)
+
+
+def _other_context():
+    from cuda.bindings import driver as cu
+
+    dev = cu.cuDeviceGet(0)[1]
+    try:
+        err, ctx = cu.cuCtxCreate(None, 0, dev)  # cuda-bindings 13: (create params, flags, device)
+    except TypeError:
+        err, ctx = cu.cuCtxCreate(0, dev)  # cuda-bindings 12
+    assert int(err) == 0
+    return cu, ctx
+
+
+def test_launch_lands_in_the_primary_context_whatever_context_is_current(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    x, y = torch.randn(8192, device="cuda"), torch.zeros(8192, device="cuda")
+    args = axpy_args(x, y, 1.0)
+    k.launch(args)
+    torch.cuda.synchronize()
+    cu, other = _other_context()  # cuCtxCreate makes it current on this thread
+    try:
+        assert int(cu.cuCtxGetCurrent()[1]) == int(other)
+        k.launch(args)  # into the primary context, where x and y live
+        k.launch(args)
+        assert int(cu.cuCtxGetCurrent()[1]) == int(other)  # the caller's context stays current
+    finally:
+        cu.cuCtxPopCurrent()
+        cu.cuCtxDestroy(other)
+    torch.cuda.synchronize()
+    torch.testing.assert_close(y, 3 * x)
+
+
+def test_launches_from_threads_with_other_or_no_context_current(sources):
+    k = rt.get_kernel(FAMILY, {}, sources=sources)
+    n, workers = 4096, 8
+    xs = [torch.randn(n, device="cuda") for _ in range(workers)]
+    ys = [torch.zeros(n, device="cuda") for _ in range(workers)]
+    torch.cuda.synchronize()
+    cu, other = _other_context()
+    cu.cuCtxPopCurrent()  # created on this thread; the odd workers make it current on theirs
+    errors, barrier = [], threading.Barrier(workers)
+
+    def worker(i: int) -> None:
+        try:
+            if i % 2:
+                cu.cuCtxSetCurrent(other)
+            barrier.wait()
+            for _ in range(5):
+                k.launch(axpy_args(xs[i], ys[i], float(i)))
+            if i % 2:
+                assert int(cu.cuCtxGetCurrent()[1]) == int(other)
+        except Exception as exc:  # noqa: BLE001 - asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cu.cuCtxDestroy(other)
+    assert not errors, errors
+    k.synchronize()
+    for i in range(workers):
+        torch.testing.assert_close(ys[i], 5 * i * xs[i])

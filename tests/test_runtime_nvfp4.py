@@ -5,6 +5,7 @@ block layout the grouped launch uploads, and the target error on a non-SM120 dev
 from __future__ import annotations
 
 import ctypes
+from typing import ClassVar
 
 import pytest
 
@@ -170,3 +171,188 @@ def test_entry_point_names_the_target_before_any_lookup():
         diag = exc.value.diagnostics[0]
         assert diag.code == "AOTC-RT-003"
         assert "sm120a" in diag.message and "compute capability 9.0" in diag.message
+
+
+# ---- the launch path's driver calls, recorded (no SM120 GPU here: the calls, not their effects) ----
+DENSE_SPEC = "gemm_nvfp4/tile=128x128x128"
+# Calls a CUDA graph capture refuses or that would stall a serving loop: allocations, copies
+# through the host, synchronizations.
+FORBIDDEN = ("cuMemAlloc", "cuMemFree", "cuMemcpy", "cuMemHostAlloc", "cuMemHostRegister", "cuMemset",
+             "Synchronize", "cuStreamQuery", "cuEventQuery")
+
+
+class _Enum:
+    """Stand-in for a cuda.bindings enum class: any member name is itself."""
+
+    def __getattr__(self, name: str) -> str:
+        return name
+
+
+class RecordingDriver:
+    """Answers the driver calls of the runtime as an RTX 5090 would (cc 12.0, 170 SMs, 101,376 B of
+    opt-in SMEM) and records each one: (name, args). Anything not answered below is recorded and
+    fails the call, so a new driver call on the path shows up in the test."""
+
+    CUdevice_attribute = CUfunction_attribute = CUpointer_attribute = _Enum()
+    ATTRIBUTES: ClassVar[dict[str, int]] = {"CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR": 12, "CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR": 0,
+                  "CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN": 101_376,
+                  "CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT": 170}
+    CONTEXT = 0xC0_0000
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple]] = []
+        self._handles = iter(range(0x1000, 1 << 30, 0x10))
+        answers = {
+            "cuInit": lambda *a: (0,), "cuDeviceGetCount": lambda: (0, 1), "cuDeviceGet": lambda i: (0, i),
+            "cuDeviceGetAttribute": lambda attr, dev: (0, self.ATTRIBUTES[attr]),
+            "cuDeviceGetName": lambda n, dev: (0, b"NVIDIA GeForce RTX 5090\0"),
+            "cuDevicePrimaryCtxRetain": lambda dev: (0, self.CONTEXT), "cuCtxSetCurrent": lambda ctx: (0,),
+            "cuLibraryLoadData": lambda *a: (0, next(self._handles)),
+            "cuLibraryGetKernel": lambda lib, name: (0, next(self._handles)),
+            "cuKernelGetFunction": lambda kernel: (0, next(self._handles)),
+            "cuModuleLoadData": lambda image: (0, next(self._handles)),
+            "cuModuleGetFunction": lambda module, name: (0, next(self._handles)),
+            "cuFuncSetAttribute": lambda *a: (0,),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor": lambda *a: (0, 1),
+            "cuPointerGetAttribute": lambda attr, ptr: (0, 0),
+            "cuGetErrorName": lambda err: (0, b"CUDA_ERROR_RECORDED"),
+            "CUstream": lambda handle: handle, "CUresult": lambda err: err,
+        }
+        self._answers = answers
+
+    def __getattr__(self, name: str):
+        def call(*args):
+            self.calls.append((name, args))
+            if name not in self._answers:
+                raise AssertionError(f"unexpected driver call {name}{args}")
+            return self._answers[name](*args)
+        return call
+
+
+class RecordingNative:
+    """The ctypes half of the hot path (cuCtxGetCurrent, cuLaunchKernel), recorded into the same list."""
+
+    def __init__(self, driver: RecordingDriver):
+        self.calls = driver.calls
+
+    def current_context(self) -> int:
+        self.calls.append(("cuCtxGetCurrent", ()))
+        return RecordingDriver.CONTEXT
+
+    def launch(self, *call) -> int:
+        params = None
+        if call[10]:  # parameters passed as one buffer (`extra`): keep a copy of their bytes
+            extra = (ctypes.c_void_p * 5).from_address(call[10])
+            size = ctypes.c_size_t.from_address(extra[3]).value
+            params = ctypes.string_at(extra[1], size)
+        self.calls.append(("cuLaunchKernel", (*call[:10], params)))
+        return 0
+
+
+class DeviceBytes:
+    """A DLPack producer for device memory at a made-up address: what tensor_info reads, nothing
+    behind it (the host never dereferences device pointers)."""
+
+    CODES: ClassVar[dict[str, tuple[int, int]]] = {"u8": (1, 8), "bf16": (4, 16)}
+
+    def __init__(self, ptr: int, shape: tuple[int, ...], dtype: str):
+        from aotc.runtime.tensors import _DLTensor
+
+        self._shape = (ctypes.c_int64 * len(shape))(*shape)
+        self._dl = _DLTensor()
+        self._dl.data, self._dl.ndim, self._dl.shape = ptr, len(shape), self._shape
+        self._dl.device.device_type, self._dl.device.device_id = 2, 0  # kDLCUDA, device 0
+        self._dl.dtype.code, self._dl.dtype.bits = self.CODES[dtype]
+        self._dl.dtype.lanes = 1
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (2, 0)
+
+    def __dlpack__(self, stream=None):
+        new = ctypes.pythonapi.PyCapsule_New
+        new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        return new(ctypes.addressof(self._dl), b"dltensor", None)
+
+
+@pytest.fixture(scope="module")
+def built_dense(tmp_path_factory):
+    """(params, sources) of a real sm120a build of DENSE_SPEC (about 2 nvcc minutes)."""
+    from aotc.arch import parse_arch_list
+    from aotc.build.pipeline import build
+    from aotc.build.spec import load_specs
+    from aotc.cache import Cache
+
+    specs = [s for s in load_specs().specs if s.name == DENSE_SPEC]
+    assert specs, f"catalog lost {DENSE_SPEC}"
+    cache = Cache(tmp_path_factory.mktemp("nvfp4-dense-cache"))
+    summary = build(specs, parse_arch_list("sm120a"), cache, progress=False)
+    assert summary.ok, [d.format() for r in summary.results for d in r.diagnostics]
+    return dict(specs[0].params), [rt.CacheSource(cache)]
+
+
+@pytest.fixture
+def recording(monkeypatch, built, built_dense):
+    """The runtime wired to a RecordingDriver, with both real sm120a builds as its sources and a
+    caller's allocator handing out made-up addresses (recorded as 'allocator' calls)."""
+    from aotc.runtime import device, lookup, metadata, registry, scratch
+
+    drv = RecordingDriver()
+    for name, value in (("_cu", drv), ("_native", RecordingNative(drv)), ("_devices", {}), ("_contexts", {}),
+                        ("_context_handles", {})):
+        monkeypatch.setattr(device, name, value)
+    monkeypatch.setattr(metadata, "_modules", {})
+    for name in ("_fast", "_workspaces", "_metadata", "_moe_blocks", "_choices"):
+        monkeypatch.setattr(ops, name, {})
+    monkeypatch.setattr(lookup, "_sources", built[1] + built_dense[1])
+    addresses = iter(range(0x7E00_0000_0000, 1 << 48, 1 << 20))
+
+    def allocator(nbytes, ordinal, stream):
+        drv.calls.append(("allocator", (nbytes, ordinal, stream)))
+        return next(addresses), None
+
+    scratch.set_allocator(allocator)
+    registry.clear()
+    yield drv
+    scratch.set_allocator(None)
+    registry.clear()
+
+
+def _nvfp4_operands(base: int, m: int, n: int, k: int) -> tuple[DeviceBytes, ...]:
+    return (DeviceBytes(base, (m, k // 2), "u8"), DeviceBytes(base + 0x100_0000, (n, k // 2), "u8"),
+            DeviceBytes(base + 0x200_0000, (ops.nvfp4_sf_bytes(m, k),), "u8"),
+            DeviceBytes(base + 0x300_0000, (ops.nvfp4_sf_bytes(n, k),), "u8"),
+            DeviceBytes(base + 0x400_0000, (m, n), "bf16"))
+
+
+def _forbidden(calls: list) -> list:
+    return [c for c in calls if any(word in c[0] for word in FORBIDDEN)]
+
+
+@pytest.mark.compile
+def test_nvfp4_launch_paths_make_no_allocation_copy_or_sync_driver_call(recording, capfd):
+    stream = 0x5157
+    m, n, k = 256, 512, 256
+    dense = _nvfp4_operands(0x7F00_0000_0000, m, n, k)
+    kernel = rt.gemm_nvfp4(*dense, m=m, n=n, k=k, stream=stream)
+    assert kernel.name.startswith("gemm_nvfp4")
+    groups = [_nvfp4_operands(0x7F10_0000_0000 + 0x10_0000_0000 * g, *shape) for g, shape in enumerate(SHAPES)]
+    grouped = rt.grouped_gemm_nvfp4(*zip(*groups, strict=True), problem_sizes=SHAPES, stream=stream)
+    first = list(recording.calls)
+    assert _forbidden(first) == [], _forbidden(first)
+    launches = [c for c in first if c[0] == "cuLaunchKernel"]
+    assert all(c[1][8] == stream for c in launches)  # every launch on the caller's stream
+    # The grouped metadata reached the device through aotc_fill launches (by-value parameters, no
+    # copy call); their bytes are exactly the block the grouped kernel's args point into.
+    fills = [c for c in launches if c[1][10] is not None]
+    assert fills and launches[-1][1][10] is None  # fills first, then the GEMM
+    written = b"".join(c[1][10][16:16 + int.from_bytes(c[1][10][8:12], "little")] for c in fills)
+    infos = [tuple(rt.tensor_info(t) for t in ops_) for ops_ in groups]
+    meta, offsets = ops.group_metadata(grouped._helper, SHAPES)
+    blob, _ = ops.nvfp4_group_block(infos, SHAPES, meta, offsets)
+    assert written[:len(blob)] == blob
+    # Warm calls of the same problems: one context read and one launch each, nothing else.
+    recording.calls.clear()
+    rt.gemm_nvfp4(*dense, m=m, n=n, k=k, stream=stream)
+    rt.grouped_gemm_nvfp4(*zip(*groups, strict=True), problem_sizes=SHAPES, stream=stream)
+    assert [c[0] for c in recording.calls if c[0] != "cuCtxGetCurrent"] == ["cuLaunchKernel", "cuLaunchKernel"]
+    capfd.readouterr()  # CUTLASS's TMA set-up without a driver prints to stdout

@@ -297,11 +297,12 @@ def warm(results: dict) -> None:
     q = torch.randn(1, 16, 1, 128, device="cuda", dtype=torch.bfloat16)  # one CTA: GPU time << launch cost
     k, v, o = torch.randn_like(q), torch.randn_like(q), torch.empty_like(q)
     small = rt.get_kernel("fmha_fwd", FMHA_FWD)
-    small._memo.clear()  # keep only this problem's prepared Params
+    small._prepared.clear()  # keep only this problem's prepared Params
     small._ready.clear()
+    small._need.clear()
     kernel = rt.fmha_fwd(q, k, v, o, params=FMHA_FWD)
     torch.cuda.synchronize()
-    args_key, prepared = next(iter(kernel._memo.items()))
+    (_, args_key), prepared = next(iter(kernel._prepared.items()))
     args = kernel.args_type.from_buffer_copy(args_key)
     stream = cu.CUstream(0)
     fn, g, b = kernel._function, prepared.grid, prepared.block
@@ -358,7 +359,9 @@ def run(out_dir: str) -> int:
             import traceback
 
             results.setdefault("errors", []).append(f"{step.__name__}: {exc!r}\n{traceback.format_exc()}")
-    (out / "runtime_h100.json").write_text(json.dumps(results, indent=1))
+    from device_serving import card_slug
+
+    (out / f"runtime_{card_slug(results['card'])}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps({k: v for k, v in results.items() if k != "cold"}, indent=1))
     keys = [k for k in cold_runs[0] if k.endswith("_ms")]
     print("cold start medians (ms):", {k: statistics.median(r[k] for r in cold_runs) for k in keys})

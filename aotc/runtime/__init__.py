@@ -19,7 +19,7 @@ _EXPORTS = {
     "CacheSource": "lookup", "Found": "lookup", "KernelSource": "lookup", "WheelSource": "lookup",
     "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
     "fmha_decode": "ops", "fmha_fwd": "ops", "gemm_nvfp4": "ops", "grouped_gemm": "ops",
-    "grouped_gemm_nvfp4": "ops",
+    "grouped_gemm_nvfp4": "ops", "grouped_gemm_moe": "ops", "set_allocator": "scratch",
     "quantize_mxfp8": "quantize", "quantize_nvfp4": "quantize",
     "fmha_decode_paged": "paged", "fmha_fwd_paged": "paged",
     "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
@@ -51,6 +51,7 @@ __all__ = [
     "gemm_nvfp4",
     "get_kernel",
     "grouped_gemm",
+    "grouped_gemm_moe",
     "grouped_gemm_nvfp4",
     "host_kernel",
     "kernel_key",
@@ -60,6 +61,7 @@ __all__ = [
     "quantize_nvfp4",
     "query_device",
     "select",
+    "set_allocator",
     "set_sources",
     "stream_handle",
     "tensor_info",
@@ -92,7 +94,14 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         find,
         set_sources,
     )
-    from aotc.runtime.ops import fmha_decode, fmha_fwd, gemm_nvfp4, grouped_gemm, grouped_gemm_nvfp4
+    from aotc.runtime.ops import (
+        fmha_decode,
+        fmha_fwd,
+        gemm_nvfp4,
+        grouped_gemm,
+        grouped_gemm_moe,
+        grouped_gemm_nvfp4,
+    )
     from aotc.runtime.paged import fmha_decode_paged, fmha_fwd_paged
     from aotc.runtime.quantize import quantize_mxfp8, quantize_nvfp4
     from aotc.runtime.registry import (
@@ -105,5 +114,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         load_kernel,
         loaded,
     )
+    from aotc.runtime.scratch import set_allocator
     from aotc.runtime.select import select
     from aotc.runtime.tensors import TensorInfo, expect, tensor_info

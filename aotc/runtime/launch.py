@@ -1,7 +1,8 @@
 """A loaded kernel and its launch path: the family's AotcArgs -> the host helper's aotc_query /
 aotc_prepare (grid, SMEM, by-value Params, workspace) -> cuLaunchKernel. Prepared Params are memoized
-per identical args bytes (and stream, when a workspace is involved), so a warm launch is one dict
-lookup and one driver call.
+per identical args bytes (and workspace address), so a warm launch is one dict lookup, a check of the
+thread's current context and one driver call; it allocates, copies and synchronizes nothing, which
+keeps it capturable in CUDA graphs.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import ctypes
 import threading
 from typing import Any
 
-from aotc.runtime.device import Device, _tls, check, driver, make_current
+from aotc.runtime.device import Device, _contexts, check, driver, make_current, native, primary_context
 from aotc.runtime.errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
 from aotc.runtime.loader import AotcLaunch, Helper
 
@@ -72,15 +73,19 @@ class Kernel:
         self.args_type = family.args_struct
         self._library = library  # keeps the module loaded as long as the Kernel lives
         self._function = function
+        self._function_handle = int(function)
         self._helper = helper
         self._cu = driver()
-        self._launch = self._cu.cuLaunchKernel
+        self._native = native()
+        self._fire = self._native.launch
         self._ordinal = device.ordinal
-        self._memo: dict[bytes, Prepared] = {}
-        self._memo_ws: dict[tuple[int, bytes], Prepared] = {}
-        self._workspaces: dict[int, tuple[int, int]] = {}  # stream -> (device pointer, bytes)
+        self._context = primary_context(device.ordinal)
+        self._need: dict[bytes, int] = {}  # args bytes -> workspace bytes the problem needs
+        self._prepared: dict[tuple[int, bytes], Prepared] = {}  # (workspace address, args bytes) -> Params
+        self._workspaces: dict[int, tuple[int, int]] = {}  # stream -> own (device pointer, bytes): fallback
         self._streams: dict[int, Any] = {}
-        self._ready: dict[int, dict[bytes, tuple]] = {}  # stream -> args bytes -> cuLaunchKernel arguments
+        # (stream) or (stream, workspace) -> args bytes -> cuLaunchKernel argument tuple
+        self._ready: dict[Any, dict[bytes, tuple]] = {}
         self._smem_opted = DEFAULT_SMEM_LIMIT
         self._occupancy: dict[tuple[int, int], int] = {}
         self._lock = threading.Lock()
@@ -89,33 +94,74 @@ class Kernel:
         return f"Kernel({self.name!r}, {self.arch}, {self.device.label})"
 
     # -- hot path ---------------------------------------------------------------------------------
-    def launch(self, args: ctypes.Structure, stream: Any = 0, *, refresh: bool = False) -> None:
+    def launch(self, args: ctypes.Structure, stream: Any = 0, *, workspace: int = 0, refresh: bool = False) -> None:
         """Launch on `stream` with the family's args struct (see aotc.families.<family>.args_struct).
 
-        Params are memoized per args bytes; pass refresh=True when host memory the args point to
-        (e.g. `host_problem_sizes`) changed in place since an identical launch."""
+        `workspace`: device address of at least `workspace_bytes(args)` bytes, zero-filled once by the
+        caller (every aotc kernel that uses one leaves it zero again), e.g. from torch's caching
+        allocator; then nothing is allocated here and the launch is capturable in a CUDA graph.
+        Without it a problem that needs a workspace gets one from cuMemAlloc, kept per stream (not
+        capture-safe). Params are memoized per args bytes; pass refresh=True when host memory the
+        args point to (e.g. `host_problem_sizes`) changed in place since an identical launch."""
         handle = stream if type(stream) is int else stream_handle(stream)
-        ready = self._ready.get(handle)
+        ready = self._ready.get((handle, workspace) if workspace else handle)
         call = ready.get(bytes(args)) if ready is not None and not refresh else None
         if call is None:
-            call = self._launch_args(args, handle, refresh)
-        if getattr(_tls, "ordinal", None) != self._ordinal:
-            make_current(self._ordinal)
-        (err,) = self._launch(*call)
-        if err:
-            check(self._cu, (err,), f"cuLaunchKernel({self.name})")
+            call = self.prepare_call(args, handle, workspace=workspace, refresh=refresh)
+        self.fire(call)
 
-    def _launch_args(self, args: ctypes.Structure, handle: int, refresh: bool) -> tuple:
-        """The full cuLaunchKernel argument tuple for (args, stream), prepared and memoized."""
+    def fire(self, call: tuple) -> None:
+        """cuLaunchKernel of a prepared call (from prepare_call) in this device's primary context,
+        whatever context the calling thread has current: one cheap read of the current context
+        handle; only when it differs is the primary context pushed for the launch and popped after."""
+        if self._native.current_context() != self._context:
+            self._fire_elsewhere(call)
+            return
+        err = self._fire(*call)
+        if err:
+            check(self._cu, (self._cu.CUresult(err),), f"cuLaunchKernel({self.name})")
+
+    def _fire_elsewhere(self, call: tuple) -> None:
+        cu, ctx = self._cu, _contexts[self._ordinal]
+        if not self._native.current_context():  # no context on this thread yet: adopt the primary one
+            check(cu, cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
+            self.fire(call)
+            return
+        check(cu, cu.cuCtxPushCurrent(ctx), "cuCtxPushCurrent")  # another context is current: keep it
+        try:
+            err = self._fire(*call)
+        finally:
+            check(cu, cu.cuCtxPopCurrent(), "cuCtxPopCurrent")
+        if err:
+            check(cu, (cu.CUresult(err),), f"cuLaunchKernel({self.name})")
+
+    def prepare_call(self, args: ctypes.Structure, handle: int, *, workspace: int = 0, refresh: bool = False) -> tuple:
+        """The full cuLaunchKernel argument tuple for (args, stream handle, workspace), prepared and
+        memoized; `fire(call)` launches it. Callers that keep the tuple skip even the memo lookup."""
         key = bytes(args)
-        prepared = self._memo.get(key)
-        if prepared is None or prepared.workspace_bytes or refresh:
-            prepared = (None if refresh else self._memo_ws.get((handle, key))) or self._prepare(args, key, handle)
+        need = self._need.get(key)
+        if need is None or refresh:
+            need = int(self.query(args).workspace_bytes)
+            self._need[key] = need
+        ws = workspace
+        if need and not ws:
+            ws = self._workspace(handle, need)
+        prepared = None if refresh else self._prepared.get((ws if need else 0, key))
+        if prepared is None:
+            prepared = self._prepare(args, key, ws if need else 0)
         g, b = prepared.grid, prepared.block
-        call = (self._function, g[0], g[1], g[2], b[0], b[1], b[2], prepared.smem, self._stream(handle),
-                prepared.kernel_params, 0)
-        self._ready.setdefault(handle, {})[key] = call
+        call = (self._function_handle, g[0], g[1], g[2], b[0], b[1], b[2], prepared.smem, handle,
+                prepared.kernel_params, None)
+        self._ready.setdefault((handle, workspace) if workspace else handle, {})[key] = call
         return call
+
+    def workspace_bytes(self, args: ctypes.Structure) -> int:
+        """Device workspace this problem needs (0 for most kernels); memoized per args bytes."""
+        key = bytes(args)
+        need = self._need.get(key)
+        if need is None:
+            need = self._need[key] = int(self.query(args).workspace_bytes)
+        return need
 
     # -- slow path (first launch of a problem) -------------------------------------------------------
     def query(self, args: ctypes.Structure) -> AotcLaunch:
@@ -156,13 +202,11 @@ class Kernel:
                              "check the problem against the kernel's tile and alignment requirements, or "
                              "pick another kernel")
 
-    def _prepare(self, args: ctypes.Structure, key: bytes, handle: int) -> Prepared:
+    def _prepare(self, args: ctypes.Structure, key: bytes, workspace: int) -> Prepared:
         with self._lock:
-            if getattr(_tls, "ordinal", None) != self._ordinal:
-                make_current(self._ordinal)
+            make_current(self._ordinal)
             info = self.query(args)
             self._check_limits(info)
-            workspace = self._workspace(handle, info.workspace_bytes) if info.workspace_bytes else 0
             cap = max(int(info.params_bytes), 1)
             raw = ctypes.create_string_buffer(cap + 128)
             # Params may hold alignas(64..128) members (TMA descriptors): align the host copy too.
@@ -175,19 +219,12 @@ class Kernel:
             pointer = (ctypes.c_void_p * 1)(base)
             prepared = Prepared(tuple(info.grid), tuple(info.block), int(info.smem_bytes),
                                 int(info.workspace_bytes), ctypes.addressof(pointer), (raw, pointer))
-            self._remember(prepared, key, handle)
+            if len(self._prepared) >= MEMO_LIMIT:
+                self._prepared.clear()
+                self._ready.clear()
+                self._need.clear()
+            self._prepared[(workspace, key)] = prepared
             return prepared
-
-    def _remember(self, prepared: Prepared, key: bytes, handle: int) -> None:
-        if len(self._memo) >= MEMO_LIMIT or len(self._memo_ws) >= MEMO_LIMIT:
-            self._memo.clear()
-            self._memo_ws.clear()
-            self._ready.clear()
-        if prepared.workspace_bytes:
-            self._memo[key] = prepared  # marks the problem as workspace-bound; the stream entry is used
-            self._memo_ws[(handle, key)] = prepared
-        else:
-            self._memo[key] = prepared
 
     def _check_limits(self, info: AotcLaunch) -> None:
         smem, limit = int(info.smem_bytes), self.device.smem_optin_bytes
@@ -204,15 +241,17 @@ class Kernel:
             self._smem_opted = smem
 
     def _workspace(self, handle: int, nbytes: int) -> int:
-        """Device workspace for launches on `handle`, zeroed on allocation, grown on demand. One per
-        stream, so launches on different streams never share scratch memory."""
+        """The kernel's own workspace for launches on `handle` when the caller passes none: cuMemAlloc,
+        zeroed on allocation, grown on demand, one per stream (launches on different streams never
+        share scratch memory). Not capture-safe: the typed entry points pass the caller's memory."""
         ptr, size = self._workspaces.get(handle, (0, 0))
         if size >= nbytes:
             return ptr
         cu = self._cu
+        make_current(self._ordinal)
         if ptr:
             check(cu, cu.cuMemFree(ptr), "cuMemFree(workspace)")  # synchronizes: no launch still uses it
-            self._memo_ws = {k: v for k, v in self._memo_ws.items() if k[0] != handle}
+            self._prepared = {k: v for k, v in self._prepared.items() if k[0] != ptr}
             self._ready.pop(handle, None)
         new = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B workspace for {self.name})"))
         check(cu, cu.cuMemsetD8Async(new, 0, nbytes, self._stream(handle)), "cuMemsetD8Async(workspace)")
@@ -230,4 +269,3 @@ class Kernel:
         """Wait for all work on the device's primary context (tests and tools)."""
         make_current(self._ordinal)
         check(self._cu, self._cu.cuCtxSynchronize(), "cuCtxSynchronize")
-

@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from aotc.runtime import registry
 from aotc.runtime.device import Device, query_device
 from aotc.runtime.errors import (
     BAD_TENSOR,
@@ -32,9 +33,75 @@ def default_stream(tensor: Any, ordinal: int) -> int:
     """torch's current stream when given torch tensors (what the caller's other work is queued on),
     else the legacy default stream."""
     if type(tensor).__module__.startswith("torch"):
-        torch = sys.modules["torch"]
-        return int(torch.cuda.current_stream(ordinal).cuda_stream)
+        return _torch_stream(ordinal)
     return 0
+
+
+def _torch_stream(ordinal: int) -> int:
+    torch = sys.modules["torch"]
+    raw = getattr(torch._C, "_cuda_getCurrentRawStream", None)  # an int, no Stream object (~0.2 us)
+    return int(raw(ordinal)) if raw is not None else int(torch.cuda.current_stream(ordinal).cuda_stream)
+
+
+# ---- warm path: an unchanged call signature skips checks, choice and argument packing --------------
+FAST_LIMIT = 4096  # signatures kept before the memo starts over
+_fast: dict[tuple, tuple] = {}  # signature -> (registry generation, kernel, launch calls, owners kept alive)
+
+
+def _fast_hit(key: tuple) -> Kernel | None:
+    """Fire the memoized launches of an unchanged signature (torch tensors only: pointers, shapes,
+    strides and dtypes are in the key, so equal keys mean an equal, already checked problem)."""
+    hit = _fast.get(key)
+    if hit is None or hit[0] != registry._generation:
+        return None
+    kernel = hit[1]
+    for call in hit[2]:
+        kernel.fire(call)
+    return kernel
+
+
+def _fast_store(key: tuple | None, kernel: Kernel, calls: tuple, keep: Any = None) -> None:
+    if key is None:
+        return
+    if len(_fast) >= FAST_LIMIT:
+        _fast.clear()
+    _fast[key] = (registry._generation, kernel, calls, keep)
+
+
+def _tensor_key(t: Any) -> tuple:
+    return (t.data_ptr(), t.shape, t.stride(), t.dtype)
+
+
+# ---- workspaces from the caller's allocator (CUDA-graph safe) -------------------------------------
+_workspaces: dict[tuple, tuple[int, int, Any]] = {}  # (ordinal, stream, tag) -> (address, bytes, owner)
+_retired: list[Any] = []  # outgrown workspaces: memoized launches may still point at them
+
+
+def workspace_for(ordinal: int, stream: int, nbytes: int, like: Any, tag: str) -> tuple[int, Any]:
+    """A zeroed device workspace of at least `nbytes` for launches on `stream`, from the caller's
+    allocator (aotc.runtime.scratch), kept and shared by the kernels of one `tag` on that stream
+    (fmha_decode kernels leave it zero again; other kernels get a tag of their own). Grows by
+    doubling; outgrown ones are kept alive, never reused: memoized launches may point at them."""
+    hit = _workspaces.get((ordinal, stream, tag))
+    if hit is not None and hit[1] >= nbytes:
+        return hit[0], hit[2]
+    from aotc.runtime.scratch import allocate
+
+    size = max(nbytes, 2 * hit[1]) if hit is not None else nbytes
+    ptr, owner = allocate(size, ordinal, stream, like, zero=True)
+    if hit is not None:
+        _retired.append(hit[2])
+    _workspaces[(ordinal, stream, tag)] = (ptr, size, owner)
+    return ptr, owner
+
+
+def _caller_workspace(workspace: Any, need: int, ordinal: int) -> int:
+    info = expect(tensor_info(workspace), "workspace", device=ordinal)
+    if info.nbytes < need:
+        raise runtime_error(BAD_TENSOR, f"argument 'workspace' holds {info.nbytes} B; this problem needs {need} B",
+                            f"pass a zero-filled device buffer of at least {need} B, e.g. torch.zeros({need}, "
+                            "dtype=torch.uint8, device=...)", argument="workspace")
+    return info.ptr
 
 
 def device_of(info: TensorInfo, name: str) -> int:
@@ -89,22 +156,37 @@ def fmha_fwd(q: Any, k: Any, v: Any, out: Any, *, cu_seqlens_q: Any = None, cu_s
     Varlen: q/out [total_q, q_heads, head_dim], k/v [total_k, kv_heads, head_dim] with int32
     cu_seqlens_q/k [batch + 1] and max_seqlen_q/k. bf16 or fp16; returns the kernel used."""
     return _fmha("fmha_fwd", q, k, v, out, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
-                 scale, stream, params, 0)
+                 scale, stream, params, 0, None)
 
 
 def fmha_decode(q: Any, k: Any, v: Any, out: Any, *, cu_seqlens_q: Any = None, cu_seqlens_k: Any = None,
                 max_seqlen_q: int | None = None, max_seqlen_k: int | None = None, causal: bool = False,
                 scale: float | None = None, num_splits: int = 0, stream: Any = None,
-                params: dict | None = None) -> Kernel:
+                params: dict | None = None, workspace: Any = None) -> Kernel:
     """Attention decode (few query tokens, split-KV; same layouts as fmha_fwd). num_splits 0 lets
-    the kernel choose from the SM count; a split workspace is allocated and kept by the runtime."""
+    the kernel choose from the SM count. The split workspace is `workspace` (a zero-filled device
+    buffer, left zero by every launch) or, when omitted, taken once per stream from the caller's
+    allocator (torch's caching allocator for torch tensors): capturable in a CUDA graph either way."""
     return _fmha("fmha_decode", q, k, v, out, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
-                 scale, stream, params, num_splits)
+                 scale, stream, params, num_splits, workspace)
 
 
 def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, max_q: int | None,
           max_k: int | None, causal: bool, scale: float | None, stream: Any, params: dict | None,
-          num_splits: int) -> Kernel:
+          num_splits: int, workspace: Any) -> Kernel:
+    key = None
+    if type(q).__module__ == "torch" and (params is None or not any(type(x) is list for x in params.values())):
+        try:
+            handle = _torch_stream(q.get_device()) if stream is None else stream_handle(stream)
+            key = (family, _tensor_key(q), _tensor_key(k), _tensor_key(v), _tensor_key(out),
+                   None if cu_q is None else cu_q.data_ptr(), None if cu_k is None else cu_k.data_ptr(), max_q,
+                   max_k, causal, scale, num_splits, handle, None if workspace is None else workspace.data_ptr(),
+                   None if params is None else tuple(params.items()))
+        except AttributeError:  # an argument that is not a torch tensor: the general path checks it
+            key = None
+        kernel = _fast_hit(key) if key is not None else None
+        if kernel is not None:
+            return kernel
     qi = tensor_info(q)
     ordinal = device_of(qi, "q")
     varlen = cu_q is not None
@@ -150,13 +232,21 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
     args.causal = 1 if causal else 0
     args.num_splits = num_splits
     args.num_sms = device.sm_count
-    kernel.launch(args, default_stream(q, ordinal) if stream is None else stream_handle(stream))
+    handle = default_stream(q, ordinal) if stream is None else stream_handle(stream)
+    need = kernel.workspace_bytes(args)
+    ws, owner = 0, None
+    if need:
+        ws, owner = ((_caller_workspace(workspace, need, ordinal), workspace) if workspace is not None
+                     else workspace_for(ordinal, handle, need, q, "fmha_decode"))
+    call = kernel.prepare_call(args, handle, workspace=ws)
+    kernel.fire(call)
+    _fast_store(key, kernel, (call,), owner)
     return kernel
 
 
 GEMM_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> grouped_gemm_sm80 `dtype` param
 METADATA_LIMIT = 256  # distinct grouped problems whose device metadata arrays are kept
-# problem signature -> (device buffer, bytes, host object kept alive with it, e.g. host problem sizes)
+# problem signature -> (device buffer, bytes, (memory owner, host object kept alive with it))
 _metadata: dict[tuple, tuple[int, int, Any]] = {}
 
 
@@ -198,7 +288,8 @@ def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alph
                      "k": max(s[2] for s in shapes), "groups": len(shapes)}, params)
     args = kernel.args_type()
     args.num_groups = len(shapes)
-    meta = _group_metadata(infos, shapes)
+    handle = default_stream(a[0], ordinal) if stream is None else stream_handle(stream)
+    meta = _group_metadata(infos, shapes, ordinal, handle, a[0])
     g = len(shapes)
     args.problem_sizes = meta
     base = meta + 12 * g + _pad(12 * g)
@@ -207,19 +298,108 @@ def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alph
     args.alpha, args.beta = float(alpha), 0.0
     args.threadblock_count = device.sm_count or 1
     args.threadblock_count = kernel.resident_ctas(args)
-    kernel.launch(args, default_stream(a[0], ordinal) if stream is None else stream_handle(stream))
+    kernel.launch(args, handle)
     return kernel
+
+
+def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: float = 1.0, stream: Any = None,
+                     params: dict | None = None) -> Kernel:
+    """MoE expert GEMMs with the routing on the GPU: out[t] = alpha * a[t] @ b[e].T for every row t of
+    expert e, where rows expert_offsets[e] .. expert_offsets[e+1]-1 of `a` and `out` belong to expert e.
+
+    a [total_tokens, K] (sorted by expert), b [E, N, K] (the experts' nn.Linear weights), out
+    [total_tokens, N], bf16 or fp16, rows 16-byte aligned; expert_offsets: int32 [E+1] on the device,
+    non-decreasing from 0 to total_tokens (read only by the GPU: never synchronized, never checked on
+    the host). A small kernel turns the offsets into the grouped GEMM's per-expert problems on the
+    device, then the GEMM runs: two launches on `stream`, capturable in a CUDA graph."""
+    key = None
+    if type(a).__module__ == "torch" and params is None:
+        try:
+            handle = _torch_stream(a.get_device()) if stream is None else stream_handle(stream)
+            key = ("moe", _tensor_key(a), _tensor_key(b), _tensor_key(out), _tensor_key(expert_offsets), alpha,
+                   handle)
+        except AttributeError:  # not all torch tensors: the general path checks them
+            key = None
+        kernel = _fast_hit(key) if key is not None else None
+        if kernel is not None:
+            return kernel
+    ai = tensor_info(a)
+    ordinal = device_of(ai, "a")
+    expect(ai, "a", dtype=tuple(GEMM_DTYPES), ndim=2, device=ordinal, contiguous=False)
+    tokens, k = ai.shape
+    bi = expect(tensor_info(b), "b", dtype=ai.dtype, shape=(None, None, k), device=ordinal, contiguous=False)
+    experts, n = bi.shape[0], bi.shape[1]
+    oi = expect(tensor_info(out), "out", dtype=ai.dtype, shape=(tokens, n), device=ordinal, contiguous=False)
+    ei = expect(tensor_info(expert_offsets), "expert_offsets", dtype="i32", shape=(experts + 1,), align=4,
+                device=ordinal)
+    if experts < 1:
+        raise runtime_error(BAD_TENSOR, "argument 'b' holds 0 experts", "pass weights of shape [E, N, K], E >= 1",
+                            argument="b")
+    for name, info in (("a", ai), ("out", oi)):
+        _last_dim_contiguous(info, name)
+        if info.strides[0] % 8:
+            raise runtime_error(BAD_TENSOR, f"argument {name!r} row stride {info.strides[0]} elements is not a "
+                                "multiple of 8 (16 bytes)", "pad the rows or pass .contiguous()", argument=name)
+    if bi.strides[2] != 1 or bi.strides[1] % 8 or bi.strides[0] % 8:
+        raise runtime_error(BAD_TENSOR, f"argument 'b' strides {bi.strides} elements: each expert's [N, K] rows "
+                            "must be contiguous in K with 16-byte aligned rows and experts",
+                            "pass .contiguous() weights", argument="b")
+    device = query_device(ordinal)
+    dtype = GEMM_DTYPES[ai.dtype]
+    kernel = choose("grouped_gemm_sm80", device, (dtype, "moe", tokens, n, k, experts), {"dtype": dtype},
+                    {"m": max(1, tokens // experts), "n": n, "k": k, "groups": experts}, params)
+    handle = default_stream(a, ordinal) if stream is None else stream_handle(stream)
+    from aotc.runtime.metadata import MoeParams, moe_block_layout, moe_groups_call
+
+    size, at = moe_block_layout(experts)
+    block, owner = _moe_block(ordinal, handle, size, a, key)
+
+    mp = MoeParams(ei.ptr, ai.ptr, bi.ptr, oi.ptr, block, bi.strides[0] * 2, experts, n, k, 0,
+                   ai.strides[0], bi.strides[1], oi.strides[0], 2)
+    prologue = moe_groups_call(ordinal, handle, mp)
+    args = kernel.args_type()
+    args.num_groups = experts
+    args.problem_sizes = block
+    args.ptr_A, args.ptr_B, args.ptr_D, args.lda, args.ldb, args.ldd = (block + o for o in at[1:])
+    args.alpha, args.beta = float(alpha), 0.0
+    args.threadblock_count = device.sm_count or 1
+    args.threadblock_count = kernel.resident_ctas(args)
+    call = kernel.prepare_call(args, handle)
+    kernel.fire(prologue.call)
+    kernel.fire(call)
+    _fast_store(key, kernel, (prologue.call, call), (prologue, owner))
+    return kernel
+
+
+_moe_blocks: dict[tuple, tuple[int, Any]] = {}  # (ordinal, stream, bytes, signature) -> (address, owner)
+
+
+def _moe_block(ordinal: int, stream: int, size: int, like: Any, signature: tuple | None) -> tuple[int, Any]:
+    """Device memory the offsets kernel writes the per-expert arrays into: one per (stream, call
+    signature), from the caller's allocator, so launches in flight never share one."""
+    key = (ordinal, stream, size, signature)
+    hit = _moe_blocks.get(key) if signature is not None else None
+    if hit is None:
+        from aotc.runtime.scratch import allocate
+
+        if len(_moe_blocks) >= METADATA_LIMIT:
+            _moe_blocks.clear()
+        hit = allocate(size, ordinal, stream, like)
+        if signature is not None:
+            _moe_blocks[key] = hit
+    return hit
 
 
 def _pad(n: int) -> int:
     return (-n) % 16
 
 
-def _group_metadata(infos: list, shapes: tuple) -> int:
-    """Device arrays the grouped kernel reads (problem sizes, pointers, leading dims), uploaded once per
-    distinct problem and kept: identical calls reuse the same address, so the launch memo hits."""
+def _group_metadata(infos: list, shapes: tuple, ordinal: int, stream: int, like: Any) -> int:
+    """Device arrays the grouped kernel reads (problem sizes, pointers, leading dims), written on the
+    device once per distinct problem and kept: identical calls reuse the same address, so the launch
+    memo hits."""
     key = tuple((ai.ptr, bi.ptr, oi.ptr, ai.strides[0], bi.strides[0], oi.strides[0]) for ai, bi, oi in infos) + shapes
-    hit = _metadata.get(key)
+    hit = _metadata.get((ordinal, stream, key))
     if hit is not None:
         return hit[0]
     import array
@@ -230,22 +410,23 @@ def _group_metadata(infos: list, shapes: tuple) -> int:
             [ai.strides[0] for ai, _, _ in infos], [bi.strides[0] for _, bi, _ in infos],
             [oi.strides[0] for _, _, oi in infos]]
     blob = sizes + b"".join(array.array("q", col).tobytes() for col in cols)
-    return upload_metadata(key, blob)
+    return device_block((ordinal, stream, key), blob, ordinal, stream, like)
 
 
-def upload_metadata(key: tuple, blob: bytes, keep: Any = None) -> int:
-    """Device copy of `blob`, kept under `key` (with `keep`, host memory the launch args point to)
-    until METADATA_LIMIT distinct problems are held; then all are freed and the cache restarts."""
-    from aotc.runtime.device import check, driver
+def device_block(key: tuple, blob: bytes, ordinal: int, stream: int, like: Any, keep: Any = None) -> int:
+    """Device copy of `blob`, written by the aotc_fill kernel on `stream` into memory from the caller's
+    allocator (no host copy, no allocation by aotc, so it is capturable in a CUDA graph), kept under
+    `key` (with `keep`, host memory the launch args point to) until METADATA_LIMIT distinct problems
+    are held; then the cache starts over (the memory goes back to its allocator)."""
+    from aotc.runtime.metadata import fill
+    from aotc.runtime.scratch import allocate
 
-    cu = driver()
     if len(_metadata) >= METADATA_LIMIT:
-        for ptr, _, _ in _metadata.values():
-            check(cu, cu.cuMemFree(ptr), "cuMemFree(grouped metadata)")  # synchronizes first
         _metadata.clear()
-    ptr = int(check(cu, cu.cuMemAlloc(len(blob)), "cuMemAlloc(grouped metadata)"))
-    check(cu, cu.cuMemcpyHtoD(ptr, blob, len(blob)), "cuMemcpyHtoD(grouped metadata)")
-    _metadata[key] = (ptr, len(blob), keep)
+    blob += bytes(_pad(len(blob)))
+    ptr, owner = allocate(len(blob), ordinal, stream, like)
+    fill(ordinal, stream, ptr, blob)
+    _metadata[key] = (ptr, len(blob), (owner, keep))
     return ptr
 
 
@@ -336,8 +517,16 @@ def gemm_nvfp4(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, *, m: int, n: int, 
     args.m, args.n, args.k, args.batch = m, n, k, 1
     args.alpha = float(alpha)
     args.sm_count = device.sm_count
-    kernel.launch(args, default_stream(a, ordinal) if stream is None else stream_handle(stream))
+    _launch_with_workspace(kernel, args, ordinal, default_stream(a, ordinal) if stream is None
+                           else stream_handle(stream), a)
     return kernel
+
+
+def _launch_with_workspace(kernel: Kernel, args: Any, ordinal: int, handle: int, like: Any) -> None:
+    """Launch, with the device workspace the kernel asks for (if any) from the caller's allocator."""
+    need = kernel.workspace_bytes(args)
+    ws = workspace_for(ordinal, handle, need, like, kernel.spec_key)[0] if need else 0
+    kernel.launch(args, handle, workspace=ws)
 
 
 def grouped_gemm_nvfp4(a: Sequence[Any], b: Sequence[Any], sfa: Sequence[Any], sfb: Sequence[Any],
@@ -363,9 +552,10 @@ def grouped_gemm_nvfp4(a: Sequence[Any], b: Sequence[Any], sfa: Sequence[Any], s
                            "k": max(s[2] for s in shapes), "groups": g}, params)
     args = kernel.args_type()
     args.num_groups, args.sm_count = g, device.sm_count
-    _fill_nvfp4_group_arrays(args, kernel, infos, shapes)
+    handle = default_stream(a[0], ordinal) if stream is None else stream_handle(stream)
+    _fill_nvfp4_group_arrays(args, kernel, infos, shapes, ordinal, handle, a[0])
     args.alpha_array, args.alpha, args.reserved = 0, float(alpha), 0
-    kernel.launch(args, default_stream(a[0], ordinal) if stream is None else stream_handle(stream))
+    _launch_with_workspace(kernel, args, ordinal, handle, a[0])
     return kernel
 
 
@@ -402,15 +592,17 @@ def group_metadata(helper: Any, shapes: Sequence[tuple[int, int, int]]) -> tuple
     return bytes(out), tuple(offsets)
 
 
-def _fill_nvfp4_group_arrays(args: Any, kernel: Kernel, infos: list, shapes: tuple) -> None:
+def _fill_nvfp4_group_arrays(args: Any, kernel: Kernel, infos: list, shapes: tuple, ordinal: int, stream: int,
+                             like: Any) -> None:
     """Point the args at one device block: problem sizes, the 5 pointer arrays (A, B, SFA, SFB, D),
-    then the helper's strides/SF layouts. Uploaded once per distinct problem and kept with its host
-    problem sizes (CUTLASS reads those on the host): the same addresses let the launch memo hit."""
-    key = (kernel.spec_key, tuple(tuple(i.ptr for i in info) for info in infos), shapes)
+    then the helper's strides/SF layouts. Written on the device once per distinct problem and kept
+    with its host problem sizes (CUTLASS reads those on the host): the same addresses let the launch
+    memo hit."""
+    key = (kernel.spec_key, ordinal, stream, tuple(tuple(i.ptr for i in info) for info in infos), shapes)
     hit = _metadata.get(key)
     if hit is None:
-        hit = _upload_nvfp4_group(key, kernel, infos, shapes)
-    fields = hit[2][1]  # hit[2][0]: the host problem sizes, kept alive with the device block
+        hit = _upload_nvfp4_group(key, kernel, infos, shapes, ordinal, stream, like)
+    fields = hit[2][1][1]  # hit[2][1][0]: the host problem sizes, kept alive with the device block
     (args.problem_sizes, args.host_problem_sizes, args.ptr_A, args.ptr_B, args.ptr_SFA, args.ptr_SFB, args.ptr_D,
      args.stride_A, args.stride_B, args.stride_D, args.layout_SFA, args.layout_SFB) = fields
 
@@ -430,13 +622,15 @@ def nvfp4_group_block(infos: list, shapes: tuple, meta: bytes, offsets: Sequence
     return blob + meta, at
 
 
-def _upload_nvfp4_group(key: tuple, kernel: Kernel, infos: list, shapes: tuple) -> tuple:
+def _upload_nvfp4_group(key: tuple, kernel: Kernel, infos: list, shapes: tuple, ordinal: int, stream: int,
+                        like: Any) -> tuple:
     import ctypes
 
     meta, offsets = group_metadata(kernel._helper, shapes)
     blob, at = nvfp4_group_block(infos, shapes, meta, offsets)
     host_sizes = (ctypes.c_int32 * (3 * len(shapes)))(*[v for s in shapes for v in s])
-    ptr = upload_metadata(key, blob)
+    ptr = device_block(key, blob, ordinal, stream, like)
     fields = (ptr + at[0], ctypes.addressof(host_sizes), *(ptr + o for o in at[1:]))
-    _metadata[key] = (ptr, len(blob), (host_sizes, fields))
+    owner = _metadata[key][2][0]
+    _metadata[key] = (ptr, len(blob), (owner, (host_sizes, fields)))
     return _metadata[key]
