@@ -185,3 +185,19 @@ def test_redis_down_is_reported_once_and_the_local_cache_carries_on(tmp_path: Pa
     assert cache.get_manifest("f" * 64) is None
     err = capsys.readouterr().err
     assert err.count("AOTC-REMOTE-003") == 1 and url in err
+
+
+def test_second_folders_build_of_a_real_kernel_is_all_hits(tmp_path: Path, r) -> None:
+    from aotc.arch import get_arch
+    from aotc.build.pipeline import BUILT, HIT, build
+    from aotc.build.spec import load_specs
+
+    a, b = two_caches(tmp_path, _url(r))
+    chosen = [s for s in load_specs().specs if s.name == "moe_bf16_64x128"]  # ~15 s of nvcc
+    first = build(chosen, [get_arch("sm80")], a, progress=False)
+    assert [x.status for x in first.results] == [BUILT]
+    second = build(chosen, [get_arch("sm80")], b, progress=False)
+    assert [x.status for x in second.results] == [HIT] and second.results[0].compile_seconds == 0
+    assert second.results[0].key == first.results[0].key
+    m = b.get_manifest(second.results[0].key)
+    assert b.read_blob(m["blobs"]["cubin"]["sha256"]) == a.read_blob(m["blobs"]["cubin"]["sha256"])
