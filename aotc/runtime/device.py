@@ -6,8 +6,10 @@ also be built from a capability alone, so lookup and target checks run without a
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from aotc.arch import ARCHES, target_preference
@@ -142,12 +144,26 @@ def primary_context(ordinal: int) -> int:
     return _context_handles[ordinal]
 
 
-def make_current(ordinal: int) -> None:
-    """Make the device's primary context current on this thread (load and prepare paths)."""
+@contextlib.contextmanager
+def in_primary(ordinal: int) -> Iterator[None]:
+    """Run the body in the device's primary context, leaving the caller's current context as it was:
+    nothing to do when it is current already, adopted when the thread has none, else pushed for the
+    body and popped after (load and prepare paths; the launch path does the same in Kernel.fire)."""
     handle = primary_context(ordinal)
-    if native().current_context() != handle:
-        cu = driver()
+    current = native().current_context()
+    if current == handle:
+        yield
+        return
+    cu = driver()
+    if not current:
         check(cu, cu.cuCtxSetCurrent(_contexts[ordinal]), "cuCtxSetCurrent")
+        yield
+        return
+    check(cu, cu.cuCtxPushCurrent(_contexts[ordinal]), "cuCtxPushCurrent")
+    try:
+        yield
+    finally:
+        check(cu, cu.cuCtxPopCurrent(), "cuCtxPopCurrent")
 
 
 class Native:

@@ -11,7 +11,7 @@ import ctypes
 import threading
 from typing import Any
 
-from aotc.runtime.device import Device, _contexts, check, driver, make_current, native, primary_context
+from aotc.runtime.device import Device, _contexts, check, driver, in_primary, native, primary_context
 from aotc.runtime.errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
 from aotc.runtime.loader import AotcLaunch, Helper
 
@@ -180,7 +180,7 @@ class Kernel:
         threads, smem = info.block[0] * info.block[1] * info.block[2], int(info.smem_bytes)
         per_sm = self._occupancy.get((threads, smem))
         if per_sm is None:
-            with self._lock:
+            with self._lock, in_primary(self._ordinal):
                 self._check_limits(info)  # opts into > 48 KiB first, or occupancy reads 0
                 per_sm = int(check(self._cu, self._cu.cuOccupancyMaxActiveBlocksPerMultiprocessor(
                     self._function, threads, smem), f"cuOccupancyMaxActiveBlocksPerMultiprocessor({self.name})"))
@@ -203,8 +203,7 @@ class Kernel:
                              "pick another kernel")
 
     def _prepare(self, args: ctypes.Structure, key: bytes, workspace: int) -> Prepared:
-        with self._lock:
-            make_current(self._ordinal)
+        with self._lock, in_primary(self._ordinal):
             info = self.query(args)
             self._check_limits(info)
             cap = max(int(info.params_bytes), 1)
@@ -248,13 +247,13 @@ class Kernel:
         if size >= nbytes:
             return ptr
         cu = self._cu
-        make_current(self._ordinal)
-        if ptr:
-            check(cu, cu.cuMemFree(ptr), "cuMemFree(workspace)")  # synchronizes: no launch still uses it
-            self._prepared = {k: v for k, v in self._prepared.items() if k[0] != ptr}
-            self._ready.pop(handle, None)
-        new = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B workspace for {self.name})"))
-        check(cu, cu.cuMemsetD8Async(new, 0, nbytes, self._stream(handle)), "cuMemsetD8Async(workspace)")
+        with in_primary(self._ordinal):
+            if ptr:
+                check(cu, cu.cuMemFree(ptr), "cuMemFree(workspace)")  # synchronizes: no launch still uses it
+                self._prepared = {k: v for k, v in self._prepared.items() if k[0] != ptr}
+                self._ready.pop(handle, None)
+            new = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B workspace for {self.name})"))
+            check(cu, cu.cuMemsetD8Async(new, 0, nbytes, self._stream(handle)), "cuMemsetD8Async(workspace)")
         self._workspaces[handle] = (new, nbytes)
         return new
 
@@ -267,5 +266,5 @@ class Kernel:
 
     def synchronize(self) -> None:
         """Wait for all work on the device's primary context (tests and tools)."""
-        make_current(self._ordinal)
-        check(self._cu, self._cu.cuCtxSynchronize(), "cuCtxSynchronize")
+        with in_primary(self._ordinal):
+            check(self._cu, self._cu.cuCtxSynchronize(), "cuCtxSynchronize")

@@ -16,7 +16,7 @@ from typing import Any
 from aotc import ABI_VERSION
 from aotc.arch import ARCHES, Arch
 from aotc.diagnostics import AotcError
-from aotc.runtime.device import Device, check, driver, error_name, make_current
+from aotc.runtime.device import Device, check, driver, error_name, in_primary
 from aotc.runtime.errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
 from aotc.runtime.lookup import Found, buildable_target, stored_targets
 
@@ -82,11 +82,11 @@ def check_cubin_target(cubin: bytes, device: Device, found: Found) -> None:
 def load_cubin(cubin: bytes, device: Device, what: str) -> tuple[Any, Any]:
     """(library, function) of `aotc_kernel` in the device's primary context."""
     cu = driver()
-    make_current(device.ordinal)
-    library = check(cu, cu.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), f"cuLibraryLoadData({what})")
-    kernel = check(cu, cu.cuLibraryGetKernel(library, ENTRY.encode()), f"cuLibraryGetKernel({what}, {ENTRY})")
-    # Forces the module into this context now, so a wrong binary fails here and not at first launch.
-    err, function = cu.cuKernelGetFunction(kernel)
+    with in_primary(device.ordinal):
+        library = check(cu, cu.cuLibraryLoadData(cubin, None, None, 0, None, None, 0), f"cuLibraryLoadData({what})")
+        kernel = check(cu, cu.cuLibraryGetKernel(library, ENTRY.encode()), f"cuLibraryGetKernel({what}, {ENTRY})")
+        # Forces the module into this context now, so a wrong binary fails here and not at first launch.
+        err, function = cu.cuKernelGetFunction(kernel)
     if int(err) == CUDA_ERROR_NO_BINARY_FOR_GPU:
         raise runtime_error(TARGET_MISMATCH, f"the driver has no binary of {what} for {device.label} "
                             f"({error_name(cu, err)})", "build the kernel for this device's target")

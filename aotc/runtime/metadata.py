@@ -11,7 +11,7 @@ import ctypes
 import threading
 from typing import Any
 
-from aotc.runtime.device import check, driver, make_current, native
+from aotc.runtime.device import check, driver, in_primary, native
 
 FILL_CHUNK = 4064  # bytes per aotc_fill launch (PTX 7.0 caps kernel parameters at 4 KiB)
 FILL_THREADS = 256
@@ -228,8 +228,9 @@ def functions(ordinal: int) -> tuple[int, int]:
             hit = _modules.get(ordinal)
             if hit is None:
                 cu = driver()
-                make_current(ordinal)
-                module = check(cu, cu.cuModuleLoadData(PTX.encode() + b"\0"), "cuModuleLoadData(aotc metadata PTX)")
+                with in_primary(ordinal):
+                    module = check(cu, cu.cuModuleLoadData(PTX.encode() + b"\0"),
+                                   "cuModuleLoadData(aotc metadata PTX)")
                 fill = check(cu, cu.cuModuleGetFunction(module, b"aotc_fill"), "cuModuleGetFunction(aotc_fill)")
                 moe = check(cu, cu.cuModuleGetFunction(module, b"aotc_moe_groups"),
                             "cuModuleGetFunction(aotc_moe_groups)")
@@ -263,7 +264,8 @@ def fill(ordinal: int, stream: int, dst: int, blob: bytes) -> None:
         part = blob[at:at + FILL_CHUNK]
         params = FillParams(dst + at, len(part))
         ctypes.memmove(params.data, part, len(part))
-        err = launch(*ParamCall(fill_fn, params, 1, FILL_THREADS, stream).call)
+        pc = ParamCall(fill_fn, params, 1, FILL_THREADS, stream)  # held: the launch reads its buffers
+        err = launch(*pc.call)
         if err:
             check(cu, (cu.CUresult(err),), "cuLaunchKernel(aotc_fill)")
 

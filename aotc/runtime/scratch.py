@@ -40,10 +40,11 @@ def allocate(nbytes: int, ordinal: int, stream: int, like: Any, *, zero: bool = 
         block = DriverBlock(nbytes, ordinal)
         ptr, owner = block.ptr, block
     if zero:
-        from aotc.runtime.device import check, driver
+        from aotc.runtime.device import check, driver, in_primary
 
         cu = driver()
-        check(cu, cu.cuMemsetD8Async(ptr, 0, nbytes, cu.CUstream(stream)), "cuMemsetD8Async(scratch)")
+        with in_primary(ordinal):
+            check(cu, cu.cuMemsetD8Async(ptr, 0, nbytes, cu.CUstream(stream)), "cuMemsetD8Async(scratch)")
     return int(ptr), owner
 
 
@@ -65,12 +66,12 @@ class DriverBlock:
     __slots__ = ("nbytes", "ptr")
 
     def __init__(self, nbytes: int, ordinal: int):
-        from aotc.runtime.device import check, driver, make_current
+        from aotc.runtime.device import check, driver, in_primary
 
         cu = driver()
-        make_current(ordinal)
         self.nbytes = nbytes
-        self.ptr = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B of scratch)"))
+        with in_primary(ordinal):
+            self.ptr = int(check(cu, cu.cuMemAlloc(nbytes), f"cuMemAlloc({nbytes} B of scratch)"))
 
     def __del__(self) -> None:
         # At interpreter shutdown or with a dead context there is nothing left to free into.
