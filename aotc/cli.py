@@ -130,8 +130,9 @@ def cmd_build(args) -> int:
     specs, load_diags = _load(args)
     _print_diags(load_diags)
     if not specs:
-        print("no kernel specs matched; see `aotc check` and --filter", file=sys.stderr)
-        return 1
+        raise AotcError(Diagnostic("AOTC-CLI-009", f"no kernel specs matched --filter {' '.join(args.filter or [])}",
+                                   fix="see the names with `aotc check`; a filter is a substring, a family name "
+                                   "or a shell wildcard"))
     cache = _cache(args)
     summary = build(specs, archs, cache, jobs=args.jobs, force=args.force, progress=not args.quiet)
     failed = [r for r in summary.results if r.status == FAILED]
@@ -543,6 +544,11 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`aotc ls --json | head`): stop quietly, as a tool killed by SIGPIPE would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
+    except OSError as e:  # after BrokenPipeError, its subclass; a path the user gave that cannot be read or written: say which, no traceback
+        where = f" {e.filename}" if e.filename else ""
+        _print_diags([Diagnostic("AOTC-CLI-008", f"cannot read or write{where}: {e.strerror or e}",
+                                 fix="check that the path exists and is writable (--out, --cache-dir, spec paths)")])
+        return 1
 
 
 if __name__ == "__main__":

@@ -92,6 +92,11 @@ def test_usage_errors_go_to_stderr_with_exit_2(tmp_path):
         out = aotc("wheel", "--check", str(path), "--arch", "sm120a")
         assert out.returncode == 2, out.stderr
         assert "AOTC-CLI-007" in out.stderr and "Traceback" not in out.stderr
+    unwritable = aotc("report", "--out", "/proc/aotc-report", "--cache-dir", str(tmp_path / "c"))
+    assert unwritable.returncode == 1 and "AOTC-CLI-008" in unwritable.stderr and "/proc/aotc-report" in \
+        unwritable.stderr and "Traceback" not in unwritable.stderr
+    nothing = aotc("build", "--filter", "no_such_kernel_zzz", "--cache-dir", str(tmp_path / "c"))
+    assert nothing.returncode == 2 and "AOTC-CLI-009" in nothing.stderr
     not_aotc = tmp_path / "other.whl"
     with zipfile.ZipFile(not_aotc, "w") as zf:
         zf.writestr("x/__init__.py", "")
