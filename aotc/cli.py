@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         # the reader went away (`aotc ls --json | head`): stop quietly, as a tool killed by SIGPIPE would
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 141
-    except OSError as e:  # after BrokenPipeError, its subclass; a path the user gave that cannot be read or written: say which, no traceback
+    except OSError as e:  # a path that cannot be read or written (after BrokenPipeError, its subclass)
         where = f" {e.filename}" if e.filename else ""
         _print_diags([Diagnostic("AOTC-CLI-008", f"cannot read or write{where}: {e.strerror or e}",
                                  fix="check that the path exists and is writable (--out, --cache-dir, spec paths)")])
