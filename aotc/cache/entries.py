@@ -12,7 +12,14 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from aotc.cache.store import LAYOUT_VERSION, BlobStore, atomic_write, check_digest, open_blob_store
+from aotc.cache.store import (
+    LAYOUT_VERSION,
+    BlobStore,
+    CacheWriteError,
+    atomic_write,
+    check_digest,
+    open_blob_store,
+)
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.resources import checkout_root
 
@@ -121,11 +128,11 @@ class Cache:
         """Per-key writer lock; only saves duplicate work (every write is an atomic replace)."""
         from filelock import FileLock, Timeout  # writers only: keeps the serving import light
 
-        self.lock_dir.mkdir(parents=True, exist_ok=True)
         path = self.lock_dir / f"{name}.lock"
+        lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S)
         try:
-            with FileLock(str(path), timeout=LOCK_TIMEOUT_S):
-                yield
+            self.lock_dir.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
         except Timeout:
             raise AotcError(
                 Diagnostic(
@@ -134,6 +141,14 @@ class Cache:
                     fix="wait for the other `aotc build` to finish; if none runs, delete the lock file",
                 )
             ) from None
+        except OSError as e:  # a read-only or full cache: say so, with the fix
+            if CacheWriteError.covers(e):
+                raise CacheWriteError(path, e) from None
+            raise
+        try:
+            yield
+        finally:
+            lock.release()
 
     def write_json(self, path: Path, value: dict) -> None:
         data = _json_bytes(value)
@@ -205,6 +220,11 @@ class Cache:
     def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:
         check_digest(action_key)
         ref = {**(info or {}), "schema": SCHEMA, "spec_key": spec_key, "key": action_key}
+        try:
+            if self.get_ref(spec_key) == ref:
+                return  # a cache hit writes nothing (and so works on a read-only cache)
+        except CacheFormatError:
+            pass  # unreadable: replace it
         with self.lock(f"ref-{spec_key}"):  # verify/gc re-check a ref under this lock before removing it
             self.write_json(self.ref_path(spec_key), ref)
 

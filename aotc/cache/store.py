@@ -5,9 +5,12 @@ verified on read). Imported by serving processes: no Jinja2, no nvcc, no subproc
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import importlib
 import os
+import stat as stat_module
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -160,6 +163,37 @@ def tmp_is_stale(name: str, mtime: float, now: float, max_age: float) -> bool:
     return False
 
 
+# errno -> (what it means for the cache, the fix): a write the medium refuses is the user's to fix,
+# not "a bug in aotc"; atomic_write leaves nothing partial either way.
+_WRITE_REFUSALS = {
+    errno.ENOSPC: ("AOTC-CACHE-006", "the cache is full (no space left on its filesystem)",
+                   "free space there (`aotc gc --max-age-days N`) or use a roomier AOTC_CACHE_DIR"),
+    errno.EDQUOT: ("AOTC-CACHE-006", "the cache is full (disk quota exceeded)",
+                   "free space in your quota (`aotc gc --max-age-days N`) or point AOTC_CACHE_DIR elsewhere"),
+    errno.EROFS: ("AOTC-CACHE-007", "the cache is on a read-only filesystem",
+                  "use a writable cache (--cache-dir or AOTC_CACHE_DIR); reading a read-only cache needs no writes"),
+    errno.EACCES: ("AOTC-CACHE-007", "the cache cannot be written (permission denied)",
+                   "fix the permissions of the cache folder or use another one (--cache-dir or AOTC_CACHE_DIR)"),
+    errno.EPERM: ("AOTC-CACHE-007", "the cache cannot be written (operation not permitted)",
+                  "fix the permissions of the cache folder or use another one (--cache-dir or AOTC_CACHE_DIR)"),
+}
+
+
+class CacheWriteError(AotcError):
+    """A cache write the filesystem refused (full, read-only, no permission): nothing was written."""
+
+    def __init__(self, path: Path, error: OSError):
+        code, what, fix = _WRITE_REFUSALS[error.errno]
+        super().__init__(Diagnostic(code=code, message=f"cannot write {path}: {what}; nothing partial was kept",
+                                    fix=fix, details={"file": str(path), "errno": error.errno}))
+        self.errno = error.errno
+
+    @staticmethod
+    def covers(error: OSError) -> bool:
+        """Whether this OSError is the filesystem refusing a write (and not a bug)."""
+        return error.errno in _WRITE_REFUSALS
+
+
 def fsync_dir(path: Path) -> None:
     """Make a rename durable (the directory entry), where the platform allows it."""
     try:
@@ -177,30 +211,38 @@ def fsync_dir(path: Path) -> None:
 def atomic_write(path: Path, chunks: Iterator[bytes] | list[bytes], tmp_dir: Path) -> None:
     """Write to a temp file in the same filesystem, fsync, then os.replace: readers see the old
     file, the whole new file, or nothing; a killed writer leaves only a temp file in tmp_dir."""
-    tmp_dir.mkdir(parents=True, exist_ok=True)
     tmp = tmp_dir / tmp_name(".tmp")
     try:
+        tmp_dir.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
             f.writelines(chunks)
             f.flush()
             os.fsync(f.fileno())
         path.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in _WRITE_REFUSALS:
+            raise CacheWriteError(path, e) from None
         raise
     fsync_dir(path.parent)
 
 
 def quarantine_file(path: Path, quarantine_dir: Path) -> str | None:
     """Move a bad file into quarantine_dir (kept for inspection, named <stem>.<time_ns><suffix>);
-    returns where it went, or None if it was already gone (another reader moved it first)."""
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    returns where it went, or None if it was already gone (another reader moved it first) or the
+    cache cannot be written (a read-only mount: the file stays, and is refused on every read)."""
     dst = quarantine_dir / f"{path.stem}.{time.time_ns()}{path.suffix}"
     try:
+        quarantine_dir.mkdir(parents=True, exist_ok=True)
         os.replace(path, dst)
     except FileNotFoundError:
         return None
+    except OSError as e:
+        if e.errno in _WRITE_REFUSALS:
+            return None
+        raise
     return str(dst)
 
 
@@ -227,27 +269,38 @@ class LocalBlobStore(BlobStore):
     """`<root>/v1/blobs/<ab>/<sha256>.zst`; temp files in `<root>/v1/tmp/`, bad blobs moved to
     `<root>/v1/quarantine/`."""
 
-    def __init__(self, root: str | os.PathLike[str], level: int | None = None):
+    def __init__(self, root: str | os.PathLike[str], level: int | None = None, read_only: bool = False):
         base = Path(root) / LAYOUT_VERSION
         self.blob_dir = base / "blobs"
         self.tmp_dir = base / "tmp"
         self.quarantine_dir = base / "quarantine"
         self.level = level  # None: choose by size
+        self.read_only = read_only  # e.g. an installed kernel wheel: a bad blob is refused, never moved
 
     def path(self, digest: str) -> Path:
         check_digest(digest)
         return self.blob_dir / digest[:2] / f"{digest}.zst"
 
     def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
+        try:
+            return stat_module.S_ISREG(os.lstat(self.path(digest)).st_mode)
+        except FileNotFoundError:
+            return False
 
     def get(self, digest: str) -> bytes:
         path = self.path(digest)
-        try:
-            with open(path, "rb") as f:
-                stored = f.read()
+        try:  # never through a symlink, never a device or fifo: a blob is a regular file in the store
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
         except FileNotFoundError:
             raise KeyError(digest) from None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            self._corrupt(digest, path, "a symbolic link (not followed)")
+        with os.fdopen(fd, "rb") as f:
+            if not stat_module.S_ISREG(os.fstat(f.fileno()).st_mode):
+                self._corrupt(digest, path, "not a regular file")
+            stored = f.read()
         zstandard = _zstd()
         try:
             data = zstandard.ZstdDecompressor().decompress(stored)
@@ -259,7 +312,7 @@ class LocalBlobStore(BlobStore):
         return data
 
     def _corrupt(self, digest: str, path: Path, actual: str) -> None:
-        moved = self.quarantine(digest)
+        moved = None if self.read_only else self.quarantine(digest)
         raise CorruptBlobError(digest, str(path), actual, moved)
 
     def put(self, data: bytes) -> str:

@@ -64,10 +64,13 @@ class WheelSource:
     def caches(self) -> list[CacheSource]:
         if self._caches is None:
             from aotc.cache import Cache
+            from aotc.cache.store import LocalBlobStore
             from aotc.runtime.installed_wheels import discover
 
             installed, _refused = discover()
-            self._caches = [CacheSource(Cache(w.root)) for w in installed]
+            # read-only: a bad blob in site-packages is refused, never moved (it would outlive uninstall)
+            self._caches = [CacheSource(Cache(w.root, store=LocalBlobStore(w.root, read_only=True)))
+                            for w in installed]
             for src, w in zip(self._caches, installed, strict=True):
                 src.name = f"kernel wheel {w.distribution}"
         return self._caches
