@@ -9,6 +9,7 @@ with aotc's build of the spec (tests/test_sass_equal_cutlass.py, tools/sass_equa
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from aotc.build.toolchain import _cutlass_source
@@ -27,8 +28,12 @@ INSTANTIATE = """
 void const* const aotc_reference_kernel = reinterpret_cast<void const*>(&cutlass::device_kernel<GemmKernel>);
 static_assert(sizeof(typename GemmKernel::SharedStorage) == SMEM_BYTES,
               "the example's SharedStorage differs from aotc's SMEM model of this spec");
+// aotc's entry point, as its template writes it, over the example's kernel type.
+ENTRY
 #endif
 """
+# aotc's entry point in the rendered kernel TU (templates/gemm/blockscaled_sm120.cu.j2).
+_ENTRY = re.compile(r'extern "C" __global__ void\s.*?\naotc_kernel\(.*?\n}\n', re.DOTALL)
 
 
 def example_path(family: str) -> Path:
@@ -58,10 +63,20 @@ def _cut_after_kernel(text: str) -> str:
     return text[:m.end()]
 
 
-def reference_source(family: str, params: dict, schedules: tuple[str, str], smem_bytes: int) -> str:
+def aotc_entry(rendered: str) -> str:
+    """aotc's `extern "C" aotc_kernel` wrapper out of a rendered TU, over an unqualified GemmKernel."""
+    m = _ENTRY.search(rendered)
+    if m is None:
+        raise AotcError(Diagnostic("AOTC-REF-001", "the rendered aotc source has no extern \"C\" aotc_kernel entry",
+                                   fix="update aotc.build.cutlass_reference to the template's entry point"))
+    return m.group(0).replace("aotc::GemmKernel", "GemmKernel")
+
+
+def reference_source(family: str, params: dict, schedules: tuple[str, str], smem_bytes: int, entry: str) -> str:
     """The example re-targeted to `params` (a catalog spec's expanded params); `schedules` =
     (kernel schedule, epilogue schedule) as aotc renders them (family.render_context); the source
-    only compiles if the kernel's SharedStorage is `smem_bytes` (aotc's SMEM model of the spec)."""
+    only compiles if the kernel's SharedStorage is `smem_bytes` (aotc's SMEM model of the spec).
+    `entry` (aotc_entry) is added so the example's kernel type also exists under aotc's entry point."""
     kernel_schedule, epilogue_schedule = schedules
     m, n, k = params["tile"]
     f8 = uses_f8f6f4(params)
@@ -90,7 +105,7 @@ def reference_source(family: str, params: dict, schedules: tuple[str, str], smem
         text = _sub(text, r"cutlass::gemm::collective::StageCountAutoCarveout<\s*static_cast<int>\(sizeof\("
                     r"typename CollectiveEpilogue::SharedStorage\)\)>",
                     f"cutlass::gemm::collective::StageCount<{params['stages']}>", "StageCountAutoCarveout")
-    return text + INSTANTIATE.replace("SMEM_BYTES", str(int(smem_bytes)))
+    return text + INSTANTIATE.replace("SMEM_BYTES", str(int(smem_bytes))).replace("ENTRY", entry.rstrip())
 
 
 def reference_kernel_symbol(names: list[str]) -> str:
@@ -103,33 +118,52 @@ def reference_kernel_symbol(names: list[str]) -> str:
     return found[0]
 
 
-def compare_with_example(spec, arch, tc, workdir: Path | None = None) -> dict:
+def compare_with_example(spec, arch, tc, workdir: Path | None = None, keep: Path | None = None) -> dict:
     """Build `spec` (a catalog KernelSpec of a block-scaled family) the way aotc does and the
-    re-targeted example with the same flags; compare aotc_kernel with cutlass::device_kernel."""
+    re-targeted example with the same flags; compare aotc's aotc_kernel with the example's kernel
+    type under the same entry point ("comparison") and with cutlass::device_kernel ("entry_point_effect").
+    `keep`: a folder to write both sources and cubins to (aotc.cu/.cubin, cutlass.cu/.cubin)."""
     from aotc.build.compile import compile_source
     from aotc.build.render import render
     from aotc.build.sass_compare import compare_kernel, disassemble
-    from aotc.build.toolchain import cutlass_include_dirs
+    from aotc.build.toolchain import cutlass_include_dirs, max_parallel_jobs
     from aotc.families import get_family
     from aotc.resources import templates_dir
 
     family = get_family(spec.family)
     ctx = family.render_context(spec.params, arch)
     smem = family.smem(spec.params, arch).total
+    rendered = render(spec, arch).text
     reference = reference_source(spec.family, spec.params, (ctx["kernel_schedule"], ctx["epilogue_schedule"]),
-                                 smem)
+                                 smem, aotc_entry(rendered))
     cutlass = cutlass_include_dirs()
     record: dict = {"spec": spec.name, "family": spec.family, "arch": arch.name, "params": spec.params,
                     "example": EXAMPLES[spec.family], "smem_dynamic_both": smem}
+    sides = {"aotc": (rendered, [str(templates_dir()), *cutlass]),
+             "cutlass": (reference, [*cutlass, *include_dirs()])}
+
+    def build(side: str):
+        text, dirs = sides[side]
+        return compile_source(text, arch, tc, include_dirs=dirs, workdir=workdir, with_helper=False)
+
+    # The two translation units are independent: side by side where cores and memory allow.
+    with ThreadPoolExecutor(max_workers=max_parallel_jobs(2)) as pool:
+        results = dict(zip(sides, pool.map(build, sides)))
     built = {}
-    for side, text, dirs in (("aotc", render(spec, arch).text, [str(templates_dir()), *cutlass]),
-                             ("cutlass", reference, [*cutlass, *include_dirs()])):
-        result = compile_source(text, arch, tc, include_dirs=dirs, workdir=workdir, with_helper=False)
+    for side, result in results.items():
         record[f"{side}_compile_seconds"] = result.seconds.get("device")
         if not result.ok:
             record["error"] = f"{side}: {result.error}"
             return record
         built[side] = result.cubin
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
+            (keep / f"{side}.cu").write_text(sides[side][0])
+            (keep / f"{side}.cubin").write_bytes(result.cubin)
     ref_name = reference_kernel_symbol(list(disassemble(built["cutlass"], tc)))
-    record["comparison"] = compare_kernel(built["cutlass"], ref_name, built["aotc"], "aotc_kernel", tc).to_json()
+    # The claim: aotc's shipped kernel is the example's kernel type under aotc's entry point.
+    record["comparison"] = compare_kernel(built["cutlass"], "aotc_kernel", built["aotc"], "aotc_kernel", tc).to_json()
+    # What the entry point itself changes: the example's own device_kernel vs aotc's kernel.
+    record["entry_point_effect"] = compare_kernel(built["cutlass"], ref_name, built["aotc"], "aotc_kernel",
+                                                  tc).to_json()
     return record
