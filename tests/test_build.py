@@ -7,11 +7,15 @@ from pathlib import Path
 import pytest
 
 import aotc.build.pipeline
+import aotc.build.tu_task
 from aotc.arch import ARCHES, parse_arch_list
+from aotc.build.executor import Executor
 from aotc.build.pipeline import BUILT, FAILED, HIT, build
 from aotc.build.render import Source
 from aotc.build.spec import load_specs
+from aotc.build.tu_task import compile_tu
 from aotc.cache import Cache
+from aotc.cache.manifest import Manifest
 from aotc.elf import cubin_target
 from tests.conftest import BUILT_ARCHS, BUILT_SPEC
 
@@ -27,6 +31,8 @@ def test_first_build_stores_verified_entries(built_cache):
     assert [r.status for r in summary.results] == [BUILT, BUILT]
     for r in summary.results:
         m = cache.get_manifest(r.key)
+        assert Manifest.from_json(m).key == r.key  # the typed record the runtime parses
+        assert m["peak_rss_bytes"] > 100 << 20 and m["compile_seconds"] > 0  # nvcc's tree, measured
         arch = ARCHES[m["arch"]]
         assert m["target"] == {"sm": arch.sm, "variant": arch.variant}
         assert cubin_target(cache.read_blob(m["blobs"]["cubin"]["sha256"])) == (arch.sm, arch.variant)
@@ -47,7 +53,7 @@ def test_rebuild_is_all_hits_without_compiling(built_cache, monkeypatch):
     def no_compile(*a, **k):
         raise AssertionError("a cache hit must not run the compiler")
 
-    monkeypatch.setattr(aotc.build.pipeline, "compile_source", no_compile)
+    monkeypatch.setattr(aotc.build.tu_task, "compile_source", no_compile)
     again = build([spec()], parse_arch_list(BUILT_ARCHS), cache, progress=False)
     assert [r.status for r in again.results] == [HIT, HIT]
     assert [r.key for r in again.results] == [r.key for r in first.results]
@@ -76,3 +82,37 @@ def test_one_failure_does_not_stop_the_others(built_cache, tmp_path, monkeypatch
     # the good sm120a entry built earlier is still there and intact
     good = next(r for r in built_cache[1].results if r.arch.name == "sm120a")
     assert cache.get_manifest(good.key) is not None
+
+
+class ProcessExecutor(Executor):
+    """TUs compiled in a separate worker process (what a distributed executor does on another
+    machine): only the picklable TuJob goes out and the TuResult comes back; the parent stores."""
+
+    jobs = 1
+
+    def run(self, jobs):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            yield from pool.map(compile_tu, jobs)
+
+
+def test_tus_compile_in_another_process_and_the_parent_stores_them(built_cache, tmp_path):
+    first = next(r for r in built_cache[1].results if r.arch.name == "sm90a")
+    cache = Cache(tmp_path / "c")
+    summary = build([spec()], parse_arch_list("sm90a"), cache, progress=False, executor=ProcessExecutor())
+    (r,) = summary.results
+    assert r.status == BUILT and r.key == first.key  # same inputs, same action key, whichever process compiled
+    assert Manifest.from_json(cache.get_manifest(r.key)).blobs.keys() == {"cubin", "helper", "source"}
+
+    class Refuses(Executor):
+        jobs = 1
+
+        def run(self, jobs):
+            assert not list(jobs), "a direct-mode hit must not reach the executor"
+            return iter(())
+
+    again = build([spec()], parse_arch_list("sm90a"), cache, progress=False, executor=Refuses())
+    assert [x.status for x in again.results] == [HIT], [d.format() for x in again.results for d in x.diagnostics]
+    assert again.results[0].key == first.key

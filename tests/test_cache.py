@@ -22,6 +22,7 @@ from aotc.build.direct_mode import MAX_PREKEY_SETS, HeaderSnapshot, file_sha256,
 from aotc.build.flashinfer import workspaces
 from aotc.cache import Cache, CacheFormatError, default_cache_dir
 from aotc.cache.maintenance import gc, stats, verify
+from aotc.cache.manifest import Manifest, ManifestError
 from aotc.cache.store import CorruptBlobError, LocalBlobStore
 from aotc.keys import sha256_hex
 
@@ -39,7 +40,8 @@ def blobs_for(name: str) -> dict[str, bytes]:
 
 
 def put(cache: Cache, name: str, **extra: object) -> dict:
-    manifest = {"name": name, "family": "test", "arch": "sm120a", **extra}
+    manifest = {"name": name, "family": "test", "params": {}, "arch": "sm120a", "target": {"sm": 120, "variant": "a"},
+                **extra}
     return cache.put_entry(k(name), blobs_for(name), manifest)
 
 
@@ -62,17 +64,17 @@ def test_put_entry_stores_blobs_then_manifest(tmp_path: Path) -> None:
 
 def test_second_writer_finds_entry_and_returns_it(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
-    first = put(cache, "a", writer="first")
-    second = put(cache, "a", writer="second")
-    assert second == first and cache.get_manifest(k("a"))["writer"] == "first"
+    first = put(cache, "a", built_at="first")
+    second = put(cache, "a", built_at="second")
+    assert second == first and cache.get_manifest(k("a"))["built_at"] == "first"
 
 
 def test_entry_with_missing_blob_is_rewritten(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
-    first = put(cache, "a", writer="first")
+    first = put(cache, "a", built_at="first")
     cache.store.delete(first["blobs"]["cubin"]["sha256"])
-    again = put(cache, "a", writer="second")
-    assert again["writer"] == "second" and cache.read_blob(again["blobs"]["cubin"]["sha256"])
+    again = put(cache, "a", built_at="second")
+    assert again["built_at"] == "second" and cache.read_blob(again["blobs"]["cubin"]["sha256"])
 
 
 def test_unreadable_manifest_is_a_clear_error_and_is_left_alone(tmp_path: Path) -> None:
@@ -267,7 +269,7 @@ def _worker(root: str, start: float, errors: multiprocessing.Queue, results: mul
                         for bname, data in blobs_for(other).items():
                             assert cache.read_blob(m["blobs"][bname]["sha256"]) == data
                 if round_ == 0:
-                    got[name] = put(cache, name, writer=os.getpid())["writer"]
+                    got[name] = put(cache, name, built_at=str(os.getpid()))["built_at"]
                     cache.set_ref(k("spec-" + name), k(name), {"name": name})
     except Exception as e:  # noqa: BLE001 - any failure is reported to the parent, which fails the test
         errors.put(f"{os.getpid()}: {type(e).__name__}: {e}")
@@ -289,7 +291,7 @@ def test_many_processes_put_and_read_the_same_keys(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     for name in NAMES:  # every process got the one manifest that was stored first
         stored = cache.get_manifest(k(name))
-        assert {o[name] for o in outcomes} == {stored["writer"]}
+        assert {o[name] for o in outcomes} == {stored["built_at"]}
     blob_files = [p for p in (tmp_path / "v1" / "blobs").rglob("*") if p.is_file()]
     expected = {hashlib.sha256(d).hexdigest() for n in NAMES for d in blobs_for(n).values()}
     assert sorted(p.name for p in blob_files) == sorted(f"{d}.zst" for d in expected)  # one file per digest
@@ -396,6 +398,32 @@ def test_verify_quarantines_unreadable_manifest_and_ref(tmp_path: Path) -> None:
     assert not bad.exists() and not badref.exists()
     assert len(list((tmp_path / "v1" / "quarantine").iterdir())) == 2
     assert cache.resolve_ref(k("spec-good"))["name"] == "good"
+    assert verify(cache).ok
+
+
+def test_malformed_manifest_is_a_coded_error_for_readers_and_quarantined_by_verify(tmp_path: Path) -> None:
+    """JSON that is not a manifest (a field missing, one mistyped, one unknown): the runtime's
+    source says which, with a code and a fix, instead of a KeyError while loading; verify moves it
+    aside and drops its ref."""
+    from aotc.runtime.lookup import CacheSource
+
+    cache = Cache(tmp_path)
+    stored = put(cache, "good")
+    bad = {k_: v for k_, v in stored.items() if k_ != "target"} | {"key": k("bad"), "params": [1], "colour": "red"}
+    cache.write_json(cache.manifest_path(k("bad")), bad)
+    cache.set_ref(k("spec-bad"), k("bad"))
+    cache.set_ref(k("spec-good"), k("good"))
+    assert stored.items() <= Manifest.from_json(stored).to_json().items()  # parsed as stored, defaults added
+    with pytest.raises(ManifestError) as err:
+        CacheSource(cache).resolve(k("spec-bad"))
+    diag = err.value.diagnostics[0]
+    assert diag.code == "AOTC-CACHE-005" and "aotc verify" in diag.fix
+    assert sorted(err.value.problems) == ["field 'params' is list, expected dict", "missing field 'target'",
+                                          "unknown field 'colour'"]
+    assert CacheSource(cache).resolve(k("spec-good")) == stored
+    report = verify(cache)
+    assert [f["file"] for f in report.bad_files] == [str(cache.manifest_path(k("bad")))]
+    assert report.refs_dropped == [k("spec-bad")] and cache.get_ref(k("spec-bad")) is None
     assert verify(cache).ok
 
 

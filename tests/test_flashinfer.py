@@ -25,6 +25,8 @@ flashinfer = pytest.importorskip(
 
 from aotc.build.flashinfer import module_build as fi_build
 from aotc.build.flashinfer import ninja
+from aotc.build.path_roles import PathRoles
+from aotc.build.progress import Progress
 from aotc.cache import Cache
 from aotc.diagnostics import AotcError
 from aotc.flashinfer.index import module_key
@@ -214,8 +216,9 @@ def test_progress_names_the_module_of_each_step():
     import io
 
     stream = io.StringIO()
-    progress = fi_build._Progress("sm120a", {"/ws/fp4_quantization_120": "fp4_quantization_120",
-                                             "/ws/fp4_quantization_120f": "fp4_quantization_120f"}, stream)
+    progress = fi_build.step_reporter(Progress(stream=stream), "sm120a",
+                                      {"/ws/fp4_quantization_120": "fp4_quantization_120",
+                                       "/ws/fp4_quantization_120f": "fp4_quantization_120f"})
     progress(1, 2, "/ws/fp4_quantization_120f/kernels.cuda.o")
     progress(2, 2, "/ws/fp4_quantization_120/fp4_quantization_120.so")
     assert [ln.split(" (")[0] for ln in stream.getvalue().splitlines()] == [
@@ -520,6 +523,6 @@ def test_portable_keys_and_ninja_inputs():
             "build /ws/m.so: link /ws/e.o\n")
     assert ninja.inputs(text) == ["/pkg/csrc/a.cu", "/ws/k.cubin"]
     assert ninja.objects(text, "/ws/m.so") == ["/ws/a.cuda.o", "/ws/e.o"]
-    portable = fi_build.Portable({"<ws>": "/ws", "<pkg>": "/pkg", "<pkg-csrc>": "/pkg/csrc"})
-    assert portable("-I/pkg/csrc -I/pkg/include /ws/x") == "-I<pkg-csrc> -I<pkg>/include <ws>/x"
-    assert portable.real("<pkg-csrc>/a.cu") == "/pkg/csrc/a.cu" and portable.real("/usr/x.h") == "/usr/x.h"
+    roles = PathRoles({"<ws>": "/ws", "<pkg>": "/pkg", "<pkg-csrc>": "/pkg/csrc"}.items())
+    assert roles.portable("-I/pkg/csrc -I/pkg/include /ws/x") == "-I<pkg-csrc> -I<pkg>/include <ws>/x"
+    assert roles.real("<pkg-csrc>/a.cu") == "/pkg/csrc/a.cu" and roles.real("/usr/x.h") == "/usr/x.h"

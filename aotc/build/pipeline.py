@@ -1,42 +1,33 @@
-"""Build orchestration: for every (spec, arch) job run rules -> render -> (direct-mode cache hit, or
-compile -> verify -> store). Jobs run on a small executor interface (a local thread pool now: the
-work itself is an nvcc subprocess), capped by cores and free memory. One failing kernel never stops
-the others; every failure keeps its log in the cache.
+"""Build orchestration: for every (spec, arch) job run rules -> render -> direct-mode lookup in this
+process; the misses go to an Executor as translation-unit tasks (compile -> verify, possibly
+elsewhere) and come back here to be stored (aotc.build.store_step). Compiles are capped by cores
+and free memory. One failing kernel never stops the others; every failure keeps its log in the cache.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from aotc import __version__
 from aotc.arch import Arch
-from aotc.build.compile import compile_source, helper_flags, kill_running
-from aotc.build.compile import flags as compile_flags
-from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey, record_prekey
+from aotc.build import store_step
+from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey
+from aotc.build.executor import Executor, LocalExecutor
+from aotc.build.progress import Progress
 from aotc.build.render import Source, render
-from aotc.build.rules import check
+from aotc.build.rules import Verdict, check
 from aotc.build.spec import KernelSpec
-from aotc.build.toolchain import (
-    CUTLASS_TU_PEAK_RSS_BYTES,
-    Toolchain,
-    cutlass_include_dirs,
-    cutlass_version,
-    find_toolchain,
-    plan_parallel_jobs,
-)
-from aotc.build.verify import verify_cubin
+from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES, Toolchain, plan_parallel_jobs
+from aotc.build.tu_task import ENTRY, TuCompiler, TuJob, TuResult
 from aotc.cache import Cache
-from aotc.diagnostics import Diagnostic
+from aotc.cache.manifest import Manifest
+from aotc.diagnostics import AotcError, Diagnostic
 from aotc.families import get_family
-from aotc.keys import action_inputs, action_key, prekey, spec_key
-from aotc.resources import templates_dir
+from aotc.keys import prekey, spec_key
 
 HIT, BUILT, FAILED, SKIPPED = "hit", "built", "failed", "skipped"
 
@@ -77,75 +68,38 @@ class BuildSummary:
                 "results": [r.to_json() for r in self.results]}
 
 
-class LocalExecutor:
-    """Runs jobs on a thread pool; the interface a distributed executor will implement later."""
+@dataclass
+class Pending:
+    """A job that missed the cache: what the parent keeps while its TU compiles somewhere."""
 
-    def __init__(self, jobs: int):
-        self.jobs = jobs
-
-    def run(self, fn: Callable, items: Iterable) -> Iterator:
-        pool = ThreadPoolExecutor(max_workers=self.jobs)
-        futures = [pool.submit(fn, item) for item in items]
-        try:
-            for fut in as_completed(futures):
-                yield fut.result()
-        except BaseException:  # Ctrl-C / SIGTERM: drop queued jobs, kill running compiles, stop now
-            for fut in futures:
-                fut.cancel()
-            kill_running()
-            raise
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+    spec: KernelSpec
+    arch: Arch
+    verdict: Verdict
+    source: Source
+    flags: list[str]
+    prekey: str
+    started: float
+    tu: TuJob
 
 
 class Builder:
     def __init__(self, cache: Cache, toolchain: Toolchain | None = None, force: bool = False):
         self.cache = cache
-        self.toolchain = toolchain or find_toolchain()
         self.force = force
-        self.hash_file = HeaderSnapshot()  # one per run: each header stat'ed and hashed once
-        cutlass_dirs = cutlass_include_dirs()
-        self.include_dirs = [templates_dir(), *cutlass_dirs]
-        self._cutlass_version = cutlass_version()
-        # Absolute include paths would make keys machine-specific; keys see them by role instead.
-        self._roots = [("<templates>", str(templates_dir())),
-                       *((f"<cutlass{i}>", str(d)) for i, d in enumerate(cutlass_dirs)),
-                       ("<cuda>", str(Path(self.toolchain.bin_dir).resolve().parent))]  # a venv's pip toolkit too
-        self._flags: dict[str, list[str]] = {}
-
-    def _portable(self, text: str) -> str:
-        for tag, d in self._roots:
-            text = text.replace(d, tag)
-        return text
-
-    def flags(self, arch: Arch) -> list[str]:
-        """Both compiles' flags, portable: a change to how the host helper is built changes the key too."""
-        if arch.name not in self._flags:
-            device = compile_flags(arch, self.toolchain, include_dirs=self.include_dirs)
-            self._flags[arch.name] = [self._portable(f) for f in (*device, "--host-helper:", *helper_flags(device))]
-        return self._flags[arch.name]
+        self.compiler = TuCompiler(toolchain)
+        self.toolchain = self.compiler.toolchain
+        # One per run: each header stat'ed and hashed once; recorded paths are portable.
+        self.hash_file = HeaderSnapshot(locate=self.compiler.roles.real)
 
     def plan(self, spec: KernelSpec, arch: Arch) -> tuple[Source, list[str], str]:
         """Render and compute the prekey: everything known without running the compiler."""
         source = render(spec, arch)
-        flags = self.flags(arch)
+        flags = self.compiler.flags(arch.name)
         return source, flags, prekey(source.text, self.toolchain.identity, flags, arch.name)
 
-    def safe_build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
-        """build_one, with an unexpected exception turned into a failed job (and its traceback logged)."""
-        start = time.perf_counter()
-        try:
-            return self.build_one(spec, arch)
-        except Exception:  # noqa: BLE001 - one kernel's bug must not stop the others
-            import traceback
-
-            log = self.cache.write_log(spec_key(spec.family, spec.params, arch.name), traceback.format_exc())
-            return JobResult(spec, arch, FAILED, log_path=str(log), seconds=time.perf_counter() - start,
-                             diagnostics=[Diagnostic(
-                "AOTC-BUILD-002", "internal error while building (a bug in aotc)", spec.name, spec.file,
-                f"report it with the log: {log}")])
-
-    def build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
+    def prepare(self, spec: KernelSpec, arch: Arch) -> JobResult | Pending:
+        """Rules, render, direct-mode lookup: a finished JobResult (skipped, rejected, cache hit) or
+        the TU to compile."""
         start = time.perf_counter()
         verdict = check(spec, arch)
         if not verdict.applicable:
@@ -153,109 +107,119 @@ class Builder:
         if not verdict.ok:
             return JobResult(spec, arch, FAILED, diagnostics=verdict.diagnostics, seconds=time.perf_counter() - start)
         source, flags, pk = self.plan(spec, arch)
-        sk = spec_key(spec.family, spec.params, arch.name)
-        ref_info = {"name": spec.name, "family": spec.family, "params": spec.params, "arch": arch.name}
         if not self.force:
             key = lookup_prekey(self.cache, pk, self.hash_file)
             if key is not None:
-                self.cache.set_ref(sk, key, ref_info)
+                self.cache.set_ref(spec_key(spec.family, spec.params, arch.name), key,
+                                   {"name": spec.name, "family": spec.family, "params": spec.params, "arch": arch.name})
                 return JobResult(spec, arch, HIT, key=key, seconds=time.perf_counter() - start)
-        family = get_family(spec.family)
-        with tempfile.TemporaryDirectory(prefix="aotc-build-") as workdir:
-            result = compile_source(source.text, arch, self.toolchain, include_dirs=self.include_dirs,
-                                    workdir=Path(workdir))
-        compile_seconds = sum(result.seconds.values())
-        if not result.ok:
-            log = self.cache.write_log(pk, result.log)
-            return JobResult(spec, arch, FAILED, seconds=time.perf_counter() - start, log_path=str(log),
-                             compile_seconds=compile_seconds,
-                             diagnostics=[Diagnostic("AOTC-BUILD-001", f"nvcc failed: {result.error}", spec.name,
-                                                     spec.file, f"read the log: {log}")])
-        smem_total = verdict.smem.total if verdict.smem else 0
-        report = verify_cubin(result.cubin, arch, family.expected_mma(spec.params, arch), self.toolchain,
-                              smem_budget=arch.smem_optin_bytes, smem_dynamic=smem_total)
-        if not report.ok:
-            log = self.cache.write_log(pk, result.log + "\n\n" + "\n".join(d.format() for d in report.diagnostics))
-            return JobResult(spec, arch, FAILED, seconds=time.perf_counter() - start, log_path=str(log),
-                             compile_seconds=compile_seconds, diagnostics=report.diagnostics)
-        headers = {h: self.hash_file(h) for h in result.headers}
-        inputs = action_inputs(source.text, self.toolchain.identity, flags, arch.name,
-                               {self._portable(h): d for h, d in headers.items()})
-        key = action_key(inputs)
-        manifest = {
-            "schema": 1, "key": key, "spec_key": sk, "name": spec.name, "family": spec.family,
-            "params": spec.params, "arch": arch.name, "target": {"sm": arch.sm, "variant": arch.variant},
-            "entry": "aotc_kernel", "resources": report.resources.get("aotc_kernel", {}), "smem_model": verdict.smem.to_json()
-            if verdict.smem else None, "sass": {"mma": report.mma_counts, "banned": sorted(report.banned_found)},
-            "toolchain": {"identity": self.toolchain.identity, "nvcc_version": self.toolchain.release,
-                          "source": self.toolchain.source},
-            "cutlass_version": self._cutlass_version, "aotc_version": __version__, "inputs": inputs,
-            "flags": flags, "template": source.template,
-            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "compile_seconds": round(compile_seconds, 3), "spec_file": spec.file,
-        }
-        blobs = {"cubin": result.cubin, "source": source.text.encode()}
-        if result.helper is not None:
-            blobs["helper"] = result.helper
-        self.cache.put_entry(key, blobs, manifest)
-        self.cache.write_log(key, result.log)
-        record_prekey(self.cache, pk, headers, key)
-        self.cache.set_ref(sk, key, ref_info)
-        return JobResult(spec, arch, BUILT, key=key, seconds=time.perf_counter() - start,
-                         compile_seconds=compile_seconds)
+        tu = TuJob(spec.name, arch.name, source.text, verdict.smem.total if verdict.smem else 0,
+                   get_family(spec.family).expected_mma(spec.params, arch))
+        return Pending(spec, arch, verdict, source, flags, pk, start, tu)
 
+    def finish(self, job: Pending, tu: TuResult) -> JobResult:
+        """Store a compiled and verified TU, or record why it failed (its log stays in the cache)."""
+        spec, arch = job.spec, job.arch
+        done = JobResult(spec, arch, FAILED, compile_seconds=tu.compile_seconds)
+        if not tu.ok:
+            log = tu.log + ("\n\n" + "\n".join(d.format() for d in tu.diagnostics) if tu.diagnostics else "")
+            done.log_path = str(self.cache.write_log(job.prekey, log))
+            done.diagnostics = [Diagnostic("AOTC-BUILD-001", f"nvcc failed: {tu.error}", spec.name, spec.file,
+                                           f"read the log: {done.log_path}")] if tu.error else [
+                Diagnostic(d.code, d.message, d.spec or spec.name, d.file or spec.file,
+                           f"{d.fix} (log: {done.log_path})" if d.code == "AOTC-BUILD-002" else d.fix, d.details)
+                for d in tu.diagnostics]
+        else:
+            done.key = store_step.store(self.cache, self._artifact(job, tu))
+            done.status = BUILT
+        done.seconds = time.perf_counter() - job.started
+        return done
 
-class Progress:
-    """kernels done/total, hits, failures and ETA on stderr: one rewritten line on a terminal,
-    a line per compiled or failed kernel otherwise."""
+    def _artifact(self, job: Pending, tu: TuResult) -> store_step.Artifact:
+        spec, arch = job.spec, job.arch
+        manifest = Manifest(
+            name=spec.name, family=spec.family, params=spec.params, arch=arch.name,
+            target={"sm": arch.sm, "variant": arch.variant}, spec_key=spec_key(spec.family, spec.params, arch.name),
+            entry=ENTRY, resources=tu.resources, smem_model=job.verdict.smem.to_json() if job.verdict.smem else None,
+            sass={"mma": tu.mma_counts, "banned": tu.banned}, toolchain=tu.toolchain,
+            cutlass_version=tu.cutlass_version, aotc_version=__version__, flags=job.flags,
+            template=job.source.template, built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            compile_seconds=round(tu.compile_seconds, 3), peak_rss_bytes=tu.peak_rss_bytes or None, spec_file=spec.file)
+        blobs = {"cubin": tu.cubin, "source": job.source.text.encode()}
+        if tu.helper is not None:
+            blobs["helper"] = tu.helper
+        return store_step.Artifact(manifest, blobs, job.source.text, job.flags, tu.toolchain["identity"],
+                                   job.prekey, tu.headers, tu.log)
 
-    def __init__(self, total: int, jobs: int, stream=sys.stderr, enabled: bool = True):
-        self.total, self.jobs, self.stream, self.enabled = total, jobs, stream, enabled
-        self.done = self.hits = self.failed = self.skipped = 0
-        self.compile_times: list[float] = []
-        self.tty = stream.isatty()
-        self.start = time.perf_counter()
+    def build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
+        job = self.prepare(spec, arch)
+        return job if isinstance(job, JobResult) else self.finish(job, self.compiler(job.tu))
 
-    def eta(self) -> str:
-        remaining = self.total - self.done
-        if not remaining or not self.compile_times:
-            return "--"
-        secs = sum(self.compile_times) / len(self.compile_times) * remaining / self.jobs
-        return f"{int(secs // 60)}m{int(secs % 60):02d}s"
+    def safe_build_one(self, spec: KernelSpec, arch: Arch) -> JobResult:
+        """build_one, with an unexpected exception turned into a failed job (and its traceback logged)."""
+        start = time.perf_counter()
+        try:
+            return self.build_one(spec, arch)
+        except Exception:  # noqa: BLE001 - one kernel's bug must not stop the others
+            return self._internal_error(spec, arch, start)
 
-    def update(self, r: JobResult) -> None:
-        self.done += 1
-        self.hits += r.status == HIT
-        self.failed += r.status == FAILED
-        self.skipped += r.status == SKIPPED
-        if r.status == BUILT:
-            self.compile_times.append(r.compile_seconds)
-        if not self.enabled:
-            return
-        line = (f"[{self.done}/{self.total}] {self.hits} hit, {len(self.compile_times)} built, "
-                f"{self.failed} failed, {self.skipped} skipped, ETA {self.eta()}")
-        if self.tty:
-            self.stream.write(f"\r\033[K{line}  {r.spec.name} ({r.arch.name}): {r.status}")
-            if self.done == self.total:
-                self.stream.write("\n")
-        elif r.status in (BUILT, FAILED):
-            self.stream.write(f"{line}  {r.spec.name} ({r.arch.name}): {r.status} in {r.seconds:.1f}s\n")
-        self.stream.flush()
+    def _internal_error(self, spec: KernelSpec, arch: Arch, start: float) -> JobResult:
+        error = sys.exc_info()[1]
+        if isinstance(error, AotcError):  # a coded refusal (e.g. the cache is full): no bug, no log to write
+            return JobResult(spec, arch, FAILED, seconds=time.perf_counter() - start,
+                             diagnostics=[d if d.spec else Diagnostic(d.code, d.message, spec.name, spec.file, d.fix,
+                                                                      d.details) for d in error.diagnostics])
+        log = self.cache.write_log(spec_key(spec.family, spec.params, arch.name), traceback.format_exc())
+        return JobResult(spec, arch, FAILED, log_path=str(log), seconds=time.perf_counter() - start,
+                         diagnostics=[Diagnostic("AOTC-BUILD-002", "internal error while building (a bug in aotc)",
+                                                 spec.name, spec.file, f"report it with the log: {log}")])
 
 
 def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | None = None,
-          toolchain: Toolchain | None = None, force: bool = False, progress: bool = True) -> BuildSummary:
+          toolchain: Toolchain | None = None, force: bool = False, progress: bool = True,
+          executor: Executor | None = None) -> BuildSummary:
+    """Build every (spec, arch) into `cache`: cache hits here, misses on `executor` (default: a
+    local pool of as many compiles as cores and free memory allow)."""
     start = time.perf_counter()
     builder = Builder(cache, toolchain, force)
+    if executor is None:
+        plan = plan_parallel_jobs(jobs, CUTLASS_TU_PEAK_RSS_BYTES)
+        executor = LocalExecutor(plan.jobs, builder.compiler)
+        reason = plan.reason
+    else:
+        reason = f"{executor.jobs} jobs on {type(executor).__name__}"
     work = [(s, a) for s in specs for a in archs]
-    plan = plan_parallel_jobs(jobs, CUTLASS_TU_PEAK_RSS_BYTES)
-    n_jobs = plan.jobs
-    meter = Progress(len(work), n_jobs, enabled=progress)
+    meter = Progress(len(work), enabled=progress, unit="kernel")
     if progress and work:
-        print(f"aotc: {len(work)} kernel builds, {plan.reason}", file=sys.stderr)
-    results = []
-    for r in LocalExecutor(n_jobs).run(lambda job: builder.safe_build_one(*job), work):
-        meter.update(r)
+        print(f"aotc: {len(work)} kernel builds, {reason}", file=sys.stderr)
+    results: list[JobResult] = []
+    pending: dict[TuJob, list[Pending]] = {}  # identical TUs compile once
+
+    def report(r: JobResult) -> None:
         results.append(r)
+        counts = {s: sum(x.status == s for x in results) for s in (HIT, BUILT, FAILED, SKIPPED)}
+        meter.event(f"{r.spec.name} ({r.arch.name}): {r.status}",
+                    f"{r.seconds:.1f}s; {counts[HIT]} hit, {counts[BUILT]} built, {counts[FAILED]} failed, "
+                    f"{counts[SKIPPED]} skipped")
+
+    for spec, arch in work:
+        t0 = time.perf_counter()
+        try:
+            prepared = builder.prepare(spec, arch)
+        except Exception:  # noqa: BLE001 - one kernel's bug must not stop the others
+            prepared = builder._internal_error(spec, arch, t0)
+        if isinstance(prepared, JobResult):
+            report(prepared)
+        else:
+            pending.setdefault(prepared.tu, []).append(prepared)
+    try:
+        for tu in executor.run(list(pending)):
+            for job in pending[tu.job]:
+                try:
+                    report(builder.finish(job, tu))
+                except Exception:  # noqa: BLE001 - one kernel's bug must not stop the others
+                    report(builder._internal_error(job.spec, job.arch, job.started))
+    finally:
+        meter.close()
     results.sort(key=lambda r: (r.spec.name, r.arch.name))
-    return BuildSummary(results, time.perf_counter() - start, n_jobs)
+    return BuildSummary(results, time.perf_counter() - start, executor.jobs)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from aotc.cache.manifest import SCHEMA
 from aotc.cache.store import (
     LAYOUT_VERSION,
     BlobStore,
@@ -23,7 +24,6 @@ from aotc.cache.store import (
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.resources import checkout_root
 
-SCHEMA = 1
 CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 _LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
 LOCK_TIMEOUT_S = 600.0  # a build of one TU takes ~1 min; 10 min means a stuck writer

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aotc.cache.entries import Cache, CacheFormatError, read_json
+from aotc.cache.manifest import Manifest, ManifestError
 from aotc.cache.store import CorruptBlobError, quarantine_file
 
 # A sweep of build leftovers gc runs last: (now, dry_run) -> paths removed (or that would be).
@@ -71,7 +72,7 @@ class CacheStats:
         return {**dataclasses.asdict(self), "compression_ratio": round(self.compression_ratio, 3)}
 
 
-def _bad_file(cache: Cache, path: Path, error: CacheFormatError, quarantine: bool = True) -> dict:
+def _bad_file(cache: Cache, path: Path, error: Exception, quarantine: bool = True) -> dict:
     moved = quarantine_file(path, cache.quarantine_dir) if quarantine else None
     return {"file": str(path), "problem": str(error), "quarantined": moved}
 
@@ -123,7 +124,9 @@ def verify(cache: Cache) -> VerifyReport:
 def _verify_manifest(cache: Cache, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
     try:
         manifest = read_json(path, "manifest")
-    except CacheFormatError as e:
+        if manifest is not None:
+            Manifest.from_json(manifest, where=str(path))
+    except (CacheFormatError, ManifestError) as e:
         report.bad_files.append(_bad_file(cache, path, e))
         return
     if manifest is None:

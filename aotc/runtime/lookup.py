@@ -10,6 +10,7 @@ import threading
 from typing import Any, Protocol
 
 from aotc.arch import ARCHES, get_arch
+from aotc.cache.manifest import Manifest
 from aotc.diagnostics import AotcError
 from aotc.families import UnknownFamilyError, get_family
 from aotc.keys import spec_key
@@ -36,7 +37,12 @@ class CacheSource:
         self.name = f"cache {getattr(cache, 'root', cache)}"
 
     def resolve(self, spec_key: str) -> dict | None:
-        return self.cache.resolve_ref(spec_key)
+        """The manifest's JSON form, checked against the schema first: a malformed one is
+        AOTC-CACHE-005 here rather than a KeyError while loading."""
+        manifest = self.cache.resolve_ref(spec_key)
+        if manifest is not None:
+            Manifest.from_json(manifest, where=f"{manifest.get('key', spec_key)} in {self.name}")
+        return manifest
 
     def read_blob(self, digest: str) -> bytes:
         return self.cache.read_blob(digest)

@@ -19,21 +19,25 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from aotc.arch import ARCHES, Arch, get_arch
-from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey, record_prekey
+from aotc.build import store_step
+from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey
 from aotc.build.flashinfer import ninja, smem_probe
 from aotc.build.flashinfer.workspaces import lock_workspace, workspace_dir
+from aotc.build.path_roles import PathRoles
 from aotc.build.pipeline import BUILT, FAILED, HIT, BuildSummary
+from aotc.build.progress import Progress
 from aotc.build.toolchain import Toolchain, find_toolchain, max_parallel_jobs
 from aotc.build.verify import verify_cubin
 from aotc.cache import Cache
+from aotc.cache.manifest import Manifest
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.elf import cubin_target
 from aotc.flashinfer.index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from aotc.flashinfer.presets import DEFAULT_PRESETS, load_preset
-from aotc.keys import action_inputs, action_key, canonical_json, prekey, sha256_hex
+from aotc.keys import canonical_json, prekey, sha256_file, sha256_hex
 
 # Peak RSS of one FlashInfer CUTLASS TU is of the order of aotc's own (docs/flashinfer.md).
 MEM_PER_JOB_BYTES = 3 * 1024**3
@@ -158,31 +162,8 @@ def _run_worker(presets: list[str], arch: Arch, env: dict[str, str]) -> dict[str
 
 # --- keys -----------------------------------------------------------------------------------------
 
-class Portable:
-    """Absolute prefixes -> role tags, so keys do not depend on where things are installed."""
-
-    def __init__(self, roots: dict[str, str]):
-        pairs = [(tag, path) for tag, path in roots.items() if path and path.startswith("/")]
-        self.pairs = sorted(pairs, key=lambda p: -len(p[1]))
-
-    def __call__(self, text: str) -> str:
-        for tag, path in self.pairs:
-            text = text.replace(path, tag)
-        return text
-
-    def real(self, text: str) -> str:
-        """Inverse for one path: the tagged role -> where it is in this build."""
-        for tag, path in self.pairs:
-            if text.startswith(tag):
-                return path + text[len(tag):]
-        return text
-
-
-def _hash_files(paths: list[str], portable: Portable) -> dict[str, str]:
-    digests = {}
-    for p in paths:
-        digests[portable(p)] = sha256_hex(Path(p).read_bytes())
-    return dict(sorted(digests.items()))
+def _hash_files(paths: list[str], roles: PathRoles) -> dict[str, str]:
+    return dict(sorted((roles.portable(p), sha256_file(p)) for p in paths))
 
 
 def needed_libraries(so: Path) -> list[str]:
@@ -243,8 +224,8 @@ class ModuleBuilder:
                  env: dict[str, str], link_dir: Path, workspace: ninja.Workspace, jobs: int, force: bool,
                  on_step: Callable[[int, int, str], None] | None = None):
         self.cache, self.tc, self.arch, self.version = cache, tc, arch, version
-        self.portable = Portable(roots)
-        self.headers = HeaderSnapshot(locate=self.portable.real)  # recorded paths are portable
+        self.roles = PathRoles(roots.items())
+        self.headers = HeaderSnapshot(locate=self.roles.real)  # recorded paths are portable
         self.env, self.link_dir, self.workspace, self.jobs, self.force = env, link_dir, workspace, jobs, force
         self.on_step = on_step
         self._plans: dict[str, tuple[str, str, list[str]]] = {}
@@ -258,9 +239,9 @@ class ModuleBuilder:
 
     def _plan(self, entry: dict[str, Any]) -> tuple[str, str, list[str]]:
         text = Path(entry["ninja"]).read_text()
-        flags = [self.portable(line) for line in text.splitlines() if line.strip()]
+        flags = [self.roles.portable(line) for line in text.splitlines() if line.strip()]
         source = canonical_json({"module": entry["name"], "flashinfer_version": self.version,
-                                 "inputs": _hash_files(ninja.inputs(text), self.portable)})
+                                 "inputs": _hash_files(ninja.inputs(text), self.roles)})
         return source, prekey(source, self.tc.identity, flags, self.arch.name), flags
 
     def lookup(self, entry: dict[str, Any], result: ModuleResult) -> bool:
@@ -319,28 +300,25 @@ class ModuleBuilder:
         source, pre, flags = self.plan(entry)
         compile_s = self.workspace.seconds([*objects, entry["library"]])
         deps = self.workspace.deps(objects)
-        headers = _hash_files([p for p in deps if os.path.isfile(p)], self.portable)
-        inputs = action_inputs(source, self.tc.identity, flags, self.arch.name, headers)
-        key = action_key(inputs)
         so = Path(entry["library"])
         so_bytes = so.read_bytes()
         cubins, diags = verify_module_cubins(extract_cubins(so, self.tc), self.arch, self.tc, entry["name"],
                                             self.jobs)
         smem, smem_diags = self._probe_dynamic_smem(entry, objects, cubins)
         diags += smem_diags
+        artifact = store_step.Artifact(self._manifest(entry, cubins, compile_s, smem), {SO_BLOB: so_bytes}, source,
+                                       flags, self.tc.identity, pre,
+                                       _hash_files([p for p in deps if os.path.isfile(p)], self.roles), log)
         result.smem_probe = smem
-        self.cache.write_log(key, log)
-        result.key, result.so_bytes, result.cubins = key, len(so_bytes), len(cubins)
-        result.compile_seconds = compile_s
-        result.seconds = time.perf_counter() - started
+        result.so_bytes, result.cubins, result.compile_seconds = len(so_bytes), len(cubins), compile_s
         if diags:
+            result.key = artifact.key()
+            self.cache.write_log(result.key, log)
             result.diagnostics += diags
-            return
-        manifest = self._manifest(entry, key, inputs, flags, cubins, compile_s) | {"smem_probe": smem}
-        self.cache.put_entry(key, {SO_BLOB: so_bytes}, manifest)
-        record_prekey(self.cache, pre, headers, key)
-        self._ref(entry["name"], key)
-        result.status = BUILT
+        else:
+            result.key = store_step.store(self.cache, artifact)
+            result.status = BUILT
+        result.seconds = time.perf_counter() - started
 
     def _probe_dynamic_smem(self, entry: dict[str, Any], objects: list[str], cubins: list[dict]
                             ) -> tuple[dict[str, Any], list[Diagnostic]]:
@@ -381,20 +359,19 @@ class ModuleBuilder:
                            {"family": FAMILY, "name": module, "arch": self.arch.name,
                             "params": {"module": module, "flashinfer_version": self.version}})
 
-    def _manifest(self, entry: dict[str, Any], key: str, inputs: dict, flags: list[str], cubins: list[dict],
-                  compile_s: float) -> dict[str, Any]:
-        return {
-            "spec_key": module_key(entry["name"], self.version, self.arch.name),
-            "name": entry["name"], "family": FAMILY, "arch": self.arch.name,
-            "params": {"module": entry["name"], "flashinfer_version": self.version},
-            "target": {"sm": self.arch.sm, "variant": self.arch.variant},
-            "entry": "", "cubins": cubins, "needed": needed_libraries(Path(entry["library"])),
-            "toolchain": {"identity": self.tc.identity, "nvcc_version": self.tc.release, "source": self.tc.source},
-            "flashinfer_version": self.version, "inputs": inputs, "flags": flags,
-            "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "compile_seconds": round(compile_s, 3),
-            "spec_file": f"flashinfer_presets/{entry['preset']}.toml",
-        }
+    def _manifest(self, entry: dict[str, Any], cubins: list[dict], compile_s: float, smem: dict) -> Manifest:
+        _, _, flags = self.plan(entry)
+        return Manifest(
+            name=entry["name"], family=FAMILY, arch=self.arch.name,
+            params={"module": entry["name"], "flashinfer_version": self.version},
+            target={"sm": self.arch.sm, "variant": self.arch.variant},
+            spec_key=module_key(entry["name"], self.version, self.arch.name), entry="", cubins=cubins,
+            needed=needed_libraries(Path(entry["library"])),
+            toolchain={"identity": self.tc.identity, "nvcc_version": self.tc.release, "source": self.tc.source},
+            flashinfer_version=self.version, flags=flags,
+            built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            compile_seconds=round(compile_s, 3), spec_file=f"flashinfer_presets/{entry['preset']}.toml",
+            smem_probe=smem)
 
 
 def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = None) -> dict[str, str]:
@@ -411,21 +388,15 @@ def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = N
 
 # --- entry point ----------------------------------------------------------------------------------
 
-class _Progress:
-    """`[n/N] arch module file, elapsed` on stderr for every finished ninja step: one rewritten line
-    on a terminal, a line per step otherwise (a fused-MoE build runs ~100 steps over many minutes)."""
+def step_reporter(progress: Progress, arch: str, module_dirs: dict[str, str]) -> Callable[[int, int, str], None]:
+    """ninja's on_step -> `[n/N] arch module: file (elapsed)` on the build's progress display (a
+    fused-MoE build runs ~100 steps over many minutes)."""
 
-    def __init__(self, arch: str, module_dirs: dict[str, str], stream: TextIO = sys.stderr):
-        self.arch, self.module_dirs, self.stream = arch, module_dirs, stream
-        self.tty = stream.isatty()
-        self.start = time.perf_counter()
+    def on_step(n: int, total: int, output: str) -> None:
+        module = next((name for d, name in module_dirs.items() if output.startswith(d.rstrip("/") + "/")), "")
+        progress.event(f"{arch} {module}: {Path(output).name}", progress.elapsed(), done=n, total=total)
 
-    def __call__(self, n: int, total: int, output: str) -> None:
-        module = next((name for d, name in self.module_dirs.items() if output.startswith(d.rstrip("/") + "/")), "")
-        secs = int(time.perf_counter() - self.start)
-        line = f"[{n}/{total}] {self.arch} {module}: {Path(output).name} ({secs // 60}m{secs % 60:02d}s)"
-        self.stream.write(f"\r\033[K{line}" + ("\n" if n == total else "") if self.tty else line + "\n")
-        self.stream.flush()
+    return on_step
 
 
 def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
@@ -445,8 +416,8 @@ def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, job
         generated = _run_worker(presets, arch, env)
         version = generated["flashinfer_version"]
         modules = generated["modules"]
-        on_step = _Progress(arch.name, {m["build_dir"]: m["name"] for m in modules if "build_dir" in m}) \
-            if progress else None
+        meter = Progress(enabled=progress, unit="step")
+        on_step = step_reporter(meter, arch.name, {m["build_dir"]: m["name"] for m in modules if "build_dir" in m})
         builder = ModuleBuilder(cache, tc, arch, version, generated["roots"], env, link_dir,
                                 ninja.Workspace(ws / "ninja"), jobs, force, on_step)
         arch_results, todo = [], []
@@ -460,7 +431,10 @@ def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, job
                                                 entry.get("name", "")))
             elif not builder.lookup(entry, result):
                 todo.append((entry, result))
-        builder.build(todo)
+        try:
+            builder.build(todo)
+        finally:
+            meter.close()
         results += arch_results
         if all(r.status != FAILED for r in arch_results):
             shutil.rmtree(ws, ignore_errors=True)
