@@ -39,16 +39,19 @@ def machine() -> str:
 
 def row(r: dict) -> str:
     if "comparison" not in r:
-        return f"| {r['spec']} | {r['example'][:3]} | — | — | — | — | — | — | error: {r.get('error', '')[:200]} |"
-    c = r["comparison"]
+        return f"| {r['spec']} | {r['example'][:3]} | — | — | — | — | — | — | — | error: {r.get('error', '')[:200]} |"
+    c, e = r["comparison"], r["entry_point_effect"]
     mma = " / ".join(", ".join(f"{k} {v}" for k, v in side.items()) or "none" for side in c["mma"])
-    regs = " / ".join(str(side.get("registers", "?")) for side in c["resources"])
-    smem = " / ".join(str(side.get("smem_static", "?")) for side in c["resources"])
+    regs = " / ".join(str(side.get("registers", "?")) for side in (e["resources"][0], *c["resources"]))
+    smem = " / ".join(str(side.get("smem_static", "?")) for side in (e["resources"][0], *c["resources"]))
     first = c["first_difference"]
     diff = "" if not first else f"#{first['index']}: `{first['a']}` vs `{first['b']}`"
+    delta = ", ".join(f"{op} {n:+d}" for op, n in e["opcode_delta"].items()) or "none"
+    eq = "yes" if e["equal"] else ("mod regs" if e["equal_modulo_registers"] else "no")
     return (f"| {r['spec']} | {r['example'][:3]} | {c['instructions'][0]} / {c['instructions'][1]} | "
-            f"{'yes' if c['equal'] else 'no'} | {'yes' if c['equal_modulo_registers'] else 'no'} | {mma} | "
-            f"{regs} | {smem} static + {r['smem_dynamic_both']} dynamic | {diff} |")
+            f"{'yes' if c['equal'] else 'no'} | {'yes' if c['equal_modulo_registers'] else 'no'} | "
+            f"{e['instructions'][0]}: {eq}; {delta} | {mma} | {regs} | "
+            f"{smem} static + {r['smem_dynamic_both']} dynamic | {diff} |")
 
 
 def write(records: dict, out: Path, meta: dict) -> None:
@@ -64,12 +67,16 @@ def write(records: dict, out: Path, meta: dict) -> None:
         "`cutlass::device_kernel<GemmKernel>` instantiated (aotc/build/cutlass_reference.py); both compiled with "
         "aotc's device flags for the arch; the reference only compiles if its `sizeof(SharedStorage)` equals "
         "aotc's SMEM model of the spec (the dynamic SMEM both launch with)."),
-        ("- columns: instructions = SASS instructions of the example's kernel / aotc_kernel; equal = same "
-        "instruction sequence after normalising addresses, branch targets and symbol names; equal mod regs = the "
-        "same with register numbers dropped too; MMA, registers, SMEM: example / aotc."),
+        ("- columns: instructions = SASS instructions of the example's `GemmKernel` under aotc's entry point / "
+         "aotc's `aotc_kernel`; equal = same instruction sequence after normalising addresses, branch targets and "
+         "symbol names; equal mod regs = the same with register numbers dropped too; vs device_kernel = the "
+         "example's own `cutlass::device_kernel<GemmKernel>` vs aotc's `aotc_kernel`: its instruction count, "
+         "whether equal, and the opcode count difference (aotc minus example); MMA: example / aotc; registers "
+         "and SMEM: example device_kernel / example under aotc's entry / aotc."),
         "",
-        "| spec | example | instructions | equal | equal mod regs | MMA | registers | SMEM B | first difference |",
-        "|---|---|---|---|---|---|---|---|---|",
+        ("| spec | example | instructions | equal | equal mod regs | vs device_kernel | MMA | registers | SMEM B "
+         "| first difference |"),
+        "|---|---|---|---|---|---|---|---|---|---|",
         *[row(r) for _, r in sorted(records.items())],
         "",
     ]
