@@ -142,8 +142,60 @@ def cmd_build(args) -> int:
     for r in failed:
         lines.append(f"FAILED {r.spec.name} ({r.arch.name})" + (f": log {r.log_path}" if r.log_path else ""))
         lines.extend("  " + d.format().replace("\n", "\n  ") for d in r.diagnostics)
-    _emit(args, {**summary.to_json(), "spec_errors": [d.to_json() for d in load_diags]}, "\n".join(lines))
+    evicted = _after_build(args, cache, summary)
+    if evicted is not None and evicted.evicted:
+        from aotc.cache.evict import human_bytes
+
+        lines.append(f"cache over its {human_bytes(evicted.max_bytes)} cap: evicted {len(evicted.evicted)} "
+                     f"least-recently-used entries, {human_bytes(evicted.stored_before)} -> "
+                     f"{human_bytes(evicted.stored_after)}")
+    elif evicted is not None and evicted.stored_after > evicted.max_bytes:
+        lines.append(f"cache holds {evicted.stored_after:,} B, over its {evicted.max_bytes:,} B cap, all of it used by "
+                     "this build: raise --max-size / AOTC_CACHE_MAXSIZE")
+    payload = {**summary.to_json(), "spec_errors": [d.to_json() for d in load_diags],
+               "eviction": evicted.to_json() if evicted is not None else None}
+    _emit(args, payload, "\n".join(lines))
     return 1 if failed or load_diags else 0
+
+
+def _after_build(args, cache, summary):
+    """Count the build's hits and misses, mark what it used, then hold the size cap (never evicting
+    what this build used). Returns the eviction report when a cap is set."""
+    from aotc.cache import usage
+    from aotc.cache.evict import evict_to_size, max_size_from
+
+    cap = max_size_from(args.max_size)
+    used = {r.key for r in summary.results if r.key and r.status in ("hit", "built")}
+    usage.record_build(cache, hits=summary.count("hit"), misses=summary.count("built") + summary.count("failed"),
+                       used_keys=used)
+    return evict_to_size(cache, cap, used) if cap is not None else None
+
+
+def cmd_stats(args) -> int:
+    from aotc.cache import usage
+    from aotc.cache.evict import human_bytes, max_size_from
+    from aotc.cache.maintenance import stats
+
+    cache = _cache(args)
+    if args.zero:
+        usage.zero(cache)
+    st, counts, cap = stats(cache), usage.read_stats(cache), max_size_from(args.max_size)
+    lookups = counts["hits"] + counts["misses"]
+    rate = f"{counts['hits'] / lookups:.1%}" if lookups else "-"
+    data = {**st.to_json(), **counts, "hit_rate": counts["hits"] / lookups if lookups else None,
+            "max_bytes": cap, "root": str(cache.root)}
+    lines = [f"cache directory   {cache.root}",
+             f"entries           {st.entries} ({st.refs} refs, {st.blobs} blobs)",
+             (f"stored            {human_bytes(st.stored_bytes)} ({st.stored_bytes:,} B zstd; raw "
+              f"{human_bytes(st.raw_bytes)}, {st.compression_ratio:.2f}x)"),
+             f"max size          {human_bytes(cap) if cap else 'none (--max-size or AOTC_CACHE_MAXSIZE)'}",
+             f"since             {counts['since'] or 'the first build'} ({counts['builds']} builds)",
+             f"hits              {counts['hits']}",
+             f"misses            {counts['misses']} (compiled, or tried to)",
+             f"hit rate          {rate}",
+             f"evicted           {counts['evicted_entries']} entries, {human_bytes(counts['evicted_bytes'])}"]
+    _emit(args, data, "\n".join(lines))
+    return 0
 
 
 # ---- cache views ---------------------------------------------------------------------------------
@@ -482,6 +534,12 @@ def parser() -> argparse.ArgumentParser:
                    f"path; none given: {' '.join(DEFAULT_FLASHINFER_PRESETS)}; known: "
                    f"{', '.join(available_presets()) or 'none'}) instead of aotc's catalog; needs flashinfer-python. "
                    "An interrupted build resumes when run again; see docs/flashinfer.md")
+    b.add_argument("--max-size", metavar="SIZE", help="after the build, evict least-recently-used entries until "
+                   "the cache's blobs fit SIZE (e.g. 20G, 512MiB; default $AOTC_CACHE_MAXSIZE, none); never what this "
+                   "build used")
+    st = add("stats", cmd_stats, "entries, bytes stored and raw, compression, hits and misses since --zero, evictions")
+    st.add_argument("--zero", action="store_true", help="reset the hit/miss/eviction counters first")
+    st.add_argument("--max-size", metavar="SIZE", help="show this cap (default $AOTC_CACHE_MAXSIZE)")
     ls = add("ls", cmd_ls, "list cache entries")
     ls.add_argument("--family", help="only this family")
     rp = add("report", cmd_report, "write an HTML page: every kernel's SMEM against the budget, registers, "
