@@ -26,10 +26,12 @@ examples:
   aotc ls                             what the cache holds
   aotc report --arch sm120a,sm120f --out report   an HTML page of every kernel's SMEM against the budget
   aotc explain moe_w4a4/tile=128x128x128 --arch sm120a
+  aotc build --arch sm120a --dry-run  what the cache holds, what would compile, an estimated time
+  aotc stats                          entries, bytes, hits and misses since `aotc stats --zero`
   aotc verify                         re-hash every stored blob; quarantine corrupt ones
   aotc gc --max-age-days 30 --dry-run show what dropping entries built over 30 days ago would remove
   aotc wheel --arch sm120a,sm120f --out dist   pack the cache into per-arch and combined wheels
-  aotc wheel --check dist/aotc_kernels-0.1.0-py3-none-manylinux_2_17_x86_64.whl --arch sm120a
+  aotc wheel --check dist/aotc_kernels_sm120a-*.whl --arch sm120a
   aotc doctor                         toolchain, CUTLASS, memory and GPU as aotc sees them
 
 cache location: --cache-dir, else $AOTC_CACHE_DIR, else cache/ of a source checkout, else ~/.cache/aotc
@@ -121,10 +123,24 @@ def cmd_build_flashinfer(args) -> int:
     return 0 if summary.ok else 1
 
 
+def _executor(args, cache, specs):
+    """None (the local pool) or a RayExecutor for `--executor ray...` (aotc/build/executor_ray.py)."""
+    if args.executor == "local":
+        return None
+    from aotc.build.executor_ray import RayExecutor, parse_executor
+    from aotc.build.toolchain import find_toolchain
+
+    address = parse_executor(args.executor)
+    return RayExecutor(address, cache, find_toolchain().identity, {s.name: s.family for s in specs})
+
+
 def cmd_build(args) -> int:
     from aotc.build.pipeline import FAILED, build
 
     if args.flashinfer is not None:
+        if args.executor != "local":
+            raise AotcError(Diagnostic("AOTC-RAY-005", "--flashinfer builds run on this machine only for now",
+                                       fix="drop --executor, or build aotc's catalog on the cluster"))
         return cmd_build_flashinfer(args)
     archs = parse_arch_list(args.arch)
     specs, load_diags = _load(args)
@@ -134,7 +150,10 @@ def cmd_build(args) -> int:
                                    fix="see the names with `aotc check`; a filter is a substring, a family name "
                                    "or a shell wildcard"))
     cache = _cache(args)
-    summary = build(specs, archs, cache, jobs=args.jobs, force=args.force, progress=not args.quiet)
+    if args.dry_run:
+        return _dry_run(args, specs, archs, cache)
+    summary = build(specs, archs, cache, jobs=args.jobs, force=args.force, progress=not args.quiet,
+                    executor=_executor(args, cache, specs))
     failed = [r for r in summary.results if r.status == FAILED]
     lines = [(f"built {summary.count('built')}, cache hits {summary.count('hit')}, failed {len(failed)}, "
               f"skipped {summary.count('skipped')} (not applicable to the arch) in {summary.seconds:.2f}s "
@@ -156,6 +175,31 @@ def cmd_build(args) -> int:
                "eviction": evicted.to_json() if evicted is not None else None}
     _emit(args, payload, "\n".join(lines))
     return 1 if failed or load_diags else 0
+
+
+def _dry_run(args, specs, archs, cache) -> int:
+    """Hits, misses and an estimated time, without compiling: before a multi-hour build."""
+    from aotc.build.estimate import estimate, format_seconds
+    from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES, plan_parallel_jobs
+
+    jobs = plan_parallel_jobs(args.jobs, CUTLASS_TU_PEAK_RSS_BYTES).jobs
+    est = estimate(specs, archs, cache, jobs)
+    n = len(est.hits) + len(est.misses)
+    lines = [(f"dry run for {', '.join(a.name for a in archs)}: {n} kernels, {len(est.hits)} in the cache, "
+              f"{len(est.misses)} to compile ({est.skipped} not applicable or rejected); nothing is compiled")]
+    if est.misses:
+        unknown = f", plus {len(est.unknown)} kernels with no compile time on record" if est.unknown else ""
+        lines.append(f"estimated {format_seconds(est.wall_seconds)} wall with {jobs} job(s), longest first "
+                     f"({format_seconds(est.compile_seconds)} of nvcc{unknown}), from the median compile time per "
+                     f"family recorded in {cache.root}:")
+        per_family: dict[str, list] = {}
+        for _, fam, secs in est.misses:
+            per_family.setdefault(fam, []).append(secs)
+        for fam, secs in sorted(per_family.items()):
+            known = f"x {secs[0]:.0f} s" if secs[0] is not None else "no compile recorded yet: not in the estimate"
+            lines.append(f"  {fam:<32} {len(secs):>3} to compile {known}")
+    _emit(args, {"dry_run": True, **est.to_json()}, "\n".join(lines))
+    return 0
 
 
 def _after_build(args, cache, summary):
@@ -529,11 +573,17 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-j", "--jobs", type=int, help="parallel compiles (default: capped by cores and free memory)")
     b.add_argument("--force", action="store_true", help="compile even when the cache holds the result")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    b.add_argument("--executor", default="local", metavar="local|ray[://ADDRESS]",
+                   help="where translation units compile: `local` (default), `ray` (RAY_ADDRESS or a local "
+                   "Ray), `ray://HOST:10001` (Ray Client) or `ray:HOST:6379` (a cluster's GCS); one task per "
+                   "TU, declaring its recorded peak memory (docs/build.md)")
     b.add_argument("--flashinfer", nargs="*", metavar="PRESET", default=None,
                    help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml or a .toml "
                    f"path; none given: {' '.join(DEFAULT_FLASHINFER_PRESETS)}; known: "
                    f"{', '.join(available_presets()) or 'none'}) instead of aotc's catalog; needs flashinfer-python. "
                    "An interrupted build resumes when run again; see docs/flashinfer.md")
+    b.add_argument("--dry-run", action="store_true", help="print what the cache holds, what would compile and an "
+                   "estimated time (recorded compile times per family), then stop")
     b.add_argument("--max-size", metavar="SIZE", help="after the build, evict least-recently-used entries until "
                    "the cache's blobs fit SIZE (e.g. 20G, 512MiB; default $AOTC_CACHE_MAXSIZE, none); never what this "
                    "build used")

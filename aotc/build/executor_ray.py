@@ -1,0 +1,147 @@
+"""`--executor ray[://ADDRESS]`: each translation unit is one Ray task, declaring the memory its
+compile needs (the peak RSS recorded in the cache by earlier builds), so Ray packs nodes by memory.
+Workers compile and verify (aotc.build.tu_task); a worker whose toolchain differs from the build's is
+refused; the parent stores results exactly as a local build does. Build side only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import sys
+from collections.abc import Iterable, Iterator, Mapping
+
+from aotc.build.executor import Executor
+from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES
+from aotc.build.tu_task import TuJob, TuResult
+from aotc.cache import Cache
+from aotc.diagnostics import AotcError, Diagnostic
+
+# A task lost with its worker or node (OOM kill, preemption, a killed process) is run again this
+# many times by Ray before the TU is reported failed.
+TASK_RETRIES = 3
+MIN_DECLARED_BYTES = 256 << 20  # a floor: tiny recorded figures must still leave room for nvcc to start
+
+
+def parse_executor(text: str) -> str | None:
+    """`ray` (RAY_ADDRESS, else a local Ray), `ray://HOST:PORT` (Ray Client) or `ray:HOST:PORT`
+    (a cluster's GCS address). Returns the address for ray.init; anything else is AOTC-RAY-004."""
+    if text == "ray":
+        return os.environ.get("RAY_ADDRESS") or None
+    if text.startswith("ray://") and len(text) > 6:
+        return text
+    if text.startswith("ray:") and len(text) > 4:
+        return text[4:]
+    raise AotcError(Diagnostic(
+        "AOTC-RAY-004", f"--executor {text!r} is not understood",
+        fix="use `--executor local` (the default), `--executor ray` (RAY_ADDRESS or a local Ray), "
+            "`--executor ray://HOST:10001` (Ray Client) or `--executor ray:HOST:6379` (a cluster's GCS)"))
+
+
+def recorded_peaks(cache: Cache) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
+    """Peak RSS recorded by earlier builds: per (kernel name, arch), and the largest per family."""
+    per_tu: dict[tuple[str, str], int] = {}
+    per_family: dict[str, int] = {}
+    for m in cache.entries():
+        rss = m.get("peak_rss_bytes")
+        if not isinstance(rss, int) or rss <= 0:
+            continue
+        tu = (m.get("name", ""), m.get("arch", ""))
+        per_tu[tu] = max(per_tu.get(tu, 0), rss)
+        family = m.get("family", "")
+        per_family[family] = max(per_family.get(family, 0), rss)
+    return per_tu, per_family
+
+
+def _compile_on_worker(job: TuJob, expected_identity: str) -> TuResult:
+    """The Ray task: refuse if this worker's toolchain is not the build's, else compile and verify."""
+    import ray
+
+    from aotc.build.toolchain import find_toolchain
+    from aotc.build.tu_task import compile_tu
+
+    where = f"{socket.gethostname()} pid {os.getpid()} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"
+    try:
+        identity = find_toolchain().identity
+    except AotcError as e:
+        return TuResult(job, False, diagnostics=[Diagnostic(
+            "AOTC-RAY-001", f"worker {where} has no usable CUDA toolchain: {e}", job.name,
+            fix="install aotc with its build extra on every worker node")])
+    if identity != expected_identity:
+        return TuResult(job, False, diagnostics=[Diagnostic(
+            "AOTC-RAY-001",
+            f"worker {where} refused: its toolchain identity {identity[:16]}… differs from the build's "
+            f"{expected_identity[:16]}… (another nvcc, ptxas, cicc or host compiler); nothing it would "
+            "compile can go under this build's keys",
+            job.name, fix="give every worker node the build's toolchain (`aotc doctor` on each shows it), "
+                          "or take the node out of the cluster",
+            details={"worker": where, "worker_identity": identity, "build_identity": expected_identity})])
+    result = compile_tu(job)
+    result.log = f"[ray worker {where}]\n" + result.log
+    return result
+
+
+class RayExecutor(Executor):
+    """One Ray task per TU (num_cpus=1, memory=declared bytes, retried when its worker dies)."""
+
+    def __init__(self, address: str | None, cache: Cache, toolchain_identity: str,
+                 families: Mapping[str, str] | None = None, default_bytes: int = CUTLASS_TU_PEAK_RSS_BYTES):
+        import ray
+
+        self.ray = ray
+        if not ray.is_initialized():
+            # A loopback cluster must be joined from loopback too (Ray would announce the host's IP).
+            local = address is not None and address.split("://")[-1].split(":")[0] in ("127.0.0.1", "localhost")
+            ray.init(address=address, log_to_driver=False, configure_logging=False,
+                     **({"_node_ip_address": "127.0.0.1"} if local else {}))
+        self.identity = toolchain_identity
+        self.families = dict(families or {})
+        self.default_bytes = default_bytes
+        self.per_tu, self.per_family = recorded_peaks(cache)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        self.jobs = max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
+        self.node_memory = max((int(n["Resources"].get("memory", 0)) for n in nodes), default=0)
+        self.declared: dict[TuJob, int] = {}
+        print(f"aotc: Ray cluster: {len(nodes)} node(s), {self.jobs} CPUs, largest node offers "
+              f"{self.node_memory / 2**30:.1f} GiB to tasks", file=sys.stderr)
+
+    def declared_bytes(self, job: TuJob) -> int:
+        """The TU's recorded peak RSS, else its family's largest recorded, else the default; never
+        more than the largest node offers (a task asking more would wait forever)."""
+        family = self.families.get(job.name, "")
+        want = self.per_tu.get((job.name, job.arch)) or self.per_family.get(family) or self.default_bytes
+        want = max(MIN_DECLARED_BYTES, want)
+        return min(want, self.node_memory) if self.node_memory else want
+
+    def run(self, jobs: Iterable[TuJob]) -> Iterator[TuResult]:
+        ray = self.ray
+        remote = ray.remote(_compile_on_worker)
+        refs = {}
+        for job in jobs:
+            self.declared[job] = mem = self.declared_bytes(job)
+            ref = remote.options(num_cpus=1, memory=mem, max_retries=TASK_RETRIES, retry_exceptions=False,
+                                 name=f"aotc:{job.name}:{job.arch}").remote(job, self.identity)
+            refs[ref] = job
+        try:
+            while refs:
+                ready, _ = ray.wait(list(refs), num_returns=1)
+                for ref in ready:
+                    job = refs.pop(ref)
+                    yield self._result(ref, job)
+        except BaseException:  # Ctrl-C: stop the cluster's work for this build, then unwind
+            for ref in refs:
+                with contextlib.suppress(Exception):  # already finished or gone
+                    ray.cancel(ref, force=True)
+            raise
+
+    def _result(self, ref, job: TuJob) -> TuResult:
+        try:
+            return self.ray.get(ref)
+        except self.ray.exceptions.RayError as e:  # worker or node lost more often than retried
+            return TuResult(job, False, log=str(e), diagnostics=[Diagnostic(
+                "AOTC-RAY-003",
+                f"the Ray task for {job.name} ({job.arch}) was lost {TASK_RETRIES + 1} times "
+                f"({type(e).__name__}); nothing of it was stored",
+                job.name, fix="check the cluster's nodes (`ray status`) and their memory; rerun the build: "
+                              "what finished is cached")])

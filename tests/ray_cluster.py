@@ -1,0 +1,104 @@
+"""A real local Ray cluster for tests: a head node and worker node processes, loopback only, every
+port chosen free, each node started with `ray start --block` in its own session so the test stops
+exactly its own processes (never `ray stop`, which would end every Ray on the machine)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.redis_server import free_port
+
+GIB = 1 << 30
+
+
+def _ray_binary() -> str:
+    found = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    if found is None:
+        pytest.skip("ray is not installed (it is part of the build extra: pip install -e '.[build]')")
+    return found
+
+
+class LocalCluster:
+    def __init__(self, tmp: Path):
+        self.tmp = tmp
+        self.nodes: list[subprocess.Popen] = []
+        self.address = ""
+        # Ray's session folder holds AF_UNIX sockets (paths of at most 107 bytes): keep it short.
+        self.ray_tmp = tempfile.mkdtemp(prefix="ray")
+
+    def _ports(self) -> list[str]:
+        out = []
+        for flag in ("--node-manager-port", "--object-manager-port", "--metrics-export-port",
+                     "--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--runtime-env-agent-port"):
+            out += [flag, str(free_port())]
+        return [*out, "--min-worker-port", "0", "--max-worker-port", "0"]  # 0: any free port
+
+    def start_node(self, cpus: int, memory: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+        """The head first (the cluster's address comes from it), then workers joining it."""
+        cmd = [_ray_binary(), "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", str(cpus),
+               "--num-gpus", "0", "--memory", str(memory), "--object-store-memory", str(100 << 20),
+               "--disable-usage-stats", *self._ports()]
+        if not self.nodes:
+            port = free_port()
+            self.address = f"127.0.0.1:{port}"
+            cmd += ["--head", "--port", str(port), "--include-dashboard", "false",
+                    "--ray-client-server-port", str(free_port()), "--temp-dir", self.ray_tmp]
+        else:
+            cmd += ["--address", self.address]
+        log_path = self.tmp / f"node{len(self.nodes)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
+        self.nodes.append(proc)
+        deadline = time.monotonic() + 120
+        while b"Ray runtime started" not in log_path.read_bytes():  # printed before --block blocks
+            if proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"ray start failed:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        return proc
+
+    def wait_for(self, n_nodes: int, timeout: float = 120.0) -> None:
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(address=self.address, _node_ip_address="127.0.0.1", log_to_driver=False,
+                     configure_logging=False)
+        deadline = time.monotonic() + timeout
+        while sum(n["Alive"] for n in ray.nodes()) < n_nodes:
+            dead = [p.args for p in self.nodes if p.poll() is not None]
+            if dead or time.monotonic() > deadline:
+                raise RuntimeError(f"Ray cluster did not come up ({n_nodes} nodes wanted); logs in {self.tmp}")
+            time.sleep(0.5)
+
+    def kill_node(self, proc: subprocess.Popen) -> None:
+        """SIGKILL a node's whole session: its raylet, its workers, and what they started there."""
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+    def stop(self) -> None:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        for proc in reversed(self.nodes):  # workers first, the head last
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.nodes):
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.kill_node(proc)
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
