@@ -26,6 +26,8 @@ from aotc.resources import checkout_root
 
 CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 _LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
+# Record kinds a remote layer shares (docs/cache.md); logs, stats and workspaces stay on this machine.
+SHARED_RECORDS = frozenset({"actions", "refs", "prekeys", "headersets"})
 LOCK_TIMEOUT_S = 600.0  # a build of one TU takes ~1 min; 10 min means a stuck writer
 
 
@@ -153,8 +155,9 @@ class Cache:
     def write_json(self, path: Path, value: dict) -> None:
         data = _json_bytes(value)
         atomic_write(path, [data], self.tmp_dir)
-        if path.parent.parent.parent == self.base:  # a sharded record: share it through a remote layer
-            self.store.put_record(path.parent.parent.name, path.stem, data)
+        kind = path.parent.parent.name
+        if kind in SHARED_RECORDS and path.parent.parent.parent == self.base:  # through a remote layer
+            self.store.put_record(kind, path.stem, data)
 
     def read_record(self, kind: str, name: str, what: str) -> dict | None:
         """A record (actions, refs, prekeys, headersets) from its local file; on a local miss from the
