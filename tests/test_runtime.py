@@ -622,7 +622,7 @@ def test_runtime_package_import_loads_submodules_on_first_use():
     )
     first, after_ops, resolved, error = run_python(script)
     assert first.split(",") == ["aotc", "aotc.runtime"]  # nothing else until something is used
-    assert "aotc.runtime.ops" in after_ops.split(",") and "aotc.runtime.select" not in after_ops.split(",")
+    assert "aotc.runtime.ops" in after_ops.split(",") and "aotc.runtime.tile_select" not in after_ops.split(",")
     assert resolved == " True"  # every exported name resolves and is listed by dir()
     assert "no_such_name" in error
 

@@ -139,6 +139,14 @@ class Family(ABC):
     @abstractmethod
     def expected_mma(self, p: dict, arch: Arch) -> str | None: ...
 
+    def tile_of(self, p: dict) -> tuple[int, ...] | None:
+        """The problem dimensions one CTA covers, in the order the runtime's select() reads a problem
+        ((m, n, k) for GEMMs, (seqlen_q,) for attention); None: no tile to score. The default reads a
+        declared "tile" shape field; families that name it otherwise override this."""
+        if "tile" in self.fields and isinstance(p.get("tile"), (list, tuple)):
+            return tuple(int(v) for v in p["tile"])
+        return None
+
     def fit_hint(self, p: dict, arch: Arch) -> str:
         """A concrete fix when the SMEM model exceeds the budget (override for better advice)."""
         return "choose a smaller tile or fewer stages"

@@ -119,6 +119,9 @@ class _FmhaBase(Family):
         # e4m3 x e4m3 -> f32 mma.sync (m16n8k32) exists from sm_89 on: sm_80/86 are "not applicable".
         return frozenset(base | {MMA_SYNC_FP8}) if p["dtype"] in FP8_DTYPES else frozenset(base)
 
+    def tile_of(self, p: dict) -> tuple[int, ...]:
+        return (p["block_m"],)  # query rows per CTA: select() scores it against seqlen_q
+
     def smem(self, p: dict, arch: Arch) -> SmemModel:
         """Mirror of SharedStorage: members at 128 B alignment, struct size rounded to 128 B."""
         ebytes = ELEMENT_BYTES[p["dtype"]]

@@ -24,7 +24,7 @@ _EXPORTS = {
     "fmha_decode_paged": "paged", "fmha_fwd_paged": "paged",
     "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
     "host_kernel": "registry", "kernel_key": "registry", "load_kernel": "registry", "loaded": "registry",
-    "select": "select",
+    "select": "tile_select",
     "TensorInfo": "tensors", "expect": "tensors", "tensor_info": "tensors",
 }
 
@@ -115,5 +115,5 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         loaded,
     )
     from aotc.runtime.scratch import set_allocator
-    from aotc.runtime.select import select
     from aotc.runtime.tensors import TensorInfo, expect, tensor_info
+    from aotc.runtime.tile_select import select

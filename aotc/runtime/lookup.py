@@ -124,6 +124,7 @@ def default_sources() -> list[KernelSource]:
 def add_source(source: KernelSource) -> None:
     """Append a source (e.g. an installed kernel wheel); searched after the ones already there."""
     default_sources().append(source)
+    forget()
 
 
 def set_sources(sources: list[KernelSource]) -> None:
@@ -131,19 +132,52 @@ def set_sources(sources: list[KernelSource]) -> None:
     global _sources
     with _sources_lock:
         _sources = list(sources)
+    forget()
 
 
-def stored_params(family: str, device: Device, sources: list[KernelSource] | None = None) -> list[dict]:
-    """Distinct params stored for `family` on a target the device can run, in the sources' order
-    (sources without a `refs()` listing contribute nothing)."""
+# (family, device cc) -> (the source list scanned, its candidates): a choice among stored kernels
+# reads the ref listings once per family and device, not once per new problem size.
+CANDIDATES_LIMIT = 256
+_candidates: dict[tuple, tuple[list, list]] = {}
+
+
+def forget() -> None:
+    """Drop the memoized candidate lists (after sources change or kernels are built meanwhile)."""
+    _candidates.clear()
+
+
+def stored_candidates(family: str, device: Device, sources: list[KernelSource] | None = None) -> list[Found]:
+    """Every distinct params stored for `family` that `device` can run, each found once at its most
+    preferred target, in the sources' order (sources without a `refs()` listing contribute nothing).
+    Memoized per (family, device capability) and source list until forget()."""
+    srcs = default_sources() if sources is None else sources
+    key = (family, device.cc)
+    hit = _candidates.get(key)
+    if hit is not None and hit[0] is srcs:
+        return hit[1]
     runnable = set(device.runnable_targets())
     seen: dict[str, dict] = {}
-    for src in default_sources() if sources is None else sources:
+    for src in srcs:
         listing = getattr(src, "refs", None)
         for ref in listing() if listing else ():
             if ref.get("family") == family and ref.get("arch") in runnable and isinstance(ref.get("params"), dict):
                 seen.setdefault(json.dumps(ref["params"], sort_keys=True, default=list), ref["params"])
-    return list(seen.values())
+    found = []
+    for params in seen.values():
+        try:
+            found.append(find(family, params, device, sources=srcs))
+        except AotcError as exc:
+            if exc.diagnostics[0].code != NO_KERNEL:  # a ref without its entry is no candidate
+                raise
+    if len(_candidates) >= CANDIDATES_LIMIT:
+        _candidates.clear()
+    _candidates[key] = (srcs, found)
+    return found
+
+
+def stored_params(family: str, device: Device, sources: list[KernelSource] | None = None) -> list[dict]:
+    """The params of stored_candidates()."""
+    return [f.params for f in stored_candidates(family, device, sources)]
 
 
 class Found:

@@ -21,12 +21,13 @@ from aotc.runtime.errors import (
     runtime_error,
 )
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.lookup import stored_params
+from aotc.runtime.lookup import stored_candidates
 from aotc.runtime.registry import get_kernel
 from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 FMHA_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> fmha family `dtype` param
-_choices: dict[tuple, Kernel] = {}  # (family, ordinal, problem signature) -> chosen kernel
+CHOICES_LIMIT = 4096  # problem signatures kept before the memo starts over
+_choices: dict[tuple, tuple[int, Kernel]] = {}  # (family, ordinal, signature) -> (registry generation, kernel)
 
 
 def default_stream(tensor: Any, ordinal: int) -> int:
@@ -118,20 +119,21 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
     if params is not None:
         return get_kernel(family, params, device=device.ordinal)
     key = (family, device.ordinal, signature)
-    kernel = _choices.get(key)
-    if kernel is None:
-        candidates = [p for p in stored_params(family, device)
-                      if all(p.get(k) == v for k, v in matches.items())]
-        if not candidates:
-            want = ", ".join(f"{k}={v}" for k, v in matches.items())
-            raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
-                                f"build one: aotc build --arch {_default_target(device)} --filter {family}",
-                                family=family, **{k: str(v) for k, v in matches.items()})
-        from aotc.runtime.select import select  # only when choosing: explicit params never load the heuristic
+    hit = _choices.get(key)
+    if hit is not None and hit[0] == registry._generation:
+        return hit[1]
+    candidates = [f for f in stored_candidates(family, device) if all(f.params.get(k) == v for k, v in matches.items())]
+    if not candidates:
+        want = ", ".join(f"{k}={v}" for k, v in matches.items())
+        raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
+                            f"build one: aotc build --arch {_default_target(device)} --filter {family}",
+                            family=family, **{k: str(v) for k, v in matches.items()})
+    from aotc.runtime.tile_select import best  # only when choosing: explicit params never load the heuristic
 
-        chosen = select(family, candidates, problem, device, sm_count=device.sm_count)
-        kernel = get_kernel(family, chosen, device=device.ordinal)
-        _choices[key] = kernel
+    kernel = registry.kernel_for(best(candidates, problem, device.sm_count), device)
+    if len(_choices) >= CHOICES_LIMIT:
+        _choices.clear()
+    _choices[key] = (registry._generation, kernel)
     return kernel
 
 

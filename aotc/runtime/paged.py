@@ -76,7 +76,7 @@ def _choose(family: str, device: Device, signature: tuple, matches: dict, proble
             raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
                                 f"build one: aotc build --arch {targets[0] if targets else f'sm{device.sm}'} "
                                 f"--filter {family}", family=family)
-        from aotc.runtime.select import select
+        from aotc.runtime.tile_select import select
 
         kernel = get_kernel(family, select(family, candidates, problem, device, sm_count=device.sm_count),
                             device=device.ordinal)

@@ -5,7 +5,6 @@ later lookups are one dict read and take no lock.
 
 from __future__ import annotations
 
-import sys
 import threading
 from typing import Any
 
@@ -13,7 +12,7 @@ from aotc.families import get_family
 from aotc.runtime.device import Device, query_device
 from aotc.runtime.launch import Kernel
 from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_helper, read_blob
-from aotc.runtime.lookup import Found, KernelSource, find
+from aotc.runtime.lookup import Found, KernelSource, find, forget
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel
@@ -107,6 +106,18 @@ def get_kernel(family: str | KernelKey, params: dict | None = None, *, device: D
     return kernel
 
 
+def kernel_for(found: Found, device: Device) -> Kernel:
+    """The loaded kernel of something find() (or lookup.stored_candidates) already located: no
+    second lookup. Memoized per device and spec key like get_kernel."""
+    kernel = _by_spec.get((device.ordinal, found.spec_key))
+    if kernel is None:
+        with _lock:
+            kernel = _by_spec.get((device.ordinal, found.spec_key))
+            if kernel is None:
+                kernel = _by_spec[(device.ordinal, found.spec_key)] = load_kernel(found, resolve_device(device))
+    return kernel
+
+
 def _load_key(key: KernelKey) -> Kernel:
     generation = _generation  # read first: a clear() during the load leaves the key unresolved
     kernel = get_kernel(key.family, key.params, device=key.device, arch=key.arch)
@@ -149,6 +160,4 @@ def clear() -> None:
         _fast.clear()
         _by_spec.clear()
         _host.clear()
-        ops = sys.modules.get(f"{__package__}.ops")
-        if ops is not None:  # not imported: it has no choices to forget
-            ops._choices.clear()
+        forget()  # stored candidates; memos above this module check _generation

@@ -1,22 +1,19 @@
-"""select(): pick one of several stored tiles of a family for a problem shape. A deliberately
-simple, documented heuristic (docs/runtime.md): least padded work, then fewer CTAs waves wasted,
-then the larger tile. Candidates not stored for the device are skipped.
+"""aotc.runtime.select(): pick one of several stored tiles of a family for a problem shape, by a
+simple, documented heuristic (docs/runtime.md): least padded work, then fewer CTA waves wasted,
+then the larger tile. Scoring only: candidates come from lookup.stored_candidates (memoized). Not
+named select.py: importing a submodule of that name would shadow the function on aotc.runtime.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 
-from aotc.diagnostics import AotcError
+from aotc.families import get_family
 from aotc.runtime.device import Device
-from aotc.runtime.errors import NO_CANDIDATE, NO_KERNEL, runtime_error
-from aotc.runtime.lookup import KernelSource, find
-
-# Problem keys per tile axis: a params field holding the tile (first match wins) and the problem
-# dimension each entry of that tile covers.
-TILE_FIELDS = ("tile", "cta_tile", "tile_shape", "block")
-QUERY_TILE_FIELDS = ("tile_q", "block_q", "block_m")
+from aotc.runtime.errors import NO_CANDIDATE, runtime_error
+from aotc.runtime.lookup import Found, KernelSource, stored_candidates, typed_params
 
 
 def padded_work(tile: Sequence[int], dims: Sequence[int]) -> float:
@@ -26,18 +23,6 @@ def padded_work(tile: Sequence[int], dims: Sequence[int]) -> float:
         if d > 0 and t > 0:
             ratio *= math.ceil(d / t) * t / d
     return ratio
-
-
-def tile_of(params: dict) -> tuple[int, ...] | None:
-    for name in TILE_FIELDS:
-        value = params.get(name)
-        if isinstance(value, (list, tuple)) and value:
-            return tuple(int(v) for v in value)
-    for name in QUERY_TILE_FIELDS:
-        value = params.get(name)
-        if isinstance(value, int):
-            return (value,)
-    return None
 
 
 def problem_dims(problem: dict) -> tuple[int, ...]:
@@ -50,9 +35,10 @@ def problem_dims(problem: dict) -> tuple[int, ...]:
     return ()
 
 
-def score(params: dict, problem: dict, sm_count: int) -> tuple[float, float, int]:
-    """Lower is better: (padded work, wasted share of the last wave, -tile area)."""
-    tile, dims = tile_of(params), problem_dims(problem)
+def score(tile: Sequence[int] | None, problem: dict, sm_count: int) -> tuple[float, float, int]:
+    """Lower is better: (padded work, wasted share of the last wave, -tile area). `tile` is the
+    family's tile_of(params): the problem dimensions each of its entries covers."""
+    dims = problem_dims(problem)
     if tile is None or not dims:
         return (1.0, 0.0, 0)
     ctas = math.prod(math.ceil(d / t) for t, d in zip(tile, dims[:2], strict=False))
@@ -63,23 +49,26 @@ def score(params: dict, problem: dict, sm_count: int) -> tuple[float, float, int
     return (round(padded_work(tile, dims), 3), round(idle, 3), -math.prod(tile[:2]))
 
 
+def best(candidates: Sequence[Found], problem: dict, sm_count: int = 0) -> Found:
+    """The stored candidate to use for `problem` (the first of equals, in the sources' order)."""
+    return min(candidates, key=lambda f: score(get_family(f.family).tile_of(f.params), problem, sm_count))
+
+
 def select(family: str, candidates: Sequence[dict], problem: dict, device: Device, *,
            sources: list[KernelSource] | None = None, sm_count: int = 0) -> dict:
     """The candidate params to use for `problem` on `device`, among those stored for it."""
-    stored: list[dict] = []
-    for params in candidates:
-        try:
-            find(family, params, device, sources=sources)
-        except AotcError as exc:
-            if exc.diagnostics[0].code != NO_KERNEL:
-                raise
-            continue
-        stored.append(params)
-    if not stored:
+    stored = {_key(f.params): f for f in stored_candidates(family, device, sources)}
+    mine = [(p, stored[k]) for p in candidates if (k := _key(typed_params(family, p))) in stored]
+    if not mine:
         raise runtime_error(NO_CANDIDATE, f"none of the {len(candidates)} {family} candidates is stored for "
                             f"{device.label}", f"build them: aotc build --arch {_target(device)} --filter {family}",
                             family=family, candidates=len(candidates))
-    return min(stored, key=lambda p: score(p, problem, sm_count))
+    chosen = best([f for _, f in mine], problem, sm_count)
+    return next(p for p, f in mine if f is chosen)
+
+
+def _key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=list)
 
 
 def _target(device: Device) -> str:
