@@ -172,7 +172,7 @@ def test_report_and_show_on_a_real_build(built_cache, capsys, tmp_path):
     (v,) = [v for v in json.loads(out)["verdicts"] if v["spec"] == BUILT_SPEC]
     code, out, _ = run(capsys, "show", BUILT_SPEC, "--cache-dir", str(cache.root))
     assert code == 0 and not out.lstrip().startswith("{")
-    section = out.split("(sm120a)")[1]
+    section = out.split(", sm120a)")[1]
     assert f"{v['smem']['total']:,} / 101,376 B" in section
     for name, size in v["smem"]["components"].items():
         assert any(name in line and f"{size:,} B" in line for line in section.splitlines())

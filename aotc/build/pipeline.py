@@ -7,6 +7,7 @@ and free memory. One failing kernel never stops the others; every failure keeps 
 from __future__ import annotations
 
 import datetime as _dt
+import statistics
 import sys
 import time
 import traceback
@@ -16,6 +17,7 @@ from aotc import __version__
 from aotc.arch import Arch
 from aotc.build import store_step
 from aotc.build.direct_mode import HeaderSnapshot, lookup_prekey
+from aotc.build.estimate import family_seconds, longest_first, remaining_wall
 from aotc.build.executor import Executor, LocalExecutor
 from aotc.build.progress import Progress
 from aotc.build.render import Source, render
@@ -175,6 +177,65 @@ class Builder:
                                                  spec.name, spec.file, f"report it with the log: {log}")])
 
 
+class _CompileClock:
+    """What the progress line's ETA rests on: each queued compile's expected time (its family's median
+    on record in the cache, else what this build measured for the family so far, else the median of
+    everything known), minus what the running ones have already spent, over the build's jobs."""
+
+    def __init__(self, meter: Progress):
+        self.meter = meter
+        self.history: dict[str, float] = {}
+        self.families: dict[TuJob, str] = {}
+        self.learned: dict[str, list[float]] = {}
+        self.started: dict[TuJob, float] = {}
+        self.left: set[TuJob] = set()
+        self.jobs = 1
+
+    def plan(self, cache: Cache, families: dict[TuJob, str], jobs: int) -> None:
+        self.families, self.left, self.jobs = families, set(families), jobs
+        self.history = family_seconds(cache) if families else {}  # read the manifests only when compiling
+        self.meter.eta = self.eta if families else None
+
+    def expected(self, tu: TuJob) -> float | None:
+        fam = self.families.get(tu, "")
+        if fam in self.history:
+            return self.history[fam]
+        if self.learned.get(fam):
+            return statistics.median(self.learned[fam])
+        return None
+
+    def tracked(self, compile_one):
+        def run(tu: TuJob):
+            self.started[tu] = time.perf_counter()
+            self.meter.started(f"{tu.name} ({tu.arch})")
+            try:
+                return compile_one(tu)
+            finally:
+                self.meter.finished(f"{tu.name} ({tu.arch})")
+        return run
+
+    def done(self, result) -> None:
+        self.left.discard(result.job)
+        self.started.pop(result.job, None)
+        if result.compile_seconds:
+            self.learned.setdefault(self.families.get(result.job, ""), []).append(result.compile_seconds)
+
+    def eta(self) -> float | None:
+        known = [*self.history.values(), *(v for vals in self.learned.values() for v in vals)]
+        typical = statistics.median(known) if known else None
+        now = time.perf_counter()
+        running, queued = [], []
+        for tu in list(self.left):
+            secs = self.expected(tu) if self.expected(tu) is not None else typical
+            if secs is None:
+                return None  # nothing on record yet: no ETA rather than a wrong one
+            if tu in self.started:
+                running.append(max(0.0, secs - (now - self.started[tu])))
+            else:
+                queued.append(secs)
+        return remaining_wall(running, queued, self.jobs)
+
+
 def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | None = None,
           toolchain: Toolchain | None = None, force: bool = False, progress: bool = True,
           executor: Executor | None = None) -> BuildSummary:
@@ -182,14 +243,15 @@ def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | 
     local pool of as many compiles as cores and free memory allow)."""
     start = time.perf_counter()
     builder = Builder(cache, toolchain, force)
+    work = [(s, a) for s in specs for a in archs]
+    meter = Progress(len(work), enabled=progress, unit="kernel")
+    clock = _CompileClock(meter)
     if executor is None:
         plan = plan_parallel_jobs(jobs, CUTLASS_TU_PEAK_RSS_BYTES)
-        executor = LocalExecutor(plan.jobs, builder.compiler)
+        executor = LocalExecutor(plan.jobs, clock.tracked(builder.compiler))
         reason = plan.reason
     else:
         reason = f"{executor.jobs} jobs on {type(executor).__name__}"
-    work = [(s, a) for s in specs for a in archs]
-    meter = Progress(len(work), enabled=progress, unit="kernel")
     if progress and work:
         print(f"aotc: {len(work)} kernel builds, {reason}", file=sys.stderr)
     results: list[JobResult] = []
@@ -198,6 +260,10 @@ def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | 
     def report(r: JobResult) -> None:
         results.append(r)
         counts = {s: sum(x.status == s for x in results) for s in (HIT, BUILT, FAILED, SKIPPED)}
+        if r.status == FAILED:  # kept on screen: the next status line must not overwrite it
+            why = r.diagnostics[0].message if r.diagnostics else ""
+            meter.note(f"FAILED {r.spec.name} ({r.arch.name})" + (f": {why}" if why else "")
+                       + (f" (log {r.log_path})" if r.log_path else ""))
         meter.event(f"{r.spec.name} ({r.arch.name}): {r.status}",
                     f"{r.seconds:.1f}s; {counts[HIT]} hit, {counts[BUILT]} built, {counts[FAILED]} failed, "
                     f"{counts[SKIPPED]} skipped")
@@ -212,8 +278,12 @@ def build(specs: list[KernelSpec], archs: list[Arch], cache: Cache, jobs: int | 
             report(prepared)
         else:
             pending.setdefault(prepared.tu, []).append(prepared)
+    families = {tu: jobs_[0].spec.family for tu, jobs_ in pending.items()}
+    clock.plan(cache, families, executor.jobs)
     try:
-        for tu in executor.run(list(pending)):
+        # longest expected compile first: a 2-minute CUTLASS kernel never starts last on an idle machine
+        for tu in executor.run(longest_first(list(pending), clock.expected)):
+            clock.done(tu)
             for job in pending[tu.job]:
                 try:
                     report(builder.finish(job, tu))
