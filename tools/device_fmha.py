@@ -2,17 +2,15 @@
 
 `build` (needs aotc[build]): render + compile every catalog fmha spec for one arch into a folder
 (cubin, helper .so, build.json with registers/spills/compile seconds and HMMA counts).
-`run` (needs only torch, cuda.bindings, numpy): load each cubin with cuModuleLoadData, fill
-Params through the helper's aotc_prepare (ctypes), launch with cuLaunchKernel on torch tensors,
-check against a float32 torch reference (fresh random inputs, NaN-poisoned outputs), then time
-prefill/decode shapes side by side with torch SDPA (FLASH_ATTENTION backend) and write
-fmha_<card>.md/.json. Stands alone: it does not use aotc.runtime.
+`run` (needs aotc without the build extra, torch, numpy): load each cubin and helper through
+aotc.runtime (the artifacts folder stands in for a cache), launch on torch tensors, check against a
+float32 torch reference (fresh random inputs, NaN-poisoned outputs), then time prefill/decode shapes
+side by side with torch SDPA (FLASH_ATTENTION backend) and write fmha_<card>.md/.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
 import json
 import math
@@ -114,71 +112,36 @@ def build(out: Path, arch_name: str, spec_files: list[Path], only: str | None, j
 
 
 # ------------------------------------------------------------------------------------------- run
-class AotcLaunch(ctypes.Structure):
-    _fields_ = [("grid", ctypes.c_uint32 * 3), ("block", ctypes.c_uint32 * 3), ("smem_bytes", ctypes.c_uint32),
-                ("params_bytes", ctypes.c_uint32), ("workspace_bytes", ctypes.c_uint64)]
-
-
-def cu_check(result):
-    """cuda.bindings returns (err, *values): raise with the driver's name for a failure."""
-    err, *rest = result if isinstance(result, tuple) else (result,)
-    from cuda.bindings import driver as cu
-
-    if err != cu.CUresult.CUDA_SUCCESS:
-        raise RuntimeError(f"CUDA driver error {err!r}")
-    return rest[0] if len(rest) == 1 else rest
-
-
 class Kernel:
-    """One built spec: cubin loaded in the current context + its host helper."""
+    """One built spec, loaded and launched by aotc.runtime (load_cubin, Helper, Kernel) from the
+    artifacts folder instead of a cache."""
 
     def __init__(self, folder: Path, record: dict):
-        from cuda.bindings import driver as cu
+        from aotc.families import get_family
+        from aotc.runtime import query_device
+        from aotc.runtime.launch import Kernel as RuntimeKernel
+        from aotc.runtime.loader import Helper, load_cubin
+        from aotc.runtime.lookup import Found
 
         self.record = record
         self.decode = record["family"] == "fmha_decode"
-        self.helper = ctypes.CDLL(str(folder / f"{record['stem']}.so"))
-        self.helper.aotc_prepare.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,
-                                             ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
-        self.module = cu_check(cu.cuModuleLoadData((folder / f"{record['stem']}.cubin").read_bytes()))
-        self.fn = cu_check(cu.cuModuleGetFunction(self.module, b"aotc_kernel"))
-        self.smem_set = 0
-        self.params = (ctypes.c_char * 1024)()
-        self.param_ptrs = (ctypes.c_void_p * 1)(ctypes.addressof(self.params))
-        self.workspace = None
+        device = query_device(0)
+        what = f"{record['name']} ({record['arch']})"
+        library, function = load_cubin((folder / f"{record['stem']}.cubin").read_bytes(), device, what)
+        found = Found(record["family"], record["params"], record["arch"], record["stem"], {"name": record["name"]},
+                      source=None)
+        self.kernel = RuntimeKernel(get_family(record["family"]), found, device, library, function,
+                                    Helper(folder / f"{record['stem']}.so", what))
 
     def prepare(self, args: FmhaArgs):
-        """Params + launch shape for `args`; allocates a zeroed workspace when splits need one."""
-        import torch
+        """The launch shape for `args` (grid, block, SMEM, workspace bytes), with the args to launch."""
+        launch = self.kernel.query(args)
+        launch.args = args  # a ctypes Structure takes attributes: launch() needs the args back
+        return launch
 
-        launch = AotcLaunch()
-        err = ctypes.create_string_buffer(512)
-        ws_ptr = None
-        for _ in range(2):  # second pass once the workspace size is known
-            rc = self.helper.aotc_prepare(ctypes.byref(args), ws_ptr, self.params, len(self.params),
-                                          ctypes.byref(launch), err, len(err))
-            if rc == 0:
-                return launch
-            need = launch.workspace_bytes
-            if need and (self.workspace is None or self.workspace.numel() < need):
-                self.workspace = torch.zeros(need, dtype=torch.uint8, device="cuda")
-                ws_ptr = self.workspace.data_ptr()
-                continue
-            if need:
-                ws_ptr = self.workspace.data_ptr()
-                continue
-            break
-        raise ValueError(err.value.decode())
-
-    def launch(self, launch: AotcLaunch, stream: int) -> None:
-        from cuda.bindings import driver as cu
-
-        if launch.smem_bytes > self.smem_set:
-            attr = cu.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-            cu_check(cu.cuFuncSetAttribute(self.fn, attr, launch.smem_bytes))
-            self.smem_set = launch.smem_bytes
-        cu_check(cu.cuLaunchKernel(self.fn, *launch.grid, *launch.block, launch.smem_bytes, cu.CUstream(stream),
-                                   ctypes.addressof(self.param_ptrs), 0))
+    def launch(self, launch, stream: int) -> None:
+        """aotc.runtime's launch: Params prepared once per args, a zeroed workspace kept per stream."""
+        self.kernel.launch(launch.args, stream)
 
 
 def make_args(q, k, v, o, *, batch, hq, hkv, sq, sk, causal, cu_q=None, cu_k=None, splits=0, sms=0,
@@ -457,10 +420,8 @@ def write_report(out: Path, card: str, command: str, build_records: list[dict], 
 
 def run(folder: Path, out: Path, skip_bench: bool, only: str | None = None, tag: str = "") -> int:
     import torch
-    from cuda.bindings import driver as cu
 
-    torch.zeros(1, device="cuda")  # create torch's primary context; the driver calls share it
-    cu_check(cu.cuInit(0))
+    torch.zeros(1, device="cuda")  # create torch's primary context; aotc.runtime uses the same one
     card = torch.cuda.get_device_name(0)
     cc = torch.cuda.get_device_capability(0)
     records = json.loads((folder / "build.json").read_text())
