@@ -70,7 +70,7 @@ def test_wheel_version_follows_content(built_cache, tmp_path):
     assert fixed.name.startswith("k-2.0.0-py3-none-")
     with pytest.raises(AotcError) as err:
         build_wheel(cache, one, "k", tmp_path / "bad", version="not a version")
-    assert err.value.diagnostics[0].code == "AOTC-WHEEL-008"
+    assert err.value.diagnostics[0].code == "AOTC-WHEEL-020"
 
 
 def test_wheel_platform_must_match_the_host_helpers(built_cache, tmp_path):

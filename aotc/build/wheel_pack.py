@@ -164,7 +164,7 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
     if version is None:
         version = content_version([m for _, m in entries])
     elif not _PEP440.fullmatch(version):
-        raise AotcError(Diagnostic("AOTC-WHEEL-008", f"wheel version {version!r} is not a PEP 440 version",
+        raise AotcError(Diagnostic("AOTC-WHEEL-020", f"wheel version {version!r} is not a PEP 440 version",
                                    fix="give e.g. 1.2.0 or 1.2.0+local.label, or leave it out for a content version"))
     pkg = _normalize(dist_name)
     dist_info = f"{pkg}-{version}.dist-info"
