@@ -357,6 +357,23 @@ def test_tampered_helper_file_is_rewritten_from_the_verified_blob(tmp_path, axpy
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest
 
 
+def test_cubin_is_kept_verified_in_the_runtime_folder_and_rechecked_on_every_read(tmp_path, axpy_blobs):
+    cache, sources = make_cache(tmp_path / "c", axpy_blobs, ("sm90a",))
+    found = rt.find(FAMILY, {}, device_from_capability((9, 0)), sources=sources)
+    digest = found.manifest["blobs"]["cubin"]["sha256"]
+    first = rt.host_kernel(found).cubin
+    kept = loader.helper_dir() / f"{digest}.cubin"
+    assert kept.read_bytes() == first
+    _blob_file(cache, digest).unlink()  # a later process: served from the kept file, no zstd, no cache read
+    rt.clear()
+    assert rt.host_kernel(found).cubin == first
+    kept.write_bytes(first[:-1] + bytes([first[-1] ^ 1]))  # one flipped bit: not loaded
+    rt.clear()
+    with pytest.raises(AotcError) as exc:
+        rt.host_kernel(found)
+    assert exc.value.diagnostics[0].code == "AOTC-RT-004"  # the cache blob is gone too: nothing to load
+
+
 # ---- no driver ---------------------------------------------------------------------------------
 def _has_driver() -> bool:
     try:

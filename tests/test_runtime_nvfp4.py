@@ -216,6 +216,7 @@ class RecordingDriver:
             "cuOccupancyMaxActiveBlocksPerMultiprocessor": lambda *a: (0, 1),
             "cuPointerGetAttribute": lambda attr, ptr: (0, 0),
             "cuGetErrorName": lambda err: (0, b"CUDA_ERROR_RECORDED"),
+            "cuLaunchKernel": lambda *call: (0,),
             "CUstream": lambda handle: handle, "CUresult": lambda err: err,
         }
         self._answers = answers
@@ -230,7 +231,7 @@ class RecordingDriver:
 
 
 class RecordingNative:
-    """The ctypes half of the hot path (cuCtxGetCurrent, cuLaunchKernel), recorded into the same list."""
+    """The ctypes half of the hot path (cuCtxGetCurrent), recorded into the same list."""
 
     def __init__(self, driver: RecordingDriver):
         self.calls = driver.calls
@@ -239,14 +240,12 @@ class RecordingNative:
         self.calls.append(("cuCtxGetCurrent", ()))
         return RecordingDriver.CONTEXT
 
-    def launch(self, *call) -> int:
-        params = None
-        if call[10]:  # parameters passed as one buffer (`extra`): keep a copy of their bytes
-            extra = (ctypes.c_void_p * 5).from_address(call[10])
-            size = ctypes.c_size_t.from_address(extra[3]).value
-            params = ctypes.string_at(extra[1], size)
-        self.calls.append(("cuLaunchKernel", (*call[:10], params)))
-        return 0
+
+def fill_bytes(call: tuple) -> bytes | None:
+    """The bytes an aotc_fill launch writes (its by-value blob), read through its kernelParams."""
+    pointers = (ctypes.c_void_p * 3).from_address(call[9])
+    nbytes = ctypes.c_uint32.from_address(pointers[1]).value
+    return ctypes.string_at(pointers[2], nbytes)
 
 
 class DeviceBytes:
@@ -330,6 +329,8 @@ def _forbidden(calls: list) -> list:
 
 @pytest.mark.compile
 def test_nvfp4_launch_paths_make_no_allocation_copy_or_sync_driver_call(recording, capfd):
+    from aotc.runtime import metadata
+
     stream = 0x5157
     m, n, k = 256, 512, 256
     dense = _nvfp4_operands(0x7F00_0000_0000, m, n, k)
@@ -343,9 +344,10 @@ def test_nvfp4_launch_paths_make_no_allocation_copy_or_sync_driver_call(recordin
     assert all(c[1][8] == stream for c in launches)  # every launch on the caller's stream
     # The grouped metadata reached the device through aotc_fill launches (by-value parameters, no
     # copy call); their bytes are exactly the block the grouped kernel's args point into.
-    fills = [c for c in launches if c[1][10] is not None]
-    assert fills and launches[-1][1][10] is None  # fills first, then the GEMM
-    written = b"".join(c[1][10][16:16 + int.from_bytes(c[1][10][8:12], "little")] for c in fills)
+    fill_fn = metadata._modules[0][1]
+    fills = [c for c in launches if c[1][0] == fill_fn]
+    assert fills and launches[-1][1][0] != fill_fn  # fills first, then the GEMM
+    written = b"".join(fill_bytes(c[1]) for c in fills)
     infos = [tuple(rt.tensor_info(t) for t in ops_) for ops_ in groups]
     meta, offsets = ops.group_metadata(grouped._helper, SHAPES)
     blob, _ = ops.nvfp4_group_block(infos, SHAPES, meta, offsets)

@@ -73,11 +73,10 @@ class Kernel:
         self.args_type = family.args_struct
         self._library = library  # keeps the module loaded as long as the Kernel lives
         self._function = function
-        self._function_handle = int(function)
         self._helper = helper
         self._cu = driver()
         self._native = native()
-        self._fire = self._native.launch
+        self._launch = self._cu.cuLaunchKernel
         self._ordinal = device.ordinal
         self._context = primary_context(device.ordinal)
         self._need: dict[bytes, int] = {}  # args bytes -> workspace bytes the problem needs
@@ -115,25 +114,37 @@ class Kernel:
         whatever context the calling thread has current: one cheap read of the current context
         handle; only when it differs is the primary context pushed for the launch and popped after."""
         if self._native.current_context() != self._context:
-            self._fire_elsewhere(call)
+            self._fire_elsewhere((call,))
             return
-        err = self._fire(*call)
+        (err,) = self._launch(*call)
         if err:
-            check(self._cu, (self._cu.CUresult(err),), f"cuLaunchKernel({self.name})")
+            check(self._cu, (err,), f"cuLaunchKernel({self.name})")
 
-    def _fire_elsewhere(self, call: tuple) -> None:
+    def fire_all(self, calls: tuple) -> None:
+        """Several prepared calls in order (e.g. a metadata kernel, then this kernel), one context check."""
+        if self._native.current_context() != self._context:
+            self._fire_elsewhere(calls)
+            return
+        launch = self._launch
+        for call in calls:
+            (err,) = launch(*call)
+            if err:
+                check(self._cu, (err,), f"cuLaunchKernel({self.name})")
+
+    def _fire_elsewhere(self, calls: tuple) -> None:
         cu, ctx = self._cu, _contexts[self._ordinal]
         if not self._native.current_context():  # no context on this thread yet: adopt the primary one
             check(cu, cu.cuCtxSetCurrent(ctx), "cuCtxSetCurrent")
-            self.fire(call)
+            self.fire_all(calls)
             return
         check(cu, cu.cuCtxPushCurrent(ctx), "cuCtxPushCurrent")  # another context is current: keep it
         try:
-            err = self._fire(*call)
+            errs = [self._launch(*call)[0] for call in calls]
         finally:
             check(cu, cu.cuCtxPopCurrent(), "cuCtxPopCurrent")
-        if err:
-            check(cu, (cu.CUresult(err),), f"cuLaunchKernel({self.name})")
+        for err in errs:
+            if err:
+                check(cu, (err,), f"cuLaunchKernel({self.name})")
 
     def prepare_call(self, args: ctypes.Structure, handle: int, *, workspace: int = 0, refresh: bool = False) -> tuple:
         """The full cuLaunchKernel argument tuple for (args, stream handle, workspace), prepared and
@@ -150,8 +161,8 @@ class Kernel:
         if prepared is None:
             prepared = self._prepare(args, key, ws if need else 0)
         g, b = prepared.grid, prepared.block
-        call = (self._function_handle, g[0], g[1], g[2], b[0], b[1], b[2], prepared.smem, handle,
-                prepared.kernel_params, None)
+        call = (self._function, g[0], g[1], g[2], b[0], b[1], b[2], prepared.smem, self._stream(handle),
+                prepared.kernel_params, 0)
         self._ready.setdefault((handle, workspace) if workspace else handle, {})[key] = call
         return call
 

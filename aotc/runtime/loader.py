@@ -45,6 +45,8 @@ def read_blob(found: Found, role: str) -> bytes:
                             f"rebuild it: {build_command(found.arch, found.family, found.manifest.get('name', ''))}")
     digest = blobs[role]["sha256"]
     try:
+        if role == "cubin":  # loaded by every process: kept decompressed, like the helper's .so file
+            return verified_file(digest, lambda: found.source.read_blob(digest), ".cubin")[1]
         return found.source.read_blob(digest)
     except (AotcError, OSError, KeyError, ValueError) as exc:
         raise runtime_error(
@@ -115,15 +117,24 @@ def helper_dir() -> Path:
 
 def helper_path(digest: str, fetch: Any) -> Path:
     """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
+    return verified_file(digest, fetch, ".so")[0]
+
+
+def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
+    """(path, bytes) of blob `digest` as a plain file in the private runtime folder: reused when its
+    sha256 equals the digest, else `fetch()`ed (verified by the source) and written atomically. A
+    later process then reads and hashes the file instead of importing zstandard and decompressing:
+    every loaded byte is still checked against the manifest's digest."""
     root = helper_dir()
-    path = root / f"{digest}.so"
+    path = root / f"{digest}{suffix}"
     try:
-        if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
-            return path
+        data = path.read_bytes()
+        if hashlib.sha256(data).hexdigest() == digest:
+            return path, data
     except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
         pass
     data = fetch()
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=".so.tmp")
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=f"{suffix}.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -131,7 +142,7 @@ def helper_path(digest: str, fetch: Any) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return path, data
 
 
 _CUDART = "libcudart.so.13"  # the soname every host helper needs (aotc.build.compile.SHARED_CUDART)

@@ -11,7 +11,7 @@ import ctypes
 import threading
 from typing import Any
 
-from aotc.runtime.device import check, driver, in_primary, native
+from aotc.runtime.device import check, driver, in_primary
 
 FILL_CHUNK = 4064  # bytes per aotc_fill launch (PTX 7.0 caps kernel parameters at 4 KiB)
 FILL_THREADS = 256
@@ -214,12 +214,11 @@ def moe_block_layout(experts: int) -> tuple[int, list[int]]:
     return base + 48 * experts, [0, *(base + 8 * experts * i for i in range(6))]
 
 
-_modules: dict[int, tuple[Any, int, int]] = {}  # ordinal -> (module, aotc_fill, aotc_moe_groups handles)
+_modules: dict[int, tuple[Any, Any, Any]] = {}  # ordinal -> (module, aotc_fill, aotc_moe_groups CUfunctions)
 _lock = threading.Lock()
-_CU_LAUNCH_PARAM_BUFFER_POINTER, _CU_LAUNCH_PARAM_BUFFER_SIZE, _CU_LAUNCH_PARAM_END = 1, 2, 0
 
 
-def functions(ordinal: int) -> tuple[int, int]:
+def functions(ordinal: int) -> tuple[Any, Any]:
     """(aotc_fill, aotc_moe_groups) function handles in the device's primary context, JIT-compiled
     from PTX by the driver on first use."""
     hit = _modules.get(ordinal)
@@ -234,40 +233,37 @@ def functions(ordinal: int) -> tuple[int, int]:
                 fill = check(cu, cu.cuModuleGetFunction(module, b"aotc_fill"), "cuModuleGetFunction(aotc_fill)")
                 moe = check(cu, cu.cuModuleGetFunction(module, b"aotc_moe_groups"),
                             "cuModuleGetFunction(aotc_moe_groups)")
-                hit = _modules[ordinal] = (module, int(fill), int(moe))
+                hit = _modules[ordinal] = (module, fill, moe)
     return hit[1], hit[2]
 
 
 class ParamCall:
-    """One launch of a metadata kernel with its parameter struct passed as one buffer (`extra`):
-    build once, change fields in place, `fire()` as often as needed."""
+    """One launch of a metadata kernel: a cuLaunchKernel argument tuple whose kernelParams point at
+    the fields of `params` (a ctypes struct laid out as the PTX declares them; `_pad` fields are
+    padding, not parameters). Build once, change fields in place, launch the tuple as often as needed."""
 
     __slots__ = ("call", "keep", "params")
 
-    def __init__(self, function: int, params: ctypes.Structure, grid: int, threads: int, stream: int):
-        last = params._fields_[-1]
-        # The exact parameter size the PTX declares: the struct without its trailing alignment padding.
-        size = ctypes.c_size_t(getattr(type(params), last[0]).offset + ctypes.sizeof(last[1]))
-        extra = (ctypes.c_void_p * 5)(_CU_LAUNCH_PARAM_BUFFER_POINTER, ctypes.addressof(params),
-                                      _CU_LAUNCH_PARAM_BUFFER_SIZE, ctypes.addressof(size), _CU_LAUNCH_PARAM_END)
+    def __init__(self, function: Any, params: ctypes.Structure, grid: int, threads: int, stream: int):
+        base = ctypes.addressof(params)
+        offsets = [getattr(type(params), name).offset for name, _ in params._fields_ if not name.startswith("_")]
+        pointers = (ctypes.c_void_p * len(offsets))(*(base + o for o in offsets))
         self.params = params
-        self.keep = (size, extra)
-        self.call = (function, grid, 1, 1, threads, 1, 1, 0, stream, None, ctypes.addressof(extra))
+        self.keep = pointers
+        self.call = (function, grid, 1, 1, threads, 1, 1, 0, driver().CUstream(stream), ctypes.addressof(pointers), 0)
 
 
 def fill(ordinal: int, stream: int, dst: int, blob: bytes) -> None:
     """Write `blob` (a multiple of 16 bytes) to device address `dst`, ordered on `stream`."""
     fill_fn, _ = functions(ordinal)
-    launch = native().launch
     cu = driver()
     for at in range(0, len(blob), FILL_CHUNK):
         part = blob[at:at + FILL_CHUNK]
         params = FillParams(dst + at, len(part))
         ctypes.memmove(params.data, part, len(part))
         pc = ParamCall(fill_fn, params, 1, FILL_THREADS, stream)  # held: the launch reads its buffers
-        err = launch(*pc.call)
-        if err:
-            check(cu, (cu.CUresult(err),), "cuLaunchKernel(aotc_fill)")
+        with in_primary(ordinal):
+            check(cu, cu.cuLaunchKernel(*pc.call), "cuLaunchKernel(aotc_fill)")
 
 
 def moe_groups_call(ordinal: int, stream: int, params: MoeParams) -> ParamCall:

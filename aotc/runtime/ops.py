@@ -56,8 +56,7 @@ def _fast_hit(key: tuple) -> Kernel | None:
     if hit is None or hit[0] != registry._generation:
         return None
     kernel = hit[1]
-    for call in hit[2]:
-        kernel.fire(call)
+    kernel.fire_all(hit[2])
     return kernel
 
 
@@ -367,8 +366,7 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
     args.threadblock_count = device.sm_count or 1
     args.threadblock_count = kernel.resident_ctas(args)
     call = kernel.prepare_call(args, handle)
-    kernel.fire(prologue.call)
-    kernel.fire(call)
+    kernel.fire_all((prologue.call, call))
     _fast_store(key, kernel, (prologue.call, call), (prologue, owner))
     return kernel
 
