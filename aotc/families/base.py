@@ -9,11 +9,15 @@ Subclass contract
   only validated, typed values reach templates.
 - `requires(p)`: arch features (aotc.arch constants) the rendered kernel uses.
 - `smem(p, arch)`: SmemModel whose total equals the compiler's sizeof(SharedStorage) (+ dynamic
-  extras the kernel requests); proven by tests/test_smem_probe.py against real sizeof probes.
+  extras the kernel requests); proven against real sizeof probes compiled by nvcc
+  (tests/test_smem_probe_gemm.py, tests/test_smem_probe_fmha.py).
 - `check(p, arch)`: extra legality diagnostics (shapes, alignment, dtypes); [] when legal.
 - `template`: path of the Jinja2 template under templates/; `render_context(p, arch)` its inputs.
 - `probe_template`: template that prints sizeof(SharedStorage) parts on the host (SMEM ground truth).
-- `expected_mma(arch)`: SASS opcode family the verified cubin must contain (e.g. "OMMA", "HMMA").
+- `expected_mma(p, arch)`: SASS opcode family the verified cubin must contain (e.g. "OMMA", "HMMA"),
+  or None when there is none to require.
+- `tile_of(p)`: the problem dimensions one CTA covers, for the runtime's tile choice (default: a
+  declared "tile" shape field; None: nothing to score).
 - `args_struct`: ctypes.Structure mirroring the C `AotcArgs` of the template (runtime ABI).
 Raise nothing for bad parameters: return diagnostics. Exceptions are for bugs.
 """
