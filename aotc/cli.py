@@ -362,6 +362,10 @@ def cmd_gc(args) -> int:
     lines.append(f"{verb} {len(report.entries_removed)} entries, {len(report.refs_removed)} refs, "
                  f"{len(report.blobs_removed)} blobs ({report.bytes_freed:,} B stored), "
                  f"{len(report.tmp_removed)} leftovers")
+    if args.dry_run and (report.entries_removed or report.blobs_removed):
+        lines.append("nothing was removed: run the same command without --dry-run to remove these")
+    elif report.entries_removed:
+        lines.append("`aotc stats` shows what the cache holds now; `aotc build` rebuilds what is needed again")
     _emit(args, report.to_json(), "\n".join(lines))
     return 0
 
