@@ -68,7 +68,7 @@ class BlockScaledQuantize(Family):
         return {
             "family": self.name, "arch_name": arch.name, "format": p["format"], "nvfp4": p["format"] == "nvfp4",
             "sf_vec": FORMATS[p["format"]], "in_dtype": p["in_dtype"], "threads": p["threads"],
-            "hw_e2m1": p["format"] == "nvfp4" and hardware_e2m1(arch),
+            "hw_e2m1": p["format"] == "nvfp4" and hardware_e2m1(arch), "smem_budget": arch.smem_optin_bytes,
         }
 
     def expected_mma(self, p: dict, arch: Arch) -> str | None:

@@ -1,0 +1,305 @@
+"""The data contract of the SM120 block-scaled GEMMs, executed on the CPU: the bytes aotc's runtime
+hands the kernel (AotcArgs; for grouped GEMM the device block built by ops.nvfp4_group_block from the
+real helper's aotc_group_metadata), with pointers turned into offsets of one memory image, are run
+through CUTLASS's host reference for block-scaled GEMM (tests/programs/blockscaled_gemm_reference.cu)
+and compared with an independent float64 dequantise-then-matmul in NumPy."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aotc.diagnostics import AotcError
+from aotc.families import get_family
+from aotc.runtime import ops
+from aotc.runtime.tensors import TensorInfo
+
+REPO = Path(__file__).resolve().parent.parent
+GROUPED_SPECS = {"nvfp4": "moe_w4a4/tile=128x128x128", "mx": "moe_w4a8_mx"}
+E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
+# (data format, bits, SF format, SF vector) of each operand kind
+NVFP4, MXFP4, MXFP8 = ("e2m1", 4, "ue4m3", 16), ("e2m1", 4, "ue8m0", 32), ("e4m3", 8, "ue8m0", 32)
+NAN_PAD = 0x7F  # SF padding filled with a NaN scale (ue4m3 0x7f; 0x7f is 2^0 in ue8m0, see _operand)
+
+
+# ---- independent float64 decoding (from the format definitions, not from the C++ code) -------------
+def decode_e4m3(b: np.ndarray, signed: bool = True) -> np.ndarray:
+    b = b.astype(np.int64)
+    exp, man = (b >> 3) & 0xF, b & 0x7
+    value = np.where(exp == 0, man * 2.0 ** -9, (1 + man / 8.0) * 2.0 ** (exp - 7))
+    value = np.where((exp == 0xF) & (man == 0x7), np.nan, value)
+    return np.where(signed & (b >= 0x80), -value, value)
+
+
+def decode_sf(b: np.ndarray, fmt: str) -> np.ndarray:
+    if fmt == "ue4m3":
+        return decode_e4m3(b & 0x7F, signed=False)
+    return np.where(b == 0xFF, np.nan, 2.0 ** (b.astype(np.int64) - 127))
+
+
+def sf_index(rows: int, k: int, vec: int) -> np.ndarray:
+    """[rows, k / vec] byte offsets of each scale factor: CUTLASS's Sm1xxBlkScaledConfig K-major atom,
+    Shape((32, 4), (vec, 4)) : Stride((16, 4), (0, 1)) = 512 B per 128 rows x 4 SF columns, atoms tiled
+    K first, then rows (tile_to_shape with Step<_2, _1, _3>)."""
+    r = np.arange(rows)[:, None]
+    c = np.arange(k // vec)[None, :]
+    atoms_k = -(-(k // vec) // 4)
+    return ((r // 128) * atoms_k + c // 4) * 512 + (r % 32) * 16 + ((r // 32) % 4) * 4 + c % 4
+
+
+def dequantize(data: np.ndarray, sf: np.ndarray, rows: int, k: int, kind: tuple) -> np.ndarray:
+    """float64 [rows, k] value of an operand's bytes: data codes times their block's scale factor."""
+    fmt, _, sf_fmt, vec = kind
+    if fmt == "e2m1":
+        codes = np.empty((rows, k), dtype=np.uint8)
+        codes[:, 0::2], codes[:, 1::2] = data & 0xF, data >> 4  # low nibble first
+        values = E2M1[codes]
+    else:
+        values = decode_e4m3(data)
+    scales = decode_sf(sf[sf_index(rows, k, vec)], sf_fmt)
+    return values * np.repeat(scales, vec, axis=1)
+
+
+class Operand:
+    """One random operand: its bytes as the kernel reads them and its float64 value."""
+
+    def __init__(self, rng: np.random.Generator, rows: int, k: int, kind: tuple):
+        fmt, _, sf_fmt, vec = kind
+        if fmt == "e2m1":
+            codes = rng.integers(0, 16, (rows, k), dtype=np.uint8)
+            self.data = (codes[:, 0::2] | (codes[:, 1::2] << 4)).astype(np.uint8)
+        else:
+            self.data = rng.integers(0, 256, (rows, k), dtype=np.uint8)
+            self.data[(self.data & 0x7F) == 0x7F] = 0x38  # no NaN inputs
+        sf_lo, sf_hi = (0x20, 0x48) if sf_fmt == "ue4m3" else (120, 134)
+        size = -(-rows // 128) * 128 * -(-(k // vec) // 4) * 4
+        # Padding holds NaN scales (ue4m3) / huge ones (ue8m0 0xfe): if anything read it, D would show it.
+        self.sf = np.full(size, NAN_PAD if sf_fmt == "ue4m3" else 0xFE, dtype=np.uint8)
+        self.sf[sf_index(rows, k, vec)] = rng.integers(sf_lo, sf_hi, (rows, k // vec), dtype=np.uint8)
+        self.value = dequantize(self.data, self.sf, rows, k, kind)
+
+
+class Image:
+    """One memory image: every device buffer at an offset (256-byte aligned, never 0)."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(4096)
+
+    def put(self, data: bytes) -> int:
+        offset = len(self.buf)
+        self.buf += bytes(data) + bytes(-len(data) % 256)
+        return offset
+
+    def alloc(self, nbytes: int) -> int:
+        return self.put(bytes(nbytes))
+
+
+# ---- programs -------------------------------------------------------------------------------------
+def _nvcc() -> str:
+    from aotc.build.toolchain import find_toolchain
+
+    return find_toolchain().nvcc
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The CUTLASS host reference program (host code only; about 10 s of nvcc)."""
+    from aotc.build.toolchain import cutlass_include_dirs
+
+    out = tmp_path_factory.mktemp("gemm-ref") / "blockscaled_gemm_reference"
+    cmd = [_nvcc(), "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-O2",
+           *(f"-I{d}" for d in cutlass_include_dirs()), "-o", str(out),
+           str(REPO / "tests/programs/blockscaled_gemm_reference.cu")]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    return out
+
+
+@pytest.fixture(scope="module")
+def helpers(tmp_path_factory) -> dict:
+    """The real sm_120a host helpers of the grouped catalog kernels (helper compile only, no cubin)."""
+    from aotc.arch import get_arch
+    from aotc.build.compile import flags, helper_flags
+    from aotc.build.render import render
+    from aotc.build.spec import load_specs
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
+    from aotc.resources import templates_dir
+    from aotc.runtime.loader import Helper
+
+    arch, toolchain = get_arch("sm120a"), find_toolchain()
+    specs = {s.name: s for s in load_specs().specs}
+    out = {}
+    for kind, name in GROUPED_SPECS.items():
+        work = tmp_path_factory.mktemp(f"helper-{kind}")
+        (work / "kernel.cu").write_text(render(specs[name], arch).text)
+        device_flags = flags(arch, toolchain, include_dirs=[str(templates_dir()), *cutlass_include_dirs()])
+        subprocess.run([toolchain.nvcc, *helper_flags(device_flags), "-o", str(work / "helper.so"),
+                        str(work / "kernel.cu")], check=True, capture_output=True, text=True, timeout=1200,
+                       cwd=work)
+        out[kind] = Helper(work / "helper.so", name)
+    return out
+
+
+def run_reference(program: Path, mode: str, args: ctypes.Structure, image: Image) -> tuple[bytes, np.ndarray]:
+    with tempfile.TemporaryDirectory() as tmp:
+        t = Path(tmp)
+        (t / "args").write_bytes(bytes(args))
+        (t / "image").write_bytes(bytes(image.buf))
+        subprocess.run([str(program), mode, str(t / "args"), str(t / "image"), str(t / "out"), str(t / "deq")],
+                       check=True, timeout=300)
+        return (t / "out").read_bytes(), np.fromfile(t / "deq", dtype=np.float32)
+
+
+def read_bf16(buf: bytes, offset: int, rows: int, cols: int) -> np.ndarray:
+    raw = np.frombuffer(buf, dtype=np.uint16, count=rows * cols, offset=offset).astype(np.uint32) << 16
+    return raw.view(np.float32).reshape(rows, cols).astype(np.float64)
+
+
+def check_d(d: np.ndarray, a: np.ndarray, b: np.ndarray, alpha: float) -> None:
+    """D within bf16 rounding of the float64 product (plus fp32 accumulation error)."""
+    exact = alpha * (a @ b.T)
+    mag = np.abs(alpha) * (np.abs(a) @ np.abs(b).T)
+    ulp = np.exp2(np.floor(np.log2(np.maximum(np.abs(exact), 1e-30))) - 7)
+    bound = ulp / 2 + a.shape[1] * 2.0 ** -23 * mag + 1e-30
+    assert np.isfinite(d).all()
+    worst = np.max(np.abs(d - exact) / bound) if d.size else 0.0
+    assert worst <= 1.0, f"worst error {worst:.3f} x the bf16 rounding bound"
+
+
+def check_dequant(deq: np.ndarray, values: list[np.ndarray]) -> None:
+    """The reference's A*SFA / B*SFB, as it reads them, equal NumPy's decoding exactly."""
+    want = np.concatenate([v.ravel() for v in values]) if values else np.zeros(0)
+    assert deq.size == want.size
+    assert (deq.astype(np.float64) == want).all(), np.nonzero(deq != want)[0][:10]
+
+
+# ---- tests ----------------------------------------------------------------------------------------
+def test_reference_mirrors_the_runtime_structs(reference, helpers):
+    sizes = json.loads(subprocess.run([str(reference), "sizes"], check=True, capture_output=True, text=True).stdout)
+    assert sizes["dense_args"] == ctypes.sizeof(get_family(ops.NVFP4_DENSE).args_struct)
+    assert sizes["grouped_args"] == ctypes.sizeof(get_family(ops.NVFP4_GROUPED).args_struct)
+    for kind, sf_key in (("nvfp4", "nvfp4_layout_sf"), ("mx", "mx_layout_sf")):
+        # 16 groups: each array of aotc_group_metadata is 16 elements, no rounding left to hide a size
+        meta, offsets = ops.group_metadata(helpers[kind], ((128, 128, 128),) * 16)
+        spans = [b - a for a, b in zip(offsets, (*offsets[1:], len(meta)), strict=True)]
+        assert spans == [16 * s for s in (*sizes["stride"], *sizes[sf_key])], (kind, spans, sizes)
+
+
+@pytest.mark.parametrize("m,n,k", [(256, 256, 256), (200, 136, 320), (1, 8, 64), (129, 264, 192)])
+def test_dense_nvfp4(reference, m, n, k):
+    ops.check_nvfp4_problem(m, n, k)  # the runtime accepts this problem
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a, b = Operand(rng, m, k, NVFP4), Operand(rng, n, k, NVFP4)
+    assert a.sf.size == ops.nvfp4_sf_bytes(m, k) and b.sf.size == ops.nvfp4_sf_bytes(n, k)
+    image = Image()
+    args = get_family(ops.NVFP4_DENSE).args_struct()
+    # as gemm_nvfp4 fills them, pointers being image offsets
+    args.ptr_A, args.ptr_B = image.put(a.data.tobytes()), image.put(b.data.tobytes())
+    args.ptr_SFA, args.ptr_SFB = image.put(a.sf.tobytes()), image.put(b.sf.tobytes())
+    args.ptr_D = image.alloc(2 * m * n)
+    args.m, args.n, args.k, args.batch, args.alpha, args.sm_count = m, n, k, 1, 0.75, 170
+    out, deq = run_reference(reference, "dense_nvfp4", args, image)
+    check_dequant(deq, [a.value, b.value])
+    check_d(read_bf16(out, args.ptr_D, m, n), a.value, b.value, 0.75)
+
+
+def grouped_case(helper, kinds: tuple, shapes: tuple, alpha: float, seed: int):
+    """Operands of every group, the memory image, and AotcArgs filled as grouped_gemm_nvfp4 does."""
+    rng = np.random.default_rng(seed)
+    image, operands, infos = Image(), [], []
+    for m, n, k in shapes:
+        a, b = Operand(rng, m, k, kinds[0]), Operand(rng, n, k, kinds[1])
+        ptrs = [image.put(a.data.tobytes()), image.put(b.data.tobytes()), image.put(a.sf.tobytes()),
+                image.put(b.sf.tobytes()), image.alloc(2 * m * n)]
+        operands.append((a, b))
+        infos.append(tuple(TensorInfo(p, (1,), (1,), "u8", 0) for p in ptrs))
+    meta, offsets = ops.group_metadata(helper, shapes)
+    blob, at = ops.nvfp4_group_block(infos, shapes, meta, offsets)
+    base = image.put(blob)
+    args = get_family(ops.NVFP4_GROUPED).args_struct()
+    args.num_groups, args.sm_count = len(shapes), 170
+    # ops._upload_nvfp4_group's fields: (block + at[0], host sizes, block + at[1:]); the host copy of the
+    # problem sizes is read by CUTLASS's can_implement on the host only, never by the kernel.
+    (args.problem_sizes, args.host_problem_sizes, args.ptr_A, args.ptr_B, args.ptr_SFA, args.ptr_SFB, args.ptr_D,
+     args.stride_A, args.stride_B, args.stride_D, args.layout_SFA, args.layout_SFB) = (
+        base + at[0], 0, *(base + o for o in at[1:]))
+    args.alpha_array, args.alpha, args.reserved = 0, alpha, 0
+    return image, args, operands, infos
+
+
+def _check_grouped(reference, mode, image, args, operands, infos, shapes, alpha):
+    out, deq = run_reference(reference, mode, args, image)
+    check_dequant(deq, [v for a, b in operands for v in (a.value, b.value)])
+    for (a, b), info, (m, n, _) in zip(operands, infos, shapes, strict=True):
+        check_d(read_bf16(out, info[4].ptr, m, n), a.value, b.value, alpha)
+
+
+def test_grouped_nvfp4_ragged_groups_with_own_n_and_k(reference, helpers):
+    shapes = ((1, 256, 128), (7, 136, 320), (300, 64, 256), (128, 512, 64))
+    for m, n, k in shapes:
+        ops.check_nvfp4_problem(m, n, k)
+    case = grouped_case(helpers["nvfp4"], (NVFP4, NVFP4), shapes, 1.5, 1)
+    _check_grouped(reference, "grouped_nvfp4", *case, shapes, 1.5)
+
+
+def test_grouped_nvfp4_empty_group(reference, helpers):
+    # The runtime refuses a 0-row group (AOTC-RT-006) today; the device block itself carries it:
+    # the other groups are computed right, the empty one writes nothing.
+    with pytest.raises(AotcError, match="must be positive"):
+        ops.check_nvfp4_problem(0, 128, 128)
+    shapes = ((0, 128, 128), (7, 128, 128), (300, 64, 128))
+    case = grouped_case(helpers["nvfp4"], (NVFP4, NVFP4), shapes, 1.0, 2)
+    _check_grouped(reference, "grouped_nvfp4", *case, shapes, 1.0)
+
+
+def test_grouped_mxfp8_x_mxfp4(reference, helpers):
+    # moe_w4a8_mx: e4m3 activations (1 byte) x packed e2m1 weights, ue8m0 scale factors per 32
+    shapes = ((7, 128, 128), (300, 64, 256), (1, 256, 384))
+    case = grouped_case(helpers["mx"], (MXFP8, MXFP4), shapes, 0.5, 3)
+    _check_grouped(reference, "grouped_mxfp8_mxfp4", *case, shapes, 0.5)
+
+
+def test_sf_layout_matches_torchao_to_blocked():
+    # The NumPy SF layout above, cross-checked with torchao's to_blocked (cuBLAS's documented layout).
+    torch = pytest.importorskip("torch")
+    blocked = pytest.importorskip("torchao.prototype.mx_formats.utils").to_blocked
+    for rows, sf_cols in ((300, 7), (1, 1), (128, 4), (257, 40)):
+        ids = torch.arange(rows * sf_cols, dtype=torch.int64).reshape(rows, sf_cols)
+        flat = blocked(ids).numpy()
+        index = sf_index(rows, sf_cols * 16, 16)
+        assert (flat[index.ravel()] == ids.numpy().ravel()).all()
+
+
+def test_chain_gpu_quantized_operands_through_the_reference(reference):
+    # A [200, 256] and B [136, 256] quantized by aotc.runtime.quantize_nvfp4 on the H200 (sm_90a build,
+    # tools/device_quantize.py run), saved with their bf16 inputs and global scales.
+    data = np.load(REPO / "tests/data/nvfp4_chain_h200.npz")
+    m, n, k = data["a.q"].shape[0], data["b.q"].shape[0], 2 * data["a.q"].shape[1]
+    a = dequantize(data["a.q"], data["a.sf"], m, k, NVFP4)
+    b = dequantize(data["b.q"], data["b.sf"], n, k, NVFP4)
+    alpha = float(np.float32(data["a.global_scale"]) * np.float32(data["b.global_scale"]))
+    image = Image()
+    args = get_family(ops.NVFP4_DENSE).args_struct()
+    args.ptr_A, args.ptr_B = image.put(data["a.q"].tobytes()), image.put(data["b.q"].tobytes())
+    args.ptr_SFA, args.ptr_SFB = image.put(data["a.sf"].tobytes()), image.put(data["b.sf"].tobytes())
+    args.ptr_D = image.alloc(2 * m * n)
+    args.m, args.n, args.k, args.batch, args.alpha, args.sm_count = m, n, k, 1, alpha, 170
+    out, deq = run_reference(reference, "dense_nvfp4", args, image)
+    check_dequant(deq, [a, b])
+    d = read_bf16(out, args.ptr_D, m, n)
+    check_d(d, a, b, alpha)
+    # and D is the product of the unquantized bf16 inputs up to NVFP4's quantization error: per element
+    # about 0.1 RMS for Gaussian data, and for the product about the two operands' errors combined.
+    xa, xb = ((data[f"{t}.x"].view(np.uint16).astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+              for t in ("a", "b"))
+    err_a = np.linalg.norm(a * float(data["a.global_scale"]) - xa) / np.linalg.norm(xa)
+    err_b = np.linalg.norm(b * float(data["b.global_scale"]) - xb) / np.linalg.norm(xb)
+    assert max(err_a, err_b) < 0.12, (err_a, err_b)
+    exact = xa @ xb.T
+    rel = np.linalg.norm(d - exact) / np.linalg.norm(exact)
+    assert rel < 1.1 * np.hypot(err_a, err_b), (rel, err_a, err_b)
