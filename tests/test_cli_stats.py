@@ -111,3 +111,16 @@ def test_build_counts_hits_and_the_cap_never_evicts_what_it_used(built_cache, tm
     assert usage.read_stats(copy)["hits"] == len(used)
     main(["stats", "--cache-dir", str(root)])
     assert f"hits              {len(used)}" in capsys.readouterr().out
+
+
+def test_gc_names_entries_and_says_what_to_run_next(tmp_path, capsys):
+    cache = Cache(tmp_path / "c")
+    key = entry(cache, 7)
+    os.utime(cache.manifest_path(key), (1, 1))  # built long ago
+    assert main(["gc", "--cache-dir", str(cache.root), "--max-age-days", "1", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "would remove k7 (sm120a)" in out and "without --dry-run" in out
+    assert cache.get_manifest(key) is not None
+    assert main(["gc", "--cache-dir", str(cache.root), "--max-age-days", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "removed k7 (sm120a)" in out and "aotc stats" in out and cache.get_manifest(key) is None
