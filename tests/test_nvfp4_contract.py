@@ -303,3 +303,22 @@ def test_chain_gpu_quantized_operands_through_the_reference(reference):
     exact = xa @ xb.T
     rel = np.linalg.norm(d - exact) / np.linalg.norm(exact)
     assert rel < 1.1 * np.hypot(err_a, err_b), (rel, err_a, err_b)
+
+
+def test_a_wrong_sf_layout_is_caught(reference):
+    # The same check fails when the scale factors are handed row-major instead of interleaved: the
+    # comparison is sensitive to the layout, not only to the values.
+    m, n, k = 128, 128, 256
+    rng = np.random.default_rng(5)
+    a, b = Operand(rng, m, k, NVFP4), Operand(rng, n, k, NVFP4)
+    plain = np.zeros_like(a.sf)
+    plain[:m * k // 16] = a.sf[sf_index(m, k, 16)].ravel()
+    image = Image()
+    args = get_family(ops.NVFP4_DENSE).args_struct()
+    args.ptr_A, args.ptr_B = image.put(a.data.tobytes()), image.put(b.data.tobytes())
+    args.ptr_SFA, args.ptr_SFB = image.put(plain.tobytes()), image.put(b.sf.tobytes())
+    args.ptr_D = image.alloc(2 * m * n)
+    args.m, args.n, args.k, args.batch, args.alpha = m, n, k, 1, 1.0
+    _, deq = run_reference(reference, "dense_nvfp4", args, image)
+    with pytest.raises(AssertionError):
+        check_dequant(deq, [a.value, b.value])
