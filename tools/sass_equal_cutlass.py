@@ -61,7 +61,7 @@ def write(records: dict, out: Path, meta: dict) -> None:
         "",
         f"- machine: {meta['machine']}; date (UTC): {meta['date']}",
         f"- toolchain: nvcc {meta['nvcc']} ({meta['toolchain']}); CUTLASS {meta['cutlass']} (pip nvidia-cutlass)",
-        f"- command: `{meta['command']}`",
+        f"- commands: {'; '.join(f'`{c}`' for c in meta['commands'])}",
         ("- reference: CUTLASS example 79a (dense) / 79d (grouped) from the pinned package, the spec's tile, stages, "
         "schedules, operand types, BF16 D and no C substituted, cut after `GemmKernel`, "
         "`cutlass::device_kernel<GemmKernel>` instantiated (aotc/build/cutlass_reference.py); both compiled with "
@@ -96,7 +96,8 @@ def main() -> int:
     records = old.get("records", {})
     meta = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "nvcc": tc.release, "toolchain": tc.source, "cutlass": cutlass_version(),
-            "command": "python tools/sass_equal_cutlass.py " + " ".join(sys.argv[1:])}
+            "commands": [*old.get("meta", {}).get("commands", []),
+                         "python tools/sass_equal_cutlass.py " + " ".join(sys.argv[1:])]}
     for spec in specs:
         started = time.perf_counter()
         record = compare_with_example(spec, arch, tc)
