@@ -187,7 +187,9 @@ def _dry_run(args, specs, archs, cache) -> int:
     n = len(est.hits) + len(est.misses)
     lines = [(f"dry run for {', '.join(a.name for a in archs)}: {n} kernels, {len(est.hits)} in the cache, "
               f"{len(est.misses)} to compile ({est.skipped} not applicable or rejected); nothing is compiled")]
-    if est.misses:
+    if est.misses and len(est.unknown) == len(est.misses):
+        lines.append(f"no compile times on record in {cache.root} for these families yet: no estimate")
+    elif est.misses:
         unknown = f", plus {len(est.unknown)} kernels with no compile time on record" if est.unknown else ""
         lines.append(f"estimated {format_seconds(est.wall_seconds)} wall with {jobs} job(s), longest first "
                      f"({format_seconds(est.compile_seconds)} of nvcc{unknown}), from the median compile time per "

@@ -59,8 +59,8 @@ def test_log_mode_is_one_line_per_event():
     p.note("FAILED b (sm120a)")
     p.event("b (sm120a): failed")
     p.close()
-    assert log.getvalue().splitlines() == ["[1/2] a (sm120a): built (85.2s; ETA 1m01s)", "FAILED b (sm120a)",
-                                           "[2/2] b (sm120a): failed (ETA 1m01s)"]
+    assert log.getvalue().splitlines() == ["[0/2] compiling a (sm120a)", "[1/2] a (sm120a): built (85.2s; ETA 1m01s)",
+                                           "FAILED b (sm120a)", "[2/2] b (sm120a): failed (ETA 1m01s)"]
     assert "\r" not in log.getvalue()
 
 

@@ -51,6 +51,8 @@ class Progress:
         """`name` began compiling (shown on the status line while it runs)."""
         with self._lock:
             self.running[name] = time.perf_counter()
+            if self.enabled and not self.tty:  # a log shows when each compile began, as ninja's does
+                self._write(f"[{self.done}/{self.total}] compiling {name}\n")
             self._redraw()
 
     def finished(self, name: str) -> None:
