@@ -237,6 +237,14 @@ def functions(ordinal: int) -> tuple[Any, Any]:
     return hit[1], hit[2]
 
 
+def param_pointers(params: ctypes.Structure) -> ctypes.Array:
+    """kernelParams for a parameter struct: one pointer per declared field (`_pad` fields are
+    padding), in declaration order."""
+    base = ctypes.addressof(params)
+    offsets = [getattr(type(params), name).offset for name, _ in params._fields_ if not name.startswith("_")]
+    return (ctypes.c_void_p * len(offsets))(*(base + o for o in offsets))
+
+
 class ParamCall:
     """One launch of a metadata kernel: a cuLaunchKernel argument tuple whose kernelParams point at
     the fields of `params` (a ctypes struct laid out as the PTX declares them; `_pad` fields are
@@ -245,9 +253,7 @@ class ParamCall:
     __slots__ = ("call", "keep", "params")
 
     def __init__(self, function: Any, params: ctypes.Structure, grid: int, threads: int, stream: int):
-        base = ctypes.addressof(params)
-        offsets = [getattr(type(params), name).offset for name, _ in params._fields_ if not name.startswith("_")]
-        pointers = (ctypes.c_void_p * len(offsets))(*(base + o for o in offsets))
+        pointers = param_pointers(params)
         self.params = params
         self.keep = pointers
         self.call = (function, grid, 1, 1, threads, 1, 1, 0, driver().CUstream(stream), ctypes.addressof(pointers), 0)
