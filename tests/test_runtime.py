@@ -374,6 +374,19 @@ def test_cubin_is_kept_verified_in_the_runtime_folder_and_rechecked_on_every_rea
     assert exc.value.diagnostics[0].code == "AOTC-RT-004"  # the cache blob is gone too: nothing to load
 
 
+def test_typed_ops_refuse_host_tensors_with_a_coded_error():
+    torch = pytest.importorskip("torch")
+    q = torch.zeros(1, 16, 1, 128, dtype=torch.bfloat16)
+    a, b = torch.zeros(16, 128, dtype=torch.bfloat16), torch.zeros(2, 64, 128, dtype=torch.bfloat16)
+    out, offsets = torch.zeros(16, 64, dtype=torch.bfloat16), torch.zeros(3, dtype=torch.int32)
+    for call in (lambda: rt.fmha_fwd(q, q, q, q), lambda: rt.fmha_decode(q, q, q, q),
+                 lambda: rt.grouped_gemm_moe(a, b, out, offsets)):
+        with pytest.raises(AotcError) as exc:
+            call()
+        diag = exc.value.diagnostics[0]
+        assert diag.code == "AOTC-RT-006" and "host memory" in diag.message
+
+
 # ---- no driver ---------------------------------------------------------------------------------
 def _has_driver() -> bool:
     try:

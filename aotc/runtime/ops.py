@@ -176,7 +176,8 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
           max_k: int | None, causal: bool, scale: float | None, stream: Any, params: dict | None,
           num_splits: int, workspace: Any) -> Kernel:
     key = None
-    if type(q).__module__ == "torch" and (params is None or not any(type(x) is list for x in params.values())):
+    if type(q).__module__ == "torch" and q.is_cuda and (params is None or
+                                                        not any(type(x) is list for x in params.values())):
         try:
             handle = _torch_stream(q.get_device()) if stream is None else stream_handle(stream)
             key = (family, _tensor_key(q), _tensor_key(k), _tensor_key(v), _tensor_key(out),
@@ -314,7 +315,7 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
     the host). A small kernel turns the offsets into the grouped GEMM's per-expert problems on the
     device, then the GEMM runs: two launches on `stream`, capturable in a CUDA graph."""
     key = None
-    if type(a).__module__ == "torch" and params is None:
+    if type(a).__module__ == "torch" and a.is_cuda and params is None:
         try:
             handle = _torch_stream(a.get_device()) if stream is None else stream_handle(stream)
             key = ("moe", _tensor_key(a), _tensor_key(b), _tensor_key(out), _tensor_key(expert_offsets), alpha,
