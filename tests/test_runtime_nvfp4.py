@@ -176,7 +176,7 @@ def test_entry_point_names_the_target_before_any_lookup():
 # ---- the launch path's driver calls, recorded (no SM120 GPU here: the calls, not their effects) ----
 DENSE_SPEC = "gemm_nvfp4/tile=128x128x128"
 # Calls a CUDA graph capture refuses or that would stall a serving loop: allocations, copies
-# through the host, synchronizations.
+# through the host, synchronizations. (cuMemset*Async is stream-ordered: a memset node in a graph.)
 FORBIDDEN = ("cuMemAlloc", "cuMemFree", "cuMemcpy", "cuMemHostAlloc", "cuMemHostRegister", "cuMemset",
              "Synchronize", "cuStreamQuery", "cuEventQuery")
 
@@ -216,7 +216,7 @@ class RecordingDriver:
             "cuOccupancyMaxActiveBlocksPerMultiprocessor": lambda *a: (0, 1),
             "cuPointerGetAttribute": lambda attr, ptr: (0, 0),
             "cuGetErrorName": lambda err: (0, b"CUDA_ERROR_RECORDED"),
-            "cuLaunchKernel": lambda *call: (0,),
+            "cuLaunchKernel": lambda *call: (0,), "cuMemsetD8Async": lambda *a: (0,),
             "CUstream": lambda handle: handle, "CUresult": lambda err: err,
         }
         self._answers = answers
@@ -324,7 +324,8 @@ def _nvfp4_operands(base: int, m: int, n: int, k: int) -> tuple[DeviceBytes, ...
 
 
 def _forbidden(calls: list) -> list:
-    return [c for c in calls if any(word in c[0] for word in FORBIDDEN)]
+    return [c for c in calls if any(word in c[0] for word in FORBIDDEN)
+            and not (c[0].startswith("cuMemset") and c[0].endswith("Async"))]
 
 
 @pytest.mark.compile
