@@ -59,7 +59,7 @@ class LocalCluster:
             proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **(env or {})})
         self.nodes.append(proc)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 300
         while b"Ray runtime started" not in log_path.read_bytes():  # printed before --block blocks
             if proc.poll() is not None or time.monotonic() > deadline:
                 self.stop()
@@ -67,7 +67,7 @@ class LocalCluster:
             time.sleep(0.2)
         return proc
 
-    def wait_for(self, n_nodes: int, timeout: float = 120.0) -> None:
+    def wait_for(self, n_nodes: int, timeout: float = 300.0) -> None:
         import ray
 
         if not ray.is_initialized():

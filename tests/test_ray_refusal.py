@@ -1,5 +1,7 @@
-"""A Ray worker whose toolchain differs from the build's (another host compiler version) is refused:
-the TU fails with AOTC-RAY-001 naming the worker and both identities, and nothing is stored."""
+"""Builds on Ray clusters that cannot serve them: a cluster whose nodes have no CPU fails the TUs with
+AOTC-RAY-006 instead of waiting forever, and a worker whose toolchain differs from the build's
+(another host compiler version) is refused with AOTC-RAY-001 naming both identities; nothing is
+stored either way. One cluster: the head (0 CPUs) first alone, then joined by the mismatched worker."""
 
 from __future__ import annotations
 
@@ -19,6 +21,29 @@ from tests.ray_cluster import GIB, LocalCluster
 pytest.importorskip("ray", reason="ray is part of the build extra")
 
 
+@pytest.fixture(scope="module")
+def head_only(tmp_path_factory):
+    cluster = LocalCluster(tmp_path_factory.mktemp("ray"))
+    try:
+        cluster.start_node(cpus=0, memory=1 * GIB)  # schedules, runs no tasks
+        cluster.wait_for(1)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def one_kernel():
+    return [s for s in load_specs().specs if s.name == "moe_bf16_64x128"]
+
+
+def test_no_node_with_a_cpu_fails_the_build_instead_of_hanging(head_only, tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache")
+    ex = RayExecutor(head_only.address, cache, find_toolchain().identity, give_up_s=5)
+    (r,) = build(one_kernel(), [get_arch("sm80")], cache, executor=ex, progress=False).results
+    assert r.status == FAILED and [d.code for d in r.diagnostics] == ["AOTC-RAY-006"]
+    assert list(cache.entries()) == []
+
+
 def other_host_compiler(tmp: Path) -> str:
     """gcc under another version line: a toolchain whose identity differs (nvcc honours NVCC_CCBIN)."""
     gcc = shutil.which("gcc")
@@ -29,19 +54,12 @@ def other_host_compiler(tmp: Path) -> str:
     return str(script)
 
 
-def test_worker_with_another_toolchain_is_refused(tmp_path: Path) -> None:
-    cluster = LocalCluster(tmp_path)
-    try:
-        cluster.start_node(cpus=0, memory=1 * GIB)  # the head runs no tasks
-        cluster.start_node(cpus=1, memory=2 * GIB, env={"NVCC_CCBIN": other_host_compiler(tmp_path)})
-        cluster.wait_for(2)
-        cache = Cache(tmp_path / "cache")
-        chosen = [s for s in load_specs().specs if s.name == "moe_bf16_64x128"]
-        ex = RayExecutor(cluster.address, cache, find_toolchain().identity, {s.name: s.family for s in chosen})
-        summary = build(chosen, [get_arch("sm80")], cache, executor=ex, progress=False)
-    finally:
-        cluster.stop()
-    (r,) = summary.results
+def test_worker_with_another_toolchain_is_refused(head_only, tmp_path: Path) -> None:
+    head_only.start_node(cpus=1, memory=2 * GIB, env={"NVCC_CCBIN": other_host_compiler(tmp_path)})
+    head_only.wait_for(2)
+    cache = Cache(tmp_path / "cache")
+    ex = RayExecutor(head_only.address, cache, find_toolchain().identity)
+    (r,) = build(one_kernel(), [get_arch("sm80")], cache, executor=ex, progress=False).results
     assert r.status == FAILED
     (diag,) = r.diagnostics
     assert diag.code == "AOTC-RAY-001" and "refused" in diag.message

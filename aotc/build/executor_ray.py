@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import sys
+import time
 from collections.abc import Iterable, Iterator, Mapping
 
 from aotc.build.executor import Executor
@@ -21,6 +22,8 @@ from aotc.diagnostics import AotcError, Diagnostic
 # A task lost with its worker or node (OOM kill, preemption, a killed process) is run again this
 # many times by Ray before the TU is reported failed.
 TASK_RETRIES = 3
+CPU_CHECK_S = 10.0  # how often a build waiting on the cluster checks that any node can still run tasks
+NO_WORKER_GIVE_UP_S = 120.0  # no node with a CPU for this long: the remaining TUs fail (AOTC-RAY-006)
 MIN_DECLARED_BYTES = 256 << 20  # a floor: tiny recorded figures must still leave room for nvcc to start
 
 
@@ -86,7 +89,8 @@ class RayExecutor(Executor):
     """One Ray task per TU (num_cpus=1, memory=declared bytes, retried when its worker dies)."""
 
     def __init__(self, address: str | None, cache: Cache, toolchain_identity: str,
-                 families: Mapping[str, str] | None = None, default_bytes: int = CUTLASS_TU_PEAK_RSS_BYTES):
+                 families: Mapping[str, str] | None = None, default_bytes: int = CUTLASS_TU_PEAK_RSS_BYTES,
+                 give_up_s: float = NO_WORKER_GIVE_UP_S):
         import ray
 
         self.ray = ray
@@ -98,6 +102,7 @@ class RayExecutor(Executor):
         self.identity = toolchain_identity
         self.families = dict(families or {})
         self.default_bytes = default_bytes
+        self.give_up_s = give_up_s
         self.per_tu, self.per_family = recorded_peaks(cache)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.jobs = max(1, int(sum(n["Resources"].get("CPU", 0) for n in nodes)))
@@ -123,17 +128,36 @@ class RayExecutor(Executor):
             ref = remote.options(num_cpus=1, memory=mem, max_retries=TASK_RETRIES, retry_exceptions=False,
                                  name=f"aotc:{job.name}:{job.arch}").remote(job, self.identity)
             refs[ref] = job
+        idle_since = None
         try:
             while refs:
-                ready, _ = ray.wait(list(refs), num_returns=1)
+                ready, _ = ray.wait(list(refs), num_returns=1, timeout=min(CPU_CHECK_S, self.give_up_s))
                 for ref in ready:
                     job = refs.pop(ref)
                     yield self._result(ref, job)
+                if ready or self._cluster_cpus() > 0:
+                    idle_since = None
+                    continue
+                # No live node can run a task: Ray would wait for one forever; the build must not.
+                idle_since = idle_since or time.monotonic()
+                if time.monotonic() - idle_since >= self.give_up_s:
+                    for ref, job in list(refs.items()):
+                        with contextlib.suppress(Exception):
+                            ray.cancel(ref, force=True)
+                        del refs[ref]
+                        yield TuResult(job, False, diagnostics=[Diagnostic(
+                            "AOTC-RAY-006", f"no node of the Ray cluster with a CPU stayed alive for "
+                            f"{self.give_up_s:.0f} s; {job.name} ({job.arch}) was not built",
+                            job.name, fix="start worker nodes (`ray start --address HEAD:PORT`) and rerun: "
+                                          "what finished is cached")])
         except BaseException:  # Ctrl-C: stop the cluster's work for this build, then unwind
             for ref in refs:
                 with contextlib.suppress(Exception):  # already finished or gone
                     ray.cancel(ref, force=True)
             raise
+
+    def _cluster_cpus(self) -> float:
+        return sum(n["Resources"].get("CPU", 0) for n in self.ray.nodes() if n.get("Alive"))
 
     def _result(self, ref, job: TuJob) -> TuResult:
         try:
