@@ -354,7 +354,9 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
     from aotc.runtime.metadata import MoeParams, moe_block_layout, moe_groups_call
 
     size, at = moe_block_layout(experts)
-    block, owner = _moe_block(ordinal, handle, size, a, key)
+    signature = key or ("moe", ai.ptr, bi.ptr, oi.ptr, ei.ptr, ai.shape, ai.strides, bi.shape, bi.strides,
+                        oi.strides)  # non-torch callers: reuse the block for the same tensors too
+    block, owner = _moe_block(ordinal, handle, size, a, signature)
 
     mp = MoeParams(ei.ptr, ai.ptr, bi.ptr, oi.ptr, block, bi.strides[0] * 2, experts, n, k, 0,
                    ai.strides[0], bi.strides[1], oi.strides[0], 2)
@@ -375,19 +377,17 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
 _moe_blocks: dict[tuple, tuple[int, Any]] = {}  # (ordinal, stream, bytes, signature) -> (address, owner)
 
 
-def _moe_block(ordinal: int, stream: int, size: int, like: Any, signature: tuple | None) -> tuple[int, Any]:
+def _moe_block(ordinal: int, stream: int, size: int, like: Any, signature: tuple) -> tuple[int, Any]:
     """Device memory the offsets kernel writes the per-expert arrays into: one per (stream, call
     signature), from the caller's allocator, so launches in flight never share one."""
     key = (ordinal, stream, size, signature)
-    hit = _moe_blocks.get(key) if signature is not None else None
+    hit = _moe_blocks.get(key)
     if hit is None:
         from aotc.runtime.scratch import allocate
 
         if len(_moe_blocks) >= METADATA_LIMIT:
             _moe_blocks.clear()
-        hit = allocate(size, ordinal, stream, like)
-        if signature is not None:
-            _moe_blocks[key] = hit
+        hit = _moe_blocks[key] = allocate(size, ordinal, stream, like)
     return hit
 
 
