@@ -259,3 +259,19 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     result = discover_in(site)
     assert result["found"] == [] and list(result["refused"]) == ["kgood"], result
     assert check_wheel(good).ok  # the pristine wheel still passes: only the damage is refused
+
+
+def test_a_flashinfer_module_embedding_a_wrong_target_cubin_is_refused(tmp_path):
+    from aotc.build.flashinfer.module_build import verify_module_cubins
+
+    tc = find_toolchain()
+    cubins = {}
+    for arch in ("sm90a", "sm120a"):
+        result = compile_source(MMA_KERNEL, get_arch(arch), tc, include_dirs=[], workdir=tmp_path, with_helper=False)
+        assert result.ok, result.log
+        cubins[arch] = result.cubin
+    records, diags = verify_module_cubins([cubins["sm120a"]], ARCHES["sm120a"], tc, "mod")
+    assert diags == [] and records[0]["target"] == "sm_120a"
+    records, diags = verify_module_cubins([cubins["sm120a"], cubins["sm90a"]], ARCHES["sm120a"], tc, "mod")
+    assert [r["target"] for r in records] == ["sm_120a"]
+    assert len(diags) == 1 and "sm_90a" in diags[0].message and "cannot run" in diags[0].message

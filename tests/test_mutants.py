@@ -93,3 +93,117 @@ def test_tcgen05_is_legal_on_sm100a_and_wgmma_on_sm90a_only():
     assert set(find_banned(scan_sass(sass(*wgmma)), ARCHES["sm100a"])) == {ln.split()[0] for ln in wgmma}
     assert find_banned(scan_sass(sass(*wgmma)), ARCHES["sm90a"]) == {}
     assert "UTMALDG.2D.MULTICAST" not in find_banned(scan_sass(sass(BANNED_ON_SM12X[14])), ARCHES["sm90a"])
+
+
+# ---- kernel wheels: reproducible across processes, foreign ABI refused ------------------------------
+WHEEL_SCRIPT = r"""
+import sys
+from pathlib import Path
+from aotc.arch import ARCHES
+from aotc.build.wheel_pack import build_wheel, select_entries
+from aotc.cache import Cache
+cache = Cache(sys.argv[1])
+print(build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "kseed", Path(sys.argv[2])))
+"""
+
+
+def small_cache(root) -> None:
+    from aotc.cache import Cache
+    from aotc.keys import sha256_hex
+
+    cache = Cache(root)
+    for i in range(12):  # several blobs and records: set or dict order would show in the zip
+        name = f"k{i}"
+        key, sk = sha256_hex(name.encode()), sha256_hex(b"s" + name.encode())
+        cache.put_entry(key, {"cubin": name.encode() * 40, "source": b"// " + name.encode()}, {
+            "name": name, "family": "fmha_fwd", "params": {"i": i}, "arch": "sm120a", "spec_key": sk,
+            "target": {"sm": 120, "variant": "a"}, "toolchain": {"nvcc_version": "13.0"}})
+        cache.set_ref(sk, key, {"family": "fmha_fwd", "params": {"i": i}, "arch": "sm120a", "name": name})
+
+
+def test_wheels_are_reproducible_across_processes_and_hash_seeds(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    small_cache(tmp_path / "cache")
+    wheels = []
+    for seed in ("1", "4242"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        out = subprocess.run([sys.executable, "-c", WHEEL_SCRIPT, str(tmp_path / "cache"), str(tmp_path / seed)],
+                             capture_output=True, text=True, env=env, check=True)
+        wheels.append(Path(out.stdout.strip()).read_bytes())
+        time.sleep(2.1)  # zip timestamps have a 2 s resolution: a wall-clock one would now differ
+    assert wheels[0] == wheels[1]
+
+
+def test_a_foreign_abi_wheel_is_refused_by_check(tmp_path):
+    import json
+    import zipfile
+
+    from aotc import ABI_VERSION
+    from aotc.build.wheel_check import check_wheel
+    from aotc.build.wheel_pack import build_wheel, select_entries
+    from aotc.cache import Cache
+
+    small_cache(tmp_path / "cache")
+    cache = Cache(tmp_path / "cache")
+    whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "kabi", tmp_path / "dist")
+    foreign = tmp_path / "foreign.whl"
+    with zipfile.ZipFile(whl) as src, zipfile.ZipFile(foreign, "w") as dst:
+        for n in src.namelist():
+            data = src.read(n)
+            if n.endswith("aotc_wheel.json"):
+                data = json.dumps({**json.loads(data), "abi": ABI_VERSION + 1}).encode()
+            dst.writestr(n, data)
+    codes = {d.code for d in check_wheel(foreign).diagnostics}
+    assert "AOTC-WHEEL-001" in codes  # (RECORD and the non-ELF cubins are flagged too)
+
+
+# ---- GEMM templates assert the SMEM model, as the FMHA template does --------------------------------
+def test_every_gemm_kernel_asserts_sizeof_shared_storage_equals_the_model():
+    from aotc.build.render import render
+    from aotc.build.rules import check
+    from aotc.build.spec import load_specs
+    from aotc.families import get_family
+
+    rendered = 0
+    for spec in load_specs().specs:
+        if "gemm" not in spec.family:
+            continue
+        arch = ARCHES["sm120a"]
+        if not check(spec, arch).ok:
+            continue
+        text = render(spec, arch).text
+        total = get_family(spec.family).smem(spec.params, arch).total
+        assert f"constexpr int kSmemModelTotal = {total};" in text, spec.name
+        assert "sizeof(typename aotc::GemmKernel::SharedStorage) == aotc::kSmemModelTotal" in text, spec.name
+        rendered += 1
+    assert rendered >= 10
+
+
+@pytest.mark.compile
+def test_a_gemm_whose_model_drifts_from_cutlass_does_not_compile(tmp_path):
+    import subprocess
+
+    from aotc.build.render import render_probe
+    from aotc.build.toolchain import cutlass_include_dirs, find_toolchain
+    from aotc.families import get_family
+    from aotc.resources import templates_dir
+
+    family = get_family("grouped_gemm_sm80")
+    params, errors = family.validate({"tile": [128, 128, 64], "warp": [64, 64, 64], "stages": 3, "dtype": "bf16"})
+    assert errors == []
+    arch = ARCHES["sm120a"]
+    total = family.smem(params, arch).total
+    text = render_probe(KernelSpec("drift", "grouped_gemm_sm80", params, ()), arch).text
+    assert f"kSmemModelTotal = {total};" in text
+    src = tmp_path / "probe.cu"
+    src.write_text(text.replace(f"kSmemModelTotal = {total};", f"kSmemModelTotal = {total + 16};"))
+    cmd = [str(find_toolchain().nvcc), "-x", "cu", "-std=c++17", "--expt-relaxed-constexpr", "-DNDEBUG",
+           "-gencode", arch.gencode, *[f"-I{d}" for d in (templates_dir(), *cutlass_include_dirs())],
+           "-o", str(tmp_path / "probe"), str(src)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
+    assert out.returncode != 0 and "SMEM model disagrees with sizeof(SharedStorage)" in out.stdout + out.stderr

@@ -365,7 +365,7 @@ class BlockScaledGemmSm120(Family):
             "kernel_schedule": f"cutlass::gemm::{kernel}",
             "epilogue_schedule": f"cutlass::epilogue::{epilogue}",
             "k_granule": k_granule(p),
-            "smem_budget": arch.smem_optin_bytes,
+            "smem_budget": arch.smem_optin_bytes, "smem_model_total": self.smem(p, arch).total,
         }
 
     def expected_mma(self, p: dict, arch: Arch) -> str | None:

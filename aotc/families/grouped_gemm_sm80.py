@@ -162,7 +162,7 @@ class GroupedGemmSm80(Family):
             "tile_m": tm, "tile_n": tn, "tile_k": tk,
             "warp_m": wm, "warp_n": wn, "warp_k": wk,
             "stages": int(p["stages"]),
-            "smem_budget": arch.smem_optin_bytes,
+            "smem_budget": arch.smem_optin_bytes, "smem_model_total": self.smem(p, arch).total,
         }
 
     def expected_mma(self, p: dict, arch: Arch) -> str | None:
