@@ -83,7 +83,7 @@ def test_normalise_makes_branch_targets_relative_and_drops_names():
     b = ["0|ISETP.GE.AND P0, PT, R0, 0x10, PT", "16|@P0 BRA 0x30", "32|CALL.ABS.NOINC `(_Z3barv)",
          "48|EXIT"]
     assert sc.normalise(a) == sc.normalise(b)
-    assert sc.normalise(a)[1] == "@P0 BRA @+1"  # 0x30 is the next-but-one instruction
+    assert sc.normalise(a)[1] == "@P0 BRA @+2"  # 0x30 is two instructions ahead of the branch at 0x10
     assert "0x10" in sc.normalise(a)[0]  # an immediate is not a branch target
     assert sc.normalise(["0|MOV R12, R3"], registers=True) == ["MOV R, R"]
     assert sc.opcode("@!P0 OMMA.SF.16864.F32.E2M1.E2M1.UE4M3.4X R4, R8, R12, R4") == "OMMA"
