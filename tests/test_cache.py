@@ -53,6 +53,7 @@ def test_put_entry_stores_blobs_then_manifest(tmp_path: Path) -> None:
     stored = put(cache, "a")
     path = tmp_path / "v1" / "actions" / k("a")[:2] / f"{k('a')}.json"
     on_disk = json.loads(path.read_text())
+    assert len(on_disk.pop("record_sha256")) == 64  # every record carries its checksum; readers drop it
     assert on_disk == stored == cache.get_manifest(k("a"))
     assert on_disk["schema"] == 1 and on_disk["key"] == k("a") and on_disk["name"] == "a"
     for name, data in blobs_for("a").items():

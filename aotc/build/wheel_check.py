@@ -15,6 +15,7 @@ import json
 import stat
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -62,6 +63,16 @@ def _json_object(data: bytes) -> dict | None:
     except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
+
+
+def _record(zf: zipfile.ZipFile, name: str, what: str) -> dict | None:
+    """A manifest or ref of the wheel's cache tree, checksum verified as the cache reads it."""
+    from aotc.cache.entries import CacheFormatError, parse_record
+
+    try:
+        return parse_record(zf.read(name), Path(name), what)
+    except CacheFormatError:
+        return None
 
 
 def _layout(zf: zipfile.ZipFile, path: Path) -> tuple[str, str]:
@@ -139,7 +150,7 @@ def _read_blob(zf: zipfile.ZipFile, prefix: str, digest: str, size: object) -> t
 
 def _manifest_problem(m: dict | None, key: str) -> str:
     if m is None:
-        return "not a JSON object"
+        return "not a JSON object, or its content differs from its checksum"
     if m.get("key") != key:
         return f"its key {str(m.get('key'))[:20]!r} differs from its file name"
     for field in ("name", "family", "arch"):
@@ -243,36 +254,43 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
         raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "pass a wheel made by `aotc wheel`")) from None
-    with zf:
-        pkg, dist_info = _layout(zf, path)
-        diags = _check_entries(zf, pkg, dist_info) + _check_record(zf, dist_info)
-        meta = _json_object(zf.read(f"{pkg}/{METADATA_FILE}"))
-        if meta is None:
-            diags.append(_diag(10, f"{pkg}/{METADATA_FILE} is not a JSON object"))
-            meta = {}
-        elif meta.get("abi") != ABI_VERSION:
-            diags.append(_diag(1, f"built for aotc ABI {str(meta.get('abi'))[:20]} (aotc "
-                                  f"{str(meta.get('aotc_version'))[:20]}); this aotc speaks ABI {ABI_VERSION}",
-                               "rebuild the wheel with this aotc version"))
-        prefix = f"{pkg}/{STORE_DIR}/v1/"
-        names = sorted(n for n in zf.namelist() if n.endswith(".json"))
-        keys, kernels, scanner = set(), [], _SassScanner()
-        for name in (n for n in names if n.startswith(prefix + "actions/")):
-            key = PurePosixPath(name).stem
-            m = _json_object(zf.read(name))
-            problem = _manifest_problem(m, key) or ("" if _is_digest(key) else "its file name is no digest")
-            if problem:
-                diags.append(_diag(11, f"manifest {name}: {problem}"))
-                continue
-            keys.add(key)
-            kernel = _check_kernel(zf, prefix, m, arch, scanner, diags)
-            if kernel is not None:
-                kernels.append(kernel)
-        for name in (n for n in names if n.startswith(prefix + "refs/")):
-            ref = _json_object(zf.read(name))
-            key = ref.get("key") if ref is not None else None
-            if ref is None or ref.get("spec_key") != PurePosixPath(name).stem or not isinstance(key, str) \
-                    or key not in keys:
-                diags.append(_diag(11, f"ref {name}: not a JSON object naming its spec key and a manifest of "
-                                       "this wheel"))
+    try:
+        with zf:
+            return _check_open(zf, path, arch)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:  # damaged zip members
+        raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
+
+
+def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelCheck:
+    pkg, dist_info = _layout(zf, path)
+    diags = _check_entries(zf, pkg, dist_info) + _check_record(zf, dist_info)
+    meta = _json_object(zf.read(f"{pkg}/{METADATA_FILE}"))
+    if meta is None:
+        diags.append(_diag(10, f"{pkg}/{METADATA_FILE} is not a JSON object"))
+        meta = {}
+    elif meta.get("abi") != ABI_VERSION:
+        diags.append(_diag(1, f"built for aotc ABI {str(meta.get('abi'))[:20]} (aotc "
+                              f"{str(meta.get('aotc_version'))[:20]}); this aotc speaks ABI {ABI_VERSION}",
+                           "rebuild the wheel with this aotc version"))
+    prefix = f"{pkg}/{STORE_DIR}/v1/"
+    names = sorted(n for n in zf.namelist() if n.endswith(".json"))
+    keys, kernels, scanner = set(), [], _SassScanner()
+    for name in (n for n in names if n.startswith(prefix + "actions/")):
+        key = PurePosixPath(name).stem
+        m = _record(zf, name, "manifest")
+        problem = _manifest_problem(m, key) or ("" if _is_digest(key) else "its file name is no digest")
+        if problem:
+            diags.append(_diag(11, f"manifest {name}: {problem}"))
+            continue
+        keys.add(key)
+        kernel = _check_kernel(zf, prefix, m, arch, scanner, diags)
+        if kernel is not None:
+            kernels.append(kernel)
+    for name in (n for n in names if n.startswith(prefix + "refs/")):
+        ref = _record(zf, name, "ref")
+        key = ref.get("key") if ref is not None else None
+        if ref is None or ref.get("spec_key") != PurePosixPath(name).stem or not isinstance(key, str) \
+                or key not in keys:
+            diags.append(_diag(11, f"ref {name}: not a JSON object naming its spec key and a manifest of "
+                                   "this wheel"))
     return WheelCheck(str(path), meta, kernels, diags)

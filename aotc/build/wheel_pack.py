@@ -19,7 +19,8 @@ from pathlib import Path
 from aotc import ABI_VERSION, __version__
 from aotc.arch import Arch
 from aotc.build.wheel_check import WheelCheck, check_wheel  # noqa: F401 - the check lives there
-from aotc.cache import Cache
+from aotc.cache import Cache, CacheFormatError
+from aotc.cache.entries import manifest_problem
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
 
@@ -109,8 +110,11 @@ def select_entries(cache: Cache, archs: list[Arch], patterns: list[str] | None =
     for ref in cache.refs():
         if ref.get("arch") not in wanted:
             continue
-        manifest = cache.get_manifest(ref["key"])
-        if manifest is None:
+        try:
+            manifest = cache.get_manifest(ref["key"])
+        except CacheFormatError:
+            continue  # unreadable: left to `aotc verify`, never shipped
+        if manifest is None or manifest_problem(manifest, ref["key"]):
             continue
         if patterns:
             probe = KernelSpec(manifest["name"], manifest["family"], {}, ())

@@ -6,6 +6,7 @@ serving processes: resolve_ref + read_blob never scan directories; no Jinja2/nvc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -65,17 +66,89 @@ def read_json(path: Path, what: str) -> dict | None:
         text = path.read_bytes()
     except FileNotFoundError:
         return None
+    return parse_record(text, path, what)
+
+
+def _is_digest(value: object) -> bool:
+    return isinstance(value, str) and len(value) == 64 and not value.strip("0123456789abcdef")
+
+
+# Optional manifest fields every reader (ls, show, the runtime) may touch, and the types they must have.
+_OPTIONAL = {"params": (dict,), "resources": (dict,), "smem_model": (dict, type(None)), "cubins": (list,), "sass": (dict,),
+             "compile_seconds": (int, float), "inputs": (dict,), "toolchain": (dict,), "spec_key": (str,),
+             "entry": (str,)}
+
+
+def manifest_problem(m: dict, name: str) -> str:
+    """Why a manifest cannot be read as one ("" when it can): the fields every reader relies on."""
+    if m.get("key") != name:
+        return f"its key {str(m.get('key'))[:20]!r} differs from its file name"
+    for field in ("name", "family", "arch"):
+        if not isinstance(m.get(field), str):
+            return f"`{field}` is not a string"
+    target, blobs = m.get("target", {}), m.get("blobs")
+    if not isinstance(blobs, dict):
+        return "`blobs` is not an object"
+    if not isinstance(target, dict) or (target and not (isinstance(target.get("sm"), int)
+                                                        and isinstance(target.get("variant"), str))):
+        return "`target` is not {sm: int, variant: str}"
+    for role, blob in blobs.items():
+        if not (isinstance(blob, dict) and _is_digest(blob.get("sha256")) and isinstance(blob.get("size"), int)):
+            return f"blob {str(role)[:20]!r} is not {{sha256: hex digest, size: int}}"
+    for field, kinds in _OPTIONAL.items():
+        if field in m and (not isinstance(m[field], kinds) or isinstance(m[field], bool)):
+            return f"`{field}` has the wrong type ({type(m[field]).__name__})"
+    if any(not isinstance(c, dict) for c in m.get("cubins", [])):
+        return "`cubins` holds something that is not an object"
+    return ""
+
+
+def ref_problem(ref: dict, name: str) -> str:
+    if not _is_digest(ref.get("key")):
+        return "no action key (a sha256 hex digest) in it"
+    return ""
+
+
+def parse_record(text: bytes, path: Path, what: str) -> dict:
+    """A stored record's JSON object, its checksum verified and removed; CacheFormatError if it is
+    no JSON object, nested beyond reason, or its content differs from what was written (bit rot,
+    an edit). Records written before checksums existed (no RECORD_SUM) are taken as they are."""
     try:
         value = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CacheFormatError(path, what, f"not JSON ({e}; {len(text)} bytes)") from None
+    except RecursionError:
+        raise CacheFormatError(path, what, f"nested too deeply to be a cache record ({len(text)} bytes)") from None
     if not isinstance(value, dict):
         raise CacheFormatError(path, what, f"expected a JSON object, got {type(value).__name__}")
+    stored = value.pop(RECORD_SUM, None)
+    if stored is None and any(_one_bit_from_sum_key(key) for key in value):
+        stored = ""  # the checksum's own key was hit: not a record from before checksums
+    if stored is not None and stored != _record_sum(value):
+        raise CacheFormatError(path, what, "its content does not match its checksum (bit rot or an edit)")
     return value
 
 
+def _one_bit_from_sum_key(key: str) -> bool:
+    if len(key) != len(RECORD_SUM):
+        return False
+    bits = sum((ord(a) ^ ord(b)).bit_count() for a, b in zip(key, RECORD_SUM))
+    return bits == 1
+
+
+# Every record (manifest, ref, prekey, header set) carries the sha256 of its canonical JSON: a flipped
+# bit that still parses (a digit in a size, a letter in a name) is caught on read like a bad blob.
+RECORD_SUM = "record_sha256"
+
+
+def _record_sum(value: dict) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def _json_bytes(value: dict) -> bytes:
-    return (json.dumps(value, indent=1, sort_keys=True) + "\n").encode()
+    body = {k: v for k, v in value.items() if k != RECORD_SUM}
+    return (json.dumps({**body, RECORD_SUM: _record_sum(body)}, indent=1, sort_keys=True) + "\n").encode()
 
 
 class Cache:
@@ -134,6 +207,8 @@ class Cache:
         lock = FileLock(str(path), timeout=LOCK_TIMEOUT_S)
         try:
             self.lock_dir.mkdir(parents=True, exist_ok=True)
+            # filelock retries an unwritable lock file until its timeout: find out at once instead
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
             lock.acquire()
         except Timeout:
             raise AotcError(
@@ -205,26 +280,27 @@ class Cache:
         """Verified bytes of a blob; KeyError if absent, CorruptBlobError (quarantined) if bad."""
         return self.store.get(digest)
 
-    def _readable(self, kind: str, what: str) -> Iterator[dict]:
+    def _readable(self, kind: str, what: str, check=None) -> Iterator[dict]:
         """Every readable record of one kind; unreadable ones are left to `aotc verify`."""
         for path in self.record_paths(kind):
             try:
                 record = read_json(path, what)
             except CacheFormatError:
                 continue
-            if record is not None:
+            if record is not None and not (check and check(record, path.stem)):
                 yield record
 
     def entries(self) -> Iterator[dict]:
-        """Every readable manifest (for `ls`)."""
-        return self._readable("actions", "manifest")
+        """Every readable, well-formed manifest (for `ls`, `show`, wheels); the others are left to
+        `aotc verify`."""
+        return self._readable("actions", "manifest", manifest_problem)
 
     # refs
     def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:
         check_digest(action_key)
         ref = {**(info or {}), "schema": SCHEMA, "spec_key": spec_key, "key": action_key}
         try:
-            if self.get_ref(spec_key) == ref:
+            if self.get_ref(spec_key) == json.loads(json.dumps(ref)):  # tuples read back as lists
                 return  # a cache hit writes nothing (and so works on a read-only cache)
         except CacheFormatError:
             pass  # unreadable: replace it
@@ -246,7 +322,7 @@ class Cache:
 
     def refs(self) -> Iterator[dict]:
         """Every readable ref (spec key -> action key)."""
-        return self._readable("refs", "ref")
+        return self._readable("refs", "ref", ref_problem)
 
     # logs
     def write_log(self, key: str, text: str) -> Path:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aotc.cache.entries import Cache, CacheFormatError, read_json
+from aotc.cache.entries import Cache, CacheFormatError, manifest_problem, read_json, ref_problem
 from aotc.cache.manifest import Manifest, ManifestError
 from aotc.cache.store import CorruptBlobError, quarantine_file
 
@@ -72,6 +72,16 @@ class CacheStats:
         return {**dataclasses.asdict(self), "compression_ratio": round(self.compression_ratio, 3)}
 
 
+def _read_checked(path: Path, what: str) -> dict | None:
+    """read_json, then the shape every reader relies on: a malformed record is a CacheFormatError."""
+    value = read_json(path, what)
+    if value is not None:
+        problem = (manifest_problem if what == "manifest" else ref_problem)(value, path.stem)
+        if problem:
+            raise CacheFormatError(path, what, problem)
+    return value
+
+
 def _bad_file(cache: Cache, path: Path, error: Exception, quarantine: bool = True) -> dict:
     moved = quarantine_file(path, cache.quarantine_dir) if quarantine else None
     return {"file": str(path), "problem": str(error), "quarantined": moved}
@@ -123,7 +133,7 @@ def verify(cache: Cache) -> VerifyReport:
 
 def _verify_manifest(cache: Cache, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
     try:
-        manifest = read_json(path, "manifest")
+        manifest = _read_checked(path, "manifest")
         if manifest is not None:
             Manifest.from_json(manifest, where=str(path))
     except (CacheFormatError, ManifestError) as e:
@@ -154,7 +164,7 @@ def _still_broken_entry(cache: Cache, path: Path) -> bool:
     """True when the manifest at path (read now) is unreadable or misses a blob; a writer that
     re-stored the entry or its blobs meanwhile makes it whole again."""
     try:
-        manifest = read_json(path, "manifest")
+        manifest = _read_checked(path, "manifest")
     except CacheFormatError:
         return True
     if manifest is None:
@@ -189,7 +199,7 @@ def _live_key(cache: Cache, key: object) -> bool:
 
 def _verify_ref(cache: Cache, path: Path, good: set[str], report: VerifyReport) -> None:
     try:
-        ref = read_json(path, "ref")
+        ref = _read_checked(path, "ref")
     except CacheFormatError:
         ref = None
     else:
@@ -197,7 +207,7 @@ def _verify_ref(cache: Cache, path: Path, good: set[str], report: VerifyReport) 
             return
     with cache.lock(f"ref-{path.stem}"):  # set_ref takes it too: a ref written meanwhile is seen here
         try:
-            ref = read_json(path, "ref")
+            ref = _read_checked(path, "ref")
         except CacheFormatError as e:
             report.bad_files.append(_bad_file(cache, path, e))
             report.refs_dropped.append(path.stem)
@@ -225,7 +235,7 @@ def _verify_read_only(cache: Cache) -> VerifyReport:
     for path in list(cache.record_paths("actions")):
         report.manifests_checked += 1
         try:
-            manifest = read_json(path, "manifest")
+            manifest = _read_checked(path, "manifest")
         except CacheFormatError as e:
             report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": None})
             continue
@@ -238,7 +248,7 @@ def _verify_read_only(cache: Cache) -> VerifyReport:
                                           "problems": {"blobs": "missing or corrupt"}, "quarantined": None})
     for path in list(cache.record_paths("refs")):
         try:
-            ref = read_json(path, "ref")
+            ref = _read_checked(path, "ref")
         except CacheFormatError as e:
             report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": None})
             continue
@@ -302,7 +312,8 @@ def gc(cache: Cache, keep_spec_keys: set[str] | None = None, older_than_seconds:
             report.entries_removed.append(_entry_summary(key, manifest))
             continue
         live.add(key)
-        for blob in (manifest or {}).get("blobs", {}).values():
+        blobs = (manifest or {}).get("blobs")
+        for blob in blobs.values() if isinstance(blobs, dict) else ():
             if isinstance(blob, dict) and isinstance(blob.get("sha256"), str):
                 referenced.add(blob["sha256"])
     sets_in_use: set[str] = set()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 
 from aotc.cache.entries import Cache
-from aotc.cache.store import atomic_write
+from aotc.cache.store import CacheWriteError, atomic_write
 
 STATS_FILE = "stats.json"  # {"hits", "misses", "builds", "evicted_entries", "evicted_bytes", "since"}
 USED_FILE = "used.json"  # {action key: unix time of the last build that hit or built it}
@@ -47,6 +47,13 @@ def record_build(cache: Cache, hits: int, misses: int, used_keys: Iterable[str])
     """Add one build's hits (found in the cache) and misses (compiled, or tried to) to the counters,
     and mark the entries it used as used now."""
     now = time.time()
+    try:
+        _record(cache, hits, misses, used_keys, now)
+    except CacheWriteError:
+        pass  # a read-only or full cache still serves its hits: the counters are not worth failing for
+
+
+def _record(cache: Cache, hits: int, misses: int, used_keys: Iterable[str], now: float) -> None:
     with cache.lock("usage"):
         st = read_stats(cache)
         st["hits"] += hits
