@@ -35,14 +35,14 @@ def built(tmp_path_factory):
 
 @pytest.mark.parametrize("page_size,stacked", [(16, False), (64, True)])
 def test_paged_decode_matches_reference(built, page_size, stacked):
-    params = built["fmha_decode_paged_m64n64/dtype=bf16"]
+    params = built["fmha_paged_decode_m64n64/dtype=bf16"]
     row = paged.check_case("fmha_decode_paged", params, hq=32, hkv=8, lens_q=[1], kv_lens=[1, 0, 77, 1000, 4099],
                            page_size=page_size, causal=False, stacked=stacked)
     assert row["nan"] == 0 and row["rel_err"] < paged.REL_TOL, row
 
 
 def test_paged_chunked_prefill_matches_reference(built):
-    params = built["fmha_fwd_paged_m128n64/dtype=bf16"]
+    params = built["fmha_paged_fwd_m128n64/dtype=bf16"]
     row = paged.check_case("fmha_fwd_paged", params, hq=8, hkv=2, lens_q=[5, 0, 128, 300, 1],
                            kv_lens=[105, 17, 128, 1000, 4001], page_size=16, causal=True, stacked=True, varlen_q=True)
     assert row["nan"] == 0 and row["rel_err"] < paged.REL_TOL, row

@@ -26,8 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 REL_TOL = 1e-2
-DECODE_PAGED = "fmha_decode_paged_m64n64"
-FWD_PAGED = "fmha_fwd_paged_m128n64"
+DECODE_PAGED = "fmha_paged_decode_m64n64"
+FWD_PAGED = "fmha_paged_fwd_m128n64"
 # the contiguous kernel of the same tile for each paged one (timing baseline)
 TWINS = {DECODE_PAGED: "fmha_decode_m64n64", FWD_PAGED: "fmha_fwd_m128n64"}
 POISON_PAGE = 1 << 30  # block-table slots past a request's pages: a read there faults
@@ -150,7 +150,7 @@ def check_case(family: str, params: dict, *, hq, hkv, lens_q, kv_lens, page_size
 def correctness(built: dict) -> list[dict]:
     rows = []
     for name, params in sorted(built.items()):
-        family = {"fmha_decode_paged_m64n64": "fmha_decode_paged", "fmha_fwd_paged_m128n64": "fmha_fwd_paged"}.get(
+        family = {"fmha_paged_decode_m64n64": "fmha_decode_paged", "fmha_paged_fwd_m128n64": "fmha_fwd_paged"}.get(
             name.split("/")[0])
         if family is None:
             continue
