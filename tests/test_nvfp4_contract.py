@@ -20,6 +20,8 @@ from aotc.families import get_family
 from aotc.runtime import ops
 from aotc.runtime.tensors import TensorInfo
 
+pytestmark = pytest.mark.compile  # nvcc: the CUTLASS host reference and two sm_120a host helpers
+
 REPO = Path(__file__).resolve().parent.parent
 GROUPED_SPECS = {"nvfp4": "moe_w4a4/tile=128x128x128", "mx": "moe_w4a8_mx"}
 E2M1 = np.array([0, 0.5, 1, 1.5, 2, 3, 4, 6, -0.0, -0.5, -1, -1.5, -2, -3, -4, -6])
