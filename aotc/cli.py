@@ -581,7 +581,7 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     b.add_argument("--executor", default="local", metavar="local|ray[://ADDRESS]",
                    help="where translation units compile: `local` (default), `ray` (RAY_ADDRESS or a local "
-                   "Ray), `ray://HOST:10001` (Ray Client) or `ray:HOST:6379` (a cluster's GCS); one task per "
+                   "Ray), `ray://HOST:10001` (Ray Client) or `ray:HOST:PORT` (a cluster's GCS); one task per "
                    "TU, declaring its recorded peak memory (docs/build.md)")
     b.add_argument("--flashinfer", nargs="*", metavar="PRESET", default=None,
                    help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml or a .toml "

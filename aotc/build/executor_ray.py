@@ -39,7 +39,7 @@ def parse_executor(text: str) -> str | None:
     raise AotcError(Diagnostic(
         "AOTC-RAY-004", f"--executor {text!r} is not understood",
         fix="use `--executor local` (the default), `--executor ray` (RAY_ADDRESS or a local Ray), "
-            "`--executor ray://HOST:10001` (Ray Client) or `--executor ray:HOST:6379` (a cluster's GCS)"))
+            "`--executor ray://HOST:10001` (Ray Client) or `--executor ray:HOST:PORT` (a cluster's GCS)"))
 
 
 def recorded_peaks(cache: Cache) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
