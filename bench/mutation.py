@@ -32,6 +32,10 @@ TESTS = ["tests/test_mutants.py", "tests/test_fault_spec.py", "tests/test_rules.
          "tests/test_spec.py", "tests/test_store.py", "tests/test_fault_cache.py", "tests/test_verify.py",
          "tests/test_elf.py"]
 
+# Green without mutmut, red under its trampolines in the clean run (it counts a backend's class-level
+# puts, which the instrumented module records twice): says nothing about a mutant.
+UNDER_MUTMUT = ["tests/test_store.py::test_blob_store_env_selects_backend"]
+
 
 def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout)
@@ -52,7 +56,7 @@ def main() -> int:
     # mutmut needs a green baseline: tests failing on the unmutated tree say nothing about mutants
     baseline = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-m",
                     "not compile and not gpu", *TESTS], work)
-    failing = sorted(set(re.findall(r"^FAILED (\S+)", baseline.stdout, flags=re.MULTILINE)))
+    failing = sorted(set(re.findall(r"^FAILED (\S+)", baseline.stdout, flags=re.MULTILINE)) | set(UNDER_MUTMUT))
     (work / "setup.cfg").write_text(
         "[mutmut]\nsource_paths=aotc\n"
         + "only_mutate=\n" + "".join(f"    {m}\n" for m in args.modules)
