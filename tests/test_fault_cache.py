@@ -106,3 +106,40 @@ def test_verify_and_gc_racing_writers_drop_no_committed_entry(tmp_path):
         assert m is not None, f"w{i} lost its ref"
         assert cache.read_blob(m["blobs"]["cubin"]["sha256"]) == f"cubin of w{i}".encode()
     assert verify(cache).ok
+
+
+def test_blob_reads_never_follow_a_symlink_nor_read_a_fifo(tmp_path):
+    import pytest
+
+    from aotc.cache.store import CorruptBlobError
+
+    cache = Cache(tmp_path / "cache")
+    commit(cache, "a")
+    digest = cache.get_manifest(k("a"))["blobs"]["cubin"]["sha256"]
+    blob = cache.store.path(digest)
+    outside = tmp_path / "outside.zst"
+    outside.write_bytes(blob.read_bytes())  # the right bytes, but outside the store
+    blob.unlink()
+    blob.symlink_to(outside)
+    assert not cache.store.has(digest)
+    with pytest.raises(CorruptBlobError) as e:
+        cache.read_blob(digest)
+    assert "symbolic link" in e.value.diagnostics[0].message and outside.exists()
+    os.mkfifo(blob)  # a reader must not block on it either
+    with pytest.raises(CorruptBlobError):
+        cache.read_blob(digest)
+
+
+def test_a_read_only_store_refuses_a_corrupt_blob_without_moving_it(tmp_path):
+    import pytest
+
+    from aotc.cache.store import CorruptBlobError, LocalBlobStore
+
+    commit(Cache(tmp_path), "a")
+    wheel_like = Cache(tmp_path, store=LocalBlobStore(tmp_path, read_only=True))  # as installed wheels are read
+    digest = wheel_like.get_manifest(k("a"))["blobs"]["cubin"]["sha256"]
+    path = wheel_like.store.path(digest)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(CorruptBlobError) as e:
+        wheel_like.read_blob(digest)
+    assert e.value.moved_to is None and path.exists() and not (tmp_path / "v1" / "quarantine").exists()
