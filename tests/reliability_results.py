@@ -42,8 +42,9 @@ def record(suite: str, **counts: object) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     lines = ["# Reliability: fault-injection counts", "",
              ("Written by the fault-injection tests each run (tests/reliability_results.py); one section per "
-              "suite, the latest run of each. The tests fail on any lost, corrupt or wrongly loaded entry, "
-              "any uncaught exception or any case over its deadline, so a run recorded here passed."), ""]
+              "suite, the latest run of each, with `passed` saying whether its assertions held. The tests fail "
+              "on any lost, corrupt or wrongly loaded entry, any uncaught exception or any case over its "
+              "deadline."), ""]
     for name, entry in sorted(data["suites"].items()):
         lines += [f"## {name}", "", f"- date: {entry['date']}", f"- machine: {entry['machine']}",
                   f"- command: `{entry['command']}`", "", "| count | value |", "|---|---|"]
