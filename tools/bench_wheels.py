@@ -37,8 +37,10 @@ def main() -> None:
         with zipfile.ZipFile(whl) as zf:
             meta = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("aotc_wheel.json"))))
         raw, stored, seen = defaultdict(int), defaultdict(int), set()
+        per_family: dict[str, list[int]] = defaultdict(list)  # stored bytes each kernel adds (shared blobs once)
         by_family: dict[str, list[bytes]] = defaultdict(list)
         for _, m in entries:
+            adds = 0
             for role, blob in m["blobs"].items():
                 if blob["sha256"] in seen:
                     continue
@@ -46,8 +48,10 @@ def main() -> None:
                 data = cache.read_blob(blob["sha256"])
                 raw[role] += len(data)
                 stored[role] += cache.store.stat(blob["sha256"]).stored_bytes
+                adds += cache.store.stat(blob["sha256"]).stored_bytes
                 if role in ("cubin", "source"):
                     by_family[f"{m['family']}/{role}"].append(data)
+            per_family[m["family"]].append(adds)
         # per family and role: a 16 KiB dictionary trained on that group, level 19, against level 19 alone
         plain = with_dict = 0
         for group in by_family.values():
@@ -64,6 +68,7 @@ def main() -> None:
             with_dict += best
         rows.append({"arch": arch.name, "wheel": whl.name, "bytes": whl.stat().st_size, "kernels": len(entries),
                      "raw": dict(raw), "stored": dict(stored), "platform": meta.get("platform"),
+                     "stored_per_kernel_by_family": {f: round(sum(v) / len(v)) for f, v in sorted(per_family.items())},
                      "cubin_source_zstd19": plain, "cubin_source_with_family_dicts": with_dict})
     print(json.dumps({"machine": platform.node(), "rows": rows}, indent=1))
 
