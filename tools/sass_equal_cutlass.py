@@ -80,6 +80,11 @@ def write(records: dict, out: Path, meta: dict) -> None:
         *[row(r) for _, r in sorted(records.items())],
         "",
     ]
+    missing = [f"{s.name} {a}" for s in load_specs().specs if s.family in EXAMPLES for a in s.archs
+               if f"{s.name} {a}" not in records]
+    if missing:
+        lines += [f"Not compared ({len(missing)}): " + ", ".join(f"`{m}`" for m in missing) + ". " +
+                  meta.get("not_compared_why", "Not run yet: run the command above with `--spec` for them."), ""]
     out.with_suffix(".md").write_text("\n".join(lines))
 
 

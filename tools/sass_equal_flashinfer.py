@@ -92,6 +92,7 @@ def main() -> int:
     work = Path(args.work or tempfile.mkdtemp(prefix="sass-equal-fi-"))
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
     records, meta = old.get("records", {}), old.get("meta", {})
+    records = json.loads(json.dumps(records).replace(str(work.resolve()), "<work>").replace(str(work), "<work>"))
     command = "python tools/sass_equal_flashinfer.py " + " ".join(sys.argv[1:])
     meta = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "nvcc": tc.release, "toolchain": tc.source, "flashinfer_arch": flashinfer_arch_list(arch.name),
@@ -110,6 +111,8 @@ def main() -> int:
                 continue
             started = time.perf_counter()
             record = compare_call(call, arch, work, tc, args.jobs)
+            # where this run's files were is no result: paths are kept relative to the work folder
+            record = json.loads(json.dumps(record).replace(str(work.resolve()), "<work>").replace(str(work), "<work>"))
             record["wall_seconds"] = round(time.perf_counter() - started, 1)
             records[key] = record
             print(f"{record.get('module')}: {record.get('comparison', {}).get('counts')} "
