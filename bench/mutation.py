@@ -47,12 +47,14 @@ def main() -> int:
     ap.add_argument("--max-children", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--max-minutes", type=float, default=600.0, help="stop mutmut after this long")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation"))
+    ap.add_argument("--report-from", help="write the results of an earlier, interrupted run's folder")
     args = ap.parse_args()
+    if args.report_from:
+        return report(Path(args.report_from), args, [], False, "report of an interrupted run", None)
 
     work = Path(tempfile.mkdtemp(prefix="aotc-mutation-"))
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
-    commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
     # mutmut needs a green baseline: tests failing on the unmutated tree say nothing about mutants
     baseline = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-m",
                     "not compile and not gpu", *TESTS], work)
@@ -72,7 +74,12 @@ def main() -> int:
         log = proc.stdout[-4000:] + proc.stderr[-4000:]
     except subprocess.TimeoutExpired as e:
         finished, log = False, f"stopped after {args.max_minutes} min: {str(e.stdout or '')[-2000:]}"
-    minutes = (time.monotonic() - started) / 60
+    return report(work, args, failing, finished, log, (time.monotonic() - started) / 60)
+
+
+def report(work: Path, args, failing: list[str], finished: bool, log: str, minutes: float | None) -> int:
+    """Read mutmut's verdicts in `work` and write bench/results/mutation.{json,md}."""
+    commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
     results = run([sys.executable, "-m", "mutmut", "results", "--all", "true"], work).stdout
     status: dict[str, str] = {}
     for line in results.splitlines():
@@ -91,7 +98,8 @@ def main() -> int:
     data = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)", "commit": commit,
             "command": " ".join(["python", "bench/mutation.py", *sys.argv[1:]]), "modules": args.modules,
-            "tests": TESTS, "deselected_failing_at_baseline": failing, "finished": finished, "minutes": round(minutes, 1), "counts": counts,
+            "tests": TESTS, "deselected_failing_at_baseline": failing, "finished": finished,
+            "minutes": round(minutes, 1) if minutes is not None else None, "counts": counts,
             "kill_rate": round(killed / judged, 4) if judged else None, "survivors": survivors, "log_tail": log}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +116,8 @@ def main() -> int:
     for name, diff in survivors.items():
         lines += [f"### {name}", "```diff", diff.strip(), "```", ""]
     out.with_suffix(".md").write_text("\n".join(lines))
-    shutil.rmtree(work, ignore_errors=True)
+    if not args.report_from:
+        shutil.rmtree(work, ignore_errors=True)
     print(f"{killed}/{judged} killed; {out.with_suffix('.md')}")
     return 0
 
