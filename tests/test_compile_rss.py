@@ -1,5 +1,5 @@
 """Peak memory of one translation unit, measured around real nvcc: the largest process of its tree
-(a process nvcc's launcher starts that holds 400 MB shows up), attributed per TU even while another
+(a process nvcc's launcher starts that holds 1.5 GB shows up), attributed per TU even while another
 compile runs in parallel in the same build process."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from aotc.build.toolchain import find_toolchain
 
 ABI_DIR = str(Path(__file__).resolve().parents[1] / "templates" / "common")
 SOURCE = '#include "aotc_abi.h"\nextern "C" __global__ void aotc_kernel(float* out) { out[threadIdx.x] = 1.f; }\n'
-HOG_MB = 400
+HOG_MB = 1536  # well above what nvcc's own stages take on a tiny TU (~0.6 GB measured with nvcc 13.5)
 
 
 def hog_toolchain(tmp_path: Path):
@@ -50,4 +50,4 @@ def test_peak_rss_is_the_tus_own_and_covers_its_process_tree(tmp_path: Path) -> 
     assert plain.ok and hog.ok, plain.log + hog.log
     assert hog.peak_rss_bytes >= HOG_MB << 20
     # nvcc's own stages on this tiny TU stay far below the hog, though both ran at once in one process
-    assert 10 << 20 < plain.peak_rss_bytes < (HOG_MB - 50) << 20
+    assert 10 << 20 < plain.peak_rss_bytes < (HOG_MB - 512) << 20
