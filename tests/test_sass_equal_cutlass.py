@@ -9,8 +9,6 @@ tools/sass_equal_cutlass.py runs the whole catalog.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from aotc.arch import ARCHES
@@ -78,9 +76,6 @@ def test_dense_nvfp4_gemm_is_example_79a():
 
 
 @pytest.mark.compile
-@pytest.mark.skipif(bool(os.environ.get("CI")) and not os.environ.get("AOTC_CI_GROUPED_SASS"),
-                    reason="CI time: two grouped CUTLASS TUs (~2-5 min on 2 cores); the grouped catalog is compared "
-                    "by tools/sass_equal_cutlass.py (bench/results/sass_equal_cutlass.md); AOTC_CI_GROUPED_SASS=1 runs it")
 def test_grouped_nvfp4_moe_gemm_is_example_79d():
     record = compare_with_example(_spec("moe_w4a4/tile=128x128x128"), ARCH, _toolchain())
     _assert_same_kernel(record, "OMMA")
