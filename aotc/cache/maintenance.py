@@ -104,17 +104,7 @@ def verify(cache: Cache) -> VerifyReport:
     if not writable(cache):
         return _verify_read_only(cache)
     report = VerifyReport()
-    bad_blobs: set[str] = set()
-    for digest in list(cache.store.iter_digests()):
-        report.blobs_checked += 1
-        try:
-            cache.store.get(digest)
-        except CorruptBlobError as e:
-            bad_blobs.add(digest)
-            report.corrupt_blobs.append({"digest": digest, "file": e.path, "actual": e.actual,
-                                         "quarantined": e.moved_to})
-        except KeyError:  # removed meanwhile (gc, another verify)
-            continue
+    bad_blobs = _check_blobs(cache, report)
     good: set[str] = set()
     for path in list(cache.record_paths("actions")):
         report.manifests_checked += 1
@@ -129,6 +119,22 @@ def verify(cache: Cache) -> VerifyReport:
         except CacheFormatError as e:
             report.bad_files.append(_bad_file(cache, path, e))
     return report
+
+
+def _check_blobs(cache: Cache, report: VerifyReport) -> set[str]:
+    """Re-hash every blob (the store quarantines a corrupt one where it can write); the corrupt digests."""
+    bad_blobs: set[str] = set()
+    for digest in list(cache.store.iter_digests()):
+        report.blobs_checked += 1
+        try:
+            cache.store.get(digest)
+        except CorruptBlobError as e:
+            bad_blobs.add(digest)
+            report.corrupt_blobs.append({"digest": digest, "file": e.path, "actual": e.actual,
+                                         "quarantined": None if report.read_only else e.moved_to})
+        except KeyError:  # removed meanwhile (gc, another verify)
+            continue
+    return bad_blobs
 
 
 def _verify_manifest(cache: Cache, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
@@ -221,16 +227,7 @@ def _verify_ref(cache: Cache, path: Path, good: set[str], report: VerifyReport) 
 def _verify_read_only(cache: Cache) -> VerifyReport:
     """verify's findings without moving anything (the cache cannot be written)."""
     report = VerifyReport(read_only=True)
-    bad_blobs: set[str] = set()
-    for digest in list(cache.store.iter_digests()):
-        report.blobs_checked += 1
-        try:
-            cache.store.get(digest)
-        except CorruptBlobError as e:
-            bad_blobs.add(digest)
-            report.corrupt_blobs.append({"digest": digest, "file": e.path, "actual": e.actual, "quarantined": None})
-        except KeyError:
-            continue
+    bad_blobs = _check_blobs(cache, report)
     good: set[str] = set()
     for path in list(cache.record_paths("actions")):
         report.manifests_checked += 1
