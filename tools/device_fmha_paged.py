@@ -18,12 +18,13 @@ import datetime
 import json
 import math
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling device_fmha.py
+from device_fmha import bench_ms
 
 REL_TOL = 1e-2
 DECODE_PAGED = "fmha_paged_decode_m64n64"
@@ -184,27 +185,6 @@ def correctness(built: dict) -> list[dict]:
                   f"kv={case['kv_lens']} page={case['page_size']} causal={int(case['causal'])} "
                   f"stacked={int(case['stacked'])} nan={row['nan']} rel_err={row['rel_err']:.2e}", flush=True)
     return rows
-
-
-def bench_ms(fn, warmup_ms: float = 30, rep: int = 30) -> float:
-    """Warm up, then the median of `rep` runs each timed with CUDA events."""
-    import torch
-
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    while (time.perf_counter() - t0) * 1e3 < warmup_ms:
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rep):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def scatter_pages(k, page_size, gen):

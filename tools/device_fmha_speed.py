@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import math
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling device_fmha.py
+from device_fmha import bench_ms as bench_ms_
 
 REL_TOL = 1e-2
 HQ, HKV = 32, 8
@@ -114,27 +116,7 @@ def reference(q, k, v, causal: bool):
     return torch.einsum("bhqk,bkhd->bqhd", torch.softmax(s, -1), vf)
 
 
-def bench_ms(fn, calls: int = 10, warmup_ms: float = 30, rep: int = 20) -> float:
-    """Median over `rep` CUDA-event pairs of the time per call of `calls` back-to-back calls (so the
-    host's per-call cost overlaps the GPU work of the previous call, as in a serving loop)."""
-    import torch
-
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    while (time.perf_counter() - t0) * 1e3 < warmup_ms:
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rep):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
+bench_ms = functools.partial(bench_ms_, calls=10, rep=20)  # per call, 10 back to back
 
 
 def check(kernels: dict) -> list[dict]:
