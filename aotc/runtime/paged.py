@@ -7,18 +7,15 @@ semantics: docs/families/fmha.md ("Paged KV cache").
 from __future__ import annotations
 
 import math
-import sys
 from typing import Any
 
-from aotc.runtime.device import Device, query_device
-from aotc.runtime.errors import BAD_TENSOR, NO_KERNEL, runtime_error
+from aotc.runtime.device import query_device
+from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.lookup import stored_params
-from aotc.runtime.registry import get_kernel
+from aotc.runtime.ops import choose, default_stream
 from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
-_choices: dict[tuple, Kernel] = {}  # (family, ordinal, problem signature) -> chosen kernel
 
 
 def fmha_decode_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any, *,
@@ -53,35 +50,6 @@ def _device_of(info: TensorInfo, name: str) -> int:
         raise runtime_error(BAD_TENSOR, f"argument {name!r} is in host memory; the kernel runs on a CUDA device",
                             "move it to the GPU first, e.g. .cuda()")
     return 0 if info.device == UNKNOWN else info.device
-
-
-def _stream(tensor: Any, ordinal: int) -> int:
-    """torch's current stream for torch tensors (where the caller's other work is queued), else 0."""
-    if type(tensor).__module__.startswith("torch"):
-        return int(sys.modules["torch"].cuda.current_stream(ordinal).cuda_stream)
-    return 0
-
-
-def _choose(family: str, device: Device, signature: tuple, matches: dict, problem: dict,
-            params: dict | None) -> Kernel:
-    if params is not None:
-        return get_kernel(family, params, device=device.ordinal)
-    key = (family, device.ordinal, signature)
-    kernel = _choices.get(key)
-    if kernel is None:
-        candidates = [p for p in stored_params(family, device) if all(p.get(k) == v for k, v in matches.items())]
-        if not candidates:
-            want = ", ".join(f"{k}={v}" for k, v in matches.items())
-            targets = device.runnable_targets()
-            raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
-                                f"build one: aotc build --arch {targets[0] if targets else f'sm{device.sm}'} "
-                                f"--filter {family}", family=family)
-        from aotc.runtime.tile_select import select
-
-        kernel = get_kernel(family, select(family, candidates, problem, device, sm_count=device.sm_count),
-                            device=device.ordinal)
-        _choices[key] = kernel
-    return kernel
 
 
 def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any,
@@ -131,7 +99,7 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
     dtype = PAGED_DTYPES[qi.dtype]
     decode = family == "fmha_decode_paged"
     group = q_heads // kv_heads
-    kernel = _choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
+    kernel = choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
                      {"head_dim": head_dim, "dtype": dtype},
                      {"seqlen_q": seqlen_q * (group if decode else 1), "batch": batch * (kv_heads if decode else q_heads)},
                      params)
@@ -155,5 +123,5 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
     args.causal = 1 if causal else 0
     args.num_splits = num_splits
     args.num_sms = device.sm_count
-    kernel.launch(args, _stream(q, ordinal) if stream is None else stream_handle(stream))
+    kernel.launch(args, default_stream(q, ordinal) if stream is None else stream_handle(stream))
     return kernel
