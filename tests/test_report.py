@@ -18,20 +18,10 @@ import pytest
 from aotc.build.report import PALETTE
 from aotc.cli import main
 from tests.conftest import BUILT_SPEC
+from tests.test_cli import OVER  # the over-budget FMHA spec the CLI tests reject
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-OVER = """
-[[kernel]]
-name = "too_big"
-family = "fmha_fwd"
-block_m = 128
-block_n = 128
-head_dim = 128
-warps = 8
-kv_stages = 2
-dtype = "bf16"
-"""
 
 
 def need_chromium():
