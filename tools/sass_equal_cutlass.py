@@ -2,10 +2,12 @@
 spec: the example re-targeted to the spec (aotc/build/cutlass_reference.py) and aotc's own build,
 both compiled here with aotc's nvcc flags; device-kernel SASS compared instruction by instruction.
 
-    python tools/sass_equal_cutlass.py [--spec PREFIX ...] [--arch sm120a] [--out bench/results/sass_equal_cutlass]
+    python tools/sass_equal_cutlass.py [--spec PREFIX ...] [--arch sm120a ...] [-j N]
+        [--out bench/results/sass_equal_cutlass]
 
 Writes OUT.json and OUT.md; records already in OUT.json are kept (rerun to add specs), so the
-catalog can be done in several runs. Two nvcc runs of 50-300 s per spec.
+catalog can be done in several runs. Two nvcc runs of 50-300 s and up to ~10 GB each per spec and
+arch; -j N compares N (spec, arch) pairs at once (a many-core host: -j 8 on 16 cores, 128 GiB).
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -91,27 +95,39 @@ def write(records: dict, out: Path, meta: dict) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--spec", action="append", default=[], help="spec name prefix (default: every block-scaled spec)")
-    ap.add_argument("--arch", default="sm120a")
+    ap.add_argument("--arch", action="append", default=[], help="target arch, repeatable (default: sm120a)")
+    ap.add_argument("-j", "--jobs", type=int, default=1, help="(spec, arch) pairs compared at once")
     ap.add_argument("--out", default="bench/results/sass_equal_cutlass")
+    ap.add_argument("--missing", action="store_true", help="skip pairs OUT.json already holds a comparison for")
     args = ap.parse_args()
-    arch, tc, out = get_arch(args.arch), find_toolchain(), Path(args.out)
-    specs = [s for s in load_specs().specs if s.family in EXAMPLES and arch.name in (s.archs or (arch.name,))
+    archs, tc, out = [get_arch(a) for a in (args.arch or ["sm120a"])], find_toolchain(), Path(args.out)
+    pairs = [(s, arch) for arch in archs for s in load_specs().specs
+             if s.family in EXAMPLES and arch.name in (s.archs or (arch.name,))
              and (not args.spec or any(s.name.startswith(p) for p in args.spec))]
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
     records = old.get("records", {})
+    if args.missing:
+        pairs = [(s, a) for s, a in pairs if "comparison" not in records.get(f"{s.name} {a.name}", {})]
     meta = {"machine": machine(), "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M"),
             "nvcc": tc.release, "toolchain": tc.source, "cutlass": cutlass_version(),
             "commands": [*old.get("meta", {}).get("commands", []),
                          "python tools/sass_equal_cutlass.py " + " ".join(sys.argv[1:])]}
-    for spec in specs:
+    lock = threading.Lock()
+
+    def compare(pair) -> None:
+        spec, arch = pair
         started = time.perf_counter()
         record = compare_with_example(spec, arch, tc)
         record["wall_seconds"] = round(time.perf_counter() - started, 1)
-        records[f"{spec.name} {arch.name}"] = record
         c = record.get("comparison", {})
-        print(f"{spec.name}: equal={c.get('equal')} mod-regs={c.get('equal_modulo_registers')} "
-              f"{record.get('error', '')[:300]} ({record['wall_seconds']} s)", flush=True)
-        write(records, out, meta)
+        with lock:
+            records[f"{spec.name} {arch.name}"] = record
+            print(f"{spec.name} {arch.name}: equal={c.get('equal')} mod-regs={c.get('equal_modulo_registers')} "
+                  f"{record.get('error', '')[:300]} ({record['wall_seconds']} s)", flush=True)
+            write(records, out, meta)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        list(pool.map(compare, pairs))
     return 0 if all(r.get("comparison", {}).get("equal") for r in records.values()) else 1
 
 
