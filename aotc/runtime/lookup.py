@@ -55,6 +55,12 @@ class CacheSource:
         """Every stored ref (family, params, arch, name): what select() can choose from."""
         return list(self.cache.refs())
 
+    def tuned_table(self, key: str) -> dict | None:
+        """The selection table `aotc tune` stored under `key` (aotc.runtime.tuned); None if none."""
+        from aotc.runtime.tuned import read_table
+
+        return read_table(self.cache, key)
+
 
 class WheelSource:
     """Installed kernel wheels (aotc.runtime.installed_wheels), in distribution-name order. Discovered on the
@@ -92,6 +98,9 @@ class WheelSource:
 
     def refs(self) -> list[dict]:
         return [ref for src in self.caches() for ref in src.refs()]
+
+    def tuned_table(self, key: str) -> dict | None:
+        return next((t for src in self.caches() if (t := src.tuned_table(key)) is not None), None)
 
     def origin(self, digest: str) -> str:
         owner = self._owner.get(digest)

@@ -95,6 +95,25 @@ def workspace_for(ordinal: int, stream: int, nbytes: int, like: Any, tag: str) -
     return ptr, owner
 
 
+def workspace_arg(kernel: Kernel, args: Any, ordinal: int, handle: int, like: Any, workspace: Any = None,
+                  tag: str | None = None) -> tuple[int, Any]:
+    """(address, owner) of the workspace this launch needs ((0, None) when none): the caller's
+    `workspace` buffer when given, else one from the caller's allocator kept per (stream, `tag`;
+    default: the kernel's own), never cuMemAlloc on the launch path."""
+    need = kernel.workspace_bytes(args)
+    if not need:
+        return 0, None
+    if workspace is not None:
+        return _caller_workspace(workspace, need, ordinal), workspace
+    return workspace_for(ordinal, handle, need, like, tag or kernel.spec_key)
+
+
+def launch_with_workspace(kernel: Kernel, args: Any, ordinal: int, handle: int, like: Any, workspace: Any = None,
+                          tag: str | None = None) -> None:
+    """Launch with the workspace the kernel asks for (if any), from workspace_arg."""
+    kernel.launch(args, handle, workspace=workspace_arg(kernel, args, ordinal, handle, like, workspace, tag)[0])
+
+
 def _caller_workspace(workspace: Any, need: int, ordinal: int) -> int:
     info = expect(tensor_info(workspace), "workspace", device=ordinal)
     if info.nbytes < need:
@@ -114,6 +133,7 @@ def device_of(info: TensorInfo, name: str) -> int:
 def choose(family: str, device: Device, signature: tuple, matches: dict, problem: dict,
            params: dict | None) -> Kernel:
     """The kernel of explicit params, or of the stored params of `family` containing `matches` that
+    the device's `aotc tune` table picks for the problem's bucket (aotc.runtime.tuned), else that
     select() prefers for `problem`; memoized per problem signature."""
     if params is not None:
         return get_kernel(family, params, device=device.ordinal)
@@ -121,15 +141,18 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
     hit = _choices.get(key)
     if hit is not None and hit[0] == registry._generation:
         return hit[1]
-    candidates = [f for f in stored_candidates(family, device) if all(f.params.get(k) == v for k, v in matches.items())]
+    stored = stored_candidates(family, device)
+    candidates = [f for f in stored if all(f.params.get(k) == v for k, v in matches.items())]
     if not candidates:
         want = ", ".join(f"{k}={v}" for k, v in matches.items())
         raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
                             f"build one: aotc build --arch {_default_target(device)} --filter {family}",
                             family=family, **{k: str(v) for k, v in matches.items()})
     from aotc.runtime.tile_select import best  # only when choosing: explicit params never load the heuristic
+    from aotc.runtime.tuned import tuned_choice
 
-    kernel = registry.kernel_for(best(candidates, problem, device.sm_count), device)
+    found = tuned_choice(family, device, stored, matches, problem) or best(candidates, problem, device.sm_count)
+    kernel = registry.kernel_for(found, device)
     if len(_choices) >= CHOICES_LIMIT:
         _choices.clear()
     _choices[key] = (registry._generation, kernel)
@@ -170,6 +193,15 @@ def fmha_decode(q: Any, k: Any, v: Any, out: Any, *, cu_seqlens_q: Any = None, c
     allocator (torch's caching allocator for torch tensors): capturable in a CUDA graph either way."""
     return _fmha("fmha_decode", q, k, v, out, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, causal,
                  scale, stream, params, num_splits, workspace)
+
+
+def fmha_problem(family: str, batch: int, q_heads: int, kv_heads: int, seqlen_q: int) -> dict:
+    """What the choice among stored attention tiles scores (also what `aotc tune` buckets): query
+    rows per CTA row block and independent (batch, head) blocks; decode packs the GQA heads of one
+    KV head into the query rows."""
+    decode = family == "fmha_decode"
+    return {"seqlen_q": seqlen_q * (q_heads // kv_heads if decode else 1),
+            "batch": batch * (kv_heads if decode else q_heads)}
 
 
 def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, max_q: int | None,
@@ -217,9 +249,8 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
     device = query_device(ordinal)
     dtype = FMHA_DTYPES[qi.dtype]
     kernel = choose(family, device, (head_dim, dtype, batch, q_heads, kv_heads, seqlen_q),
-                    {"head_dim": head_dim, "dtype": dtype},
-                    {"seqlen_q": seqlen_q * (q_heads // kv_heads if family == "fmha_decode" else 1),
-                     "batch": batch * (kv_heads if family == "fmha_decode" else q_heads)}, params)
+                    {"head_dim": head_dim, "dtype": dtype}, fmha_problem(family, batch, q_heads, kv_heads, seqlen_q),
+                    params)
     args = kernel.args_type()
     args.q, args.k, args.v, args.o = qi.ptr, ki.ptr, vi.ptr, oi.ptr
     args.cu_seqlens_q, args.cu_seqlens_k = cu_ptrs
@@ -235,11 +266,7 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
     args.num_splits = num_splits
     args.num_sms = device.sm_count
     handle = default_stream(q, ordinal) if stream is None else stream_handle(stream)
-    need = kernel.workspace_bytes(args)
-    ws, owner = 0, None
-    if need:
-        ws, owner = ((_caller_workspace(workspace, need, ordinal), workspace) if workspace is not None
-                     else workspace_for(ordinal, handle, need, q, "fmha_decode"))
+    ws, owner = workspace_arg(kernel, args, ordinal, handle, q, workspace, "fmha_decode")
     call = kernel.prepare_call(args, handle, workspace=ws)
     kernel.fire(call)
     _fast_store(key, kernel, (call,), owner)
@@ -250,6 +277,13 @@ GEMM_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> grouped_gemm_sm
 METADATA_LIMIT = 256  # distinct grouped problems whose device metadata arrays are kept
 # problem signature -> (device buffer, bytes, (memory owner, host object kept alive with it))
 _metadata: dict[tuple, tuple[int, int, Any]] = {}
+
+
+def grouped_problem(shapes: Sequence[tuple[int, int, int]]) -> dict:
+    """What the choice among stored grouped GEMM tiles scores for per-group (M, N, K) shapes (also
+    what `aotc tune` buckets): mean M, largest N and K, the group count."""
+    return {"m": max(1, sum(s[0] for s in shapes) // len(shapes)), "n": max(s[1] for s in shapes),
+            "k": max(s[2] for s in shapes), "groups": len(shapes)}
 
 
 def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alpha: float = 1.0,
@@ -283,11 +317,8 @@ def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alph
                             "pass every group in one dtype on one device")
     device = query_device(ordinal)
     shapes = tuple((ai.shape[0], bi.shape[0], ai.shape[1]) for ai, bi, _ in infos)
-    total_m = sum(s[0] for s in shapes)
-    kernel = choose("grouped_gemm_sm80", device, (GEMM_DTYPES[dtype], shapes),
-                    {"dtype": GEMM_DTYPES[dtype]},
-                    {"m": max(1, total_m // len(shapes)), "n": max(s[1] for s in shapes),
-                     "k": max(s[2] for s in shapes), "groups": len(shapes)}, params)
+    kernel = choose("grouped_gemm_sm80", device, (GEMM_DTYPES[dtype], shapes), {"dtype": GEMM_DTYPES[dtype]},
+                    grouped_problem(shapes), params)
     args = kernel.args_type()
     args.num_groups = len(shapes)
     handle = default_stream(a[0], ordinal) if stream is None else stream_handle(stream)
@@ -518,16 +549,9 @@ def gemm_nvfp4(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, *, m: int, n: int, 
     args.m, args.n, args.k, args.batch = m, n, k, 1
     args.alpha = float(alpha)
     args.sm_count = device.sm_count
-    _launch_with_workspace(kernel, args, ordinal, default_stream(a, ordinal) if stream is None
+    launch_with_workspace(kernel, args, ordinal, default_stream(a, ordinal) if stream is None
                            else stream_handle(stream), a)
     return kernel
-
-
-def _launch_with_workspace(kernel: Kernel, args: Any, ordinal: int, handle: int, like: Any) -> None:
-    """Launch, with the device workspace the kernel asks for (if any) from the caller's allocator."""
-    need = kernel.workspace_bytes(args)
-    ws = workspace_for(ordinal, handle, need, like, kernel.spec_key)[0] if need else 0
-    kernel.launch(args, handle, workspace=ws)
 
 
 def grouped_gemm_nvfp4(a: Sequence[Any], b: Sequence[Any], sfa: Sequence[Any], sfb: Sequence[Any],
@@ -556,7 +580,7 @@ def grouped_gemm_nvfp4(a: Sequence[Any], b: Sequence[Any], sfa: Sequence[Any], s
     handle = default_stream(a[0], ordinal) if stream is None else stream_handle(stream)
     _fill_nvfp4_group_arrays(args, kernel, infos, shapes, ordinal, handle, a[0])
     args.alpha_array, args.alpha, args.reserved = 0, float(alpha), 0
-    _launch_with_workspace(kernel, args, ordinal, handle, a[0])
+    launch_with_workspace(kernel, args, ordinal, handle, a[0])
     return kernel
 
 
