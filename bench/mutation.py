@@ -1,11 +1,14 @@
 """Mutation testing of aotc's invariant modules with mutmut (a maintained tool): each mutant (one
 deliberate bug) runs the fast tests that cover its module; a mutant the tests pass is a survivor.
-Runs in a copy of the committed tree (git archive HEAD), so the checkout is never touched, and
-writes the kill rate and every survivor's diff to bench/results/mutation.{json,md}.
+Runs in a copy of the committed tree (git archive HEAD), so the checkout is never touched.
+
+Every survivor is either killed by a test or explained in bench/mutation_equivalent.py (why no test
+can tell it from the original); a "no tests" mutant is a survivor like any other. The results go to
+bench/results/mutation.{json,md} per module: a run over some modules replaces only their rows.
 
     pip install -e '.[build,test]'     # brings mutmut
     python bench/mutation.py                          # every invariant module (hours on 2 cores)
-    python bench/mutation.py --modules aotc/build/rules.py aotc/arch.py --max-children 2
+    python bench/mutation.py --modules aotc/build/rules.py aotc/arch.py --max-children 1
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import platform
 import re
+import runpy
 import shutil
 import subprocess
 import sys
@@ -33,10 +37,13 @@ TESTS = ["tests/test_mutants.py", "tests/test_fault_spec.py", "tests/test_rules.
          "tests/test_elf.py",
          # arch spellings (12.0a, sm_120a) and target preference are pinned here, not in test_arch.py
          "tests/test_cli_conventions.py", "tests/test_runtime.py"]
+# What those tests read besides the package (mutmut copies only what it is told to).
+ALSO_COPY = ["templates", "tile_specs", "flashinfer_presets", "README.md", "docs"]
 
 # Green without mutmut, red under its trampolines in the clean run (it counts a backend's class-level
 # puts, which the instrumented module records twice): says nothing about a mutant.
 UNDER_MUTMUT = ["tests/test_store.py::test_blob_store_env_selects_backend"]
+DETECTED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
 
 
 def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -67,7 +74,7 @@ def main() -> int:
         + "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in TESTS)
         + "pytest_add_cli_args=\n    -m\n    not compile and not gpu\n    -p\n    no:cacheprovider\n"
         + "".join(f"    --deselect\n    {t}\n" for t in failing)
-        + "also_copy=\n    templates\n    tile_specs\n    flashinfer_presets\n")
+        + "also_copy=\n" + "".join(f"    {p}\n" for p in ALSO_COPY))
     started = time.monotonic()
     try:
         proc = run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], work,
@@ -79,49 +86,99 @@ def main() -> int:
     return report(work, args, failing, finished, log, (time.monotonic() - started) / 60)
 
 
+def module_of(mutant: str, modules: list[str]) -> str:
+    """aotc.build.rules.x_check__mutmut_3 -> aotc/build/rules.py."""
+    return next(m for m in modules if mutant.startswith(m.removesuffix(".py").replace("/", ".") + "."))
+
+
+def mutated_lines(diff: str) -> list[str]:
+    return [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+
+
+def judge(statuses: dict[str, str], diffs: dict[str, str], explained: dict[str, tuple[str, str]]) -> dict:
+    """Per-module verdicts: detected, equivalent (explained, and the explanation still names this
+    mutation: mutant numbers shift when the code changes) or survived (incl. no tests)."""
+    out = {"counts": {}, "equivalent": {}, "survivors": {}, "stale_explanations": []}
+    for name, status in sorted(statuses.items()):
+        out["counts"][status] = out["counts"].get(status, 0) + 1
+        if status in DETECTED or status == "not checked":
+            continue
+        line, why = explained.get(name, (None, None))
+        if line is not None and line.strip() in mutated_lines(diffs[name]):
+            out["equivalent"][name] = why
+        else:
+            if line is not None:
+                out["stale_explanations"].append(name)
+            out["survivors"][name] = {"status": status, "diff": diffs[name]}
+    detected = sum(out["counts"].get(s, 0) for s in DETECTED)
+    judged = sum(out["counts"].values()) - out["counts"].get("not checked", 0) - len(out["equivalent"])
+    out.update(detected=detected, judged=judged, kill_rate=round(detected / judged, 4) if judged else None)
+    return out
+
+
 def report(work: Path, args, failing: list[str], finished: bool, log: str, minutes: float | None) -> int:
-    """Read mutmut's verdicts in `work` and write bench/results/mutation.{json,md}."""
+    """Read mutmut's verdicts in `work` and update bench/results/mutation.{json,md} for the modules run."""
     commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
     results = run([sys.executable, "-m", "mutmut", "results", "--all", "true"], work).stdout
-    status: dict[str, str] = {}
+    statuses: dict[str, dict[str, str]] = {m: {} for m in args.modules}
+    diffs: dict[str, str] = {}
     for line in results.splitlines():
         m = re.match(r"\s*(\S+):\s*(\w[\w ]*)$", line)
         if m:
-            status[m.group(1)] = m.group(2).strip()
-    counts: dict[str, int] = {}
-    for s in status.values():
-        counts[s] = counts.get(s, 0) + 1
-    killed = counts.get("killed", 0)
-    judged = killed + counts.get("survived", 0)
-    survivors = {}
-    for name, s in sorted(status.items()):
-        if s == "survived":
-            survivors[name] = run([sys.executable, "-m", "mutmut", "show", name], work).stdout[-1500:]
-    data = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)", "commit": commit,
-            "command": " ".join(["python", "bench/mutation.py", *sys.argv[1:]]), "modules": args.modules,
-            "tests": TESTS, "deselected_failing_at_baseline": failing, "finished": finished,
-            "minutes": round(minutes, 1) if minutes is not None else None, "counts": counts,
-            "kill_rate": round(killed / judged, 4) if judged else None, "survivors": survivors, "log_tail": log}
+            statuses[module_of(m.group(1), args.modules)][m.group(1)] = m.group(2).strip()
+            if m.group(2).strip() not in DETECTED:
+                diffs[m.group(1)] = run([sys.executable, "-m", "mutmut", "show", m.group(1)], work).stdout[-1500:]
+    explained = runpy.run_path(str(ROOT / "bench" / "mutation_equivalent.py"))["EQUIVALENT"]
     out = Path(args.out)
+    old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
+    data = {"tests": TESTS, "modules": old.get("modules", {})}
+    run_info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)", "commit": commit,
+                "command": " ".join(["python", "bench/mutation.py", *sys.argv[1:]]), "finished": finished,
+                "minutes": round(minutes, 1) if minutes is not None else None,
+                "deselected_failing_at_baseline": failing, "log_tail": log}
+    for module, st in statuses.items():
+        if st:
+            data["modules"][module] = {**run_info, **judge(st, diffs, explained)}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    lines = ["# Mutation testing (mutmut) of aotc's invariant modules", "",
-             f"- date: {data['date']}; machine: {data['machine']}; commit {commit}",
-             f"- command: `{data['command']}` ({data['minutes']} min, {'finished' if finished else 'stopped early'})",
-             f"- modules: {', '.join(args.modules)}", f"- tests: {', '.join(TESTS)}",
-             f"- deselected (failing before any mutation): {', '.join(failing) or 'none'}", "",
-             f"Kill rate: **{killed} / {judged}** killed of the mutants judged"
-             + (f" = {100 * killed / judged:.1f}%" if judged else ""), "",
-             "| outcome | mutants |", "|---|---|", *[f"| {k} | {v} |" for k, v in sorted(counts.items())], "",
-             "## Survivors (each needs a test, or a note why it is equivalent)", ""]
-    for name, diff in survivors.items():
-        lines += [f"### {name}", "```diff", diff.strip(), "```", ""]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    out.with_suffix(".md").write_text(markdown(data))
     if not args.report_from:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{killed}/{judged} killed; {out.with_suffix('.md')}")
+    for module, st in statuses.items():
+        r = data["modules"].get(module)
+        if r and st:
+            print(f"{module}: {r['detected']}/{r['judged']} killed, {len(r['equivalent'])} equivalent, "
+                  f"{len(r['survivors'])} survived")
     return 0
+
+
+def markdown(data: dict) -> str:
+    mods = data["modules"]
+    lines = ["# Mutation testing (mutmut) of aotc's invariant modules", "",
+             "Each mutant is one deliberate bug in the module; the fast invariant tests "
+             f"({', '.join(data['tests'])}) run against it. Killed: a test failed (or timed out). Equivalent: "
+             "explained in bench/mutation_equivalent.py (no test can tell it from the original). Survived: "
+             "neither, including mutants no test reaches. Kill rate = killed / (mutants - equivalent).", "",
+             "| module | mutants | killed | equivalent (explained) | survived | kill rate | commit | date | machine "
+             "| minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for module, r in sorted(mods.items()):
+        total = sum(r["counts"].values())
+        rate = f"{100 * r['kill_rate']:.1f}%" if r["kill_rate"] is not None else "-"
+        lines.append(f"| {module} | {total} | {r['detected']} | {len(r['equivalent'])} | {len(r['survivors'])} "
+                     f"| {rate} | {r['commit']} | {r['date']} | {r['machine']} | {r['minutes']}"
+                     f"{'' if r['finished'] else ' (stopped early)'} |")
+    lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in mods.values()})), ""]
+    for module, r in sorted(mods.items()):
+        if r["survivors"]:
+            lines += [f"## Survivors in {module} (each needs a test, or an explanation)", ""]
+            for name, s in r["survivors"].items():
+                stale = " (its explanation names another mutation: stale)" if name in r["stale_explanations"] else ""
+                lines += [f"### {name}: {s['status']}{stale}", "```diff", s["diff"].strip(), "```", ""]
+    lines += ["## Equivalent mutants and why", ""]
+    for module, r in sorted(mods.items()):
+        lines += [f"- `{name}`: {why}" for name, why in r["equivalent"].items()]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

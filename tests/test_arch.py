@@ -1,9 +1,13 @@
 """Arch catalog: budgets, instruction families, and which devices run which targets."""
 
+import pickle
+import re
+
 import pytest
 
 from aotc.arch import (
     ARCHES,
+    Arch,
     MMA_BLOCKSCALED,
     TCGEN05,
     WGMMA,
@@ -58,3 +62,40 @@ def test_gencode_and_spellings():
     assert [a.name for a in parse_arch_list("sm120a, sm_120f,sm120a")] == ["sm120a", "sm120f"]
     with pytest.raises(UnknownArchError, match="known: sm80"):
         get_arch("sm75")
+
+
+@pytest.mark.parametrize("arch", ARCHES.values(), ids=lambda a: a.name)
+def test_every_spelling_of_every_target(arch):
+    major, minor, v = arch.sm // 10, arch.sm % 10, arch.variant
+    spellings = [arch.name, f"sm_{arch.sm}{v}", f"{arch.sm}{v}", f"compute_{arch.sm}{v}", f"{major}.{minor}{v}",
+                 f" SM_{arch.sm}{v.upper()} ", f"COMPUTE_{arch.sm}{v}", f"{major}.{minor}{v.upper()}"]
+    assert [get_arch(s) for s in spellings] == [arch] * len(spellings)
+    assert arch.nvcc_name == f"sm_{arch.sm}{v}" and arch.family_major == major
+
+
+@pytest.mark.parametrize("arch", ARCHES.values(), ids=lambda a: a.name)
+def test_an_arch_is_a_value_record(arch):
+    fields = {k: getattr(arch, k) for k in Arch.__slots__}
+    again = Arch(**fields)
+    assert again == arch and hash(again) == hash(arch) and pickle.loads(pickle.dumps(again)) == arch
+    assert {k: getattr(again, k) for k in Arch.__slots__} == fields
+
+
+def test_unknown_and_empty_arch_lists_are_refused_with_the_known_names():
+    with pytest.raises(UnknownArchError) as e:
+        get_arch("sm_120")
+    assert "did you mean" in str(e.value) and "sm120a" in str(e.value).split("(known")[0]
+    assert re.search(r"known: (.*?);", str(e.value)).group(1).split(", ") == list(ARCHES)
+    for empty in ("", " ,; "):
+        with pytest.raises(UnknownArchError, match="empty"):
+            parse_arch_list(empty)
+
+
+@pytest.mark.parametrize("target, device", [("sm86", (8, 6)), ("sm86", (8, 9)), ("sm89", (8, 9)), ("sm80", (8, 9))])
+def test_plain_targets_run_on_newer_minors_of_their_major(target, device):
+    assert ARCHES[target].runs_on(device)
+
+
+def test_the_newest_runnable_plain_target_comes_first():
+    assert target_preference((8, 9), ["sm80", "sm89", "sm86", "sm90a"]) == ["sm89", "sm86", "sm80"]
+    assert target_preference((8, 6), ["sm89", "sm80", "sm86"]) == ["sm86", "sm80"]

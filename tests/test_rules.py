@@ -1,8 +1,9 @@
 """Rules: arch features and the tcgen05 ban, family legality, and the SMEM budget with numbers."""
 
-from aotc.arch import ARCHES, CLUSTER_MULTICAST, MMA_SYNC, TCGEN05, WGMMA
-from aotc.build.rules import check, feature_diagnostics
+from aotc.arch import ARCHES, CLUSTER_MULTICAST, MMA_BLOCKSCALED, MMA_SYNC, TCGEN05, TMA, WGMMA
+from aotc.build.rules import check, feature_diagnostics, smem_diagnostic
 from aotc.build.spec import KernelSpec, load_specs
+from aotc.families import SmemModel, get_family
 
 
 def fmha(**over) -> KernelSpec:
@@ -55,3 +56,66 @@ def test_every_catalog_spec_fits_sm120():
             if verdict.applicable:
                 assert verdict.ok, (spec.name, name, [d.format() for d in verdict.diagnostics])
                 assert verdict.smem.total <= 101_376
+
+
+def test_a_ban_names_only_the_banned_instructions_used_and_where_they_are():
+    spec = fmha()
+    for feature in (TCGEN05, WGMMA, CLUSTER_MULTICAST):
+        (d,) = feature_diagnostics(spec, ARCHES["sm120a"], frozenset({MMA_SYNC, feature}))
+        others = {TCGEN05, WGMMA, CLUSTER_MULTICAST} - {feature}
+        assert not any(o in d.message.split(",")[0] for o in others), d.message  # only what the kernel uses
+        assert "sm120a" in d.message and "TMEM" in d.message
+        assert (d.spec, d.file) == ("t", "t.toml") and "mma.sync" in d.fix
+
+
+def test_a_missing_instruction_family_is_listed_with_its_arch_and_a_fix():
+    spec = fmha()
+    (d,) = feature_diagnostics(spec, ARCHES["sm80"], frozenset({MMA_SYNC, MMA_BLOCKSCALED, TMA}))
+    assert d.code == "AOTC-ARCH-001" and d.details == {"missing": sorted({MMA_BLOCKSCALED, TMA})}
+    assert d.message.startswith("sm80 ") and MMA_BLOCKSCALED in d.message and TMA in d.message
+    assert "sm80" in d.fix and (d.spec, d.file) == ("t", "t.toml")
+
+
+def test_smem_diagnostic_lists_each_component_and_the_choices_made():
+    budget = ARCHES["sm120a"].smem_optin_bytes
+    model = SmemModel((("A_stages", 65_536), ("B_stages", budget - 65_536 + 512)), (("stages", 4), ("union", "a")))
+    d = smem_diagnostic(fmha(), ARCHES["sm120a"], model, "use 3 stages")
+    head, *rows = d.message.splitlines()
+    assert "by 512 B" in head and "stages=4" in head and "union=a" in head
+    assert [r.split()[0] for r in rows] == ["A_stages", "B_stages"]
+    assert [int(r.split()[1].replace(",", "")) for r in rows] == [65_536, budget - 65_536 + 512]
+    assert all(r.endswith(" B") for r in rows)
+    assert d.details["chosen"] == {"stages": 4, "union": "a"} and d.details["components"] == dict(model.components)
+    assert (d.spec, d.file, d.fix) == ("t", "t.toml", "use 3 stages")
+    # with nothing chosen, the headline ends at the overshoot (no empty parentheses)
+    plain = smem_diagnostic(fmha(), ARCHES["sm120a"], SmemModel((("all", budget + 1),)), "hint")
+    assert plain.message.splitlines()[0].endswith("by 1 B")
+
+
+def test_verdicts_name_their_spec_and_arch_on_every_path():
+    def grouped(**over):
+        params, errors = get_family("grouped_gemm_sm80").validate(
+            {"tile": [128, 128, 64], "warp": [64, 64, 64], "stages": 3, "dtype": "bf16", **over})
+        assert errors == []
+        return KernelSpec("g", "grouped_gemm_sm80", params, (), "g.toml")
+
+    archs_listed = KernelSpec("t", "fmha_fwd", fmha().params, ("sm120a", "sm121a"), "t.toml")
+    catalog = next(s for s in load_specs().specs if s.family == "gemm_blockscaled_sm120")
+    blockscaled = KernelSpec("b", catalog.family, catalog.params, (), "b.toml")  # every arch, not only SM12x
+    bad_warp = grouped(warp=[48, 64, 64])
+    cases = [(archs_listed, "sm90a"), (blockscaled, "sm90a"), (fmha(), "sm120a"), (bad_warp, "sm120a")]
+    for spec, name in cases:
+        v = check(spec, ARCHES[name])
+        assert v.spec is spec and v.arch is ARCHES[name]
+        assert all((d.spec, d.file) == (spec.name, spec.file) for d in v.diagnostics)
+    restricted = check(archs_listed, ARCHES["sm90a"]).diagnostics[0]
+    assert "sm120a" in restricted.message and "sm121a" in restricted.message
+    # an arch without the kernel's instructions: not applicable, and no SMEM model is computed for it
+    v = check(blockscaled, ARCHES["sm90a"])
+    assert not v.applicable and v.smem is None and v.diagnostics[0].details["missing"] == [MMA_BLOCKSCALED]
+    # family legality comes through whole, with the spec named
+    family_says = get_family("grouped_gemm_sm80").check(bad_warp.params, ARCHES["sm120a"])
+    v = check(bad_warp, ARCHES["sm120a"])
+    assert family_says and v.smem is not None
+    assert [(d.code, d.message, d.fix, d.details) for d in v.diagnostics] == \
+        [(d.code, d.message, d.fix, d.details) for d in family_says]

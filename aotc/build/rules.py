@@ -86,6 +86,7 @@ def check(spec: KernelSpec, arch: Arch) -> Verdict:
     model = family.smem(spec.params, arch)
     over = smem_diagnostic(spec, arch, model, family.fit_hint(spec.params, arch))
     diags = [over] if over else []
-    diags += [d if d.spec else Diagnostic(d.code, d.message, spec.name, spec.file, d.fix, d.details)
-              for d in family.check(spec.params, arch) if d.code != "AOTC-SMEM-001"]
+    # Family checks speak of parameters, not specs (and leave the SMEM verdict to this module): name the spec.
+    diags += [Diagnostic(d.code, d.message, spec.name, spec.file, d.fix, d.details)
+              for d in family.check(spec.params, arch)]
     return Verdict(spec, arch, diags, model)
