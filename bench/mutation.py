@@ -131,7 +131,8 @@ def report(work: Path, args, failing: list[str], finished: bool, log: str, minut
     explained = runpy.run_path(str(ROOT / "bench" / "mutation_equivalent.py"))["EQUIVALENT"]
     out = Path(args.out)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
-    data = {"tests": TESTS, "modules": old.get("modules", {})}
+    kept = old.get("modules")
+    data = {"tests": TESTS, "modules": kept if isinstance(kept, dict) else {}}  # (older files: one run, no rows)
     run_info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)", "commit": commit,
                 "command": " ".join(["python", "bench/mutation.py", *sys.argv[1:]]), "finished": finished,
