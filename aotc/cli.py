@@ -33,6 +33,7 @@ examples:
   aotc wheel --arch sm120a,sm120f --out dist   pack the cache into per-arch and combined wheels
   aotc wheel --check dist/aotc_kernels_sm120a-*.whl --arch sm120a
   aotc doctor                         toolchain, CUTLASS, memory and GPU as aotc sees them
+  aotc tune --family fmha_fwd         time the stored FMHA tiles on this GPU; the runtime then uses the fastest
 
 cache location: --cache-dir, else $AOTC_CACHE_DIR, else cache/ of a source checkout, else ~/.cache/aotc
 """
@@ -461,6 +462,22 @@ def cmd_wheel(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from aotc.runtime.errors import NO_DEVICE
+    from aotc.tune import BAD_SHAPES, NO_TORCH, NOT_TUNABLE, run_tune, summary_text
+
+    families = [f for value in args.family or [] for f in value.split(",") if f]
+    try:
+        result = run_tune(_cache(args), families, Path(args.shapes) if args.shapes else None, args.device)
+    except AotcError as e:  # bad input or an environment without a GPU or torch: exit status 2
+        if not any(d.code in (BAD_SHAPES, NOT_TUNABLE, NO_TORCH, NO_DEVICE) for d in e.diagnostics):
+            raise
+        _print_diags(e.diagnostics)
+        return 2
+    _emit(args, result, summary_text(result))
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from aotc.build.toolchain import doctor
 
@@ -627,6 +644,13 @@ def parser() -> argparse.ArgumentParser:
                     help="one wheel per arch, one combined wheel, or both (default)")
     wh.add_argument("--machine", choices=("x86_64", "aarch64"), default="x86_64", help="platform tag")
     wh.add_argument("--check", metavar="WHEEL", help="list a wheel's kernels and flag what cannot run on --arch")
+    tu = add("tune", cmd_tune, "time every stored tile of a family on this GPU over shape buckets and store the "
+             "selection table the runtime then uses on this device (minutes; needs torch)")
+    tu.add_argument("--family", action="append", help="family to tune (repeatable or comma-separated; default: "
+                    "every family of the shapes)")
+    tu.add_argument("--shapes", metavar="FILE", help="benchmark shapes, TOML ([[fmha_fwd]] tables) or JSON "
+                    "(default: a built-in set per family; see docs/runtime.md)")
+    tu.add_argument("--device", type=int, default=0, help="CUDA device ordinal (default 0)")
     add("doctor", cmd_doctor, "report the toolchain, CUTLASS, memory and GPU aotc would use")
     fam = add("families", cmd_families, "list kernel families and their spec parameters")
     fam.add_argument("name", nargs="?", help="one family")

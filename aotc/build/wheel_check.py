@@ -248,6 +248,23 @@ def _check_kernel(zf: zipfile.ZipFile, prefix: str, m: dict, arch: Arch | None, 
             "sizes": {k: v["size"] for k, v in m["blobs"].items()}, "runs_on_arch": runs}
 
 
+def _check_tables(zf: zipfile.ZipFile, prefix: str, names: list[str]) -> list[Diagnostic]:
+    """`aotc tune` selection tables: checksum, content key = file name, every kernel packed here."""
+    from aotc.runtime.tuned import KIND, table_problem
+
+    spec_keys = {PurePosixPath(n).stem for n in names if n.startswith(prefix + "refs/")}
+    diags = []
+    for name in (n for n in names if n.startswith(f"{prefix}{KIND}/")):
+        table = _record(zf, name, "tune table")
+        problem = ("not a JSON object, or its content differs from its checksum" if table is None
+                   else table_problem(table, PurePosixPath(name).stem))
+        if not problem and not set(table["kernels"]) <= spec_keys:
+            problem = "it names kernels this wheel does not hold"
+        if problem:
+            diags.append(_diag(14, f"tune table {name}: {problem}"))
+    return diags
+
+
 def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
     """Every check of the module docstring; `arch` also flags kernels its devices cannot run."""
     try:
@@ -293,4 +310,5 @@ def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelChec
                 or key not in keys:
             diags.append(_diag(11, f"ref {name}: not a JSON object naming its spec key and a manifest of "
                                    "this wheel"))
+    diags += _check_tables(zf, prefix, names)
     return WheelCheck(str(path), meta, kernels, diags)

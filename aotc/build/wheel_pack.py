@@ -23,6 +23,8 @@ from aotc.cache import Cache, CacheFormatError
 from aotc.cache.entries import manifest_problem
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
+from aotc.runtime.tuned import KIND as TUNE_KIND
+from aotc.runtime.tuned import stored_tables
 
 PLATFORMS = ("x86_64", "aarch64")
 # manylinux floor: glibc 2.17 (manylinux2014) unless a host object needs newer symbol versions.
@@ -180,6 +182,10 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         zw.add(f"{store_prefix}/actions/{key[:2]}/{key}.json", cache.manifest_path(key).read_bytes())
         zw.add(f"{store_prefix}/refs/{sk[:2]}/{sk}.json", cache.ref_path(sk).read_bytes())
         digests.update(b["sha256"] for b in manifest["blobs"].values())
+    packed = {ref["spec_key"] for ref, _ in entries}  # `aotc tune` tables that time only these kernels go too
+    tables = [(p, t) for p, t in stored_tables(cache) if set(t["kernels"]) <= packed]
+    for path, table in tables:
+        zw.add(f"{store_prefix}/{TUNE_KIND}/{table['key'][:2]}/{table['key']}.json", path.read_bytes())
     raw_total = stored_total = 0
     helpers = {m["blobs"]["helper"]["sha256"]: m["name"] for _, m in entries if "helper" in m["blobs"]}
     host_objects: dict[str, bytes] = {}  # what decides the manylinux tag: helpers and FlashInfer modules
@@ -207,6 +213,7 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         "cutlass_versions": sorted({str(m["cutlass_version"]) for m in manifests if m.get("cutlass_version")}),
         "flashinfer_versions": sorted({m["flashinfer_version"] for m in manifests if m.get("flashinfer_version")}),
         "kernels": len(manifests), "blob_bytes_raw": raw_total, "blob_bytes_stored": stored_total,
+        "tune_tables": len(tables),
     }
     platform, meta["platform"] = platform_tag(host_objects, machine)
     zw.add(f"{pkg}/{METADATA_FILE}", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())
