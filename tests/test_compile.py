@@ -151,3 +151,36 @@ def test_killed_nvcc_is_reported_as_probable_oom():
     for run in (_Run(-9, "", 42.0), _Run(1, "nvcc error   : 'cicc' died due to signal 9 (Kill signal)", 42.0)):
         reason = _failure_reason("device", run, None)
         assert "out-of-memory" in reason and "fewer parallel jobs" in reason and "42 s" in reason
+
+
+SPILLING = """
+#include "common/aotc_abi.h"
+#ifndef AOTC_HOST_HELPER
+extern "C" __global__ void __launch_bounds__(1024, 2) aotc_kernel(float* out, const float* in, int n) {
+  float acc[48];  // 48 values live across the loop: more than the registers 2 blocks of 1024 leave
+#pragma unroll
+  for (int i = 0; i < 48; ++i) acc[i] = in[threadIdx.x + i * n];
+  for (int k = 0; k < n; ++k) {
+#pragma unroll
+    for (int i = 0; i < 48; ++i) acc[i] = acc[i] * acc[(i + 7) % 48] + in[k + i];
+  }
+#pragma unroll
+  for (int i = 0; i < 48; ++i) out[threadIdx.x + i * n] = acc[i];
+}
+#endif
+"""
+
+
+def test_spills_come_from_ptxas_where_the_cubins_local_size_reads_zero():
+    from aotc.build.tu_task import TuCompiler, TuJob
+
+    spilling = TuCompiler()(TuJob("spill", "sm120a", SPILLING, 0, None))
+    assert spilling.ok, spilling.log
+    res = spilling.resources  # what the store step writes into the manifest
+    assert res["spills_bytes"] > 0 and res["spill_loads_bytes"] > 0 and res["stack_frame_bytes"] > 0
+    assert res["local_bytes"] == 0  # cuobjdump -res-usage's LOCAL: the figure spills used to be read from
+    line = next(ln for ln in spilling.log.splitlines() if "bytes spill stores" in ln)
+    assert f"{res['spills_bytes']} bytes spill stores" in line
+    plain = TuCompiler()(TuJob("plain", "sm120a", SPILLING.replace("__launch_bounds__(1024, 2) ", "")
+                               .replace("48", "4"), 0, None))
+    assert plain.ok and plain.resources["spills_bytes"] == 0

@@ -29,6 +29,8 @@ VERBOSE_ENV = "AOTC_VERBOSE"  # set (e.g. by `aotc -v`): every nvcc command line
 SOURCE_NAME = "aotc_kernel.cu"  # fixed name: nothing about the temp dir leaks into the outputs
 # ptxas --resource-usage lines, including the indented "N bytes stack frame, N bytes spill stores" ones
 _PTXAS_INFO = re.compile(r"^(?:ptxas info\s*:.*|\s+\d+ bytes stack frame.*)$", re.MULTILINE)
+_PTXAS_FUNCTION = re.compile(r"^ptxas info\s*: Function properties for (\S+)$")
+_PTXAS_FRAME = re.compile(r"^(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
 
 
 def launcher() -> list[str]:
@@ -49,6 +51,7 @@ class CompileResult:
     # nvcc runs its stages one at a time: this is the TU's peak memory, to within nvcc's own few MB).
     peak_rss_bytes: int = 0
     resource_lines: list[str] = field(default_factory=list)  # ptxas info lines of the device compile
+    spills: dict[str, dict[str, int]] = field(default_factory=dict)  # kernel -> ptxas_spills() of it
     warnings: list[str] = field(default_factory=list)  # compiler warnings (e.g. ptxas advisories)
     error: str = ""  # one-line reason when not ok, with what to do
 
@@ -87,6 +90,22 @@ def helper_flags(device_flags: Sequence[str]) -> list[str]:
     keep = [f for f in device_flags if f not in ("-cubin", "--resource-usage")]
     return ["-shared", "-Xcompiler", "-fPIC", "-Xlinker", "-s", "-DAOTC_HOST_HELPER", "-cudart", "none",
             "-Xlinker", f"-l:{SHARED_CUDART}", *keep]
+
+
+def ptxas_spills(resource_lines: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per function, ptxas's own figures from its `--resource-usage` lines: spills_bytes (spill
+    stores), spill_loads_bytes, stack_frame_bytes. The only exact spill count: the cubin's LOCAL
+    size (cuobjdump -res-usage) stays 0 when ptxas spills to the stack frame."""
+    out: dict[str, dict[str, int]] = {}
+    function = None
+    for line in resource_lines:
+        if m := _PTXAS_FUNCTION.match(line.strip()):
+            function = m.group(1)
+        elif function and (m := _PTXAS_FRAME.match(line.strip())):
+            frame, stores, loads = (int(g) for g in m.groups())
+            out[function] = {"spills_bytes": stores, "spill_loads_bytes": loads, "stack_frame_bytes": frame}
+            function = None
+    return out
 
 
 def parse_deps(text: str, base_dir: str, source: str | None = None) -> list[str]:
@@ -258,6 +277,7 @@ def compile_source(
             if step == "device":
                 result.cubin = data
                 result.resource_lines = [ln.strip() for ln in _PTXAS_INFO.findall(run.output)]
+                result.spills = ptxas_spills(result.resource_lines)
             else:
                 result.helper = data
         result.headers = sorted(headers)

@@ -97,7 +97,7 @@ class TuCompiler:
         report = verify_cubin(result.cubin, arch, job.expected_mma, tc, smem_budget=arch.smem_optin_bytes,
                               smem_dynamic=job.smem_dynamic)
         out.mma_counts, out.banned = report.mma_counts, sorted(report.banned_found)
-        out.resources = report.resources.get(ENTRY, {})
+        out.resources = {**report.resources.get(ENTRY, {}), **result.spills.get(ENTRY, {})}
         if not report.ok:
             out.diagnostics = report.diagnostics
             return out

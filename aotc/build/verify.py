@@ -219,9 +219,9 @@ def _check_resources(
             r = res[name]
             entry |= {
                 "registers": r.get("REG", 0), "stack_bytes": r.get("STACK", 0),
-                # local memory per thread: register spills plus any local arrays (ptxas's exact
-                # spill-store count is in CompileResult.resource_lines)
-                "spills_bytes": r.get("LOCAL", 0), "local_bytes": r.get("LOCAL", 0),
+                # local arrays; spills go to the stack frame and are counted only by ptxas at
+                # compile time (CompileResult.spills, the manifest's resources.spills_bytes)
+                "local_bytes": r.get("LOCAL", 0),
                 "shared_section_bytes": r.get("SHARED", 0),
             }
         report.resources[name] = entry
