@@ -43,7 +43,7 @@ def machine() -> str:
 
 def row(r: dict) -> str:
     if "comparison" not in r:
-        return f"| {r['spec']} | {r['example'][:3]} | — | — | — | — | — | — | — | error: {r.get('error', '')[:200]} |"
+        return f"| {r['spec']} {r.get('arch', '')} | {r['example'][:3]} | — | — | — | — | — | — | — | error: {r.get('error', '')[:200]} |"
     c, e = r["comparison"], r["entry_point_effect"]
     mma = " / ".join(", ".join(f"{k} {v}" for k, v in side.items()) or "none" for side in c["mma"])
     regs = " / ".join(str(side.get("registers", "?")) for side in (e["resources"][0], *c["resources"]))
@@ -52,7 +52,7 @@ def row(r: dict) -> str:
     diff = "" if not first else f"#{first['index']}: `{first['a']}` vs `{first['b']}`"
     delta = ", ".join(f"{op} {n:+d}" for op, n in e["opcode_delta"].items()) or "none"
     eq = "yes" if e["equal"] else ("mod regs" if e["equal_modulo_registers"] else "no")
-    return (f"| {r['spec']} | {r['example'][:3]} | {c['instructions'][0]} / {c['instructions'][1]} | "
+    return (f"| {r['spec']} {r.get('arch', '')} | {r['example'][:3]} | {c['instructions'][0]} / {c['instructions'][1]} | "
             f"{'yes' if c['equal'] else 'no'} | {'yes' if c['equal_modulo_registers'] else 'no'} | "
             f"{e['instructions'][0]}: {eq}; {delta} | {mma} | {regs} | "
             f"{smem} static + {r['smem_dynamic_both']} dynamic | {diff} |")
@@ -63,8 +63,10 @@ def write(records: dict, out: Path, meta: dict) -> None:
     lines = [
         "# aotc's block-scaled GEMMs vs NVIDIA's SM120 examples: SASS",
         "",
-        f"- machine: {meta['machine']}; date (UTC): {meta['date']}",
-        f"- toolchain: nvcc {meta['nvcc']} ({meta['toolchain']}); CUTLASS {meta['cutlass']} (pip nvidia-cutlass)",
+        "- built with (machine, toolchain, date UTC; both sides of a row always with the same nvcc):",
+        *sorted({f"  - {r.get('built_with', '?')}: {sum(x.get('built_with') == r.get('built_with') for x in records.values())} rows"
+                 for r in records.values()}),
+        f"- CUTLASS {meta['cutlass']} (pip nvidia-cutlass)",
         f"- commands: {'; '.join(f'`{c}`' for c in meta['commands'])}",
         ("- reference: CUTLASS example 79a (dense) / 79d (grouped) from the pinned package, the spec's tile, stages, "
         "schedules, operand types, BF16 D and no C substituted, cut after `GemmKernel`, "
@@ -119,6 +121,7 @@ def main() -> int:
         started = time.perf_counter()
         record = compare_with_example(spec, arch, tc)
         record["wall_seconds"] = round(time.perf_counter() - started, 1)
+        record["built_with"] = f"nvcc {tc.release} ({tc.source}), {machine()}, {meta['date']}"
         c = record.get("comparison", {})
         with lock:
             records[f"{spec.name} {arch.name}"] = record
