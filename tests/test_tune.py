@@ -252,3 +252,33 @@ def test_no_gpu_is_aotc_rt_001_with_exit_status_2(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "AOTC-RT-001" in captured.err and captured.out == ""
     assert not (tmp_path / "v1" / tuned.KIND).exists()
+
+
+def _device_tune():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "tools" / "device_tune.py"
+    spec = importlib.util.spec_from_file_location("device_tune", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_device_proof_builds_catalog_kernels_and_judges_the_tuned_choice(tmp_path):
+    tool = _device_tune()
+    assert set(tool.BUILD) <= {s.name for s in load_specs().specs}  # what it builds is in the catalog
+    assert set(tool.FAMILIES) <= set(DEFAULT_SHAPES)
+    rows = tool.judge([
+        {"family": GEMM, "shape": {"groups": 8, "m": 16}, "ms": {"a": 1.0, "b": 1.02, "c": 1.2},
+         "heuristic": "c", "tuned": "b"},
+        {"family": GEMM, "shape": {"groups": 8, "m": 32}, "ms": {"a": 1.0, "b": 1.05}, "heuristic": "a",
+         "tuned": "b"}])
+    assert [r["ok"] for r in rows] == [True, False]  # 2% and 5% slower than the fastest tile
+    assert rows[0]["heuristic_vs_fastest"] == pytest.approx(0.2) and rows[1]["fastest"] == "a"
+    data = {"card": "NVIDIA H200", "date": "d", "command": "c", "device": {}, "build": {}, "tune_seconds": 1.0,
+            "check_seconds": 2.0, "rows": rows}
+    json_path, md_path = tool.write(tmp_path, data)
+    assert json_path.name == "tune_nvidia_h200.json" and json.loads(json_path.read_text())["rows"][1]["ok"] is False
+    md = md_path.read_text()
+    assert "1/2 shapes" in md and "+20.0%" in md and "| NO |" in md

@@ -15,7 +15,6 @@ import datetime
 import json
 import math
 import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -292,27 +291,11 @@ def correctness(kernels: list[Kernel]) -> list[dict]:
 
 
 def bench_ms(fn, warmup_ms: float = 30, rep: int = 30, calls: int = 1) -> float:
-    """do_bench style: warm up, then the median over `rep` CUDA-event pairs of the time per call of
-    `calls` back-to-back calls (calls > 1: the host's per-call cost overlaps the previous call's GPU work,
-    as in a serving loop)."""
-    import torch
+    """do_bench style: aotc.tune.time_ms (warm-up, then the median over `rep` CUDA-event pairs of the
+    time per call of `calls` back-to-back calls) with this script's defaults."""
+    from aotc.tune import time_ms
 
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    while (time.perf_counter() - t0) * 1e3 < warmup_ms:
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(rep):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(calls):
-            fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return statistics.median(times)
+    return time_ms(fn, warmup_ms, rep, calls)
 
 
 def benchmark(kernels: list[Kernel]) -> list[dict]:
