@@ -336,7 +336,8 @@ def cmd_verify(args) -> int:
 
     report = verify(_cache(args))
     lines = [f"checked {report.blobs_checked} blobs, {report.manifests_checked} manifests"
-             + (" (read-only cache: nothing moved)" if report.read_only else "")]
+             + (" (read-only cache: nothing moved)" if report.read_only else "")
+             + (f"; moved the header map of {report.manifests_migrated} to a blob" if report.manifests_migrated else "")]
     lines += [f"corrupt blob {b['digest']}: {b['file']}" for b in report.corrupt_blobs]
     lines += [f"bad file {b['file']}: {b['problem']}" for b in report.bad_files]
     lines += [f"broken entry {b['name'] or b['key']}: {b['problems']}" for b in report.broken_entries]
@@ -377,6 +378,7 @@ def cmd_explain(args) -> int:
     from aotc.build.direct_mode import lookup_prekey
     from aotc.build.pipeline import Builder
     from aotc.build.rules import check
+    from aotc.cache import CacheFormatError, header_map
     from aotc.keys import spec_key
 
     specs, _ = _load(args)
@@ -392,18 +394,22 @@ def cmd_explain(args) -> int:
     source, flags, pk = builder.plan(spec, arch)
     key = lookup_prekey(cache, pk, builder.hash_file)
     manifest = cache.get_manifest(key) if key else None
+    try:
+        inputs = header_map.inputs(manifest, cache.read_blob) if manifest else None  # what the key hashes
+    except KeyError as e:
+        raise CacheFormatError(cache.manifest_path(key), "manifest", f"its header-map blob {e} is missing") from None
     data = {"spec": spec.to_json(), "arch": arch.name, "verdict": verdict.to_json(),
             "spec_key": spec_key(spec.family, spec.params, arch.name), "prekey": pk,
             "template": source.template, "source_lines": source.text.count("\n"),
             "toolchain": {"identity": builder.toolchain.identity, "nvcc": str(builder.toolchain.nvcc),
                           "source": builder.toolchain.source, "version": builder.toolchain.release},
             "flags": flags, "action_key": key, "cached": manifest is not None,
-            "inputs": manifest["inputs"] if manifest else None}
+            "inputs": inputs}
     text = [f"{spec.name} for {arch.name}", f"  spec key   {data['spec_key']}", f"  prekey     {pk}",
             f"  template   {source.template}", f"  toolchain  nvcc {builder.toolchain.release} ({builder.toolchain.source}: {builder.toolchain.nvcc})",
             f"  flags      {' '.join(flags)}"]
     if manifest:
-        headers = manifest["inputs"]["headers"]
+        headers = inputs["headers"]
         text += [f"  action key {key} (cached)", f"  headers    {len(headers)} files, e.g.:"]
         text += [f"    {h} {d[:12]}" for h, d in list(headers.items())[:8]]
     else:
@@ -454,7 +460,7 @@ def cmd_wheel(args) -> int:
     made = []
     for dist_name, group_archs in groups:
         entries = select_entries(cache, group_archs, args.filter)
-        path = build_wheel(cache, entries, dist_name, Path(args.out), machine=args.machine,
+        path = build_wheel(cache, entries, dist_name, Path(args.out), machine=args.machine, sources=args.with_sources,
                            **({"version": args.wheel_version} if args.wheel_version else {}))
         made.append({"wheel": str(path), "kernels": len(entries), "bytes": path.stat().st_size,
                      "archs": [a.name for a in group_archs]})
@@ -643,6 +649,8 @@ def parser() -> argparse.ArgumentParser:
     wh.add_argument("--layout", choices=("both", "combined", "per-arch"), default="both",
                     help="one wheel per arch, one combined wheel, or both (default)")
     wh.add_argument("--machine", choices=("x86_64", "aarch64"), default="x86_64", help="platform tag")
+    wh.add_argument("--with-sources", action="store_true", help="also pack what only a build reads (each "
+                    "kernel's source and header map; the runtime loads neither, so wheels leave them in the cache)")
     wh.add_argument("--check", metavar="WHEEL", help="list a wheel's kernels and flag what cannot run on --arch")
     tu = add("tune", cmd_tune, "time every stored tile of a family on this GPU over shape buckets and store the "
              "selection table the runtime then uses on this device (minutes; needs torch)")

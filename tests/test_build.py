@@ -14,9 +14,10 @@ from aotc.build.pipeline import BUILT, FAILED, HIT, build
 from aotc.build.render import Source
 from aotc.build.spec import load_specs
 from aotc.build.tu_task import compile_tu
-from aotc.cache import Cache
+from aotc.cache import Cache, header_map
 from aotc.cache.manifest import Manifest
 from aotc.elf import cubin_target
+from aotc.keys import action_key
 from tests.conftest import BUILT_ARCHS, BUILT_SPEC
 
 pytestmark = pytest.mark.compile
@@ -42,7 +43,10 @@ def test_first_build_stores_verified_entries(built_cache):
         assert cache.read_blob(m["blobs"]["helper"]["sha256"])[:4] == b"\x7fELF"
         assert b"aotc_kernel" in cache.read_blob(m["blobs"]["source"]["sha256"])
         # keys are portable: templates, CUTLASS and the toolkit appear by role, only system headers by path
-        headers = m["inputs"]["headers"]
+        # the header map is a blob of its own, and the key is still the sha256 of the inputs with it in them
+        assert "headers" not in m["inputs"] and m["blobs"]["headers"]["sha256"] in cache.store.iter_digests()
+        assert action_key(header_map.inputs(m, cache.read_blob)) == r.key
+        headers = header_map.inputs(m, cache.read_blob)["headers"]
         assert any(h.startswith("<cutlass") for h in headers) and any(h.startswith("<cuda>") for h in headers)
         assert all(h.startswith(("<", "/usr/include", "/usr/lib")) for h in headers), sorted(headers)[:5]
 

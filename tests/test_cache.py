@@ -20,11 +20,11 @@ import pytest
 
 from aotc.build.direct_mode import MAX_PREKEY_SETS, HeaderSnapshot, file_sha256, lookup_prekey, record_prekey
 from aotc.build.flashinfer import workspaces
-from aotc.cache import Cache, CacheFormatError, default_cache_dir
+from aotc.cache import SCHEMA, Cache, CacheFormatError, default_cache_dir, header_map
 from aotc.cache.maintenance import gc, stats, verify
 from aotc.cache.manifest import Manifest, ManifestError
 from aotc.cache.store import CorruptBlobError, LocalBlobStore
-from aotc.keys import sha256_hex
+from aotc.keys import action_inputs, action_key, sha256_hex
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -76,6 +76,48 @@ def test_entry_with_missing_blob_is_rewritten(tmp_path: Path) -> None:
     cache.store.delete(first["blobs"]["cubin"]["sha256"])
     again = put(cache, "a", built_at="second")
     assert again["built_at"] == "second" and cache.read_blob(again["blobs"]["cubin"]["sha256"])
+
+
+def put_keyed(cache: Cache, name: str, headers: dict[str, str], old_format: bool = False) -> dict:
+    """An entry under its real action key; old_format writes the manifest as aotc did before header-map
+    blobs (the map inline in `inputs.headers`)."""
+    inputs = action_inputs(f"// {name}\n", "nvcc-identity", ["-O3"], "sm120a", headers)
+    manifest = {"name": name, "family": "test", "params": {}, "arch": "sm120a", "target": {"sm": 120, "variant": "a"},
+                "inputs": inputs}
+    if not old_format:
+        return cache.put_entry(action_key(inputs), blobs_for(name), manifest)
+    blobs = {role: {"sha256": cache.store.put(data), "size": len(data)} for role, data in blobs_for(name).items()}
+    cache.write_json(cache.manifest_path(action_key(inputs)),
+                     {**manifest, "schema": SCHEMA, "key": action_key(inputs), "blobs": blobs})
+    return cache.get_manifest(action_key(inputs))
+
+
+def test_header_map_is_one_shared_blob_and_old_manifests_migrate_under_their_key(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    headers = {"<cutlass>/include/cute/tensor.hpp": k("tensor"), "<cuda>/include/cuda_fp16.h": k("fp16")}
+    a, b = put_keyed(cache, "a", headers), put_keyed(cache, "b", headers)
+    assert "headers" not in a["inputs"] and a["blobs"]["headers"] == b["blobs"]["headers"]  # stored once
+    assert json.loads(cache.read_blob(a["blobs"]["headers"]["sha256"])) == headers
+    for m in (a, b):  # the key is still the sha256 of the inputs with the map in them
+        assert action_key(header_map.inputs(m, cache.read_blob)) == m["key"]
+    # an old-format manifest is read as it is, by every reader
+    old = put_keyed(cache, "c", headers, old_format=True)
+    assert old["inputs"]["headers"] == headers and "headers" not in old["blobs"]
+    assert Manifest.from_json(old).key == old["key"] == action_key(header_map.inputs(old, cache.read_blob))
+    assert sorted(m["name"] for m in cache.entries()) == ["a", "b", "c"]
+    # verify rewrites it, key unchanged, sharing the blob the others use; a second verify has nothing to do
+    report = verify(cache)
+    assert report.ok and report.manifests_migrated == 1
+    new = cache.get_manifest(old["key"])
+    assert "headers" not in new["inputs"] and new["blobs"]["headers"] == a["blobs"]["headers"]
+    assert {r: new["blobs"][r] for r in old["blobs"]} == old["blobs"]
+    assert action_key(header_map.inputs(new, cache.read_blob)) == old["key"]
+    assert verify(cache).manifests_migrated == 0
+    # the next store of an old-format key migrates it too (a second writer gets the new form back)
+    old = put_keyed(cache, "d", {"<cuda>/include/other.h": k("other")}, old_format=True)
+    again = put_keyed(cache, "d", {"<cuda>/include/other.h": k("other")})
+    assert again == cache.get_manifest(old["key"]) and "headers" not in again["inputs"]
+    assert json.loads(cache.read_blob(again["blobs"]["headers"]["sha256"])) == {"<cuda>/include/other.h": k("other")}
 
 
 def test_unreadable_manifest_is_a_clear_error_and_is_left_alone(tmp_path: Path) -> None:

@@ -46,7 +46,8 @@ def add_entry(cache: Cache, name: str, cubin: bytes, arch: str = "sm120a") -> No
     a = get_arch(arch)
     key, sk = sha256_hex(name.encode() + b"key"), sha256_hex(name.encode() + b"spec")
     manifest = {"name": name, "family": "fmha_fwd", "params": {"n": name}, "arch": arch, "spec_key": sk,
-                "target": {"sm": a.sm, "variant": a.variant}, "toolchain": {"nvcc_version": "13.0"}}
+                "target": {"sm": a.sm, "variant": a.variant}, "toolchain": {"nvcc_version": "13.0"},
+                "inputs": {"headers": {"<cuda>/cuda_runtime.h": sha256_hex(name)}}}  # stored as a blob
     cache.put_entry(key, {"cubin": cubin, "source": f"// {name}\n".encode()}, manifest)
     cache.set_ref(sk, key, {"family": "fmha_fwd", "params": {"n": name}, "arch": arch, "name": name})
 
@@ -139,21 +140,53 @@ def test_every_file_is_checked_against_record(wheels):
     assert "AOTC-WHEEL-009" in codes(check_wheel(missing))
 
 
-@pytest.mark.parametrize("kind", ["cubin", "source"])
+def full_wheel(tmp: Path) -> Path:
+    """The good wheel with what only a build reads packed too (`aotc wheel --with-sources`)."""
+    cache = Cache(tmp / "good")
+    return build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "kgood", tmp / "full-dist", sources=True)
+
+
+def blob_name(whl: Path, kind: str) -> str:
+    with zipfile.ZipFile(whl) as zf:
+        m = json.loads(zf.read(names(whl, "/actions/")[0]))
+    (blob,) = names(whl, m["blobs"][kind]["sha256"] + ".zst")
+    return blob
+
+
+@pytest.mark.parametrize("kind", ["cubin", "source", "headers"])
 def test_every_blob_is_checked_even_with_a_consistent_record(wheels, kind):
-    good, _, tmp = wheels
-    with zipfile.ZipFile(good) as zf:
-        m = json.loads(zf.read(names(good, "/actions/")[0]))
-    digest = m["blobs"][kind]["sha256"]
-    (blob,) = names(good, digest + ".zst")
+    _, _, tmp = wheels
+    full = full_wheel(tmp)
 
     def flip(data: bytes) -> bytes:
         raw = bytearray(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 24))
         raw[len(raw) // 2] ^= 0x01
         return zstandard.ZstdCompressor().compress(bytes(raw))
 
-    report = check_wheel(rewrite(good, tmp / f"flip-{kind}.whl", edit={blob: flip}))
+    report = check_wheel(rewrite(full, tmp / f"flip-{kind}.whl", edit={blob_name(full, kind): flip}))
     assert codes(report) == ["AOTC-WHEEL-005"] and kind in report.diagnostics[0].message
+    # without it: a cubin is missed, a source or header map is only reported as left out
+    report = check_wheel(rewrite(full, tmp / f"drop-{kind}.whl", drop=[blob_name(full, kind)]))
+    if kind == "cubin":
+        assert codes(report) == ["AOTC-WHEEL-005"] and "cubin blob missing" in report.diagnostics[0].message
+    else:
+        assert report.ok and report.kernels[0]["left_out"] == [kind]
+
+
+def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels):
+    good, _, tmp = wheels
+    with zipfile.ZipFile(good) as zf:
+        m = json.loads(zf.read(names(good, "/actions/")[0]))
+        meta = json.loads(zf.read("kgood/aotc_wheel.json"))
+    assert sorted(m["blobs"]) == ["cubin", "headers", "source"]  # the manifest still names all three
+    assert names(good, ".zst") == [blob_name(good, "cubin")]  # only the cubin travels
+    assert meta["blobs_left_out"] == ["headers", "source"]
+    report = check_wheel(good, ARCHES["sm120a"])
+    assert report.ok and report.kernels[0]["left_out"] == ["headers", "source"]
+    full = full_wheel(tmp)
+    assert len(names(full, ".zst")) == 3
+    report = check_wheel(full, ARCHES["sm120a"])
+    assert report.ok and report.kernels[0]["left_out"] == [] and set(report.kernels[0]["sizes"]) == set(m["blobs"])
 
 
 def test_entries_outside_the_package_and_non_regular_files_are_refused(wheels):

@@ -82,7 +82,9 @@ def test_two_cache_folders_share_entries_refs_and_blobs(tmp_path: Path, r) -> No
         assert not local_blob_file(b, digest).exists()
         assert b.read_blob(digest) == data
         assert local_blob_file(b, digest).is_file()  # verified, then kept locally
-    assert b.store.stats["remote_hits"] == len(blobs)
+    # the header map was fetched (and kept) to check the manifest against its key: one more remote hit
+    assert set(got["blobs"]) == {*blobs, "headers"} and local_blob_file(b, got["blobs"]["headers"]["sha256"]).is_file()
+    assert b.store.stats["remote_hits"] == len(got["blobs"])
     # now local: a second read does not touch Redis
     r.flushdb()
     assert b.resolve_ref(sk) == stored and b.read_blob(got["blobs"]["cubin"]["sha256"]) == blobs["cubin"]
@@ -167,6 +169,11 @@ def test_forged_manifest_and_ref_are_refused(tmp_path: Path, r, capsys) -> None:
     assert b.get_manifest(key) is None
     assert "AOTC-REMOTE-004" in capsys.readouterr().err
     assert not b.manifest_path(key).exists() and r.get(rec) is None
+    # the header map is checked too: a manifest pointing to another (intact) map blob is refused
+    a.write_json(a.manifest_path(key), {**a.get_manifest(key), "blobs": {
+        **a.get_manifest(key)["blobs"], "headers": {"sha256": a.store.put(b'{"<cuda>/y.h":"0"}'), "size": 18}}})
+    assert b.get_manifest(key) is None and not b.manifest_path(key).exists()
+    assert "hashes to" in capsys.readouterr().err
     ref = f"{PREFIX}rec:refs:{sk}"
     forged_ref = json.loads(r.get(ref))
     forged_ref["params"] = {"tile": "other"}

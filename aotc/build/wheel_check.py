@@ -1,6 +1,7 @@
 """`aotc wheel --check`: prove a kernel wheel is whole and safe before anyone installs it. Every zip
 entry must be a regular file inside the package or its dist-info and match RECORD; metadata,
-manifests and refs must parse as what they are; every blob must match its digest; every cubin
+manifests and refs must parse as what they are; every blob in it must match its digest (only the
+sources and header maps, which only a build reads, may be absent); every cubin
 (and every cubin inside a FlashInfer module) must target what its manifest says, run on --arch, and
 pass the SASS scan the build runs. Build side: needs cuobjdump or nvdisasm for the scan.
 """
@@ -21,10 +22,12 @@ from pathlib import Path, PurePosixPath
 
 from aotc import ABI_VERSION
 from aotc.arch import ARCHES, Arch, target_runs_on
+from aotc.cache import header_map
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import METADATA_FILE, STORE_DIR
 
 _MAX_BLOB_BYTES = 1 << 31
+_MISSING = "missing from the wheel"
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -138,7 +141,7 @@ def _read_blob(zf: zipfile.ZipFile, prefix: str, digest: str, size: object) -> t
         raw = zstandard.ZstdDecompressor().decompress(zf.read(f"{prefix}blobs/{digest[:2]}/{digest}.zst"),
                                                       max_output_size=_MAX_BLOB_BYTES)
     except KeyError:
-        return None, "missing from the wheel"
+        return None, _MISSING
     except zstandard.ZstdError as e:
         return None, f"unreadable ({e})"
     if hashlib.sha256(raw).hexdigest() != digest:
@@ -208,6 +211,8 @@ def _check_kernel(zf: zipfile.ZipFile, prefix: str, m: dict, arch: Arch | None, 
     raws = {}
     for kind, b in sorted(m["blobs"].items()):
         raw, why = _read_blob(zf, prefix, b["sha256"], b["size"])
+        if raw is None and kind in header_map.BUILD_ONLY_ROLES and why == _MISSING:
+            continue  # a source or header map: only a build reads them, wheels leave them out
         if raw is None:
             diags.append(_diag(5, f"{label}: {kind} blob {why}"))
             return None
@@ -245,7 +250,8 @@ def _check_kernel(zf: zipfile.ZipFile, prefix: str, m: dict, arch: Arch | None, 
         diags.append(_diag(6, f"{m['name']}: cubin target {shown} cannot run on {arch.name} devices",
                            f"rebuild the wheel with --arch {arch.name}"))
     return {"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": shown,
-            "sizes": {k: v["size"] for k, v in m["blobs"].items()}, "runs_on_arch": runs}
+            "sizes": {k: m["blobs"][k]["size"] for k in raws}, "left_out": sorted(set(m["blobs"]) - set(raws)),
+            "runs_on_arch": runs}
 
 
 def _check_tables(zf: zipfile.ZipFile, prefix: str, names: list[str]) -> list[Diagnostic]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from aotc import ABI_VERSION, __version__
 from aotc.arch import Arch
 from aotc.build.wheel_check import WheelCheck, check_wheel  # noqa: F401 - the check lives there
-from aotc.cache import Cache, CacheFormatError
+from aotc.cache import Cache, CacheFormatError, header_map
 from aotc.cache.entries import manifest_problem
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
@@ -159,8 +159,10 @@ class _ZipWriter:
 
 
 def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, out_dir: Path,
-                version: str | None = None, machine: str = "x86_64") -> Path:
-    """Write one kernel wheel of `entries`; version None = content_version (see there)."""
+                version: str | None = None, machine: str = "x86_64", sources: bool = False) -> Path:
+    """Write one kernel wheel of `entries`; version None = content_version (see there). The blobs
+    only a build reads (header_map.BUILD_ONLY_ROLES: sources, header maps) stay in the cache unless
+    `sources`; the manifests still name them, so the wheel says what it was built from."""
     if not entries:
         raise AotcError(Diagnostic("AOTC-WHEEL-002", f"no cache entries selected for wheel {dist_name!r}",
                                    fix="build kernels first (`aotc build --arch ...`) or widen --arch/--filter"))
@@ -177,11 +179,12 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
     zw = _ZipWriter()
     store_prefix = f"{pkg}/{STORE_DIR}/v1"
     digests: set[str] = set()
+    left_out = () if sources else header_map.BUILD_ONLY_ROLES
     for ref, manifest in entries:
         key, sk = manifest["key"], ref["spec_key"]
         zw.add(f"{store_prefix}/actions/{key[:2]}/{key}.json", cache.manifest_path(key).read_bytes())
         zw.add(f"{store_prefix}/refs/{sk[:2]}/{sk}.json", cache.ref_path(sk).read_bytes())
-        digests.update(b["sha256"] for b in manifest["blobs"].values())
+        digests.update(b["sha256"] for role, b in manifest["blobs"].items() if role not in left_out)
     packed = {ref["spec_key"] for ref, _ in entries}  # `aotc tune` tables that time only these kernels go too
     tables = [(p, t) for p, t in stored_tables(cache) if set(t["kernels"]) <= packed]
     for path, table in tables:
@@ -214,6 +217,7 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         "flashinfer_versions": sorted({m["flashinfer_version"] for m in manifests if m.get("flashinfer_version")}),
         "kernels": len(manifests), "blob_bytes_raw": raw_total, "blob_bytes_stored": stored_total,
         "tune_tables": len(tables),
+        "blobs_left_out": sorted(left_out),
     }
     platform, meta["platform"] = platform_tag(host_objects, machine)
     zw.add(f"{pkg}/{METADATA_FILE}", (json.dumps(meta, indent=1, sort_keys=True) + "\n").encode())

@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from aotc.cache import header_map
 from aotc.cache.manifest import SCHEMA
 from aotc.cache.store import (
     LAYOUT_VERSION,
@@ -254,8 +255,9 @@ class Cache:
         return self.read_record("actions", key, "manifest")
 
     def put_entry(self, key: str, blobs: dict[str, bytes], manifest: dict) -> dict:
-        """Store blobs, then the manifest (atomic, last). Returns the stored manifest: if another
-        writer stored this key first, its manifest is returned and nothing is written."""
+        """Store blobs, then the manifest (atomic, last); an inline header map goes into a blob of
+        its own (header_map). Returns the stored manifest: if another writer stored this key first,
+        its manifest is returned (moved to the header-map blob form if it is older)."""
         check_digest(key)
         with self.lock(f"action-{key}"):
             try:
@@ -263,15 +265,34 @@ class Cache:
             except CacheFormatError:
                 existing = None  # unreadable: replace it with a good one
             if existing is not None and self._blobs_present(existing):
-                return existing
-            record = dict(manifest)
+                return self._move_header_map(key, existing)
+            record, headers = header_map.split(dict(manifest))
             record["schema"] = SCHEMA
             record["key"] = key
             record["blobs"] = {
-                name: {"sha256": self.store.put(data), "size": len(data)} for name, data in blobs.items()
+                name: {"sha256": self.store.put(data), "size": len(data)}
+                for name, data in {**blobs, **({header_map.ROLE: headers} if headers else {})}.items()
             }
             self.write_json(self.manifest_path(key), record)
             return record
+
+    def migrate_manifest(self, key: str) -> bool:
+        """Rewrite a manifest whose header map is inline (written before header-map blobs) in the
+        current form; True if it was rewritten. The action key stays: the same inputs hash to it."""
+        with self.lock(f"action-{key}"):
+            manifest = self.get_manifest(key)
+            return manifest is not None and self._move_header_map(key, manifest) is not manifest
+
+    def _move_header_map(self, key: str, manifest: dict) -> dict:
+        """(Under the key's lock.) The manifest with its inline header map stored as a blob, written
+        back; the manifest itself when it has none inline."""
+        record, headers = header_map.split(manifest)
+        if headers is None:
+            return manifest
+        record["blobs"] = {**record["blobs"], header_map.ROLE: {"sha256": self.store.put(headers),
+                                                                "size": len(headers)}}
+        self.write_json(self.manifest_path(key), record)
+        return record
 
     def _blobs_present(self, manifest: dict) -> bool:
         return all(self.store.has(b["sha256"]) for b in manifest.get("blobs", {}).values())

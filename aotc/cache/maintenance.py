@@ -25,6 +25,7 @@ LOCK_MAX_AGE_S = 86_400.0
 class VerifyReport:
     blobs_checked: int = 0
     manifests_checked: int = 0
+    manifests_migrated: int = 0  # rewritten with their inline header map moved to a blob (header_map)
     corrupt_blobs: list[dict] = field(default_factory=list)  # digest, file, actual, quarantined
     bad_files: list[dict] = field(default_factory=list)  # unreadable manifests/refs/prekeys/header sets
     broken_entries: list[dict] = field(default_factory=list)  # key, name, missing/corrupt blobs
@@ -109,6 +110,8 @@ def verify(cache: Cache) -> VerifyReport:
     for path in list(cache.record_paths("actions")):
         report.manifests_checked += 1
         _verify_manifest(cache, path, bad_blobs, good, report)
+        if path.stem in good and cache.migrate_manifest(path.stem):
+            report.manifests_migrated += 1
     for path in list(cache.record_paths("refs")):
         _verify_ref(cache, path, good, report)
     for path in list(cache.record_paths("prekeys")):

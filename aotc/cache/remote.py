@@ -239,7 +239,7 @@ class RedisBlobStore(BlobStore):
         data = self._call(lambda r: r.get(rkey), None)
         if data is None:
             return None
-        problem = record_problem(kind, name, data)
+        problem = record_problem(kind, name, data, self.get)
         if not problem:
             return data
         moved = self._move_aside(rkey, f"{PREFIX}quarantine:rec:{kind}:{name}:{time.time_ns()}")
@@ -254,10 +254,12 @@ class RedisBlobStore(BlobStore):
         self._call(lambda r: r.set(f"{PREFIX}rec:{kind}:{check_digest(name)}", data), None)
 
 
-def record_problem(kind: str, name: str, data: bytes) -> str:
+def record_problem(kind: str, name: str, data: bytes, read_blob=None) -> str:
     """Why a shared record cannot be what its name says ("" when it can). Manifests carry the inputs
-    their action key hashes, refs the (family, params, arch) their spec key hashes, header sets are
-    named by their own digest: a record is only taken when its content hashes to its name."""
+    their action key hashes (the header map in a blob, read with `read_blob`), refs the (family,
+    params, arch) their spec key hashes, header sets are named by their own digest: a record is only
+    taken when its content hashes to its name."""
+    from aotc.cache import header_map
     from aotc.keys import action_key, canonical_json, sha256_hex, spec_key
 
     try:
@@ -268,7 +270,7 @@ def record_problem(kind: str, name: str, data: bytes) -> str:
         return f"not a JSON object ({type(value).__name__})"
     try:
         if kind == "actions":
-            got = action_key(value["inputs"]) if value.get("key") == name else value.get("key")
+            got = action_key(header_map.inputs(value, read_blob)) if value.get("key") == name else value.get("key")
         elif kind == "refs":
             got = spec_key(value["family"], value["params"], value["arch"])
             if not isinstance(value.get("key"), str) or len(value["key"]) != 64:
@@ -281,6 +283,8 @@ def record_problem(kind: str, name: str, data: bytes) -> str:
             return f"unknown record kind {kind!r}"
     except (KeyError, TypeError) as e:
         return f"missing field {e}"
+    except (ValueError, CorruptBlobError) as e:  # a header-map blob that is no JSON object, or corrupt
+        return f"its header map is unreadable ({e})"
     return "" if got == name else f"its content hashes to {got}, not to its name"
 
 
