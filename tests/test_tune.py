@@ -282,3 +282,27 @@ def test_device_proof_builds_catalog_kernels_and_judges_the_tuned_choice(tmp_pat
     assert json_path.name == "tune_nvidia_h200.json" and json.loads(json_path.read_text())["rows"][1]["ok"] is False
     md = md_path.read_text()
     assert "1/2 shapes" in md and "+20.0%" in md and "| NO |" in md
+
+
+def test_tune_family_builds_the_table_choose_then_follows(gemm_cache, monkeypatch):
+    """The tune's own bookkeeping with the launches and the clock replaced (they need a GPU): every
+    candidate timed per shape, the bucket's choice stored, the summary side by side."""
+    from aotc import tune
+
+    fake_ms = {(64, 128, 64): 1.0, (128, 128, 64): 1.5, (128, 256, 32): 2.0}
+    monkeypatch.setattr(tune, "runner", lambda family, s, ordinal: lambda params: lambda: params)
+    dev = device()
+    lines: list[str] = []
+    shapes = [complete_shape(GEMM, SHAPE), complete_shape(GEMM, {**SHAPE, "dtype": "fp16"})]
+    table, rows = tune.tune_family(GEMM, shapes, dev, lines.append,
+                                   timer=lambda fn: (fake_ms[tuple(fn()["tile"][:3])], "fake"))
+    assert len(lines) == 3 + 1  # three bf16 tiles, the one fp16 tile
+    bf16 = tune._row_summary(rows[0])
+    assert bf16["heuristic"]["kernel"].startswith("moe_bf16_128x256") and bf16["heuristic"]["ms"] == 2.0
+    assert bf16["tuned"]["kernel"].startswith("moe_bf16_64x128") and bf16["fastest"] == bf16["tuned"]
+    assert len(table["choices"]) == 2 and table["kernels"] == sorted(f.spec_key for f in lookup.stored_candidates(GEMM, dev))
+    text = tune.summary_text({"device": table["device"], "tables": [], "shapes": [bf16]})
+    assert "heuristic moe_bf16_128x256" in text and "(2.00x the heuristic's speed)" in text
+    tuned.write_table(gemm_cache, table)
+    registry.clear()
+    assert tuple(choose_for(dev).params["tile"]) == (64, 128, 64)

@@ -5,6 +5,7 @@ the runtime makes it, from the stored table) and the fastest tile side by side. 
 the tuned choice is within 3% of the fastest. Writes tune_<card>.json and tune_<card>.md.
 
     python3 tools/device_tune.py --out bench/results [--cache DIR] [--jobs 16] [--skip-build]
+    python3 tools/device_tune.py --out DIR --cache DIR --build-only sm90a   (build machine: no GPU needed)
 """
 
 from __future__ import annotations
@@ -135,11 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=16, help="parallel compiles (default 16)")
     parser.add_argument("--skip-build", action="store_true", help="tune what --cache holds already")
     parser.add_argument("--device", type=int, default=0)
+    parser.add_argument("--build-only", metavar="ARCH", help="only build the candidates for ARCH into --cache "
+                        "(no GPU, no torch: e.g. on a build machine), then stop")
     args = parser.parse_args(argv)
-    import torch
-
     from aotc.arch import ARCHES
     from aotc.cache import Cache
+
+    if args.build_only:
+        report = build(Cache(args.cache or args.out / "cache"), args.build_only, args.jobs)
+        print(json.dumps(report, indent=1))
+        return 0 if report["ok"] else 1
+    import torch
+
     from aotc.tune import DEFAULT_SHAPES, run_tune
 
     torch.zeros(1, device=f"cuda:{args.device}")
