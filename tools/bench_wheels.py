@@ -1,6 +1,7 @@
-"""Kernel wheel sizes of a built cache: one wheel per arch (what `aotc wheel` writes), the bytes by role
-(cubins, host helpers, sources; raw and as stored), the platform tag and version it got, and what
-zstd dictionaries trained per family would save on top (an experiment: the store does not use them).
+"""Kernel wheel sizes of a built cache: per arch, the wheel `aotc wheel` writes and the one
+`aotc wheel --with-sources` writes, what their zips spend on manifests, the blob bytes by role (raw
+and as stored; every role, whether the default wheel packs it or not), the stored bytes each kernel
+adds per family, and the platform tag. JSON on stdout.
 
     python tools/bench_wheels.py --cache-dir CACHE --arch sm120a --out dist-bench
 """
@@ -14,11 +15,21 @@ import zipfile
 from collections import defaultdict
 from pathlib import Path
 
-import zstandard
-
 from aotc.arch import parse_arch_list
 from aotc.build.wheel_pack import build_wheel, select_entries
 from aotc.cache import Cache
+
+
+def zip_bytes(whl: Path) -> dict:
+    """The wheel's size and the compressed bytes its zip spends on manifests and on blobs."""
+    with zipfile.ZipFile(whl) as zf:
+        infos = zf.infolist()
+        meta = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("aotc_wheel.json"))))
+    return {"wheel": whl.name, "bytes": whl.stat().st_size, "platform": meta.get("platform"),
+            "blobs_left_out": meta.get("blobs_left_out", []),
+            "manifests_in_zip": sum(i.compress_size for i in infos if "/actions/" in i.filename),
+            "manifests_raw": sum(i.file_size for i in infos if "/actions/" in i.filename),
+            "blobs_in_zip": sum(i.compress_size for i in infos if i.filename.endswith(".zst"))}
 
 
 def main() -> None:
@@ -33,43 +44,25 @@ def main() -> None:
         entries = select_entries(cache, [arch])
         if not entries:
             continue
-        whl = build_wheel(cache, entries, f"aotc-kernels-{arch.name}", Path(args.out))
-        with zipfile.ZipFile(whl) as zf:
-            meta = json.loads(zf.read(next(n for n in zf.namelist() if n.endswith("aotc_wheel.json"))))
+        name = f"aotc-kernels-{arch.name}"
+        wheel = zip_bytes(build_wheel(cache, entries, name, Path(args.out)))
+        full = zip_bytes(build_wheel(cache, entries, name, Path(args.out) / "with-sources", sources=True))
         raw, stored, seen = defaultdict(int), defaultdict(int), set()
         per_family: dict[str, list[int]] = defaultdict(list)  # stored bytes each kernel adds (shared blobs once)
-        by_family: dict[str, list[bytes]] = defaultdict(list)
         for _, m in entries:
             adds = 0
             for role, blob in m["blobs"].items():
                 if blob["sha256"] in seen:
                     continue
                 seen.add(blob["sha256"])
-                data = cache.read_blob(blob["sha256"])
-                raw[role] += len(data)
-                stored[role] += cache.store.stat(blob["sha256"]).stored_bytes
-                adds += cache.store.stat(blob["sha256"]).stored_bytes
-                if role in ("cubin", "source"):
-                    by_family[f"{m['family']}/{role}"].append(data)
+                st = cache.store.stat(blob["sha256"])
+                raw[role] += st.raw_bytes
+                stored[role] += st.stored_bytes
+                adds += st.stored_bytes if role not in wheel["blobs_left_out"] else 0
             per_family[m["family"]].append(adds)
-        # per family and role: a 16 KiB dictionary trained on that group, level 19, against level 19 alone
-        plain = with_dict = 0
-        for group in by_family.values():
-            plain_group = sum(len(zstandard.ZstdCompressor(level=19).compress(d)) for d in group)
-            best = plain_group
-            if len(group) >= 4:
-                try:
-                    dictionary = zstandard.train_dictionary(16 << 10, group)
-                    comp = zstandard.ZstdCompressor(level=19, dict_data=dictionary)
-                    best = min(best, sum(len(comp.compress(d)) for d in group) + len(dictionary.as_bytes()))
-                except zstandard.ZstdError:
-                    pass  # too few samples to train on: no dictionary
-            plain += plain_group
-            with_dict += best
-        rows.append({"arch": arch.name, "wheel": whl.name, "bytes": whl.stat().st_size, "kernels": len(entries),
-                     "raw": dict(raw), "stored": dict(stored), "platform": meta.get("platform"),
-                     "stored_per_kernel_by_family": {f: round(sum(v) / len(v)) for f, v in sorted(per_family.items())},
-                     "cubin_source_zstd19": plain, "cubin_source_with_family_dicts": with_dict})
+        rows.append({"arch": arch.name, "kernels": len(entries), "wheel": wheel, "with_sources": full,
+                     "raw": dict(raw), "stored": dict(stored),
+                     "stored_per_kernel_by_family": {f: round(sum(v) / len(v)) for f, v in sorted(per_family.items())}})
     print(json.dumps({"machine": platform.node(), "rows": rows}, indent=1))
 
 
