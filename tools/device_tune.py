@@ -15,6 +15,7 @@ import datetime
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -130,9 +131,10 @@ def write(out: Path, data: dict) -> tuple[Path, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder for tune_<card>.json/.md")
-    parser.add_argument("--cache", type=Path, default=None, help="cache to build into and tune (default: OUT/cache)")
+    parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "aotc-device-tune-cache",
+                        help="cache to build into and tune (default: aotc-device-tune-cache in the temp folder)")
     parser.add_argument("--jobs", type=int, default=16, help="parallel compiles (default 16)")
     parser.add_argument("--skip-build", action="store_true", help="tune what --cache holds already")
     parser.add_argument("--device", type=int, default=0)
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from aotc.cache import Cache
 
     if args.build_only:
-        report = build(Cache(args.cache or args.out / "cache"), args.build_only, args.jobs)
+        report = build(Cache(args.cache), args.build_only, args.jobs)
         print(json.dumps(report, indent=1))
         return 0 if report["ok"] else 1
     import torch
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     card = torch.cuda.get_device_name(args.device)
     cc = torch.cuda.get_device_capability(args.device)
     arch = next(a for a in (f"sm{cc[0]}{cc[1]}a", f"sm{cc[0]}{cc[1]}") if a in ARCHES)
-    cache = Cache(args.cache or args.out / "cache")
+    cache = Cache(args.cache)
     built = {} if args.skip_build else build(cache, arch, args.jobs)
     t0 = time.perf_counter()
     result = run_tune(cache, list(FAMILIES), None, args.device)
