@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import statistics
 import sys
 import time
@@ -230,9 +231,9 @@ def label(found: Any) -> str:
 
 def pick(times: list[dict[str, float]], heuristic: str | None) -> str:
     """The spec key with the least mean time relative to each shape's fastest; the heuristic's
-    pick when within KEEP_HEURISTIC of that."""
-    keys = set.intersection(*(set(t) for t in times))
-    score = {k: statistics.fmean(t[k] / min(t.values()) for t in times) for k in keys}
+    pick when within KEEP_HEURISTIC of that. A tile that failed on a shape of the bucket scores inf."""
+    keys = set().union(*times)
+    score = {k: statistics.fmean(t.get(k, math.inf) / min(t.values()) for t in times) for k in keys}
     fastest = min(sorted(score), key=score.__getitem__)
     if heuristic in score and score[heuristic] <= score[fastest] * (1 + KEEP_HEURISTIC):
         return heuristic

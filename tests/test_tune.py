@@ -150,6 +150,7 @@ def test_pick_keeps_the_heuristic_unless_another_tile_is_clearly_faster():
     assert pick([{"a": 1.0, "b": 0.9}], "a") == "b"
     # two shapes of one bucket: the least mean time relative to each shape's fastest
     assert pick([{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 1.0}], None) == "b"  # a: (1 + 3)/2, b: (2 + 1)/2
+    assert pick([{"a": 1.0, "b": 2.0}, {"b": 1.0}], "a") == "b"  # a failed on the second shape
 
 
 def test_wheel_packs_tables_of_its_kernels_and_the_installed_tree_serves_them(gemm_cache, tmp_path):
