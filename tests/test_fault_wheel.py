@@ -141,9 +141,12 @@ def test_every_file_is_checked_against_record(wheels):
 
 
 def full_wheel(tmp: Path) -> Path:
-    """The good wheel with what only a build reads packed too (`aotc wheel --with-sources`)."""
-    cache = Cache(tmp / "good")
-    return build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "kgood", tmp / "full-dist", sources=True)
+    """The good wheel with what only a build reads packed too, as `aotc wheel --with-sources` writes it."""
+    out = subprocess.run([sys.executable, "-m", "aotc.cli", "wheel", "--cache-dir", str(tmp / "good"), "--arch",
+                          "sm120a", "--name", "kgood", "--layout", "combined", "--with-sources", "--out",
+                          str(tmp / "full-dist"), "--json"], capture_output=True, text=True, check=True).stdout
+    (made,) = json.loads(out)["wheels"]
+    return Path(made["wheel"])
 
 
 def blob_name(whl: Path, kind: str) -> str:
