@@ -307,3 +307,14 @@ def test_tune_family_builds_the_table_choose_then_follows(gemm_cache, monkeypatc
     tuned.write_table(gemm_cache, table)
     registry.clear()
     assert tuple(choose_for(dev).params["tile"]) == (64, 128, 64)
+
+
+def test_a_retuned_table_gives_the_wheel_a_new_version(gemm_cache, tmp_path):
+    entries = select_entries(gemm_cache, [ARCHES[ARCH]])
+    plain = build_wheel(gemm_cache, entries, "k", tmp_path / "a").name
+    dev = device()
+    tuned.write_table(gemm_cache, {**table_for(dev, (64, 128, 64)), "tuned_at": "2026-12-01T05:00:00Z"})
+    first = build_wheel(gemm_cache, entries, "k", tmp_path / "b").name
+    tuned.write_table(gemm_cache, {**table_for(dev, (128, 128, 64)), "tuned_at": "2026-12-01T05:00:00Z"})
+    second = build_wheel(gemm_cache, entries, "k", tmp_path / "c").name
+    assert len({plain, first, second}) == 3  # same kernels; another table, another version

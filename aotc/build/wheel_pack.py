@@ -85,13 +85,16 @@ def platform_tag(host_objects: dict[str, bytes], machine: str) -> tuple[str, dic
                                                              "decided_by": decided_by}
 
 
-def content_version(manifests: list[dict]) -> str:
-    """aotc's version + a local label from the newest build time and the selected entries' digest,
-    e.g. 0.1.0+20261201020345.3f2a9c1b: a rebuilt catalog gets a higher version (so pip upgrades),
-    the same entries the same version (so the wheel stays byte-reproducible)."""
-    newest = max((m.get("built_at", "") for m in manifests), default="")
+def content_version(manifests: list[dict], tables: list[dict] = ()) -> str:
+    """aotc's version + a local label from the newest build (or `aotc tune`) time and the digest of
+    the selected entries and tune tables, e.g. 0.1.0+20261201020345.3f2a9c1b: a rebuilt catalog or a
+    re-tuned table gets a higher version (so pip upgrades), the same content the same version (so
+    the wheel stays byte-reproducible)."""
+    newest = max([m.get("built_at", "") for m in manifests] + [t.get("tuned_at", "") for t in tables], default="")
     stamp = re.sub(r"\D", "", newest)[:14] or "0"
-    digest = hashlib.sha256("\n".join(sorted(m["key"] for m in manifests)).encode()).hexdigest()[:8]
+    content = "\n".join(sorted(m["key"] for m in manifests))
+    content += "".join(sorted("\n" + json.dumps(t, sort_keys=True) for t in tables))  # nothing without tables
+    digest = hashlib.sha256(content.encode()).hexdigest()[:8]
     return f"{__version__}+{stamp}.{digest}"
 
 
@@ -169,8 +172,10 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
     if machine not in PLATFORMS:
         raise AotcError(Diagnostic("AOTC-WHEEL-003", f"unknown machine {machine!r}",
                                    fix=f"use one of {', '.join(PLATFORMS)}"))
+    packed = {ref["spec_key"] for ref, _ in entries}  # `aotc tune` tables that time only these kernels go too
+    tables = [(p, t) for p, t in stored_tables(cache) if set(t["kernels"]) <= packed]
     if version is None:
-        version = content_version([m for _, m in entries])
+        version = content_version([m for _, m in entries], [t for _, t in tables])
     elif not _PEP440.fullmatch(version):
         raise AotcError(Diagnostic("AOTC-WHEEL-020", f"wheel version {version!r} is not a PEP 440 version",
                                    fix="give e.g. 1.2.0 or 1.2.0+local.label, or leave it out for a content version"))
@@ -185,8 +190,6 @@ def build_wheel(cache: Cache, entries: list[tuple[dict, dict]], dist_name: str, 
         zw.add(f"{store_prefix}/actions/{key[:2]}/{key}.json", cache.manifest_path(key).read_bytes())
         zw.add(f"{store_prefix}/refs/{sk[:2]}/{sk}.json", cache.ref_path(sk).read_bytes())
         digests.update(b["sha256"] for role, b in manifest["blobs"].items() if role not in left_out)
-    packed = {ref["spec_key"] for ref, _ in entries}  # `aotc tune` tables that time only these kernels go too
-    tables = [(p, t) for p, t in stored_tables(cache) if set(t["kernels"]) <= packed]
     for path, table in tables:
         zw.add(f"{store_prefix}/{TUNE_KIND}/{table['key'][:2]}/{table['key']}.json", path.read_bytes())
     raw_total = stored_total = 0
