@@ -8,20 +8,7 @@
 # already compiled. OUT_DIR gets the build's JSON, progress, peak memory and the module report.
 set -euo pipefail
 out=${1:?OUT_DIR}; preset=${2:-sm120_fp4}; limit=${3:-540}
-site=/tmp/fi-site
-if [ ! -d "$site/flashinfer" ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .carry/fi_whl/*.whl
-  tar -xJf .carry/flashinfer.tar.xz -C "$site"
-fi
-# FlashInfer imports optional heavy packages when present; make them look absent in every process
-# (the build's worker process too), as tools/device_flashinfer.py does for the serving proof.
-cat > "$site/sitecustomize.py" <<PYEOF
-import sys
-sys.path.insert(0, "$PWD")
-from tools.device_flashinfer import hide_optional_packages
-hide_optional_packages()
-PYEOF
-export PYTHONPATH=$site:$PWD
+source tools/device_flashinfer_site.sh
 nvcc --version | tail -1
 # Peak memory in use while compiling (the job count is chosen from it).
 ( peak=0; while sleep 2; do used=$(free -b | awk '/^Mem:/{print $3}'); [ "$used" -gt "$peak" ] && peak=$used \

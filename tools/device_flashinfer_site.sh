@@ -1,0 +1,18 @@
+# Sourced by the many-core FlashInfer scripts: makes FlashInfer importable on a host with a CUDA
+# toolkit and torch but no package index (the lent GPU host; no GPU is used to build).
+#   carried: .carry/fi_whl/*.whl (zstandard, apache-tvm-ffi), .carry/flashinfer.tar.xz (the installed
+#   `flashinfer` package folder)
+site=/tmp/fi-site
+if [ ! -d "$site/flashinfer" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .carry/fi_whl/*.whl
+  tar -xJf .carry/flashinfer.tar.xz -C "$site"
+fi
+# FlashInfer imports optional heavy packages when present; make them look absent in every process
+# (the builds' worker processes too), as tools/device_flashinfer.py does for the serving proof.
+cat > "$site/sitecustomize.py" <<PYEOF
+import sys
+sys.path.insert(0, "$PWD")
+from tools.device_flashinfer import hide_optional_packages
+hide_optional_packages()
+PYEOF
+export PYTHONPATH=$site:$PWD
