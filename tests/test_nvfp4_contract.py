@@ -324,3 +324,111 @@ def test_a_wrong_sf_layout_is_caught(reference):
     _, deq = run_reference(reference, "dense_nvfp4", args, image)
     with pytest.raises(AssertionError):
         check_dequant(deq, [a.value, b.value])
+
+
+# ---- device-routed MoE: the shipped aotc_moe_blockscaled_groups PTX, executed on the CPU ---------------
+MOE_KINDS = {"nvfp4": ("nvfp4", (NVFP4, NVFP4), "grouped_nvfp4"), "mx": ("mxfp8", (MXFP8, MXFP4), "grouped_mxfp8_mxfp4")}
+
+
+def moe_device_block(helper, kind: str, offsets: list[int], n: int, k: int, pointers: dict, block: int,
+                     alpha: int = 0):
+    """What grouped_gemm_moe_nvfp4/_mxfp8 launches before the GEMM, run as shipped (tests/ptx_exec.py) at
+    the runtime's launch shape: the plan, and the block bytes it writes at address `block`."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from ptx_exec import Kernel, Memory
+
+    from aotc.runtime import metadata, moe
+
+    experts = len(offsets) - 1
+    plan = moe.moe_plan(helper, experts, n, k)
+    memory = Memory()
+    off_ptr = memory.place(0x7E00_0000_0000, np.array(offsets, dtype=np.int32).tobytes())
+    memory.place(block, b"\xcd" * plan.size)  # never zeroed in the runtime either
+    params = moe.metadata_params(plan, block, off_ptr, pointers["a"], pointers["b"], pointers["sfa"], pointers["sfb"],
+                                 pointers["d"], alpha, experts, n, k, MOE_KINDS[kind][0])
+    Kernel(metadata.PTX, "aotc_moe_blockscaled_groups").run(bytes(params), memory, metadata._moe_grid(experts),
+                                                            metadata.MOE_THREADS)
+    return plan, memory.region(block)
+
+
+def moe_host_block(helper, kind: str, offsets: list[int], n: int, k: int, pointers: dict):
+    """The host path for the same routing: one group per expert (empty ones included) with its own
+    operand addresses, through ops.group_metadata and ops.nvfp4_group_block."""
+    kinds = MOE_KINDS[kind][1]
+    a_row, vec = k * kinds[0][1] // 8, kinds[0][3]
+    sf_row = -(-(k // vec) // 4) * 4  # scale-factor bytes per row: K / vec padded to 4
+    sfb_bytes = -(-n // 128) * 128 * sf_row
+    shapes, infos, tiles = [], [], 0
+    for e in range(len(offsets) - 1):
+        m = offsets[e + 1] - offsets[e]
+        ptrs = (pointers["a"] + offsets[e] * a_row, pointers["b"] + e * n * k // 2, pointers["sfa"] + tiles * 128 * sf_row,
+                pointers["sfb"] + e * sfb_bytes, pointers["d"] + offsets[e] * n * 2)
+        infos.append(tuple(TensorInfo(p, (1,), (1,), "u8", 0) for p in ptrs))
+        shapes.append((m, n, k))
+        tiles += -(-m // 128)
+    meta, offs = ops.group_metadata(helper, tuple(shapes))
+    return ops.nvfp4_group_block(infos, tuple(shapes), meta, offs)
+
+
+@pytest.mark.parametrize("kind", ["nvfp4", "mx"])
+@pytest.mark.parametrize("experts", [8, 64, 128])
+@pytest.mark.parametrize("case", ["random", "one", "empty"])
+def test_device_moe_block_equals_the_host_path(helpers, kind, experts, case):
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_runtime_metadata import moe_offsets
+
+    n, k = 256, 512
+    offsets = moe_offsets(case, experts, 16 * experts + 7)
+    pointers = {name: 0x7F00_0000_0000 + i * 0x10_0000_0000 for i, name in enumerate(("a", "b", "sfa", "sfb", "d"))}
+    alpha = 0x7F80_0000_0000
+    block = 0x7E40_0000_0000
+    plan, device = moe_device_block(helpers[kind], kind, offsets, n, k, pointers, block, alpha)
+    host, at = moe_host_block(helpers[kind], kind, offsets, n, k, pointers)
+    assert [plan.ptrs_at + i * plan.ptr_stride for i in range(5)] == at[1:6]
+    assert [plan.meta_at + o for o in plan.meta_offsets] == at[6:]
+    assert device[:len(host)] == host  # sizes, the 5 pointer arrays and every stride/SF layout, byte for byte
+    assert plan.alpha_at == len(host)
+    alphas = np.frombuffer(device, dtype=np.uint64, count=experts, offset=plan.alpha_at)
+    assert (alphas == alpha + 4 * np.arange(experts, dtype=np.uint64)).all()
+
+
+@pytest.mark.parametrize("kind", ["nvfp4", "mx"])
+def test_device_moe_block_through_the_reference(reference, helpers, kind):
+    """End to end on the CPU: experts' operands packed as the MoE ops take them (A rows sorted by expert,
+    each expert's scale factors in its own 128-row tiles, per-expert alpha), the argument block written
+    by the shipped PTX, then CUTLASS's host reference: every expert right, empty experts included."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from aotc.runtime import moe
+
+    kinds = MOE_KINDS[kind][1]
+    n, k = 136, 256
+    counts = [0, 7, 300, 0, 1, 128]  # empty experts, one row, several SF tiles, an exact tile
+    offsets = [0, *np.cumsum(counts).tolist()]
+    rng = np.random.default_rng(11)
+    a_ops = [Operand(rng, m, k, kinds[0]) for m in counts]
+    b_ops = [Operand(rng, n, k, kinds[1]) for _ in counts]
+    alpha = np.array([0.5, 1.5, 0.25, 2.0, 1.0, 0.75], dtype=np.float32)
+    image = Image()
+    pointers = {"a": image.put(b"".join(x.data.tobytes() for x in a_ops)),
+                "b": image.put(b"".join(x.data.tobytes() for x in b_ops)),
+                "sfa": image.put(b"".join(x.sf.tobytes() for x in a_ops)),
+                "sfb": image.put(b"".join(x.sf.tobytes() for x in b_ops)),
+                "d": image.alloc(2 * offsets[-1] * n)}
+    assert len(b"".join(x.sf.tobytes() for x in a_ops)) <= moe.moe_sf_bytes(offsets[-1], len(counts), k,
+                                                                            MOE_KINDS[kind][0])
+    alpha_ptr = image.put(alpha.tobytes())
+    block = image.alloc(64 << 10)
+    plan, written = moe_device_block(helpers[kind], kind, offsets, n, k, pointers, block, alpha_ptr)
+    image.buf[block:block + plan.size] = written
+    args = get_family(ops.NVFP4_GROUPED).args_struct()
+    moe.fill_args(args, plan, block, len(counts), 170, 1.0, True)
+    out, deq = run_reference(reference, MOE_KINDS[kind][2], args, image)
+    check_dequant(deq, [v for a, b in zip(a_ops, b_ops, strict=True) for v in (a.value, b.value)])
+    for e, (a, b) in enumerate(zip(a_ops, b_ops, strict=True)):
+        check_d(read_bf16(out, pointers["d"] + offsets[e] * n * 2, counts[e], n), a.value, b.value, float(alpha[e]))

@@ -20,6 +20,7 @@ _EXPORTS = {
     "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
     "fmha_decode": "ops", "fmha_fwd": "ops", "gemm_nvfp4": "ops", "grouped_gemm": "ops",
     "grouped_gemm_nvfp4": "ops", "grouped_gemm_moe": "ops", "set_allocator": "scratch",
+    "grouped_gemm_moe_mxfp8": "moe", "grouped_gemm_moe_nvfp4": "moe", "moe_sf_bytes": "moe",
     "quantize_mxfp8": "quantize", "quantize_nvfp4": "quantize",
     "fmha_decode_paged": "paged", "fmha_fwd_paged": "paged",
     "HostKernel": "registry", "KernelKey": "registry", "clear": "registry", "get_kernel": "registry",
@@ -52,11 +53,14 @@ __all__ = [
     "get_kernel",
     "grouped_gemm",
     "grouped_gemm_moe",
+    "grouped_gemm_moe_mxfp8",
+    "grouped_gemm_moe_nvfp4",
     "grouped_gemm_nvfp4",
     "host_kernel",
     "kernel_key",
     "load_kernel",
     "loaded",
+    "moe_sf_bytes",
     "quantize_mxfp8",
     "quantize_nvfp4",
     "query_device",
@@ -102,6 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         grouped_gemm_moe,
         grouped_gemm_nvfp4,
     )
+    from aotc.runtime.moe import grouped_gemm_moe_mxfp8, grouped_gemm_moe_nvfp4, moe_sf_bytes
     from aotc.runtime.paged import fmha_decode_paged, fmha_fwd_paged
     from aotc.runtime.quantize import quantize_mxfp8, quantize_nvfp4
     from aotc.runtime.registry import (

@@ -518,7 +518,8 @@ def _nvfp4_operands(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, m: int, n: int
     return ai, bi, sf[0], sf[1], oi
 
 
-def nvfp4_kernel(family: str, device: Device, signature: tuple, problem: dict, params: dict | None) -> Kernel:
+def nvfp4_kernel(family: str, device: Device, signature: tuple, problem: dict, params: dict | None,
+                 matches: dict = NVFP4_MATCH) -> Kernel:
     """The stored NVFP4 kernel for `problem`; AOTC-RT-003 first when the device is not SM120/SM121,
     so a wrong device is named before any tensor memory or driver module is touched."""
     from aotc.arch import ARCHES
@@ -529,7 +530,7 @@ def nvfp4_kernel(family: str, device: Device, signature: tuple, problem: dict, p
                             "run NVFP4 GEMMs on an RTX 50x0, RTX PRO 6000 or GB10; on other devices use a "
                             "family built for them (e.g. grouped_gemm with bf16 operands)",
                             family=family, device_cc=list(device.cc))
-    return choose(family, device, signature, NVFP4_MATCH, problem, params)
+    return choose(family, device, signature, matches, problem, params)
 
 
 def gemm_nvfp4(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, *, m: int, n: int, k: int, alpha: float = 1.0,

@@ -12,7 +12,7 @@ from typing import Any
 from aotc.runtime.device import query_device
 from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.ops import choose, default_stream
+from aotc.runtime.ops import choose, default_stream, launch_with_workspace
 from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
@@ -21,7 +21,7 @@ PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype`
 def fmha_decode_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any, *,
                       max_kv_len: int | None = None, cu_seqlens_q: Any = None, max_seqlen_q: int | None = None,
                       causal: bool = False, scale: float | None = None, num_splits: int = 0, stream: Any = None,
-                      params: dict | None = None) -> Kernel:
+                      params: dict | None = None, workspace: Any = None) -> Kernel:
     """Decode over a paged KV cache (split-KV; the q heads of a kv head share one K/V stream).
 
     q/out [batch, q_len, q_heads, head_dim] (or [total_q, q_heads, head_dim] with int32
@@ -29,9 +29,12 @@ def fmha_decode_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_l
     head_dim] (separate tensors, or kv[:, 0] and kv[:, 1] of a stacked [num_pages, 2, ...] cache);
     block_table int32 [batch, max_pages]; kv_lens int32 [batch] (0 = empty request: its rows are 0).
     max_kv_len: the longest kv_lens entry when known (sizes the KV split; default: the table's
-    capacity). Returns the kernel used."""
+    capacity). The split workspace is `workspace` (a zero-filled device buffer, left zero by every
+    launch) or, when omitted, taken once per stream from the caller's allocator (torch's caching
+    allocator for torch tensors), as fmha_decode: capturable in a CUDA graph either way. Returns
+    the kernel used."""
     return _paged("fmha_decode_paged", q, k_cache, v_cache, block_table, kv_lens, out, cu_seqlens_q,
-                  max_seqlen_q, max_kv_len, causal, scale, num_splits, stream, params)
+                  max_seqlen_q, max_kv_len, causal, scale, num_splits, stream, params, workspace)
 
 
 def fmha_fwd_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any, *,
@@ -42,7 +45,7 @@ def fmha_fwd_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens
     after the request's prefix, kv_lens[b] = prefix + new tokens, and query i of request b sees keys
     j <= i + kv_lens[b] - q_len[b] (bottom-right causal). Layouts as fmha_decode_paged."""
     return _paged("fmha_fwd_paged", q, k_cache, v_cache, block_table, kv_lens, out, cu_seqlens_q,
-                  max_seqlen_q, max_kv_len, causal, scale, 0, stream, params)
+                  max_seqlen_q, max_kv_len, causal, scale, 0, stream, params, None)
 
 
 def _device_of(info: TensorInfo, name: str) -> int:
@@ -54,7 +57,7 @@ def _device_of(info: TensorInfo, name: str) -> int:
 
 def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any,
            cu_q: Any, max_q: int | None, max_kv: int | None, causal: bool, scale: float | None, num_splits: int,
-           stream: Any, params: dict | None) -> Kernel:
+           stream: Any, params: dict | None, workspace: Any) -> Kernel:
     qi = tensor_info(q)
     ordinal = _device_of(qi, "q")
     varlen = cu_q is not None
@@ -123,5 +126,6 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
     args.causal = 1 if causal else 0
     args.num_splits = num_splits
     args.num_sms = device.sm_count
-    kernel.launch(args, default_stream(q, ordinal) if stream is None else stream_handle(stream))
+    handle = default_stream(q, ordinal) if stream is None else stream_handle(stream)
+    launch_with_workspace(kernel, args, ordinal, handle, q, workspace, "fmha_decode")  # decode kernels share it
     return kernel

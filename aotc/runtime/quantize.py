@@ -9,7 +9,7 @@ from typing import Any
 
 from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.ops import default_stream, device_of
+from aotc.runtime.ops import default_stream, device_of, launch_with_workspace
 from aotc.runtime.tensors import expect, tensor_info
 
 FAMILY = "quantize_blockscaled"
@@ -77,5 +77,6 @@ def _quantize(fmt: str, x: Any, q: Any, sf: Any, global_scale: float, stream: An
     args.x, args.q, args.sf = xi.ptr, qi.ptr, si.ptr
     args.rows, args.cols, args.x_row_stride = rows, cols, xi.strides[0]
     args.global_scale = global_scale
-    kernel.launch(args, default_stream(x, ordinal) if stream is None else stream_handle(stream))
+    launch_with_workspace(kernel, args, ordinal, default_stream(x, ordinal) if stream is None else stream_handle(stream),
+                          x)
     return kernel
