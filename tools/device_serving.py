@@ -11,6 +11,9 @@
       cuLaunchKernel and torch SDPA's call on the same problem. Then fresh processes for the cold
       start, aotc's steps beside a raw read + cuLibraryLoadData of the same cubin, in one process.
   report (here):  python tools/device_serving.py report RUN.json OUT.md
+  all (GPU machine, one command):  python3 tools/device_serving.py all OUT_DIR [JOBS]
+      build into OUT_DIR/cache (JOBS parallel compiles, default: every core), run, and write
+      OUT_DIR/serving_<card>.json and .md (the card's name from torch.cuda.get_device_name).
 Exit status 1 when a proof fails.
 """
 
@@ -32,6 +35,7 @@ FMHA_FWD = {"block_m": 64, "block_n": 128, "head_dim": 128, "warps": 4, "kv_stag
             "q_in_regs": False}
 BUILD = [("fmha_fwd_m64n128/head_dim=128,dtype=bf16", "sm90a"), ("fmha_decode_m64n64/dtype=bf16", "sm90a"),
          ("moe_bf16_128x128/dtype=bf16", "sm90a"), ("moe_bf16_128x128/dtype=fp16", "sm90a"),
+         ("fmha_paged_decode_m64n64/dtype=bf16", "sm90a"),
          ("fmha_fwd_m64n128/head_dim=128,dtype=bf16", "sm120a")]  # sm120a: device_runtime's wrong-target proof
 
 
@@ -186,6 +190,8 @@ def graphs(results: dict) -> None:
                            lambda: rt.fmha_decode(qdv, kdv, vdv, odv, cu_seqlens_q=cuq, cu_seqlens_k=cuk,
                                                   max_seqlen_q=1, max_seqlen_k=2500, workspace=ws),
                            decode_varlen_ref))
+    # fmha_decode_paged: split-KV over a paged cache, workspace from torch's allocator, then the caller's
+    rows += paged_graph_cases(bf)
     # grouped_gemm (lists): one packed output so one tensor can be compared
     shapes = [(128, 256, 512), (77, 256, 512), (300, 256, 512)]
     a_l = [torch.randn(m, kk, **bf) for m, _, kk in shapes]
@@ -217,6 +223,44 @@ def graphs(results: dict) -> None:
     results["graphs"] = rows
 
 
+def paged_graph_cases(bf: dict) -> list[dict]:
+    """fmha_decode_paged captured and replayed: 3 requests (one empty) over pages in shuffled order."""
+    import torch
+
+    import aotc.runtime as rt
+
+    page, hq, hkv, d, lens = 64, 32, 8, 128, [1000, 0, 2500]
+    pages_per = [-(-n // page) for n in lens]
+    width = max(pages_per)
+    perm = torch.randperm(sum(pages_per) + 4, device="cuda").to(torch.int32)
+    table = torch.zeros(len(lens), width, dtype=torch.int32, device="cuda")
+    at = 0
+    for i, p in enumerate(pages_per):
+        table[i, :p] = perm[at:at + p]
+        at += p
+    kv_lens = torch.tensor(lens, dtype=torch.int32, device="cuda")
+    kc, vc = (torch.randn(perm.numel(), page, hkv, d, **bf) for _ in range(2))
+    q, o = torch.randn(len(lens), 1, hq, d, **bf), torch.empty(len(lens), 1, hq, d, **bf)
+
+    def ref():
+        parts = []
+        for i, n in enumerate(lens):
+            if n == 0:
+                parts.append(torch.zeros(1, 1, hq, d, device="cuda"))
+                continue
+            rows = table[i, :pages_per[i]].long()
+            k_, v_ = (c[rows].reshape(-1, hkv, d)[:n][None] for c in (kc, vc))
+            parts.append(attention_ref(q[i:i + 1], k_, v_, False))
+        return torch.cat(parts)
+
+    ws = torch.zeros(64 << 20, dtype=torch.uint8, device="cuda")
+    return [graph_case("fmha_decode_paged 3 requests (one empty), pages shuffled", [q, kc, vc], o,
+                       lambda: rt.fmha_decode_paged(q, kc, vc, table, kv_lens, o, max_kv_len=max(lens)), ref),
+            graph_case("fmha_decode_paged, caller workspace", [q, kc, vc], o,
+                       lambda: rt.fmha_decode_paged(q, kc, vc, table, kv_lens, o, max_kv_len=max(lens),
+                                                    workspace=ws), ref)]
+
+
 # ---- device-routed MoE vs torch -------------------------------------------------------------------------
 def moe_cases(results: dict) -> None:
     import torch
@@ -242,9 +286,27 @@ def moe_cases(results: dict) -> None:
                 kernel = ops.grouped_gemm_moe(a, b, out, offsets)
                 torch.cuda.synchronize()
                 err = rel_err(out, moe_ref(a, b, offsets))
+                # captured once, replayed with a new routing (new offsets and activations in the same
+                # buffers): the per-expert problems are rebuilt on the GPU inside the graph
+                g = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(g):
+                    ops.grouped_gemm_moe(a, b, out, offsets)
+                counts = torch.bincount(torch.randint(0, experts, (tokens,), device="cuda") // 2 * 2,
+                                        minlength=experts)
+                offsets[1:] = counts.cumsum(0).to(torch.int32)
+                a.copy_(torch.randn_like(a))
+                out.fill_(float("nan"))
+                g.replay()
+                torch.cuda.synchronize()
+                replayed = out.clone()
+                ops.grouped_gemm_moe(a, b, out, offsets)
+                torch.cuda.synchronize()
+                equal = bool(torch.equal(replayed, out))
+                err_replay = rel_err(replayed, moe_ref(a, b, offsets))
                 rows.append({"dtype": str(dtype).split(".")[-1], "experts": experts, "tokens": tokens, "case": case,
                              "empty_experts": int((counts == 0).sum()), "kernel": kernel.name, "rel_err": err,
-                             "ok": err < 1e-2})
+                             "graph_replay_new_routing_equals_eager": equal, "graph_rel_err": err_replay,
+                             "ok": err < 1e-2 and equal and err_replay < 1e-2})
     results["moe"] = rows
 
 
@@ -260,11 +322,7 @@ def contexts(results: dict) -> None:
     bf = {"device": "cuda", "dtype": torch.bfloat16}
     q, k, v = (torch.randn(1, 256, h, 128, **bf) for h in (8, 8, 8))
     ref = attention_ref(q, k, v, True)
-    dev = cu.cuDeviceGet(0)[1]
-    try:
-        err, other = cu.cuCtxCreate(None, 0, dev)
-    except TypeError:
-        err, other = cu.cuCtxCreate(0, dev)
+    err, other = _create_context(cu)
     assert int(err) == 0
     outs = []
     for _ in range(3):  # the other context is current on this thread between every call
@@ -304,6 +362,15 @@ def contexts(results: dict) -> None:
     results["contexts"] = {"second_context_current": single, "threads": threaded}
     if torch.cuda.device_count() >= 2:
         results["contexts"]["two_gpus"] = two_gpus(q, k, v, ref)
+
+
+def _create_context(cu):
+    """A second context on device 0, made current on this thread (cuCtxCreate pushes it)."""
+    dev = cu.cuDeviceGet(0)[1]
+    try:
+        return cu.cuCtxCreate(None, 0, dev)
+    except TypeError:
+        return cu.cuCtxCreate(0, dev)
 
 
 def two_gpus(q, k, v, ref) -> dict:
@@ -379,6 +446,9 @@ def per_call(results: dict) -> None:
     call = kernel.prepare_call(kernel.args_type.from_buffer_copy(next(iter(kernel._prepared))[1]), stream)
     fn, cs = kernel._function, cu.CUstream(stream)
     raw = lambda: cu.cuLaunchKernel(fn, *call[1:8], cs, call[9], 0)
+    from aotc.runtime.device import _contexts, native
+
+    primary = _contexts[0]
     qt, kt, vt = (t.transpose(1, 2) for t in (q, k, v))
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
@@ -394,7 +464,15 @@ def per_call(results: dict) -> None:
         "rt_grouped_gemm_moe_E8_us": per_call_us(lambda: ops.grouped_gemm_moe(a, w, om, offsets)),
         "kernel_fire_prepared_call_us": per_call_us(lambda: kernel.fire(call)),
         "cuda_graph_replay_one_fmha_fwd_us": per_call_us(g.replay),
+        # the launch path's context check and what it replaced or could be replaced by
+        "context_check_ctypes_cuCtxGetCurrent_us": per_call_us(native().current_context),
+        "cuCtxGetCurrent_cuda_bindings_us": per_call_us(cu.cuCtxGetCurrent),
+        "cuCtxPushCurrent_plus_Pop_us": per_call_us(lambda: (cu.cuCtxPushCurrent(primary), cu.cuCtxPopCurrent())),
     }
+    _, other = _create_context(cu)
+    rows["kernel_fire_another_context_current_us"] = per_call_us(lambda: kernel.fire(call))  # push, launch, pop
+    cu.cuCtxPopCurrent()
+    cu.cuCtxDestroy(other)
     raw_us = rows["raw_cuLaunchKernel_cuda_bindings_us"]
     for key in ("rt_fmha_fwd_us", "rt_fmha_decode_us", "rt_grouped_gemm_moe_E8_us", "torch_sdpa_flash_call_us"):
         rows[key.replace("_us", "_vs_raw")] = round(rows[key] / raw_us, 3)
@@ -508,7 +586,8 @@ def card_slug(name: str) -> str:
     return "".join(words[:2]) or "gpu"
 
 
-def run(out_dir: str) -> int:
+def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/device_serving.py run $OUT",
+        build_s: float | None = None) -> int:
     import torch
     from cuda.bindings import driver as cu
 
@@ -519,7 +598,7 @@ def run(out_dir: str) -> int:
                      "card": torch.cuda.get_device_name(0), "cc": list(torch.cuda.get_device_capability(0)),
                      "driver": int(cu.cuDriverGetVersion()[1]), "torch": torch.__version__,
                      "python": sys.version.split()[0],
-                     "command": "AOTC_CACHE_DIR=<cache> python3 tools/device_serving.py run $OUT"}
+                     "command": command, "build_s": build_s}
     only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
     for step in (graphs, moe_cases, contexts, per_call):
         if only and step.__name__ not in only:
@@ -547,13 +626,31 @@ def run(out_dir: str) -> int:
     return 0 if all(oks) and "errors" not in results else 1
 
 
+def run_all(out_dir: str, jobs: int) -> int:
+    """Build, run and report in one command; the results are named for the card the device reports."""
+    import os
+
+    out = Path(out_dir)
+    cache = out / "cache"
+    t0 = time.perf_counter()
+    if build(str(cache), jobs or os.cpu_count() or 1):
+        return 1
+    os.environ["AOTC_CACHE_DIR"] = str(cache)
+    build_s = time.perf_counter() - t0
+    rc = run(out_dir, f"python3 tools/device_serving.py all $OUT {jobs or ''}".strip(), build_s)
+    for path in out.glob("serving_*.json"):
+        report(str(path), str(path.with_suffix(".md")))
+    return rc
+
+
 def report(json_path: str, md_path: str) -> int:
     r = json.loads(Path(json_path).read_text())
     lines = [f"# aotc serving path on {r['card']}", "",
              (f"- date: {r['date']}; compute capability {r['cc'][0]}.{r['cc'][1]}, driver {r['driver']}, "
               f"torch {r['torch']}, Python {r['python']}"),
-             (f"- command: `{r['command']}` (kernels built on that machine with "
-              "`python3 tools/device_serving.py build <cache> 16`)"), "",
+             (f"- command: `{r['command']}`" + (f" (build {r['build_s']:.0f} s of it)" if r.get("build_s") else
+                                                 " (kernels built on that machine with "
+                                                 "`python3 tools/device_serving.py build <cache> 16`)")), "",
              "## CUDA graphs: capture (torch.cuda.graph, global mode), replay with new inputs, vs eager", "",
              "| case | replay == eager (bitwise) | rel. error vs fp32 reference | ok |", "|---|---|---|---|"]
     for g in r.get("graphs", []):
@@ -562,10 +659,14 @@ def report(json_path: str, md_path: str) -> int:
         else:
             lines.append(f"| {g['case']} | {g['replay_equals_eager']} | {g['rel_err_vs_ref']:.2e} | {g['ok']} |")
     lines += ["", "## grouped_gemm_moe (int32 expert offsets on the device) vs torch", "",
-              "| dtype | E | tokens | case | empty experts | rel. error | ok |", "|---|---|---|---|---|---|---|"]
+              ("Eager on the case's routing; then captured in a CUDA graph and replayed after the offsets and "
+               "activations were overwritten with a new routing (even experts only), against eager on it."), "",
+              ("| dtype | E | tokens | case | rel. error | replay, new routing: == eager / empty experts / rel. error "
+               "| ok |"), "|---|---|---|---|---|---|---|"]
     for m in r.get("moe", []):
-        lines.append(f"| {m['dtype']} | {m['experts']} | {m['tokens']} | {m['case']} | {m['empty_experts']} | "
-                     f"{m['rel_err']:.2e} | {m['ok']} |")
+        lines.append(f"| {m['dtype']} | {m['experts']} | {m['tokens']} | {m['case']} | {m['rel_err']:.2e} | "
+                     f"{m.get('graph_replay_new_routing_equals_eager')} / {m['empty_experts']} / "
+                     f"{m.get('graph_rel_err', float('nan')):.2e} | {m['ok']} |")
     c = r.get("contexts", {})
     if c:
         s, t = c["second_context_current"], c["threads"]
@@ -609,4 +710,6 @@ if __name__ == "__main__":
         sys.exit(0)
     if mode == "report":
         sys.exit(report(sys.argv[2], sys.argv[3]))
+    if mode == "all":
+        sys.exit(run_all(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0))
     sys.exit(f"unknown mode {mode}")

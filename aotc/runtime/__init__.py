@@ -98,6 +98,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         find,
         set_sources,
     )
+    from aotc.runtime.moe import grouped_gemm_moe_mxfp8, grouped_gemm_moe_nvfp4, moe_sf_bytes
     from aotc.runtime.ops import (
         fmha_decode,
         fmha_fwd,
@@ -106,7 +107,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         grouped_gemm_moe,
         grouped_gemm_nvfp4,
     )
-    from aotc.runtime.moe import grouped_gemm_moe_mxfp8, grouped_gemm_moe_nvfp4, moe_sf_bytes
     from aotc.runtime.paged import fmha_decode_paged, fmha_fwd_paged
     from aotc.runtime.quantize import quantize_mxfp8, quantize_nvfp4
     from aotc.runtime.registry import (
