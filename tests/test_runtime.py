@@ -272,6 +272,14 @@ def test_mislabelled_cubin_is_refused_by_its_elf_target_before_loading(tmp_path,
     assert "built for sm_120a" in diag.message and "9.0" in diag.message
     assert diag.details["cubin_target"] == "sm_120a"
     assert "aotc build --arch sm90a" in diag.fix
+    # The kept cubin is named by its ELF's target, not by the manifest's claim: a later process that
+    # looks under the claimed target finds nothing to trust and parses the ELF again.
+    digest = found.manifest["blobs"]["cubin"]["sha256"]
+    assert [p.name for p in loader.helper_dir().glob(f"{digest}.*.cubin")] == [f"{digest}.sm120a.cubin"]
+    rt.clear()
+    with pytest.raises(AotcError) as exc:
+        rt.load_kernel(found, device_from_capability((9, 0)))
+    assert exc.value.diagnostics[0].code == "AOTC-RT-003"
 
 
 def test_elf_target_of_each_cubin_is_read_correctly(axpy_blobs):
@@ -362,11 +370,18 @@ def test_cubin_is_kept_verified_in_the_runtime_folder_and_rechecked_on_every_rea
     found = rt.find(FAMILY, {}, device_from_capability((9, 0)), sources=sources)
     digest = found.manifest["blobs"]["cubin"]["sha256"]
     first = rt.host_kernel(found).cubin
-    kept = loader.helper_dir() / f"{digest}.cubin"
+    kept = loader.helper_dir() / f"{digest}.sm90a.cubin"  # named by the target its ELF was found to have
     assert kept.read_bytes() == first
     _blob_file(cache, digest).unlink()  # a later process: served from the kept file, no zstd, no cache read
     rt.clear()
-    assert rt.host_kernel(found).cubin == first
+    elf = sys.modules.pop("aotc.elf", None)  # nor an ELF parse: the name carries the checked target
+    try:
+        host = rt.host_kernel(found)
+        assert "aotc.elf" not in sys.modules
+    finally:
+        if elf is not None:
+            sys.modules["aotc.elf"] = elf
+    assert host.cubin == first and host.target == (90, "a")
     kept.write_bytes(first[:-1] + bytes([first[-1] ^ 1]))  # one flipped bit: not loaded
     rt.clear()
     with pytest.raises(AotcError) as exc:

@@ -6,10 +6,12 @@ the device cannot run and fail later with CUDA_ERROR_NO_BINARY_FOR_GPU.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +40,24 @@ class AotcLaunch(ctypes.Structure):
 
 def read_blob(found: Found, role: str) -> bytes:
     """The verified bytes of one blob of the manifest; AOTC-RT-004 when missing or corrupt."""
+    digest = blob_digest(found, role)
+    with _unreadable(found, role, digest):
+        return found.source.read_blob(digest)
+
+
+def blob_digest(found: Found, role: str) -> str:
     blobs = found.manifest.get("blobs", {})
     if role not in blobs:
         raise runtime_error(CORRUPT_BLOB, f"the {found.arch} manifest of {found.family} ({found.spec_key[:12]}) "
                             f"in {found.source.name} lists no {role!r} blob (has: {', '.join(blobs)})",
                             f"rebuild it: {build_command(found.arch, found.family, found.manifest.get('name', ''))}")
-    digest = blobs[role]["sha256"]
+    return blobs[role]["sha256"]
+
+
+@contextlib.contextmanager
+def _unreadable(found: Found, role: str, digest: str) -> Iterator[None]:
     try:
-        if role == "cubin":  # loaded by every process: kept decompressed, like the helper's .so file
-            return verified_file(digest, lambda: found.source.read_blob(digest), ".cubin")[1]
-        return found.source.read_blob(digest)
+        yield
     except (AotcError, OSError, KeyError, ValueError) as exc:
         raise runtime_error(
             CORRUPT_BLOB, f"the {role} blob {digest[:12]} of {found.family} for {found.arch} in {found.source.name} "
@@ -56,24 +66,51 @@ def read_blob(found: Found, role: str) -> bytes:
             digest=digest) from exc
 
 
-def cubin_arch(cubin: bytes) -> tuple[str, Arch]:
-    """(nvcc target name, Arch) of a cubin, from its ELF header and compat notes."""
+def read_cubin(found: Found) -> tuple[bytes, tuple[int, str]]:
+    """The verified cubin and its ELF target (sm, variant). Every process loads it, so it is kept
+    decompressed in the private runtime folder as `<digest>.sm<sm><variant>.cubin`, named by the
+    target its ELF was found to have when it was written: a later process reads and hashes that file
+    (found under the target the manifest names) and needs neither zstandard nor an ELF parse. A file
+    failing its digest, or a manifest naming another target than the ELF's, takes the full path:
+    read from the source (verified), ELF parsed, kept under the ELF's own target."""
+    digest = blob_digest(found, "cubin")
+    root = helper_dir()
+    arch = ARCHES.get(found.arch)
+    if arch is not None:
+        data = _verified_read(root / f"{digest}.sm{arch.sm}{arch.variant}.cubin", digest)
+        if data is not None:
+            return data, (arch.sm, arch.variant)
+    with _unreadable(found, "cubin", digest):
+        data = found.source.read_blob(digest)
     from aotc.elf import cubin_target
 
-    sm, variant = cubin_target(cubin)
+    sm, variant = cubin_target(data)
+    _write_atomic(root, root / f"{digest}.sm{sm}{variant}.cubin", data)
+    return data, (sm, variant)
+
+
+def cubin_arch(cubin: bytes, target: tuple[int, str] | None = None) -> tuple[str, Arch]:
+    """(nvcc target name, Arch) of a cubin, from its ELF header and compat notes (or from `target`,
+    its (sm, variant) as read_cubin found it)."""
+    if target is None:
+        from aotc.elf import cubin_target
+
+        target = cubin_target(cubin)
+    sm, variant = target
     arch = ARCHES.get(f"sm{sm}{variant}") or Arch(f"sm{sm}{variant}", sm, variant, 0, frozenset(), 1)
     return f"sm_{sm}{variant}", arch
 
 
-def check_cubin_target(cubin: bytes, device: Device, found: Found) -> None:
-    """AOTC-RT-003 unless the cubin's own ELF target runs on the device (checked before loading)."""
-    nvcc_name, arch = cubin_arch(cubin)
+def check_cubin_target(cubin: bytes, device: Device, found: Found, target: tuple[int, str] | None = None) -> None:
+    """AOTC-RT-003 unless the cubin's own ELF target runs on the device (checked before loading);
+    `target`: the (sm, variant) read_cubin established for these bytes (else the ELF is parsed)."""
+    nvcc_name, arch = cubin_arch(cubin, target)
     if arch.runs_on(device.cc):
         return
     stored = stored_targets(found.family, found.params, [found.source])
-    target = buildable_target(found.family, found.params, device)
-    fix = (f"build one for this device: {build_command(target, found.family, found.manifest.get('name', ''))}"
-           if target else f"{found.family} cannot be built for sm_{device.sm}; run it on a device of its target")
+    target_name = buildable_target(found.family, found.params, device)
+    fix = (f"build one for this device: {build_command(target_name, found.family, found.manifest.get('name', ''))}"
+           if target_name else f"{found.family} cannot be built for sm_{device.sm}; run it on a device of its target")
     raise runtime_error(
         TARGET_MISMATCH,
         f"the {found.family} cubin ({found.spec_key[:12]}, from {found.source.name}) is built for {nvcc_name}, which "
@@ -96,14 +133,21 @@ def load_cubin(cubin: bytes, device: Device, what: str) -> tuple[Any, Any]:
     return library, function
 
 
+_dirs: dict[tuple, Path] = {}  # (AOTC_RUNTIME_DIR, XDG_RUNTIME_DIR) -> the checked folder
+
+
 def helper_dir() -> Path:
-    """Private per-user folder for helper .so files (ctypes needs a file): AOTC_RUNTIME_DIR, else
-    $XDG_RUNTIME_DIR/aotc, else <tmp>/aotc-<uid>."""
-    env = os.environ.get("AOTC_RUNTIME_DIR")
+    """Private per-user folder for helper .so files (ctypes needs a file) and kept cubins:
+    AOTC_RUNTIME_DIR, else $XDG_RUNTIME_DIR/aotc, else <tmp>/aotc-<uid>. Created and checked (owned
+    by this user, writable by no one else) once per process and setting."""
+    env, xdg = os.environ.get("AOTC_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR")
+    root = _dirs.get((env, xdg))
+    if root is not None:
+        return root
     if env:
         root = Path(env)
-    elif os.environ.get("XDG_RUNTIME_DIR"):
-        root = Path(os.environ["XDG_RUNTIME_DIR"]) / "aotc"
+    elif xdg:
+        root = Path(xdg) / "aotc"
     else:
         root = Path(tempfile.gettempdir()) / f"aotc-{os.getuid()}"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -112,6 +156,7 @@ def helper_dir() -> Path:
         raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
                             f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
                             "set AOTC_RUNTIME_DIR to a private folder")
+    _dirs[(env, xdg)] = root
     return root
 
 
@@ -127,14 +172,24 @@ def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
     every loaded byte is still checked against the manifest's digest."""
     root = helper_dir()
     path = root / f"{digest}{suffix}"
+    data = _verified_read(path, digest)
+    if data is None:
+        data = fetch()
+        _write_atomic(root, path, data)
+    return path, data
+
+
+def _verified_read(path: Path, digest: str) -> bytes | None:
+    """The file's bytes if their sha256 is `digest`; None when absent or different."""
     try:
         data = path.read_bytes()
-        if hashlib.sha256(data).hexdigest() == digest:
-            return path, data
     except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
-        pass
-    data = fetch()
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=f"{suffix}.tmp")
+        return None
+    return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def _write_atomic(root: Path, path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=f"{path.suffix}.tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -142,7 +197,6 @@ def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path, data
 
 
 _CUDART = "libcudart.so.13"  # the soname every host helper needs (aotc.build.compile.SHARED_CUDART)

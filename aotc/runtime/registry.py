@@ -11,7 +11,7 @@ from typing import Any
 from aotc.families import get_family
 from aotc.runtime.device import Device, query_device
 from aotc.runtime.launch import Kernel
-from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_helper, read_blob
+from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_helper, read_cubin
 from aotc.runtime.lookup import Found, KernelSource, find, forget
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
@@ -22,14 +22,16 @@ _generation = 0  # bumped by clear(): a KernelKey remembers its kernel only for 
 
 
 class HostKernel:
-    """The device-independent half of a loaded kernel: verified cubin bytes and the host helper.
-    (A plain class, not a dataclass: dataclass creation costs milliseconds at import.)"""
+    """The device-independent half of a loaded kernel: verified cubin bytes, their ELF target
+    (sm, variant) and the host helper. (A plain class, not a dataclass: dataclass creation costs
+    milliseconds at import.)"""
 
-    __slots__ = ("cubin", "helper")
+    __slots__ = ("cubin", "helper", "target")
 
-    def __init__(self, cubin: bytes, helper: Helper):
+    def __init__(self, cubin: bytes, helper: Helper, target: tuple[int, str] | None = None):
         self.cubin = cubin
         self.helper = helper
+        self.target = target
 
     def __repr__(self) -> str:
         return f"HostKernel(cubin=<{len(self.cubin)} bytes>, helper={self.helper.what!r})"
@@ -132,7 +134,8 @@ def host_kernel(found: Found) -> HostKernel:
         with _lock:
             host = _host.get(found.spec_key)
             if host is None:
-                host = HostKernel(read_blob(found, "cubin"), load_helper(found))
+                cubin, target = read_cubin(found)
+                host = HostKernel(cubin, load_helper(found), target)
                 _host[found.spec_key] = host
     return host
 
@@ -141,7 +144,7 @@ def load_kernel(found: Found, device: Device) -> Kernel:
     """Check the cubin's ELF target against the device, then load it there (not memoized per device:
     get_kernel does that)."""
     host = host_kernel(found)
-    check_cubin_target(host.cubin, device, found)  # before the driver sees it (lazy loading hides 209)
+    check_cubin_target(host.cubin, device, found, host.target)  # before the driver sees it (lazy loading hides 209)
     what = f"{found.family} {found.arch} {found.spec_key[:12]}"
     library, function = load_cubin(host.cubin, device, what)
     return Kernel(get_family(found.family), found, device, library, function, host.helper)
