@@ -217,6 +217,7 @@ class RecordingDriver:
             "cuOccupancyMaxActiveBlocksPerMultiprocessor": lambda *a: (0, 1),
             "cuPointerGetAttribute": lambda attr, ptr: (0, 0),
             "cuGetErrorName": lambda err: (0, b"CUDA_ERROR_RECORDED"),
+            "cuDriverGetVersion": lambda: (0, 13000),  # the tune tables' device identity
             "cuLaunchKernel": self._launch, "cuMemsetD8Async": lambda *a: (0,),
             "CUstream": lambda handle: handle, "CUresult": lambda err: err,
         }
@@ -263,7 +264,7 @@ class DeviceBytes:
     """A DLPack producer for device memory at a made-up address: what tensor_info reads, nothing
     behind it (the host never dereferences device pointers)."""
 
-    CODES: ClassVar[dict[str, tuple[int, int]]] = {"u8": (1, 8), "bf16": (4, 16)}
+    CODES: ClassVar[dict[str, tuple[int, int]]] = {"u8": (1, 8), "bf16": (4, 16), "i32": (0, 32), "f32": (2, 32)}
 
     def __init__(self, ptr: int, shape: tuple[int, ...], dtype: str):
         from aotc.runtime.tensors import _DLTensor
@@ -300,11 +301,30 @@ def built_dense(tmp_path_factory):
     return dict(specs[0].params), [rt.CacheSource(cache)]
 
 
+QUANTIZE_SPECS = ("quantize_nvfp4/in_dtype=bf16", "quantize_mxfp8/in_dtype=bf16")
+
+
+@pytest.fixture(scope="module")
+def built_quantize(tmp_path_factory):
+    """Sources of real sm120a builds of both bf16 quantize kernels (small TUs, no CUTLASS)."""
+    from aotc.arch import parse_arch_list
+    from aotc.build.pipeline import build
+    from aotc.build.spec import load_specs
+    from aotc.cache import Cache
+
+    specs = [s for s in load_specs().specs if s.name in QUANTIZE_SPECS]
+    assert len(specs) == len(QUANTIZE_SPECS), "catalog lost a quantize spec"
+    cache = Cache(tmp_path_factory.mktemp("quantize-cache"))
+    summary = build(specs, parse_arch_list("sm120a"), cache, progress=False)
+    assert summary.ok, [d.format() for r in summary.results for d in r.diagnostics]
+    return [rt.CacheSource(cache)]
+
+
 @pytest.fixture
-def recording(monkeypatch, built, built_dense):
+def recording(monkeypatch, built, built_dense, built_quantize):
     """The runtime wired to a RecordingDriver, with both real sm120a builds as its sources and a
     caller's allocator handing out made-up addresses (recorded as 'allocator' calls)."""
-    from aotc.runtime import device, lookup, metadata, registry, scratch
+    from aotc.runtime import device, lookup, metadata, moe, registry, scratch
 
     drv = RecordingDriver()
     for name, value in (("_cu", drv), ("_native", RecordingNative(drv)), ("_devices", {}), ("_contexts", {}),
@@ -313,7 +333,8 @@ def recording(monkeypatch, built, built_dense):
     monkeypatch.setattr(metadata, "_modules", {})
     for name in ("_fast", "_workspaces", "_metadata", "_moe_blocks", "_choices"):
         monkeypatch.setattr(ops, name, {})
-    monkeypatch.setattr(lookup, "_sources", built[1] + built_dense[1])
+    monkeypatch.setattr(moe, "_plans", {})
+    monkeypatch.setattr(lookup, "_sources", built[1] + built_dense[1] + built_quantize)
     addresses = iter(range(0x7E00_0000_0000, 1 << 48, 1 << 20))
 
     def allocator(nbytes, ordinal, stream):
@@ -371,3 +392,55 @@ def test_nvfp4_launch_paths_make_no_allocation_copy_or_sync_driver_call(recordin
     rt.grouped_gemm_nvfp4(*zip(*groups, strict=True), problem_sizes=SHAPES, stream=stream)
     assert [c[0] for c in recording.calls if c[0] != "cuCtxGetCurrent"] == ["cuLaunchKernel", "cuLaunchKernel"]
     capfd.readouterr()  # CUTLASS's TMA set-up without a driver prints to stdout
+
+
+def _warm_calls(calls: list) -> list[str]:
+    """Driver calls of a warm op call, leaving out the context read and CUstream (a handle wrapper of
+    cuda.bindings, not a driver call)."""
+    return [c[0] for c in calls if c[0] not in ("cuCtxGetCurrent", "CUstream")]
+
+
+@pytest.mark.compile
+def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_sync(recording, capfd):
+    """grouped_gemm_moe_nvfp4 (expert offsets on the device, per-expert alpha) and both quantize ops on
+    real sm120a builds: nothing but the caller's allocator, zero fills ordered on the stream and
+    launches; the metadata kernel's parameters are the plan's for the block the GEMM reads."""
+    from aotc.runtime import metadata, moe, quantize
+
+    stream = 0x5157
+    experts, tokens, n, k = 8, 300, 256, 256
+    at = iter(range(0x7F40_0000_0000, 1 << 48, 0x1_0000_0000))
+    a = DeviceBytes(next(at), (tokens, k // 2), "u8")
+    b = DeviceBytes(next(at), (experts, n, k // 2), "u8")
+    sfa = DeviceBytes(next(at), (moe.moe_sf_bytes(tokens, experts, k),), "u8")
+    sfb = DeviceBytes(next(at), (experts * ops.nvfp4_sf_bytes(n, k),), "u8")
+    out, offsets = DeviceBytes(next(at), (tokens, n), "bf16"), DeviceBytes(next(at), (experts + 1,), "i32")
+    alpha = DeviceBytes(next(at), (experts,), "f32")
+    kernel = rt.grouped_gemm_moe_nvfp4(a, b, sfa, sfb, out, offsets, alpha=alpha, stream=stream)
+    x = DeviceBytes(next(at), (tokens, k), "bf16")
+    q, sf = DeviceBytes(next(at), (tokens, k // 2), "u8"), DeviceBytes(next(at), (ops.nvfp4_sf_bytes(tokens, k),), "u8")
+    rt.quantize_nvfp4(x, q, sf, global_scale=0.5, stream=stream)
+    q8 = DeviceBytes(next(at), (tokens, k), "u8")
+    rt.quantize_mxfp8(x, q8, DeviceBytes(next(at), (quantize.sf_bytes(tokens, k, "mxfp8"),), "u8"), stream=stream)
+    first = list(recording.calls)
+    assert _forbidden(first) == [], _forbidden(first)
+    launches = [c for c in first if c[0] == "cuLaunchKernel"]
+    assert all(c[1][8] == stream for c in launches)
+    routing = metadata._modules[0][3]
+    assert [c[1][0] == routing for c in launches] == [True, False, False, False]  # routing, GEMM, 2 quantize
+    assert launches[1][1][0] == kernel._function
+    # The routing launch's parameters, read back through its kernelParams, are what the plan gives for
+    # the block the allocator handed out: the GEMM's args point into that same block.
+    plan = moe._plans[(kernel.spec_key, kernel.arch, experts, n, k)]
+    assert ("allocator", (plan.size, 0, stream)) in first
+    pointers = (ctypes.c_void_p * len(moe.metadata.MoeBlockScaledParams._fields_)).from_address(launches[0][1][9])
+    block = ctypes.c_uint64.from_address(pointers[1]).value  # the `out` parameter
+    want = moe.metadata_params(plan, block, *(rt.tensor_info(t).ptr for t in (offsets, a, b, sfa, sfb, out, alpha)),
+                               experts, n, k, "nvfp4")
+    assert ctypes.string_at(pointers[0], ctypes.sizeof(want)) == bytes(want)
+    # Warm calls: launches only.
+    recording.calls.clear()
+    rt.grouped_gemm_moe_nvfp4(a, b, sfa, sfb, out, offsets, alpha=alpha, stream=stream)
+    rt.quantize_nvfp4(x, q, sf, global_scale=0.5, stream=stream)
+    assert _warm_calls(recording.calls) == ["cuLaunchKernel"] * 3
+    capfd.readouterr()
