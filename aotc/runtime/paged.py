@@ -12,8 +12,8 @@ from typing import Any
 from aotc.runtime.device import query_device
 from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.ops import choose, default_stream, launch_with_workspace
-from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
+from aotc.runtime.ops import choose, default_stream, device_of, launch_with_workspace
+from aotc.runtime.tensors import expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
 
@@ -48,18 +48,11 @@ def fmha_fwd_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens
                   max_seqlen_q, max_kv_len, causal, scale, 0, stream, params, None)
 
 
-def _device_of(info: TensorInfo, name: str) -> int:
-    if info.device == HOST:
-        raise runtime_error(BAD_TENSOR, f"argument {name!r} is in host memory; the kernel runs on a CUDA device",
-                            "move it to the GPU first, e.g. .cuda()")
-    return 0 if info.device == UNKNOWN else info.device
-
-
 def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any,
            cu_q: Any, max_q: int | None, max_kv: int | None, causal: bool, scale: float | None, num_splits: int,
            stream: Any, params: dict | None, workspace: Any) -> Kernel:
     qi = tensor_info(q)
-    ordinal = _device_of(qi, "q")
+    ordinal = device_of(qi, "q")
     varlen = cu_q is not None
     expect(qi, "q", dtype=tuple(PAGED_DTYPES), ndim=3 if varlen else 4, device=ordinal, contiguous=False)
     head_dim, q_heads = qi.shape[-1], qi.shape[-2]
