@@ -119,7 +119,7 @@ def cmd_build_flashinfer(args) -> int:
     cache = _cache(args)
     archs = [a.name for a in parse_arch_list(args.arch)]
     summary = build_modules(args.flashinfer, archs, cache, jobs=args.jobs, force=args.force,
-                            progress=not args.quiet)
+                            progress=not args.quiet, executor=_executor(args, cache, []))
     _emit(args, summary.to_json(), format_summary(summary, cache))
     return 0 if summary.ok else 1
 
@@ -139,9 +139,6 @@ def cmd_build(args) -> int:
     from aotc.build.pipeline import FAILED, build
 
     if args.flashinfer is not None:
-        if args.executor != "local":
-            raise AotcError(Diagnostic("AOTC-RAY-005", "--flashinfer builds run on this machine only for now",
-                                       fix="drop --executor, or build aotc's catalog on the cluster"))
         return cmd_build_flashinfer(args)
     archs = parse_arch_list(args.arch)
     specs, load_diags = _load(args)
@@ -605,7 +602,8 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--executor", default="local", metavar="local|ray[://ADDRESS]",
                    help="where translation units compile: `local` (default), `ray` (RAY_ADDRESS or a local "
                    "Ray), `ray://HOST:10001` (Ray Client) or `ray:HOST:PORT` (a cluster's GCS); one task per "
-                   "TU, declaring its recorded peak memory (docs/build.md)")
+                   "TU (with --flashinfer: per ninja compile step), declaring its recorded peak memory "
+                   "(docs/build.md)")
     b.add_argument("--flashinfer", nargs="*", metavar="PRESET", default=None,
                    help="build FlashInfer's own modules of these presets (flashinfer_presets/*.toml or a .toml "
                    f"path; none given: {' '.join(DEFAULT_FLASHINFER_PRESETS)}; known: "

@@ -1,7 +1,8 @@
 """Builds on Ray clusters that cannot serve them: a cluster whose nodes have no CPU fails the TUs with
 AOTC-RAY-006 instead of waiting forever, and a worker whose toolchain differs from the build's
 (another host compiler version) is refused with AOTC-RAY-001 naming both identities; nothing is
-stored either way. One cluster: the head (0 CPUs) first alone, then joined by the mismatched worker."""
+stored either way; a FlashInfer module's compile steps are refused the same way. One cluster: the
+head (0 CPUs) first alone, then joined by the mismatched worker."""
 
 from __future__ import annotations
 
@@ -54,15 +55,35 @@ def other_host_compiler(tmp: Path) -> str:
     return str(script)
 
 
-def test_worker_with_another_toolchain_is_refused(head_only, tmp_path: Path) -> None:
-    head_only.start_node(cpus=1, memory=2 * GIB, env={"NVCC_CCBIN": other_host_compiler(tmp_path)})
+@pytest.fixture(scope="module")
+def other_worker(head_only, tmp_path_factory):
+    """The head joined by a worker whose host compiler reports another version."""
+    head_only.start_node(cpus=1, memory=2 * GIB, env={"NVCC_CCBIN": other_host_compiler(tmp_path_factory.mktemp("cc"))})
     head_only.wait_for(2)
+    return head_only
+
+
+def test_worker_with_another_toolchain_is_refused(other_worker, tmp_path: Path) -> None:
     cache = Cache(tmp_path / "cache")
-    ex = RayExecutor(head_only.address, cache, find_toolchain().identity)
+    ex = RayExecutor(other_worker.address, cache, find_toolchain().identity)
     (r,) = build(one_kernel(), [get_arch("sm80")], cache, executor=ex, progress=False).results
     assert r.status == FAILED
     (diag,) = r.diagnostics
     assert diag.code == "AOTC-RAY-001" and "refused" in diag.message
     assert diag.details["build_identity"] == find_toolchain().identity
     assert diag.details["worker_identity"] != diag.details["build_identity"]
+    assert list(cache.entries()) == [] and list(cache.refs()) == []
+
+
+def test_flashinfer_module_on_a_worker_with_another_toolchain_is_refused(other_worker, tmp_path: Path) -> None:
+    pytest.importorskip("flashinfer", reason="flashinfer-python is not installed: pip install -e '.[flashinfer]'")
+    from aotc.build.flashinfer.module_build import build_modules
+
+    cache = Cache(tmp_path / "cache")
+    ex = RayExecutor(other_worker.address, cache, find_toolchain().identity)
+    (r,) = build_modules(["ci"], ["sm120a"], cache, progress=False, executor=ex).results
+    assert r.status == FAILED and r.module == "cascade"
+    (diag,) = r.diagnostics  # both compile steps refused, said once
+    assert diag.code == "AOTC-RAY-001" and "refused" in diag.message
+    assert diag.details["worker_identity"] != find_toolchain().identity
     assert list(cache.entries()) == [] and list(cache.refs()) == []

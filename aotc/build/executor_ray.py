@@ -11,7 +11,9 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from aotc.build.executor import Executor
 from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES
@@ -25,6 +27,7 @@ TASK_RETRIES = 3
 CPU_CHECK_S = 10.0  # how often a build waiting on the cluster checks that any node can still run tasks
 NO_WORKER_GIVE_UP_S = 120.0  # no node with a CPU for this long: the remaining TUs fail (AOTC-RAY-006)
 MIN_DECLARED_BYTES = 256 << 20  # a floor: tiny recorded figures must still leave room for nvcc to start
+R = TypeVar("R")
 
 
 def parse_executor(text: str) -> str | None:
@@ -57,32 +60,55 @@ def recorded_peaks(cache: Cache) -> tuple[dict[tuple[str, str], int], dict[str, 
     return per_tu, per_family
 
 
-def _compile_on_worker(job: TuJob, expected_identity: str) -> TuResult:
-    """The Ray task: refuse if this worker's toolchain is not the build's, else compile and verify."""
+def worker_location() -> str:
     import ray
 
-    from aotc.build.toolchain import find_toolchain
-    from aotc.build.tu_task import compile_tu
+    return f"{socket.gethostname()} pid {os.getpid()} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"
 
-    where = f"{socket.gethostname()} pid {os.getpid()} (Ray node {ray.get_runtime_context().get_node_id()[:12]})"
+
+def refusal(expected_identity: str, subject: str) -> Diagnostic | None:
+    """On a worker: AOTC-RAY-001 when its toolchain is not the build's (or it has none), else None."""
+    from aotc.build.toolchain import find_toolchain
+
+    where = worker_location()
     try:
         identity = find_toolchain().identity
     except AotcError as e:
-        return TuResult(job, False, diagnostics=[Diagnostic(
-            "AOTC-RAY-001", f"worker {where} has no usable CUDA toolchain: {e}", job.name,
-            fix="install aotc with its build extra on every worker node")])
-    if identity != expected_identity:
-        return TuResult(job, False, diagnostics=[Diagnostic(
-            "AOTC-RAY-001",
-            f"worker {where} refused: its toolchain identity {identity[:16]}… differs from the build's "
-            f"{expected_identity[:16]}… (another nvcc, ptxas, cicc or host compiler); nothing it would "
-            "compile can go under this build's keys",
-            job.name, fix="give every worker node the build's toolchain (`aotc doctor` on each shows it), "
-                          "or take the node out of the cluster",
-            details={"worker": where, "worker_identity": identity, "build_identity": expected_identity})])
+        return Diagnostic("AOTC-RAY-001", f"worker {where} has no usable CUDA toolchain: {e}", subject,
+                          fix="install aotc with its build extra on every worker node")
+    if identity == expected_identity:
+        return None
+    return Diagnostic(
+        "AOTC-RAY-001",
+        f"worker {where} refused: its toolchain identity {identity[:16]}… differs from the build's "
+        f"{expected_identity[:16]}… (another nvcc, ptxas, cicc or host compiler); nothing it would "
+        "compile can go under this build's keys",
+        subject, fix="give every worker node the build's toolchain (`aotc doctor` on each shows it), "
+                     "or take the node out of the cluster",
+        details={"worker": where, "worker_identity": identity, "build_identity": expected_identity})
+
+
+def _compile_on_worker(job: TuJob, expected_identity: str) -> TuResult:
+    """The Ray task: refuse if this worker's toolchain is not the build's, else compile and verify."""
+    from aotc.build.tu_task import compile_tu
+
+    refused = refusal(expected_identity, job.name)
+    if refused is not None:
+        return TuResult(job, False, diagnostics=[refused])
     result = compile_tu(job)
-    result.log = f"[ray worker {where}]\n" + result.log
+    result.log = f"[ray worker {worker_location()}]\n" + result.log
     return result
+
+
+@dataclass(frozen=True)
+class RayTask:
+    """One remote call: `fn(*args)` on a worker, asking for `memory` bytes; `item` is what it builds
+    (handed back to the caller's `failed` when the task is lost), `label` its name in Ray and errors."""
+
+    item: Any
+    label: str
+    memory: int
+    args: tuple
 
 
 class RayExecutor(Executor):
@@ -112,44 +138,57 @@ class RayExecutor(Executor):
               f"{self.node_memory / 2**30:.1f} GiB to tasks", file=sys.stderr)
 
     def declared_bytes(self, job: TuJob) -> int:
-        """The TU's recorded peak RSS, else its family's largest recorded, else the default; never
-        more than the largest node offers (a task asking more would wait forever)."""
-        family = self.families.get(job.name, "")
-        want = self.per_tu.get((job.name, job.arch)) or self.per_family.get(family) or self.default_bytes
+        return self.declare(job.name, job.arch, self.families.get(job.name, ""))
+
+    def declare(self, name: str, arch: str, family: str) -> int:
+        """The recorded peak RSS of (name, arch), else its family's largest recorded, else the
+        default; never more than the largest node offers (a task asking more would wait forever)."""
+        want = self.per_tu.get((name, arch)) or self.per_family.get(family) or self.default_bytes
         want = max(MIN_DECLARED_BYTES, want)
         return min(want, self.node_memory) if self.node_memory else want
 
     def run(self, jobs: Iterable[TuJob]) -> Iterator[TuResult]:
-        ray = self.ray
-        remote = ray.remote(_compile_on_worker)
-        refs = {}
+        tasks = []
         for job in jobs:
             self.declared[job] = mem = self.declared_bytes(job)
-            ref = remote.options(num_cpus=1, memory=mem, max_retries=TASK_RETRIES, retry_exceptions=False,
-                                 name=f"aotc:{job.name}:{job.arch}").remote(job, self.identity)
-            refs[ref] = job
+            tasks.append(RayTask(job, f"aotc:{job.name}:{job.arch}", mem, (job, self.identity)))
+        yield from self.map(_compile_on_worker, tasks,
+                            lambda job, diag, log: TuResult(job, False, log=log, diagnostics=[diag]))
+
+    def map(self, fn: Callable[..., R], tasks: Iterable[RayTask], failed: Callable[[Any, Diagnostic, str], R]
+            ) -> Iterator[R]:
+        """Run every task (num_cpus=1, its memory, retried when its worker dies), yielding results as
+        they finish; a task lost more often than retried, or left without any node to run on, yields
+        `failed(item, diagnostic, log)` instead."""
+        ray = self.ray
+        remote = ray.remote(fn)
+        refs = {}
+        for task in tasks:
+            ref = remote.options(num_cpus=1, memory=task.memory, max_retries=TASK_RETRIES, retry_exceptions=False,
+                                 name=task.label).remote(*task.args)
+            refs[ref] = task
         idle_since = None
         try:
             while refs:
                 ready, _ = ray.wait(list(refs), num_returns=1, timeout=min(CPU_CHECK_S, self.give_up_s))
                 for ref in ready:
-                    job = refs.pop(ref)
-                    yield self._result(ref, job)
+                    task = refs.pop(ref)
+                    yield self._result(ref, task, failed)
                 if ready or self._cluster_cpus() > 0:
                     idle_since = None
                     continue
                 # No live node can run a task: Ray would wait for one forever; the build must not.
                 idle_since = idle_since or time.monotonic()
                 if time.monotonic() - idle_since >= self.give_up_s:
-                    for ref, job in list(refs.items()):
+                    for ref, task in list(refs.items()):
                         with contextlib.suppress(Exception):
                             ray.cancel(ref, force=True)
                         del refs[ref]
-                        yield TuResult(job, False, diagnostics=[Diagnostic(
+                        yield failed(task.item, Diagnostic(
                             "AOTC-RAY-006", f"no node of the Ray cluster with a CPU stayed alive for "
-                            f"{self.give_up_s:.0f} s; {job.name} ({job.arch}) was not built",
-                            job.name, fix="start worker nodes (`ray start --address HEAD:PORT`) and rerun: "
-                                          "what finished is cached")])
+                            f"{self.give_up_s:.0f} s; {task.label} was not built", task.label,
+                            fix="start worker nodes (`ray start --address HEAD:PORT`) and rerun: "
+                                "what finished is cached"), "")
         except BaseException:  # Ctrl-C: stop the cluster's work for this build, then unwind
             for ref in refs:
                 with contextlib.suppress(Exception):  # already finished or gone
@@ -159,13 +198,13 @@ class RayExecutor(Executor):
     def _cluster_cpus(self) -> float:
         return sum(n["Resources"].get("CPU", 0) for n in self.ray.nodes() if n.get("Alive"))
 
-    def _result(self, ref, job: TuJob) -> TuResult:
+    def _result(self, ref, task: RayTask, failed: Callable[[Any, Diagnostic, str], R]) -> R:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayError as e:  # worker or node lost more often than retried
-            return TuResult(job, False, log=str(e), diagnostics=[Diagnostic(
+            return failed(task.item, Diagnostic(
                 "AOTC-RAY-003",
-                f"the Ray task for {job.name} ({job.arch}) was lost {TASK_RETRIES + 1} times "
-                f"({type(e).__name__}); nothing of it was stored",
-                job.name, fix="check the cluster's nodes (`ray status`) and their memory; rerun the build: "
-                              "what finished is cached")])
+                f"the Ray task {task.label} was lost {TASK_RETRIES + 1} times ({type(e).__name__}); "
+                "nothing of it was stored", task.label,
+                fix="check the cluster's nodes (`ray status`) and their memory; rerun the build: "
+                    "what finished is cached"), str(e))

@@ -19,6 +19,12 @@ class PathRoles:
             text = text.replace(path, tag)
         return text
 
+    def real_text(self, text: str) -> str:
+        """Every tag in text (a command line) -> where its root is in this build: `portable` undone."""
+        for tag, root in self.pairs:
+            text = text.replace(tag, root)
+        return text
+
     def real(self, path: str) -> str:
         """A tagged path -> where it is in this build; an untagged path unchanged."""
         for tag, root in self.pairs:

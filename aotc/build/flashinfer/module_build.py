@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aotc.arch import ARCHES, Arch, get_arch
 from aotc.build import store_step
@@ -38,6 +38,9 @@ from aotc.elf import cubin_target
 from aotc.flashinfer.index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from aotc.flashinfer.presets import DEFAULT_PRESETS, load_preset
 from aotc.keys import canonical_json, prekey, sha256_file, sha256_hex
+
+if TYPE_CHECKING:
+    from aotc.build.executor_ray import RayExecutor
 
 # Peak RSS of one FlashInfer CUTLASS TU is of the order of aotc's own (docs/flashinfer.md).
 MEM_PER_JOB_BYTES = 3 * 1024**3
@@ -87,7 +90,7 @@ def _diag(number: int, message: str, fix: str, module: str = "", **details: Any)
 
 # --- environment of FlashInfer's build ------------------------------------------------------------
 
-def _cuda_home(tc: Toolchain) -> Path:
+def cuda_home(tc: Toolchain) -> Path:
     return Path(tc.bin_dir).resolve().parent
 
 
@@ -104,9 +107,9 @@ def _link_dir(ws: Path, tc: Toolchain) -> Path:
     toolkit has only libcudart.so.13, and a machine without a driver has no libcuda stub."""
     d = ws / "link"
     d.mkdir(parents=True, exist_ok=True)
-    cudart = _find_cudart(_cuda_home(tc))
+    cudart = _find_cudart(cuda_home(tc))
     if cudart is None:
-        raise AotcError(_diag(2, f"no libcudart in the CUDA toolkit at {_cuda_home(tc)} (looked in lib64/ and lib/)",
+        raise AotcError(_diag(2, f"no libcudart in the CUDA toolkit at {cuda_home(tc)} (looked in lib64/ and lib/)",
                               "pip install nvidia-cuda-runtime, or point AOTC_NVCC at a full CUDA toolkit"))
     (d / "libcudart.so").unlink(missing_ok=True)  # a resumed workspace: the toolkit may have moved
     (d / "libcudart.so").symlink_to(cudart)
@@ -139,8 +142,8 @@ def _worker_env(ws: Path, arch: Arch, tc: Toolchain, link_dir: Path) -> dict[str
     env |= {
         "FLASHINFER_CUDA_ARCH_LIST": flashinfer_arch_list(arch.name),
         "FLASHINFER_WORKSPACE_BASE": str(ws),
-        "CUDA_HOME": str(_cuda_home(tc)),
-        "CUDA_PATH": str(_cuda_home(tc)),  # fmha_v2's generator compiles a traits printer with $CUDA_PATH/bin/nvcc
+        "CUDA_HOME": str(cuda_home(tc)),
+        "CUDA_PATH": str(cuda_home(tc)),  # fmha_v2's generator compiles a traits printer with $CUDA_PATH/bin/nvcc
         "FLASHINFER_NVCC": tc.nvcc,
         "FLASHINFER_EXTRA_LDFLAGS": f"-L{link_dir}",
     }
@@ -288,6 +291,10 @@ class ModuleBuilder:
         _, pre, _ = self.plan(entry)
         path = self.cache.write_log(pre, text)
         result.log_path = str(path)
+        coded = [d for o in bad for d in run.diagnostics.get(o, [])]
+        if coded:  # a Ray worker refused or lost: its own diagnostics say why
+            result.diagnostics += list({d.message: d for d in coded}.values())
+            return True
         tail = "\n".join([ln[:400] for ln in text.strip().splitlines() if not ln.startswith("$ ")][-15:])
         result.diagnostics.append(_diag(7, f"compiling FlashInfer module {entry['name']} for {self.arch.name} failed "
                                         f"({len(bad)} of {len(outputs)} outputs):\n{tail}",
@@ -306,7 +313,7 @@ class ModuleBuilder:
                                             self.jobs)
         smem, smem_diags = self._probe_dynamic_smem(entry, objects, cubins)
         diags += smem_diags
-        artifact = store_step.Artifact(self._manifest(entry, cubins, compile_s, smem), {SO_BLOB: so_bytes}, source,
+        artifact = store_step.Artifact(self._manifest(entry, cubins, compile_s, smem, objects), {SO_BLOB: so_bytes}, source,
                                        flags, self.tc.identity, pre,
                                        _hash_files([p for p in deps if os.path.isfile(p)], self.roles), log)
         result.smem_probe = smem
@@ -359,7 +366,8 @@ class ModuleBuilder:
                            {"family": FAMILY, "name": module, "arch": self.arch.name,
                             "params": {"module": module, "flashinfer_version": self.version}})
 
-    def _manifest(self, entry: dict[str, Any], cubins: list[dict], compile_s: float, smem: dict) -> Manifest:
+    def _manifest(self, entry: dict[str, Any], cubins: list[dict], compile_s: float, smem: dict,
+                  objects: list[str]) -> Manifest:
         _, _, flags = self.plan(entry)
         return Manifest(
             name=entry["name"], family=FAMILY, arch=self.arch.name,
@@ -371,7 +379,7 @@ class ModuleBuilder:
             flashinfer_version=self.version, flags=flags,
             built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             compile_seconds=round(compile_s, 3), spec_file=f"flashinfer_presets/{entry['preset']}.toml",
-            smem_probe=smem)
+            smem_probe=smem, peak_rss_bytes=self.workspace.peak_rss(objects) or None)
 
 
 def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = None) -> dict[str, str]:
@@ -400,7 +408,7 @@ def step_reporter(progress: Progress, arch: str, module_dirs: dict[str, str]) ->
 
 
 def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, jobs: int, force: bool,
-                progress: bool, results: list[ModuleResult]) -> tuple[str, str]:
+                progress: bool, results: list[ModuleResult], executor: RayExecutor | None = None) -> tuple[str, str]:
     """Build one arch's modules; returns (FlashInfer version, the workspace if it was kept).
 
     The workspace (FlashInfer's generated sources and ninja's objects) is removed once every module
@@ -418,8 +426,15 @@ def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, job
         modules = generated["modules"]
         meter = Progress(enabled=progress, unit="step")
         on_step = step_reporter(meter, arch.name, {m["build_dir"]: m["name"] for m in modules if "build_dir" in m})
-        builder = ModuleBuilder(cache, tc, arch, version, generated["roots"], env, link_dir,
-                                ninja.Workspace(ws / "ninja"), jobs, force, on_step)
+        if executor is None:
+            workspace = ninja.Workspace(ws / "ninja")
+        else:  # compile steps on the cluster, links here (aotc/build/flashinfer/remote.py)
+            from aotc.build.flashinfer.remote import RayWorkspace
+
+            workspace = RayWorkspace(ws / "ninja", executor, PathRoles(generated["roots"].items()), arch.name,
+                                     {m["ninja"]: m["name"] for m in modules if "ninja" in m})
+        builder = ModuleBuilder(cache, tc, arch, version, generated["roots"], env, link_dir, workspace, jobs, force,
+                                on_step)
         arch_results, todo = [], []
         for entry in modules:
             result = ModuleResult(entry["preset"], entry["call"], arch.name, entry.get("name", ""))
@@ -462,12 +477,15 @@ def format_summary(summary: FlashInferBuildSummary, cache: Cache) -> str:
 
 def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache | None = None,
                   jobs: int | None = None, *, toolchain: Toolchain | None = None,
-                  force: bool = False, progress: bool = True) -> FlashInferBuildSummary:
+                  force: bool = False, progress: bool = True, executor: RayExecutor | None = None
+                  ) -> FlashInferBuildSummary:
     """Build every module of the presets for every arch into `cache`; see docs/flashinfer.md.
 
     archs=None uses each preset's own `archs`; no preset names = DEFAULT_PRESETS. One failing module
     never stops the others; the translation units of all modules an arch misses share one pool of
     `jobs` compilers. An interrupted or failed build keeps its workspace and resumes from it.
+    With a Ray `executor`, every compile step is a task on the cluster instead (links, verification
+    and storing stay here; aotc/build/flashinfer/remote.py); `jobs` then bounds only the local work.
     """
     started = time.perf_counter()
     preset_names = list(preset_names) or list(DEFAULT_PRESETS)
@@ -483,7 +501,8 @@ def build_modules(preset_names: list[str], archs: list[str] | None, cache: Cache
     results: list[ModuleResult] = []
     version, kept = "", []
     for arch_name, names in plan.items():
-        version, ws = _build_arch(names, ARCHES[arch_name], cache, tc, n_jobs, force, progress, results)
+        version, ws = _build_arch(names, ARCHES[arch_name], cache, tc, n_jobs, force, progress, results, executor)
         kept += [ws] if ws else []
-    return FlashInferBuildSummary(results, time.perf_counter() - started, n_jobs, flashinfer_version=version,
+    return FlashInferBuildSummary(results, time.perf_counter() - started, executor.jobs if executor else n_jobs,
+                                  flashinfer_version=version,
                                   kept_workspaces=kept)

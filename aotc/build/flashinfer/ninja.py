@@ -34,24 +34,26 @@ HEADER_PACKAGES = {
 _STOP_GRACE_S = 10.0
 
 
+def edges(ninja_text: str) -> list[tuple[list[str], list[str]]]:
+    """(outputs, inputs) of every build line; inputs explicit, implicit and order-only alike."""
+    found = []
+    for line in ninja_text.splitlines():
+        if line.startswith("build "):
+            outs, _, rest = line[len("build "):].partition(":")
+            found.append((outs.split(), [p for p in rest.split()[1:] if p not in ("|", "||")]))
+    return found
+
+
 def inputs(ninja_text: str) -> list[str]:
     """Explicit and implicit inputs of every build line that no other build line produces."""
-    outputs, found = set(), []
-    for line in ninja_text.splitlines():
-        if not line.startswith("build "):
-            continue
-        outs, _, rest = line[len("build "):].partition(":")
-        outputs |= set(outs.split())
-        parts = rest.split()[1:]
-        found += [p for p in parts if p not in ("|", "||")]
-    return [p for p in dict.fromkeys(found) if p not in outputs]
+    lines = edges(ninja_text)
+    outputs = {o for outs, _ in lines for o in outs}
+    return [p for p in dict.fromkeys(i for _, ins in lines for i in ins) if p not in outputs]
 
 
 def objects(ninja_text: str, library: str) -> list[str]:
     """Every build output except the linked module: the objects (and embedded-cubin objects)."""
-    outs = [line[len("build "):].partition(":")[0].split() for line in ninja_text.splitlines()
-            if line.startswith("build ")]
-    return [o for group in outs for o in group if o != library]
+    return [o for outs, _ in edges(ninja_text) for o in outs if o != library]
 
 
 def binary() -> str:
@@ -74,6 +76,7 @@ class Run:
     log: str
     returncode: int
     failures: dict[str, str] = field(default_factory=dict)  # output path -> command and compiler errors
+    diagnostics: dict[str, list[Diagnostic]] = field(default_factory=dict)  # coded reasons (a refused worker)
 
     def failure_text(self, paths: list[str]) -> str:
         return "\n".join(self.failures[p] for p in paths if p in self.failures)
@@ -141,6 +144,10 @@ class Workspace:
         proc = subprocess.run([binary(), "-C", str(self.root), "-f", self.file.name, "-t", "commands", output],
                               capture_output=True, text=True, check=True)
         return proc.stdout.strip().splitlines()[-1]
+
+    def peak_rss(self, outputs: list[str]) -> int:
+        """Largest resident set of these outputs' compiles: ninja does not measure it (0)."""
+        return 0
 
     def seconds(self, outputs: list[str]) -> float:
         """Summed command times of these outputs from ninja's log (their last build each): a module's

@@ -1,0 +1,147 @@
+"""FlashInfer module builds on a real local Ray cluster (a head and a worker node, loopback, 1 CPU
+and 3 GiB each): the `ci` preset's cascade module built through Ray is the locally built one (same
+key, byte-identical cubins), stored and verified as a local build stores it, its compile steps spread
+over both nodes, its peak memory recorded for the next build to declare. Also, with `cc` steps that
+take seconds: a failing step fails its own module only, the generated sources travel to the worker,
+and an object compiled from headers that differ from this machine's is refused."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from aotc.build.executor_ray import MIN_DECLARED_BYTES, RayExecutor
+from aotc.build.flashinfer import ninja
+from aotc.build.flashinfer.remote import RayWorkspace, Step, StepResult
+from aotc.build.path_roles import PathRoles
+from aotc.build.pipeline import BUILT, HIT
+from aotc.build.toolchain import find_toolchain
+from aotc.cache import Cache
+from aotc.cache.maintenance import verify
+from tests.ray_cluster import GIB, LocalCluster
+
+pytest.importorskip("ray", reason="ray is part of the build extra")
+NODE_MEMORY = 3 * GIB
+ARCH = "sm120a"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("ray"))
+    try:
+        c.start_node(cpus=1, memory=NODE_MEMORY)
+        c.start_node(cpus=1, memory=NODE_MEMORY)
+        c.wait_for(2)
+        yield c
+    finally:
+        c.stop()
+
+
+def executor(cluster: LocalCluster, cache: Cache) -> RayExecutor:
+    return RayExecutor(cluster.address, cache, find_toolchain().identity)
+
+
+@pytest.mark.compile
+def test_module_built_on_ray_is_the_local_build(cluster, tmp_path: Path) -> None:
+    pytest.importorskip("flashinfer", reason="flashinfer-python is not installed: pip install -e '.[flashinfer]'")
+    from aotc.build.flashinfer.module_build import build_modules
+
+    local_cache, ray_cache = Cache(tmp_path / "local"), Cache(tmp_path / "ray")
+    (local,) = build_modules(["ci"], [ARCH], local_cache, jobs=1, progress=False).results
+    ex = executor(cluster, ray_cache)
+    summary = build_modules(["ci"], [ARCH], ray_cache, progress=False, executor=ex)
+    (remote,) = summary.results
+    assert (local.status, remote.status) == (BUILT, BUILT), [d.format() for d in remote.diagnostics]
+    assert summary.jobs == 2
+    # the same action key (sources, flags, toolchain, every header read) and the same cubins
+    assert remote.key == local.key
+    theirs, ours = local_cache.get_manifest(local.key), ray_cache.get_manifest(remote.key)
+    assert [c["sha256"] for c in ours["cubins"]] == [c["sha256"] for c in theirs["cubins"]]
+    assert ours["cubins"] and all(c["ok"] for c in ours["cubins"])
+    # each step declared a whole node (nothing recorded yet: the default, capped), so both nodes compiled
+    nodes = set(re.findall(r"\[ray worker \S+ pid \d+ \(Ray node (\w+)\)\] \S+\.o", ray_cache.log_path(remote.key)
+                           .read_text()))
+    assert len(nodes) == 2
+    assert 50 << 20 < ours["peak_rss_bytes"] < NODE_MEMORY  # measured on the workers, recorded here
+    # stored as a local build stores it: the local build finds it, verify is clean
+    (again,) = build_modules(["ci"], [ARCH], ray_cache, jobs=1, progress=False).results
+    assert (again.status, again.key) == (HIT, remote.key)
+    assert verify(ray_cache).ok
+    # the next build on the cluster declares what was recorded
+    assert executor(cluster, ray_cache).declare("cascade", ARCH, "flashinfer") == max(
+        MIN_DECLARED_BYTES, ours["peak_rss_bytes"])
+
+
+def _module(ws: Path, name: str, source: str) -> str:
+    """A FlashInfer-shaped build.ninja: a generated source and header under the workspace, one
+    compile step (with a depfile), and the link."""
+    gen, out = ws / "generated" / name, ws / "cached_ops" / name
+    gen.mkdir(parents=True)
+    out.mkdir(parents=True)
+    (gen / "config.h").write_text(f"#define VALUE_{name} 7\n")
+    (gen / f"{name}.c").write_text(f'#include "config.h"\n{source}\n')
+    (out / "build.ninja").write_text(textwrap.dedent(f"""\
+        rule cc
+          command = cc -MD -MF $out.d -fPIC -I{gen} -c $in -o $out
+          depfile = $out.d
+          deps = gcc
+        rule link
+          command = cc -shared $in -o $out
+        build {out}/{name}.o: cc {gen}/{name}.c
+        build {out}/{name}.so: link {out}/{name}.o
+        """))
+    return str(out / "build.ninja")
+
+
+def test_failing_step_fails_its_module_only(cluster, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    files = {_module(ws, "good", "int good(void) { return VALUE_good; }"): "good",
+             _module(ws, "bad", "int bad(void) { return VALUE_good; }"): "bad"}  # not its header's macro
+    roles = PathRoles([("<ws>", str(ws))])
+    workspace = RayWorkspace(ws / "ninja", executor(cluster, Cache(tmp_path / "cache")), roles, ARCH, files)
+    workspace.write(list(files))
+    steps: list[str] = []
+    objects = [f"{ws}/cached_ops/{m}/{m}.o" for m in ("good", "bad")]
+    compiled = workspace.run(objects, 1, dict(os.environ), lambda n, total, out: steps.append(f"{n}/{total} {Path(out).name}"))
+    assert sorted(steps) == ["1/2 bad.o", "2/2 good.o"] or sorted(steps) == ["1/2 good.o", "2/2 bad.o"]
+    assert list(compiled.failures) == [objects[1]] and "VALUE_good" in compiled.failures[objects[1]]
+    assert not Path(objects[1]).exists()
+    # the good object came back, compiled from the generated files shipped to the worker
+    assert Path(objects[0]).read_bytes()[:4] == b"\x7fELF"
+    assert f"{ws}/generated/good/config.h" in workspace.deps([objects[0]])
+    assert workspace.seconds([objects[0]]) > 0 and workspace.peak_rss([objects[0]]) > 0
+    libraries = [f"{ws}/cached_ops/{m}/{m}.so" for m in ("good", "bad")]
+    linked = workspace.run(libraries, 1, dict(os.environ))
+    assert list(linked.failures) == [libraries[1]]  # not linked: its object failed
+    assert Path(libraries[0]).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_object_compiled_from_other_headers_is_refused(tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    (ws / "include").mkdir(parents=True)
+    (ws / "include" / "a.h").write_text("int a;\n")
+    workspace = RayWorkspace(ws / "ninja", None, PathRoles([("<ws>", str(ws))]), ARCH, {})  # type: ignore[arg-type]
+    output = ws / "m.o"
+    step = Step("m", "<ws>/m.o", "cc -c <ws>/m.c -o <ws>/m.o", "<ws>/ninja")
+    from aotc.keys import sha256_file
+
+    same = StepResult(step, True, b"\x7fELF", {"<ws>/include/a.h": sha256_file(ws / "include" / "a.h")}, 1.0, 1, "")
+    assert workspace._accept(str(output), same)[0] and output.read_bytes() == b"\x7fELF"
+    output.unlink()
+    other = StepResult(step, True, b"\x7fELF", {"<ws>/include/a.h": "0" * 64}, 1.0, 1, "")
+    ok, _, diags = workspace._accept(str(output), other)
+    assert not ok and not output.exists()
+    assert [d.code for d in diags] == ["AOTC-RAY-001"] and "<ws>/include/a.h" in diags[0].details["differing"]
+
+
+def test_ninja_edges_name_every_step() -> None:
+    text = "build a.o: cc a.c | h.h\nbuild b.o: cc b.c\nbuild m.so: link a.o b.o\n"
+    assert ninja.edges(text) == [(["a.o"], ["a.c", "h.h"]), (["b.o"], ["b.c"]), (["m.so"], ["a.o", "b.o"])]
+    assert ninja.inputs(text) == ["a.c", "h.h", "b.c"]
+    assert ninja.objects(text, "m.so") == ["a.o", "b.o"]
+    assert shutil.which("cc"), "the cc steps above need a C compiler"
