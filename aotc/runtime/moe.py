@@ -162,7 +162,8 @@ def grouped_gemm_moe_mxfp8(a: Any, b: Any, sfa: Any, sfb: Any, out: Any, expert_
 
 def _moe(kind: str, a: Any, b: Any, sfa: Any, sfb: Any, out: Any, expert_offsets: Any, alpha: Any, stream: Any,
          params: dict | None) -> Kernel:
-    per_expert = not isinstance(alpha, (int, float))
+    # a tensor of per-expert alphas, else one scalar for all (a Python or NumPy number)
+    per_expert = not (isinstance(alpha, (int, float)) or getattr(alpha, "ndim", None) == 0)
     key = None
     if type(a).__module__ == "torch" and a.is_cuda and params is None:
         try:
