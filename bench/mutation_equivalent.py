@@ -16,4 +16,28 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.arch.x_target_preference__mutmut_7": (
         'rank = {"a": 0, "f": 2, "": 2}',
         "ties `f` with plain targets, but no device runs both: the only `f` target is sm120f, plain ones are SM8x"),
+    "aotc.arch.x_parse_arch_list__mutmut_16": ('raise UnknownArchError("XXempty arch listXX")', WORDING),
+    # ---- aotc/build/rules.py -------------------------------------------------------------------------
+    "aotc.build.rules.x_check__mutmut_21": (
+        """return Verdict(spec, arch, [Diagnostic(NOT_APPLICABLE, f"spec lists archs {'XX, XX'.join(spec.archs)}",""",
+        WORDING + " (the separator between the listed archs)"),
+    "aotc.build.rules.x_check__mutmut_39": (
+        "model = family.smem(spec.params, None)",
+        "no family's SMEM model reads the arch: SharedStorage has the same layout on every target"),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_14": (
+        'banned = "XX, XX".join(sorted(required & SM12X_BANNED))', WORDING + " (separator)"),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_26": (
+        '"XXtcgen05/TMEM/UMMA, no wgmma and clusters of 1x1x1 only)XX",', WORDING),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_28": (
+        '"TCGEN05/TMEM/UMMA, NO WGMMA AND CLUSTERS OF 1X1X1 ONLY)",', WORDING + " (case)"),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_29": (
+        'fix="XXuse an SM120 collective (mma.sync, block-scaled kinds) insteadXX", **where)]', WORDING),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_30": (
+        'fix="use an sm120 collective (mma.sync, block-scaled kinds) instead", **where)]', WORDING + " (case)"),
+    "aotc.build.rules.x_feature_diagnostics__mutmut_44": (
+        """return [Diagnostic(NOT_APPLICABLE, f"{arch.name} lacks {'XX, XX'.join(sorted(missing))}",""",
+        WORDING + " (separator; details['missing'] lists them)"),
+    "aotc.build.rules.x_smem_diagnostic__mutmut_10": (
+        'chosen = "XX, XX".join(f"{k}={v}" for k, v in model.chosen)',
+        WORDING + " (separator; details['chosen'] holds them)"),
 }

@@ -1,5 +1,7 @@
 """Rules: arch features and the tcgen05 ban, family legality, and the SMEM budget with numbers."""
 
+import json
+
 from aotc.arch import ARCHES, CLUSTER_MULTICAST, MMA_BLOCKSCALED, MMA_SYNC, TCGEN05, TMA, WGMMA
 from aotc.build.rules import check, feature_diagnostics, smem_diagnostic
 from aotc.build.spec import KernelSpec, load_specs
@@ -119,3 +121,20 @@ def test_verdicts_name_their_spec_and_arch_on_every_path():
     assert family_says and v.smem is not None
     assert [(d.code, d.message, d.fix, d.details) for d in v.diagnostics] == \
         [(d.code, d.message, d.fix, d.details) for d in family_says]
+
+
+def test_a_verdict_as_json_says_what_check_decided():
+    over = check(fmha(block_m=128, block_n=128, warps=8, kv_stages=2), ARCHES["sm120a"])
+    fits = check(fmha(), ARCHES["sm120a"])
+    restricted = check(KernelSpec("r", "fmha_fwd", fmha().params, ("sm120a",), "r.toml"), ARCHES["sm90a"])
+    for v in (over, fits, restricted):
+        j = json.loads(json.dumps(v.to_json()))
+        assert (j["spec"], j["family"], j["arch"]) == (v.spec.name, "fmha_fwd", v.arch.name)
+        assert (j["ok"], j["applicable"]) == (v.ok, v.applicable)
+        assert j["budget"] == v.arch.smem_optin_bytes
+        assert [d["code"] for d in j["diagnostics"]] == [d.code for d in v.diagnostics]
+        assert j["smem"] == (None if v.smem is None else
+                             {"total": v.smem.total, "components": dict(v.smem.components),
+                              "chosen": dict(v.smem.chosen)})
+    assert over.to_json()["ok"] is False and over.to_json()["smem"]["total"] > 101_376 == over.to_json()["budget"]
+    assert fits.to_json()["ok"] is True and restricted.to_json()["applicable"] is False
