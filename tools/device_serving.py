@@ -5,10 +5,12 @@
   run (GPU machine):  AOTC_CACHE_DIR=CACHE_DIR python3 tools/device_serving.py run OUT_DIR [--only=graphs,moe_cases,contexts,per_call,cold] [--cold-runs=N]
       one process: every op captured in a CUDA graph (torch.cuda.graph, global capture mode: an
       allocation, host copy or synchronization on the launch path invalidates the capture) and
-      replayed with new input values against eager; the device-routed MoE GEMM against torch
-      (empty experts, one expert with every token, E = 8/64/128, bf16 and fp16); launches with a
-      second context current and from threads; per-call host time of each op beside a raw
-      cuLaunchKernel and torch SDPA's call on the same problem. Then fresh processes for the cold
+      replayed with new input values against eager (fmha_fwd/fmha_decode batched and varlen,
+      fmha_decode_paged, grouped_gemm, grouped_gemm_moe); the device-routed MoE GEMM against torch
+      (empty experts, one expert with every token, E = 8/64/128, bf16 and fp16), each also captured
+      and replayed with a new routing; launches with a second context current, from threads and on
+      two GPUs when present; per-call host time of each op beside a raw cuLaunchKernel and torch
+      SDPA's call on the same problem, and of the context check beside its alternatives. Then fresh processes for the cold
       start, aotc's steps beside a raw read + cuLibraryLoadData of the same cubin, in one process.
   report (here):  python tools/device_serving.py report RUN.json OUT.md
   all (GPU machine, one command):  python3 tools/device_serving.py all OUT_DIR [JOBS]
