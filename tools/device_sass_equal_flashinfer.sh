@@ -11,16 +11,17 @@ out=${1:?OUT_DIR}; limit=${2:?LIMIT_S}; jobs=${3:?JOBS}; shift 3
 source tools/device_flashinfer_site.sh
 nvcc --version | tail -1
 parts=()
+mkdir -p /tmp/fi-equal
 i=0
 for group in "$@"; do
   i=$((i + 1))
   preset=${group%%:*}; only=${group#*:}
-  parts+=("$out/part$i")
+  parts+=("/tmp/fi-equal/part$i")
   timeout -s INT "$limit" python3 tools/sass_equal_flashinfer.py --preset "$preset" --only "$only" -j "$jobs" \
-    --work "/tmp/fi-equal/part$i" --out "$out/part$i" > "$out/part$i.log" 2>&1 &
+    --work "/tmp/fi-equal/part$i" --out "/tmp/fi-equal/part$i" > "/tmp/fi-equal/part$i.log" 2>&1 &
 done
 wait || true
-tail -n 5 "$out"/part*.log
+tail -n 5 /tmp/fi-equal/part*.log
 python3 - "$out" "${parts[@]}" <<'PY'
 import json, sys
 from pathlib import Path

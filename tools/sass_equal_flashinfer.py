@@ -56,8 +56,10 @@ def write(records: dict, out: Path, meta: dict) -> None:
     lines = [
         "# aotc's FlashInfer module builds vs FlashInfer's own JIT: cubin by cubin",
         "",
-        f"- machine: {meta['machine']}; date (UTC): {meta['date']}",
-        (f"- toolchain: nvcc {meta['nvcc']} ({meta['toolchain']}) for both builds; FlashInfer's JIT with "
+        "- built with (toolchain, machine, date UTC; both builds of a module always on one machine with one nvcc):",
+        *sorted({f"  - {r.get('built_with', '?')}: {sum(x.get('built_with') == r.get('built_with') for x in records.values())} records"
+                 for r in records.values()}),
+        (f"- both builds of a module with the same toolchain; FlashInfer's JIT with "
         f"`FLASHINFER_CUDA_ARCH_LIST={meta['flashinfer_arch']}`, `CUDA_HOME` = that toolkit, `MAX_JOBS`, and "
         "`FLASHINFER_EXTRA_LDFLAGS=-L<dir>` holding libcudart.so and an empty libcuda.so (link only; no GPU)"),
         f"- commands: {'; '.join(f'`{c}`' for c in meta['commands'])}",
@@ -114,6 +116,7 @@ def main() -> int:
             # where this run's files were is no result: paths are kept relative to the work folder
             record = json.loads(json.dumps(record).replace(str(work.resolve()), "<work>").replace(str(work), "<work>"))
             record["wall_seconds"] = round(time.perf_counter() - started, 1)
+            record["built_with"] = f"nvcc {tc.release} ({tc.source}), {machine()}, {meta['date']}"
             records[key] = record
             print(f"{record.get('module')}: {record.get('comparison', {}).get('counts')} "
                   f"({record['wall_seconds']} s)", flush=True)
