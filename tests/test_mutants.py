@@ -207,3 +207,96 @@ def test_a_gemm_whose_model_drifts_from_cutlass_does_not_compile(tmp_path):
            "-o", str(tmp_path / "probe"), str(src)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=600)
     assert out.returncode != 0 and "SMEM model disagrees with sizeof(SharedStorage)" in out.stdout + out.stderr
+
+
+# ---- the SASS scan's bookkeeping, on text and on what the real disassemblers say ---------------------
+RES_USAGE = """Resource usage:
+ Common:
+  GLOBAL:0
+ Function aotc_kernel:
+  REG:40 STACK:16 SHARED:1024 LOCAL:8 CONSTANT[0]:380 TEXTURE:0 SURFACE:0 SAMPLER:0
+  REG:99 STACK:99
+ Function second_kernel:
+  REG:8 STACK:0 SHARED:0 LOCAL:0 CONSTANT[0]:360 TEXTURE:0 SURFACE:0 SAMPLER:0
+"""
+
+
+def test_res_usage_is_read_per_kernel():
+    from aotc.build.verify import parse_res_usage
+
+    res = parse_res_usage(RES_USAGE)
+    assert res == {
+        "aotc_kernel": {"REG": 40, "STACK": 16, "SHARED": 1024, "LOCAL": 8, "CONSTANT[0]": 380, "TEXTURE": 0,
+                        "SURFACE": 0, "SAMPLER": 0},  # (the stray REG line after it belongs to no kernel)
+        "second_kernel": {"REG": 8, "STACK": 0, "SHARED": 0, "LOCAL": 0, "CONSTANT[0]": 360, "TEXTURE": 0,
+                          "SURFACE": 0, "SAMPLER": 0}}
+
+
+def test_scan_counts_base_opcodes_and_keeps_operands_without_the_encoding():
+    text = sass("@P0 HMMA.16816.F32.BF16 R24, R4, R12, R24", "@!UPT LDS.128 R8, [R3]", "HMMA.16816.F32 R4, R4, R8, R4",
+                "@PT EXIT") + "        /*00a0*/ nonsense ;\n        /*0b0*/   BRA 0x0 ;\n"
+    scan = scan_sass(text)
+    assert scan.opcodes == {"HMMA": 2, "LDS": 1, "EXIT": 1}
+    assert scan.instructions == ["HMMA.16816.F32.BF16 R24, R4, R12, R24 ;", "LDS.128 R8, [R3] ;",
+                                 "HMMA.16816.F32 R4, R4, R8, R4 ;", "EXIT ;"]
+
+
+def test_the_sass_verdicts_name_what_was_found():
+    from aotc.build.verify import VerifyReport, _check_sass
+
+    arch = ARCHES["sm120a"]
+    text = sass("QMMA.16832.F32.E4M3.E4M3 R24, R4, R12, R24", "HMMA.16816.F32.BF16 R4, R4, R8, R4",
+                BANNED_ON_SM12X[0], BANNED_ON_SM12X[0], "LDS.128 R8, [R3]")
+    report = VerifyReport(ok=False)
+    _check_sass(text, arch, "OMMA", report)
+    assert report.mma_counts == {"HMMA": 1, "QMMA": 1, "UTCHMMA": 2}  # every *MMA class, in name order
+    assert list(report.mma_counts) == ["HMMA", "QMMA", "UTCHMMA"]
+    assert report.banned_found == {"UTCHMMA": 2}
+    banned, missing = report.diagnostics
+    assert banned.code == "AOTC-VERIFY-002" and banned.details == {"banned": {"UTCHMMA": 2}}
+    assert "UTCHMMA x2" in banned.message and "sm120a" in banned.message and "mma.sync" in banned.fix
+    assert missing.code == "AOTC-VERIFY-003" and missing.details == {"expected": "OMMA", "mma": report.mma_counts}
+    assert "HMMA x1" in missing.message and "QMMA x1" in missing.message and missing.fix
+    none = VerifyReport(ok=False)
+    _check_sass(sass("LDS.128 R8, [R3]"), arch, "HMMA", none)
+    assert [d.code for d in none.diagnostics] == ["AOTC-VERIFY-003"] and "no MMA at all" in none.diagnostics[0].message
+    fine = VerifyReport(ok=False)
+    _check_sass(text.replace("UTCHMMA", "NOP"), arch, "QMMA", fine)
+    assert fine.diagnostics == [] and fine.banned_found == {}
+    j = VerifyReport(True, [banned], {"sm": 120, "variant": "a"}, {"HMMA": 1}, {"UTCHMMA": 2, "HGMMA.64": 1},
+                     {"k": {"registers": 4}}).to_json()
+    assert j == {"ok": True, "diagnostics": [banned.to_json()], "target": {"sm": 120, "variant": "a"},
+                 "sass": {"mma": {"HMMA": 1}, "banned": ["HGMMA.64", "UTCHMMA"]},
+                 "banned_found": {"UTCHMMA": 2, "HGMMA.64": 1}, "resources": {"k": {"registers": 4}}}
+
+
+def test_an_instruction_naming_tcgen05_is_banned_whatever_its_opcode():
+    line = "CALL.REL.NOINC `(__internal_tcgen05_alloc)"
+    assert find_banned(scan_sass(sass(line)), ARCHES["sm120a"]) == {"CALL.REL.NOINC": 1}
+    assert find_banned(scan_sass(sass(line)), ARCHES["sm100a"]) == {}
+
+
+def test_long_kernel_names_are_shortened_in_messages_only():
+    from aotc.build.verify import _short
+
+    assert _short("k" * 100) == "k" * 100
+    assert _short("k" * 101) == "k" * 97 + "..." and len(_short("k" * 5000)) == 100
+
+
+def test_a_disassembler_that_fails_or_is_missing_is_a_coded_diagnostic(tmp_path):
+    import dataclasses
+
+    from aotc.build.toolchain import find_toolchain
+    from aotc.build.verify import _disassemble, _run_tool
+
+    junk = tmp_path / "junk.cubin"
+    junk.write_bytes(b"not a cubin")
+    tc = find_toolchain()
+    sass_text, res, diag = _disassemble(junk, tc)  # the real cuobjdump refuses it
+    assert (sass_text, res) == (None, None) and diag.code == "AOTC-VERIFY-006"
+    assert "cuobjdump" in diag.message and "exit 1/1" in diag.message and "aotc doctor" in diag.fix
+    if tc.nvdisasm:
+        sass_text, res, diag = _disassemble(junk, dataclasses.replace(tc, cuobjdump=None))
+        assert (sass_text, res) == (None, None) and diag.code == "AOTC-VERIFY-006" and "nvdisasm" in diag.message
+    rc, text = _run_tool([str(tmp_path / "no-such-tool")])
+    assert rc == -1 and "no-such-tool" in text

@@ -212,3 +212,165 @@ def test_bad_blob_store_env_is_a_clear_error(value: str, monkeypatch: pytest.Mon
         blob_store_class()
     d = info.value.diagnostics[0]
     assert d.code == "AOTC-CACHE-003" and value in d.message and "unset it" in d.fix
+
+
+# ---- invariants a mutation pass asked for: levels, names, refusals, stats --------------------------
+def test_small_blobs_get_level_19_and_large_ones_level_9(tmp_path: Path) -> None:
+    from aotc.cache.store import LARGE_BLOB_BYTES
+
+    auto, l19, l9 = (LocalBlobStore(tmp_path / n, level=lv) for n, lv in (("a", None), ("b", 19), ("c", 9)))
+    for size, same, other in ((LARGE_BLOB_BYTES, l19, l9), (LARGE_BLOB_BYTES + 1, l9, l19)):
+        data = cubin_like(size + 8, seed=size)[:size]  # (cubin_like rounds down to whole words)
+        d = auto.put(data)
+        same.put(data)
+        other.put(data)
+        frame = auto.path(d).read_bytes()
+        assert frame == same.path(d).read_bytes() != other.path(d).read_bytes(), size
+        params = zstandard.get_frame_parameters(frame)
+        assert params.content_size == size and not params.has_checksum
+
+
+def test_blob_stat_is_a_named_tuple_of_sizes_and_age(tmp_path: Path) -> None:
+    import copy
+    import pickle
+
+    from aotc.cache.store import BlobStat
+
+    s = BlobStat(stored_bytes=10, raw_bytes=30, mtime=5.5)
+    assert tuple(s) == (10, 30, 5.5) and (s.stored_bytes, s.raw_bytes, s.mtime) == (10, 30, 5.5)
+    assert pickle.loads(pickle.dumps(s)) == s and type(copy.copy(s)) is BlobStat and copy.deepcopy(s) == s
+    assert repr(s) == "BlobStat(stored_bytes=10, raw_bytes=30, mtime=5.5)"
+    store = LocalBlobStore(tmp_path)
+    digest = store.put(b"abc" * 100)
+    os.utime(store.path(digest), (1_000_000, 1_000_000))
+    st = store.stat(digest)
+    assert st.mtime == 1_000_000 and st.raw_bytes == 300 and st.stored_bytes == store.path(digest).stat().st_size
+    store.path(digest).write_bytes(b"\x00" * 4)  # not a zstd header: size unknown, not an error
+    assert store.stat(digest).raw_bytes == -1
+
+
+def test_digests_are_exactly_64_lowercase_hex(tmp_path: Path) -> None:
+    from aotc.cache.store import check_digest
+
+    good = "0123456789abcdef" * 4
+    assert check_digest(good) == good
+    for bad in (good[:-1], good + "0", good.upper(), good[:-1] + "g", good[:-1] + " ", None, good.encode()):
+        with pytest.raises(ValueError, match="64 lowercase hex"):
+            check_digest(bad)
+    store = LocalBlobStore(tmp_path)
+    digest = store.put(b"y")
+    shard = store.path(digest).parent
+    for stray in (good[:-1] + ".zst", good.upper() + ".zst", good + ".zst.tmp", good + "0.zst"):
+        (shard / stray).write_bytes(b"")
+    (shard / (good + ".zst")).mkdir()  # iter_digests lists names; has() wants a regular file
+    assert sorted(store.iter_digests()) == sorted([digest, good])
+    assert store.has(digest) and not store.has(good)
+    assert store.delete(digest) and not store.delete(digest) and list(store.iter_digests()) == [good]
+
+
+def test_temp_file_names_say_who_wrote_them_and_when_they_are_stale() -> None:
+    import socket
+
+    from aotc.cache.store import tmp_is_stale, tmp_name
+
+    host = socket.gethostname()
+    name = tmp_name(".tmp")
+    h, pid, rand, suffix = name.rsplit(".", 3)
+    assert (h, pid, suffix) == (host, str(os.getpid()), "tmp") and len(rand) == 12 and tmp_name(".tmp") != name
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    now = 1_000_000.0
+    assert not tmp_is_stale(name, now, now, 10)  # a live writer of this host
+    assert tmp_is_stale(name, now - 10.5, now, 10) and not tmp_is_stale(name, now - 10, now, 10)  # age > max_age
+    assert tmp_is_stale(f"{host}.{dead}.ab.tmp", now, now, 10)  # its writer is gone
+    for other in (f"otherhost.{dead}.ab.tmp", f"{host}.x{dead}.ab.tmp", f"{host}.{dead}"):
+        assert not tmp_is_stale(other, now, now, 10), other  # cannot tell: only age removes it
+
+
+def test_sweep_removes_only_stale_temp_files(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    assert store.sweep_tmp() == []  # no temp folder yet
+    store.tmp_dir.mkdir(parents=True)
+    old = time.time() - 2 * 86_400
+    stale, note, folder = store.tmp_dir / "h.1.ab.tmp", store.tmp_dir / "h.1.ab.txt", store.tmp_dir / "d.1.ab.tmp"
+    stale.write_bytes(b"x")
+    note.write_bytes(b"x")
+    folder.mkdir()
+    for p in (stale, note, folder):
+        os.utime(p, (old, old))
+    assert store.sweep_tmp(dry_run=True) == [str(stale)] and stale.exists()
+    assert store.sweep_tmp(max_age=3 * 86_400) == []
+    assert store.sweep_tmp() == [str(stale)] and not stale.exists() and note.exists() and folder.exists()
+
+
+@pytest.mark.parametrize("err, code", [("ENOSPC", "AOTC-CACHE-006"), ("EDQUOT", "AOTC-CACHE-006"),
+                                       ("EROFS", "AOTC-CACHE-007"), ("EACCES", "AOTC-CACHE-007"),
+                                       ("EPERM", "AOTC-CACHE-007")])
+def test_a_refused_write_is_a_coded_error_and_leaves_nothing(tmp_path: Path, err: str, code: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from aotc.cache import store as store_module
+    from aotc.cache.store import CacheWriteError, atomic_write
+
+    number = getattr(errno, err)
+    real_replace = os.replace
+
+    def refuse(src, dst):
+        raise OSError(number, os.strerror(number))
+
+    monkeypatch.setattr(store_module.os, "replace", refuse)
+    target = tmp_path / "out" / "f.bin"
+    with pytest.raises(CacheWriteError) as info:
+        atomic_write(target, [b"abc"], tmp_path / "tmp")
+    d = info.value.diagnostics[0]
+    assert d.code == code and d.details == {"file": str(target), "errno": number} and str(target) in d.message
+    assert info.value.errno == number and CacheWriteError.covers(OSError(number, "x")) and d.fix
+    assert not target.exists() and list((tmp_path / "tmp").iterdir()) == []
+    monkeypatch.setattr(store_module.os, "replace", lambda s, t: (_ for _ in ()).throw(OSError(errno.EIO, "io")))
+    with pytest.raises(OSError) as other:  # any other error is not the user's to fix: raised as it is
+        atomic_write(target, [b"abc"], tmp_path / "tmp")
+    assert type(other.value) is OSError and other.value.errno == errno.EIO and not CacheWriteError.covers(other.value)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    monkeypatch.setattr(store_module.os, "replace", real_replace)
+    atomic_write(target, iter([b"a", b"bc"]), tmp_path / "tmp")
+    assert target.read_bytes() == b"abc" and list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_quarantine_keeps_the_file_under_a_new_name(tmp_path: Path) -> None:
+    from aotc.cache.store import quarantine_file
+
+    bad = tmp_path / "ab.json"
+    bad.write_bytes(b"bad")
+    moved = quarantine_file(bad, tmp_path / "q")
+    stem, stamp, suffix = Path(moved).name.split(".")
+    assert Path(moved).parent == tmp_path / "q" and (stem, suffix) == ("ab", "json") and stamp.isdigit()
+    assert Path(moved).read_bytes() == b"bad" and not bad.exists()
+    assert quarantine_file(bad, tmp_path / "q") is None  # already gone
+
+
+def test_a_read_only_store_leaves_a_corrupt_blob_in_place_and_says_so(tmp_path: Path) -> None:
+    digest = LocalBlobStore(tmp_path).put(b"data" * 50)
+    path = LocalBlobStore(tmp_path).path(digest)
+    path.write_bytes(zstandard.ZstdCompressor().compress(b"else"))
+    with pytest.raises(CorruptBlobError) as info:
+        LocalBlobStore(tmp_path, read_only=True).get(digest)
+    e = info.value
+    assert e.moved_to is None and "left in place" in str(e) and path.exists()
+    assert (e.digest, e.path, e.actual) == (digest, str(path), hashlib.sha256(b"else").hexdigest())
+    assert e.diagnostics[0].details == {"digest": digest, "file": str(path), "expected": digest,
+                                        "actual": e.actual, "quarantined": None}
+
+
+def test_remote_setting_selects_the_redis_layer_and_spacing_is_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AOTC_BLOB_STORE", raising=False)
+    monkeypatch.setenv("AOTC_REMOTE", "  ")
+    assert blob_store_class() is LocalBlobStore
+    monkeypatch.setenv("AOTC_REMOTE", "redis://127.0.0.1:1")
+    assert blob_store_class().__name__ == "RedisBlobStore"
+    monkeypatch.setenv("AOTC_BLOB_STORE", " aotc.cache.store:LocalBlobStore ")  # the explicit setting wins
+    assert blob_store_class() is LocalBlobStore
+    for value in (":LocalBlobStore", "aotc.cache.store:", "aotc.cache.store"):
+        monkeypatch.setenv("AOTC_BLOB_STORE", value)
+        with pytest.raises(AotcError, match="module:Class"):
+            blob_store_class()
