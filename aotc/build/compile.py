@@ -155,6 +155,26 @@ def kill_running() -> int:
     return len(groups)
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_interrupts():
+    """Meanwhile SIGTERM raises KeyboardInterrupt, so a terminated build kills its nvcc groups like
+    Ctrl-C does (they run in their own sessions: the default SIGTERM death would leave cicc/ptxas
+    running). Only in the main thread, and only where SIGTERM still has its default action."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run(cmd: list[str], cwd: str, timeout: float | None) -> _Run:
     """Run nvcc in its own process group so a timeout kills cicc/ptxas too."""
     start = time.monotonic()
@@ -231,7 +251,8 @@ def _compile_step(
     cmd = [*launcher(), toolchain.nvcc, *step_flags, "-MD", "-MF", str(deps), "-o", str(tmp / out_name), SOURCE_NAME]
     if os.environ.get(VERBOSE_ENV):
         print(f"$ {shlex.join(cmd)}", file=sys.stderr, flush=True)
-    run = _run(cmd, str(tmp), timeout)
+    with sigterm_interrupts():
+        run = _run(cmd, str(tmp), timeout)
     ok = run.returncode == 0 and (tmp / out_name).is_file()
     headers = parse_deps(deps.read_text(), str(tmp), SOURCE_NAME) if ok and deps.is_file() else []
     return cmd, run, headers, (tmp / out_name).read_bytes() if ok else None

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from aotc.build.compile import kill_running
+from aotc.build.compile import kill_running, sigterm_interrupts
 from aotc.build.tu_task import TuJob, TuResult
 
 
@@ -32,8 +32,9 @@ class LocalExecutor(Executor):
         pool = ThreadPoolExecutor(max_workers=self.jobs)
         futures = [pool.submit(self.compile_one, job) for job in jobs]
         try:
-            for fut in as_completed(futures):
-                yield fut.result()
+            with sigterm_interrupts():  # SIGTERM in a library caller too: the compiles are killed, not orphaned
+                for fut in as_completed(futures):
+                    yield fut.result()
         except BaseException:  # Ctrl-C / SIGTERM: drop queued jobs, kill running compiles, stop now
             for fut in futures:
                 fut.cancel()
