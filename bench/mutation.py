@@ -37,6 +37,9 @@ TESTS = ["tests/test_mutants.py", "tests/test_fault_spec.py", "tests/test_rules.
          "tests/test_elf.py",
          # arch spellings (12.0a, sm_120a) and target preference are pinned here, not in test_arch.py
          "tests/test_cli_conventions.py", "tests/test_runtime.py"]
+# Compile-marked, but their kernels are tiny (seconds of nvcc, no CUTLASS), and they are the tests of the
+# wheel check and of discovery: runs over those modules take them (the other compile tests stay out).
+TINY_COMPILE = {"tests/test_fault_wheel.py": ["aotc/build/wheel_check.py", "aotc/runtime/installed_wheels.py"]}
 # What those tests read besides the package (mutmut copies only what it is told to).
 ALSO_COPY = ["templates", "tile_specs", "flashinfer_presets", "README.md", "docs"]
 
@@ -59,21 +62,26 @@ def main() -> int:
     ap.add_argument("--report-from", help="write the results of an earlier, interrupted run's folder")
     args = ap.parse_args()
     if args.report_from:
-        return report(Path(args.report_from), args, [], False, "report of an interrupted run", None)
+        return report(Path(args.report_from), args, TESTS, [], False, "report of an interrupted run", None)
 
     work = Path(tempfile.mkdtemp(prefix="aotc-mutation-"))
     archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
+    tiny = [t for t, mods in TINY_COMPILE.items() if set(mods) & set(args.modules)]
+    tests = TESTS + tiny
+    collected = run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m",
+                     "compile", *TESTS], work).stdout
+    heavy = [ln.strip() for ln in collected.splitlines() if "::" in ln]
     # mutmut needs a green baseline: tests failing on the unmutated tree say nothing about mutants
-    baseline = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-m",
-                    "not compile and not gpu", *TESTS], work)
+    baseline = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-m", "not gpu",
+                    *[a for t in heavy for a in ("--deselect", t)], *tests], work)
     failing = sorted(set(re.findall(r"^FAILED (\S+)", baseline.stdout, flags=re.MULTILINE)) | set(UNDER_MUTMUT))
     (work / "setup.cfg").write_text(
         "[mutmut]\nsource_paths=aotc\n"
         + "only_mutate=\n" + "".join(f"    {m}\n" for m in args.modules)
-        + "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in TESTS)
-        + "pytest_add_cli_args=\n    -m\n    not compile and not gpu\n    -p\n    no:cacheprovider\n"
-        + "".join(f"    --deselect\n    {t}\n" for t in failing)
+        + "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests)
+        + "pytest_add_cli_args=\n    -m\n    not gpu\n    -p\n    no:cacheprovider\n"
+        + "".join(f"    --deselect\n    {t}\n" for t in heavy + failing)
         + "also_copy=\n" + "".join(f"    {p}\n" for p in ALSO_COPY))
     started = time.monotonic()
     try:
@@ -83,7 +91,7 @@ def main() -> int:
         log = proc.stdout[-4000:] + proc.stderr[-4000:]
     except subprocess.TimeoutExpired as e:
         finished, log = False, f"stopped after {args.max_minutes} min: {str(e.stdout or '')[-2000:]}"
-    return report(work, args, failing, finished, log, (time.monotonic() - started) / 60)
+    return report(work, args, tests, failing, finished, log, (time.monotonic() - started) / 60)
 
 
 def module_of(mutant: str, modules: list[str]) -> str:
@@ -116,7 +124,8 @@ def judge(statuses: dict[str, str], diffs: dict[str, str], explained: dict[str, 
     return out
 
 
-def report(work: Path, args, failing: list[str], finished: bool, log: str, minutes: float | None) -> int:
+def report(work: Path, args, tests: list[str], failing: list[str], finished: bool, log: str,
+           minutes: float | None) -> int:
     """Read mutmut's verdicts in `work` and update bench/results/mutation.{json,md} for the modules run."""
     commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
     results = run([sys.executable, "-m", "mutmut", "results", "--all", "true"], work).stdout
@@ -132,12 +141,12 @@ def report(work: Path, args, failing: list[str], finished: bool, log: str, minut
     out = Path(args.out)
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
     kept = old.get("modules")
-    data = {"tests": TESTS, "modules": kept if isinstance(kept, dict) else {}}  # (older files: one run, no rows)
+    data = {"modules": kept if isinstance(kept, dict) else {}}  # (older files: one run, no rows)
     run_info = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores)", "commit": commit,
                 "command": " ".join(["python", "bench/mutation.py", *sys.argv[1:]]), "finished": finished,
                 "minutes": round(minutes, 1) if minutes is not None else None,
-                "deselected_failing_at_baseline": failing, "log_tail": log}
+                "tests": tests, "deselected_failing_at_baseline": failing, "log_tail": log}
     for module, st in statuses.items():
         if st:
             data["modules"][module] = {**run_info, **judge(st, diffs, explained)}
@@ -157,12 +166,12 @@ def report(work: Path, args, failing: list[str], finished: bool, log: str, minut
 def markdown(data: dict) -> str:
     mods = data["modules"]
     lines = ["# Mutation testing (mutmut) of aotc's invariant modules", "",
-             "Each mutant is one deliberate bug in the module; the fast invariant tests "
-             f"({', '.join(data['tests'])}) run against it. Killed: a test failed (or timed out). Equivalent: "
-             "explained in bench/mutation_equivalent.py (no test can tell it from the original). Survived: "
-             "neither, including mutants no test reaches. Kill rate = killed / (mutants - equivalent).", "",
-             "| module | mutants | killed | equivalent (explained) | survived | kill rate | commit | date | machine "
-             "| minutes |", "|---|---|---|---|---|---|---|---|---|---|"]
+             ("Each mutant is one deliberate bug in the module; the fast invariant tests "
+              "(each row's `tests` in mutation.json) run against it. Killed: a test failed (or timed out). Equivalent: "
+              "explained in bench/mutation_equivalent.py (no test can tell it from the original). Survived: "
+              "neither, including mutants no test reaches. Kill rate = killed / (mutants - equivalent)."), "",
+             ("| module | mutants | killed | equivalent (explained) | survived | kill rate | commit | date | machine "
+              "| minutes |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for module, r in sorted(mods.items()):
         total = sum(r["counts"].values())
         rate = f"{100 * r['kill_rate']:.1f}%" if r["kill_rate"] is not None else "-"

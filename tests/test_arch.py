@@ -7,10 +7,10 @@ import pytest
 
 from aotc.arch import (
     ARCHES,
-    Arch,
     MMA_BLOCKSCALED,
     TCGEN05,
     WGMMA,
+    Arch,
     UnknownArchError,
     get_arch,
     parse_arch_list,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import os
 import stat
@@ -244,13 +245,17 @@ def install(whl: Path, site: Path) -> None:
 
 
 def discover_in(site: Path) -> dict:
-    code = ("import json; from aotc.runtime.installed_wheels import discover; f, r = discover(); "
-            "print(json.dumps({'found': [k.distribution for k in f], 'refused': {x.distribution: x.reason "
-            "for x in r}}))")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
+    """discover() as a process with `site` on its path sees it (in this process: the mutation run
+    of bench/mutation.py sees which tests reach discovery)."""
+    from aotc.runtime.installed_wheels import discover
+
+    sys.path.insert(0, str(site))
+    importlib.invalidate_caches()
+    try:
+        found, refused = discover()
+    finally:
+        sys.path.remove(str(site))
+    return {"found": [k.distribution for k in found], "refused": {x.distribution: x.reason for x in refused}}
 
 
 def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
