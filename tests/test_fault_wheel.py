@@ -237,6 +237,37 @@ def test_not_a_wheel_is_a_coded_error(wheels, tmp_path):
     assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
 
 
+def test_a_kernel_the_devices_of_arch_cannot_run_is_flagged_for_that_arch(wheels):
+    good, _, _ = wheels
+    with zipfile.ZipFile(good) as zf:
+        cubin_size = json.loads(zf.read(names(good, "/actions/")[0]))["blobs"]["cubin"]["size"]
+    for arch, runs in ((None, None), (ARCHES["sm120a"], True), (ARCHES["sm120f"], True), (ARCHES["sm121a"], False)):
+        report = check_wheel(good, arch)
+        (k,) = report.kernels
+        assert (k["name"], k["family"], k["arch"], k["elf_target"]) == ("mma_a", "fmha_fwd", "sm120a", "sm120a")
+        assert k["runs_on_arch"] is runs and k["sizes"] == {"cubin": cubin_size}
+        assert report.ok is (runs is not False)
+        j = report.to_json()
+        assert (j["path"], j["ok"], j["kernels"], j["meta"]) == (str(good), report.ok, report.kernels, report.meta)
+        assert [d["code"] for d in j["diagnostics"]] == [d.code for d in report.diagnostics]
+    (d,) = check_wheel(good, ARCHES["sm121a"]).diagnostics
+    assert d.code == "AOTC-WHEEL-006" and "sm120a" in d.message and "sm121a" in d.message
+    assert "--arch sm121a" in d.fix
+
+
+def test_a_zip_that_is_not_one_kernel_wheel_and_odd_entries_are_refused(wheels):
+    good, _, tmp = wheels
+    with pytest.raises(AotcError) as e:
+        check_wheel(rewrite(good, tmp / "two.whl", add={"other/aotc_wheel.json": b"{}"}))
+    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004" and "2 top-level" in e.value.diagnostics[0].message
+    for name in ("kgood\\x.py", "kgood/sub/"):
+        report = check_wheel(rewrite(good, tmp / "odd.whl", add={name: b""}))
+        assert "AOTC-WHEEL-008" in codes(report), name
+    record = names(good, "RECORD")[0]
+    report = check_wheel(rewrite(good, tmp / "record.whl", edit={record: lambda _: b"\xff\xfe"}, fix_record=False))
+    assert any(d.code == "AOTC-WHEEL-009" and "unreadable" in d.message for d in report.diagnostics)
+
+
 # ---- runtime discovery ----------------------------------------------------------------------------
 def install(whl: Path, site: Path) -> None:
     """What pip does with a wheel's files: unpack them into one site folder."""
