@@ -311,14 +311,31 @@ def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
     assert "ABI" in result["refused"]["kforeign"]
 
 
-@pytest.mark.parametrize("damage", ["meta-list", "manifest-edit", "extra-file", "symlink", "no-record"])
+@pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "store-file",
+                                    "manifest-edit", "extra-file", "symlink", "no-record"])
 def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     good, _, _ = wheels
     site = tmp_path / "site"
     install(good, site)
     store = site / "kgood" / "store" / "v1"
+    meta = site / "kgood" / "aotc_wheel.json"
     if damage == "meta-list":
-        (site / "kgood" / "aotc_wheel.json").write_text("[1]")
+        meta.write_text("[1]")
+    elif damage == "meta-text":
+        meta.write_text("not json")
+    elif damage == "meta-edit":
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "name": "other"}))
+    elif damage == "meta-link":
+        (site / "meta.json").write_bytes(meta.read_bytes())
+        meta.unlink()
+        meta.symlink_to(site / "meta.json")
+    elif damage == "no-meta":
+        meta.unlink()
+    elif damage == "store-file":
+        import shutil
+
+        shutil.rmtree(site / "kgood" / "store")
+        (site / "kgood" / "store").write_text("")
     elif damage == "manifest-edit":
         path = next((store / "actions").rglob("*.json"))
         path.write_bytes(path.read_bytes().replace(b'"mma_', b'"mmx_'))
