@@ -186,3 +186,26 @@ def test_missing_disassemblers_fail_closed(built):
 def test_garbage_bytes_give_the_elf_diagnostic():
     report = check(b"\x7fELF" + b"\0" * 20, "sm120a", None)
     assert codes(report) == ["AOTC-ELF-001"] and not report.ok
+
+
+def test_resources_come_from_the_elf_and_res_usage(built, tmp_path):
+    import subprocess
+
+    from aotc.build.verify import parse_res_usage
+
+    tc = find_toolchain()
+    path = tmp_path / "k.cubin"
+    path.write_bytes(built["mma120a"])
+    usage = parse_res_usage(subprocess.run([tc.cuobjdump, "-res-usage", str(path)], capture_output=True, text=True,
+                                           check=True).stdout)["aotc_kernel"]
+    report = check(built["mma120a"], "sm120a", "HMMA", dynamic=512)
+    assert report.resources == {"aotc_kernel": {
+        "smem_static": 1024, "smem_dynamic": 512, "registers": usage["REG"], "stack_bytes": usage["STACK"],
+        "local_bytes": usage["LOCAL"], "shared_section_bytes": usage["SHARED"]}}
+    over = check(built["mma120a"], "sm120a", "HMMA", dynamic=SM120_SMEM_OPTIN)
+    assert over.diagnostics[0].details == {"kernel": "aotc_kernel", "static": 1024, "dynamic": SM120_SMEM_OPTIN,
+                                           "budget": SM120_SMEM_OPTIN}
+    if tc.nvdisasm:  # nvdisasm gives no resource usage: only what the ELF says
+        report = check(built["mma120a"], "sm120a", "HMMA", dynamic=512,
+                       toolchain=dataclasses.replace(tc, cuobjdump=None))
+        assert report.ok and report.resources == {"aotc_kernel": {"smem_static": 1024, "smem_dynamic": 512}}
