@@ -202,6 +202,7 @@ class RecordingDriver:
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple]] = []
         self.fills: list[bytes] = []  # what each aotc_fill launch writes, copied at launch time
+        self.routing: list[bytes] = []  # the parameters of each aotc_moe_blockscaled_groups launch, likewise
         self._handles = iter(range(0x1000, 1 << 30, 0x10))
         answers = {
             "cuInit": lambda *a: (0,), "cuDeviceGetCount": lambda: (0, 1), "cuDeviceGet": lambda i: (0, i),
@@ -228,9 +229,12 @@ class RecordingDriver:
         (its parameter buffers are gone once the call returns)."""
         from aotc.runtime import metadata
 
-        fill_fn = metadata._modules.get(0, (None, None))[1]
-        if fill_fn is not None and call[0] == fill_fn:
+        functions = metadata._modules.get(0, (None,) * 4)
+        if functions[1] is not None and call[0] == functions[1]:
             self.fills.append(fill_bytes(call))
+        if functions[3] is not None and call[0] == functions[3]:  # aotc_moe_blockscaled_groups: its struct
+            first_field = (ctypes.c_void_p * 1).from_address(call[9])[0]
+            self.routing.append(ctypes.string_at(first_field, ctypes.sizeof(metadata.MoeBlockScaledParams)))
         return (0,)
 
     def __getattr__(self, name: str):
@@ -433,11 +437,11 @@ def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_
     # the block the allocator handed out: the GEMM's args point into that same block.
     plan = moe._plans[(kernel.spec_key, kernel.arch, experts, n, k)]
     assert ("allocator", (plan.size, 0, stream)) in first
-    pointers = (ctypes.c_void_p * len(moe.metadata.MoeBlockScaledParams._fields_)).from_address(launches[0][1][9])
-    block = ctypes.c_uint64.from_address(pointers[1]).value  # the `out` parameter
+    (sent,) = recording.routing
+    block = metadata.MoeBlockScaledParams.from_buffer_copy(sent).out
     want = moe.metadata_params(plan, block, *(rt.tensor_info(t).ptr for t in (offsets, a, b, sfa, sfb, out, alpha)),
                                experts, n, k, "nvfp4")
-    assert ctypes.string_at(pointers[0], ctypes.sizeof(want)) == bytes(want)
+    assert sent == bytes(want)
     # Warm calls: launches only.
     recording.calls.clear()
     rt.grouped_gemm_moe_nvfp4(a, b, sfa, sfb, out, offsets, alpha=alpha, stream=stream)
