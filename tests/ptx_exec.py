@@ -153,7 +153,7 @@ class _Thread:
                 continue
             self.step(op, parts[1:], ops)
 
-    def step(self, op: str, mods: list[str], ops: list[str]) -> None:  # noqa: C901 - one branch per opcode
+    def step(self, op: str, mods: list[str], ops: list[str]) -> None:
         kind = mods[-1]
         if op in ("ld", "st"):
             space = mods[0] if mods[0] in ("param", "global") else "generic"

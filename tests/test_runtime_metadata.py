@@ -18,7 +18,7 @@ import pytest
 from aotc.runtime import metadata
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ptx_exec import Kernel, Memory  # noqa: E402 - a test-only module beside this file
+from ptx_exec import Kernel, Memory  # a test-only module beside this file
 
 # PTX parameter types -> (size, alignment) in bytes
 PTX_TYPES = {"u64": 8, "s64": 8, "b64": 8, "u32": 4, "s32": 4, "b32": 4}
@@ -77,9 +77,9 @@ def test_moe_block_layout_matches_the_grouped_gemm_arrays(experts):
 
 
 def test_the_ptx_executor_agrees_with_the_ptx_parameter_offsets():
-    for entry, struct in (("aotc_fill", metadata.FillParams), ("aotc_moe_groups", metadata.MoeParams),
+    for entry, params in (("aotc_fill", metadata.FillParams), ("aotc_moe_groups", metadata.MoeParams),
                           ("aotc_moe_blockscaled_groups", metadata.MoeBlockScaledParams)):
-        assert list(Kernel(metadata.PTX, entry).params.values()) == [o for o, _ in struct_params(struct)]
+        assert list(Kernel(metadata.PTX, entry).params.values()) == [o for o, _ in struct_params(params)]
 
 
 def test_fill_ptx_executed_on_the_cpu_writes_its_blob():
