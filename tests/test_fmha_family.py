@@ -206,6 +206,13 @@ def test_helper_validates_problems(tmp_path):
     assert rc and "cu_seqlens_q and cu_seqlens_k" in err
     rc, _, err = query(lib, problem(softmax_scale=float("nan")))
     assert rc and "softmax_scale" in err
+    # A thread reaches its K/V rows r0, r0 + step, ... (step = 128 threads / 16 chunks per row = 8)
+    # through one 32-bit element offset: row strides whose step-row span leaves int32 are refused.
+    step = 128 // (128 // 8)
+    fits = ((2**31 - 1 - 128) // step) // 8 * 8
+    assert query(lib, problem(k_row_stride=fits))[0] == 0
+    rc, _, err = query(lib, problem(v_row_stride=fits + 8))
+    assert rc and f"{fits + 8} elements are too large" in err and f"x {step}" in err
 
 
 def prepare(lib: ctypes.CDLL, a: FmhaArgs) -> tuple[int, bytes, str]:
@@ -331,25 +338,47 @@ def main_loop(sass: str) -> list[str]:
     return best
 
 
+def e4m3_loop_counts(p: dict) -> tuple[int, int]:
+    """(m16n8k32 MMAs, f32 -> e4m3x2 conversions) per warp and KV tile of an e4m3 tile, from its shape.
+    A warp owns block_m / warps rows (16-row MMA tiles); S = Q K^T is rows x block_n x head_dim and
+    O += P V is rows x head_dim x block_n, each in 16 x 8 x 32 MMAs. P (rows x block_n, fp32 from the
+    softmax) is spread over the 32 lanes and rounded two values per cvt.rn.satfinite.e4m3x2.f32."""
+    rows = p["block_m"] // p["warps"]
+    mmas = rows // 16 * (p["block_n"] // 8 * p["head_dim"] // 32 + p["head_dim"] // 8 * p["block_n"] // 32)
+    packs = rows * p["block_n"] // 32 // 2
+    return mmas, packs
+
+
 @pytest.mark.compile
 def test_e4m3_sass_native_qmma_on_sm120a_emulated_on_sm90a(tmp_path):
-    # 64x64 e4m3 tile, head_dim 128, 4 warps: per warp and KV tile, S = 16x64x128 (4 k32 x 8 n8 = 32
-    # MMAs) and O += 16x128x64 (2 k32 x 16 n8 = 32): 64 m16n8k32 MMAs in the loop body
-    s = spec("fmha_fwd", dtype="e4m3")
+    s = spec("fmha_fwd", dtype="e4m3")  # 64x64, head_dim 128, 4 warps
+    mmas, packs = e4m3_loop_counts(s.params)
     lines, sass = sass_of(s, "sm120a", tmp_path)
     assert re.search(r"\b0 bytes spill stores", lines), lines
-    assert len(re.findall(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", sass)) == 64
+    assert len(re.findall(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", sass)) == mmas
     assert not re.search(r"\b(HMMA|HGMMA|QGMMA|UTC\w+|OMMA)\b", sass)
-    # the main loop runs on native QMMA: its only conversions are the 16 f32 -> e4m3 packs of P per KV
-    # tile (2 k32 steps x 4 registers x 2 cvt.e4m3x2; the MMA takes no other A type) and never an
-    # e4m3 -> f16 unpack (what an emulated FP8 MMA needs, see sm_90a below)
+    # The main loop runs on native QMMA. Its only conversions are the f32 -> e4m3 packs of P (the
+    # e4m3 MMA takes e4m3 A only, and P comes out of the softmax in fp32: inherent, docs/proven.md);
+    # the loaded Q/K/V operands are never converted (no e4m3 -> f16 unpack, what an emulated FP8 MMA
+    # needs, see sm_90a below; no F2F/I2F of any kind).
     loop = main_loop(sass)
-    assert sum(bool(re.search(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", x)) for x in loop) == 64
+    assert sum(bool(re.search(r"\bQMMA\.16832\.F32\.E4M3\.E4M3\b", x)) for x in loop) == mmas
     f2fp = [x for x in loop if "F2FP" in x]
-    assert len(f2fp) == 16 and all(re.search(r"\bF2FP\.SATFINITE\.E4M3\.F32\.PACK_AB", x) for x in f2fp), f2fp
+    assert len(f2fp) == packs and all(re.search(r"\bF2FP\.SATFINITE\.E4M3\.F32\.PACK_AB", x) for x in f2fp), f2fp
     assert not re.search(r"F2FP[.\w]*UNPACK", sass)
+    assert not [x for x in loop if re.match(r"(@!?U?P\w+\s+)?(F2F|I2F|F2I|HADD2\.F32)\b", x)]
     # sm_90a has no warp-level FP8 MMA: ptxas widens e4m3 to f16 and issues two HMMA.16816 per MMA
     _, sass90 = sass_of(s, "sm90a", tmp_path)
     assert not re.search(r"\bQMMA\b", sass90)
-    assert len(re.findall(r"\bHMMA\.16816\.F32\b", sass90)) == 128
+    assert len(re.findall(r"\bHMMA\.16816\.F32\b", sass90)) == 2 * mmas
     assert any("F2FP.F16.E4M3.UNPACK_B" in x for x in main_loop(sass90))
+
+
+def test_e4m3_loop_counts_follow_the_tile():
+    # the expected counts scale with the tile as the MMA shapes say, not with the 64x64 numbers
+    base = {"block_m": 64, "block_n": 64, "head_dim": 128, "warps": 4}
+    m, c = e4m3_loop_counts(base)
+    assert (m, c) == (64, 16)
+    assert e4m3_loop_counts({**base, "block_n": 128}) == (2 * m, 2 * c)
+    assert e4m3_loop_counts({**base, "block_m": 128}) == (2 * m, 2 * c)
+    assert e4m3_loop_counts({**base, "head_dim": 256}) == (2 * m, c)
