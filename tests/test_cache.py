@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from aotc.arch import get_arch
 from aotc.build.direct_mode import MAX_PREKEY_SETS, HeaderSnapshot, file_sha256, lookup_prekey, record_prekey
 from aotc.build.flashinfer import workspaces
 from aotc.cache import SCHEMA, Cache, CacheFormatError, default_cache_dir, header_map
@@ -468,6 +469,45 @@ def test_malformed_manifest_is_a_coded_error_for_readers_and_quarantined_by_veri
     assert [f["file"] for f in report.bad_files] == [str(cache.manifest_path(k("bad")))]
     assert report.refs_dropped == [k("spec-bad")] and cache.get_ref(k("spec-bad")) is None
     assert verify(cache).ok
+
+
+# Each of these once passed one of the two manifest checks the cache had (a lenient one for listings and
+# verify's first pass, the typed one for the runtime) and failed the other.
+ONE_CHECK_CASES = {
+    "unknown field": lambda m: {**m, "colour": "red"},
+    "params missing": lambda m: {n: v for n, v in m.items() if n != "params"},
+    "key of another entry": lambda m: {**m, "key": k("other")},
+    "blob digest a path": lambda m: {**m, "blobs": {"cubin": {"sha256": "../../x", "size": 1}}},
+    "size a bool": lambda m: {**m, "blobs": {r: {**b, "size": True} for r, b in m["blobs"].items()}},
+    "a cubin record not an object": lambda m: {**m, "cubins": [1]},
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_CHECK_CASES))
+def test_one_manifest_check_for_every_reader(tmp_path: Path, case: str) -> None:
+    """Listings, the wheel packer, the runtime's source and verify agree on what a manifest is."""
+    from aotc.build.wheel_pack import select_entries
+    from aotc.cache.manifest import manifest_problems
+    from aotc.runtime.lookup import CacheSource
+
+    cache = Cache(tmp_path)
+    good = put(cache, "good")
+    bad = ONE_CHECK_CASES[case]({**put(cache, "bad"), "name": "bad"})
+    cache.write_json(cache.manifest_path(k("bad")), bad)
+    for name in ("good", "bad"):
+        cache.set_ref(k(f"spec-{name}"), k(name), {"arch": "sm120a", "name": name})
+    assert manifest_problems(bad, k("bad")) and manifest_problems(good, k("good")) == []
+    assert [m["name"] for m in cache.entries()] == ["good"]
+    assert [m["name"] for _, m in select_entries(cache, [get_arch("sm120a")])] == ["good"]
+    if case != "key of another entry":  # the runtime reads it through its ref, not its file name
+        with pytest.raises(ManifestError):
+            CacheSource(cache).resolve(k("spec-bad"))
+    assert CacheSource(cache).resolve(k("spec-good")) == good
+    report = verify(cache)
+    assert [f["file"] for f in report.bad_files] == [str(cache.manifest_path(k("bad")))]
+    assert "AOTC-CACHE-005" in report.bad_files[0]["problem"]
+    assert report.refs_dropped == [k("spec-bad")]
+    assert verify(cache).ok and cache.resolve_ref(k("spec-good")) == good  # valid work kept
 
 
 # --- gc -----------------------------------------------------------------------------------------

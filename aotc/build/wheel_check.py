@@ -23,12 +23,12 @@ from pathlib import Path, PurePosixPath
 from aotc import ABI_VERSION
 from aotc.arch import ARCHES, Arch, target_runs_on
 from aotc.cache import header_map
+from aotc.cache.store import is_digest
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import METADATA_FILE, STORE_DIR
 
 _MAX_BLOB_BYTES = 1 << 31
 _MISSING = "missing from the wheel"
-_HEX = frozenset("0123456789abcdef")
 
 
 @dataclass
@@ -50,10 +50,6 @@ class WheelCheck:
 def _diag(number: int, message: str, fix: str = "do not install this wheel; rebuild it from a verified cache "
           "(`aotc verify`, then `aotc wheel`)") -> Diagnostic:
     return Diagnostic(f"AOTC-WHEEL-{number:03d}", message, fix=fix)
-
-
-def _is_digest(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and set(value) <= _HEX
 
 
 def _record_digest(data: bytes) -> str:
@@ -152,20 +148,15 @@ def _read_blob(zf: zipfile.ZipFile, prefix: str, digest: str, size: object) -> t
 
 
 def _manifest_problem(m: dict | None, key: str) -> str:
+    """The cache's one manifest check, plus what a wheel's entry needs: a cubin or a module to ship."""
+    from aotc.cache.manifest import manifest_problems
+
     if m is None:
         return "not a JSON object, or its content differs from its checksum"
-    if m.get("key") != key:
-        return f"its key {str(m.get('key'))[:20]!r} differs from its file name"
-    for field in ("name", "family", "arch"):
-        if not isinstance(m.get(field), str):
-            return f"no `{field}` string"
-    blobs = m.get("blobs")
-    if not isinstance(blobs, dict) or not blobs or not ("cubin" in blobs or "so" in blobs):
-        return "`blobs` holds no cubin or module"
-    for kind, b in blobs.items():
-        if not isinstance(b, dict) or not _is_digest(b.get("sha256")) or not isinstance(b.get("size"), int):
-            return f"blob {kind!r} has no sha256 hex digest and size"
-    return ""
+    problems = manifest_problems(m, key) if is_digest(key) else ["its file name is no digest"]
+    if not problems and not ("cubin" in m["blobs"] or "so" in m["blobs"]):
+        problems = ["`blobs` holds no cubin or module"]
+    return "; ".join(problems)
 
 
 class _SassScanner:
@@ -301,7 +292,7 @@ def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelChec
     for name in (n for n in names if n.startswith(prefix + "actions/")):
         key = PurePosixPath(name).stem
         m = _record(zf, name, "manifest")
-        problem = _manifest_problem(m, key) or ("" if _is_digest(key) else "its file name is no digest")
+        problem = _manifest_problem(m, key)
         if problem:
             diags.append(_diag(11, f"manifest {name}: {problem}"))
             continue

@@ -20,7 +20,7 @@ from aotc import ABI_VERSION, __version__
 from aotc.arch import Arch
 from aotc.build.wheel_check import WheelCheck, check_wheel  # noqa: F401 - the check lives there
 from aotc.cache import Cache, CacheFormatError, header_map
-from aotc.cache.entries import manifest_problem
+from aotc.cache.manifest import manifest_problems
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import ENTRY_POINT_GROUP, METADATA_FILE, STORE_DIR
 from aotc.runtime.tuned import KIND as TUNE_KIND
@@ -119,7 +119,7 @@ def select_entries(cache: Cache, archs: list[Arch], patterns: list[str] | None =
             manifest = cache.get_manifest(ref["key"])
         except CacheFormatError:
             continue  # unreadable: left to `aotc verify`, never shipped
-        if manifest is None or manifest_problem(manifest, ref["key"]):
+        if manifest is None or manifest_problems(manifest, ref["key"]):
             continue
         if patterns:
             probe = KernelSpec(manifest["name"], manifest["family"], {}, ())

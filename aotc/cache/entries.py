@@ -14,13 +14,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from aotc.cache import header_map
-from aotc.cache.manifest import SCHEMA
+from aotc.cache.manifest import SCHEMA, manifest_problems
 from aotc.cache.store import (
     LAYOUT_VERSION,
     BlobStore,
     CacheWriteError,
     atomic_write,
     check_digest,
+    is_digest,
     open_blob_store,
 )
 from aotc.diagnostics import AotcError, Diagnostic
@@ -70,42 +71,8 @@ def read_json(path: Path, what: str) -> dict | None:
     return parse_record(text, path, what)
 
 
-def _is_digest(value: object) -> bool:
-    return isinstance(value, str) and len(value) == 64 and not value.strip("0123456789abcdef")
-
-
-# Optional manifest fields every reader (ls, show, the runtime) may touch, and the types they must have.
-_OPTIONAL = {"params": (dict,), "resources": (dict,), "smem_model": (dict, type(None)), "cubins": (list,), "sass": (dict,),
-             "compile_seconds": (int, float), "inputs": (dict,), "toolchain": (dict,), "spec_key": (str,),
-             "entry": (str,)}
-
-
-def manifest_problem(m: dict, name: str) -> str:
-    """Why a manifest cannot be read as one ("" when it can): the fields every reader relies on."""
-    if m.get("key") != name:
-        return f"its key {str(m.get('key'))[:20]!r} differs from its file name"
-    for field in ("name", "family", "arch"):
-        if not isinstance(m.get(field), str):
-            return f"`{field}` is not a string"
-    target, blobs = m.get("target", {}), m.get("blobs")
-    if not isinstance(blobs, dict):
-        return "`blobs` is not an object"
-    if not isinstance(target, dict) or (target and not (isinstance(target.get("sm"), int)
-                                                        and isinstance(target.get("variant"), str))):
-        return "`target` is not {sm: int, variant: str}"
-    for role, blob in blobs.items():
-        if not (isinstance(blob, dict) and _is_digest(blob.get("sha256")) and isinstance(blob.get("size"), int)):
-            return f"blob {str(role)[:20]!r} is not {{sha256: hex digest, size: int}}"
-    for field, kinds in _OPTIONAL.items():
-        if field in m and (not isinstance(m[field], kinds) or isinstance(m[field], bool)):
-            return f"`{field}` has the wrong type ({type(m[field]).__name__})"
-    if any(not isinstance(c, dict) for c in m.get("cubins", [])):
-        return "`cubins` holds something that is not an object"
-    return ""
-
-
 def ref_problem(ref: dict, name: str) -> str:
-    if not _is_digest(ref.get("key")):
+    if not is_digest(ref.get("key")):
         return "no action key (a sha256 hex digest) in it"
     return ""
 
@@ -314,7 +281,7 @@ class Cache:
     def entries(self) -> Iterator[dict]:
         """Every readable, well-formed manifest (for `ls`, `show`, wheels); the others are left to
         `aotc verify`."""
-        return self._readable("actions", "manifest", manifest_problem)
+        return self._readable("actions", "manifest", manifest_problems)
 
     # refs
     def set_ref(self, spec_key: str, action_key: str, info: dict | None = None) -> None:

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aotc.cache.entries import Cache, CacheFormatError, manifest_problem, read_json, ref_problem
-from aotc.cache.manifest import Manifest, ManifestError
+from aotc.cache.entries import Cache, CacheFormatError, read_json, ref_problem
+from aotc.cache.manifest import ManifestError, manifest_problems
 from aotc.cache.store import CorruptBlobError, quarantine_file
 
 # A sweep of build leftovers gc runs last: (now, dry_run) -> paths removed (or that would be).
@@ -73,13 +73,20 @@ class CacheStats:
         return {**dataclasses.asdict(self), "compression_ratio": round(self.compression_ratio, 3)}
 
 
+# What maintenance finds unreadable: not the JSON written (CacheFormatError), or a manifest that is not one.
+_UNREADABLE = (CacheFormatError, ManifestError)
+
+
 def _read_checked(path: Path, what: str) -> dict | None:
-    """read_json, then the shape every reader relies on: a malformed record is a CacheFormatError."""
+    """read_json, then the shape every reader relies on: a malformed manifest is a ManifestError
+    (the typed Manifest's own check), a malformed ref a CacheFormatError."""
     value = read_json(path, what)
-    if value is not None:
-        problem = (manifest_problem if what == "manifest" else ref_problem)(value, path.stem)
-        if problem:
-            raise CacheFormatError(path, what, problem)
+    if value is not None and what == "manifest":
+        problems = manifest_problems(value, path.stem)
+        if problems:
+            raise ManifestError(problems, str(path))
+    elif value is not None and (problem := ref_problem(value, path.stem)):
+        raise CacheFormatError(path, what, problem)
     return value
 
 
@@ -143,9 +150,7 @@ def _check_blobs(cache: Cache, report: VerifyReport) -> set[str]:
 def _verify_manifest(cache: Cache, path: Path, bad_blobs: set[str], good: set[str], report: VerifyReport) -> None:
     try:
         manifest = _read_checked(path, "manifest")
-        if manifest is not None:
-            Manifest.from_json(manifest, where=str(path))
-    except (CacheFormatError, ManifestError) as e:
+    except _UNREADABLE as e:
         report.bad_files.append(_bad_file(cache, path, e))
         return
     if manifest is None:
@@ -174,7 +179,7 @@ def _still_broken_entry(cache: Cache, path: Path) -> bool:
     re-stored the entry or its blobs meanwhile makes it whole again."""
     try:
         manifest = _read_checked(path, "manifest")
-    except CacheFormatError:
+    except _UNREADABLE:
         return True
     if manifest is None:
         return False  # gone: nothing to move
@@ -236,7 +241,7 @@ def _verify_read_only(cache: Cache) -> VerifyReport:
         report.manifests_checked += 1
         try:
             manifest = _read_checked(path, "manifest")
-        except CacheFormatError as e:
+        except _UNREADABLE as e:
             report.bad_files.append({"file": str(path), "problem": str(e), "quarantined": None})
             continue
         blobs = (manifest or {}).get("blobs")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aotc.cache.store import is_digest
 from aotc.diagnostics import AotcError, Diagnostic
 
 SCHEMA = 1
@@ -62,22 +63,12 @@ class Manifest:
         return f"Manifest(name={self.name!r}, arch={self.arch!r}, key={self.key!r})"
 
     @classmethod
-    def from_json(cls, data: Any, where: str = "") -> Manifest:
-        """Parse a stored manifest; ManifestError naming every problem if it is malformed."""
-        if not isinstance(data, dict):
-            raise ManifestError([f"expected a JSON object, got {type(data).__name__}"], where)
-        problems = [f"unknown field {name!r}" for name in data if name not in _TYPES]
-        for name, kinds in _TYPES.items():
-            if name not in data:
-                if name in _REQUIRED:
-                    problems.append(f"missing field {name!r}")
-            elif not isinstance(data[name], kinds) or isinstance(data[name], bool) and bool not in _as_tuple(kinds):
-                problems.append(f"field {name!r} is {type(data[name]).__name__}, expected "
-                                + "/".join(k.__name__ for k in _as_tuple(kinds)))
-        if not problems:
-            problems = _check_nested(data)
+    def from_json(cls, data: Any, where: str = "", key: str | None = None) -> Manifest:
+        """Parse a stored manifest; ManifestError naming every problem (manifest_problems) if it is
+        malformed. `key`: the action key it is stored under, which its own key must equal."""
+        problems = manifest_problems(data, key)
         if problems:
-            raise ManifestError(problems, where or str(data.get("key", "")))
+            raise ManifestError(problems, where or str(data.get("key", "") if isinstance(data, dict) else ""))
         return cls(**data)
 
     def blob_digest(self, role: str) -> str | None:
@@ -105,16 +96,43 @@ def _as_tuple(kinds: Any) -> tuple:
     return kinds if isinstance(kinds, tuple) else (kinds,)
 
 
+def manifest_problems(data: Any, key: str | None = None) -> list[str]:
+    """Every way `data` differs from a stored manifest (docs/CONTRACTS.md), [] when it is one: the one
+    check of every reader (the runtime's lookup, ls/show/wheel listings, `aotc verify`, wheel --check).
+    `key`: the action key (file name) it is stored under, which its own key must equal."""
+    if not isinstance(data, dict):
+        return [f"expected a JSON object, got {type(data).__name__}"]
+    problems = [f"unknown field {name[:40]!r}" for name in data if name not in _TYPES]
+    for name, kinds in _TYPES.items():
+        if name not in data:
+            if name in _REQUIRED:
+                problems.append(f"missing field {name!r}")
+        elif not isinstance(data[name], kinds) or isinstance(data[name], bool) and bool not in _as_tuple(kinds):
+            problems.append(f"field {name!r} is {type(data[name]).__name__}, expected "
+                            + "/".join(k.__name__ for k in _as_tuple(kinds)))
+    if not problems:
+        problems = _check_nested(data)
+    if key is not None and data.get("key") != key:
+        problems.append(f"its key {str(data.get('key'))[:20]!r} differs from its file name")
+    return problems
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_nested(data: dict) -> list[str]:
     problems = []
     if data.get("schema") != SCHEMA and "schema" in data:
         problems.append(f"schema {data['schema']} is not {SCHEMA}")
     for role, blob in data["blobs"].items():
-        if not (isinstance(blob, dict) and isinstance(blob.get("sha256"), str) and isinstance(blob.get("size"), int)):
-            problems.append(f"blob {role!r} is not {{sha256: str, size: int}}: {blob!r}")
+        if not (isinstance(blob, dict) and is_digest(blob.get("sha256")) and _is_int(blob.get("size"))):
+            problems.append(f"blob {role[:20]!r} is not {{sha256: hex digest, size: int}}: {str(blob)[:80]}")
     target = data["target"]
-    if not (isinstance(target.get("sm"), int) and isinstance(target.get("variant"), str)):
-        problems.append(f"target is not {{sm: int, variant: str}}: {target!r}")
+    if not (_is_int(target.get("sm")) and isinstance(target.get("variant"), str)):
+        problems.append(f"target is not {{sm: int, variant: str}}: {str(target)[:80]}")
+    if any(not isinstance(c, dict) for c in data.get("cubins", [])):
+        problems.append("`cubins` holds something that is not an object")
     return problems
 
 

@@ -65,6 +65,11 @@ def _is_hex64(text: str) -> bool:
     return len(text) == 64 and not text.strip(_HEX)
 
 
+def is_digest(value: object) -> bool:
+    """A sha256 hex digest: a str of 64 lowercase hex chars."""
+    return isinstance(value, str) and _is_hex64(value)
+
+
 def check_digest(digest: str) -> str:
     """A digest is 64 lowercase hex chars; anything else could name a path outside the store."""
     if not isinstance(digest, str) or not _is_hex64(digest):
