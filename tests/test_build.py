@@ -108,7 +108,7 @@ def test_tus_compile_in_another_process_and_the_parent_stores_them(built_cache, 
     summary = build([spec()], parse_arch_list("sm90a"), cache, progress=False, executor=ProcessExecutor())
     (r,) = summary.results
     assert r.status == BUILT and r.key == first.key  # same inputs, same action key, whichever process compiled
-    assert Manifest.from_json(cache.get_manifest(r.key)).blobs.keys() == {"cubin", "helper", "source"}
+    assert Manifest.from_json(cache.get_manifest(r.key)).blobs.keys() == {"cubin", "helper", "source", "headers"}
 
     class Refuses(Executor):
         jobs = 1
