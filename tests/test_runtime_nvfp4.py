@@ -408,7 +408,7 @@ def _warm_calls(calls: list) -> list[str]:
 def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_sync(recording, capfd):
     """grouped_gemm_moe_nvfp4 (expert offsets on the device, per-expert alpha) and both quantize ops on
     real sm120a builds: nothing but the caller's allocator, zero fills ordered on the stream and
-    launches; the metadata kernel's parameters are the plan's for the block the GEMM reads."""
+    launches; the routing kernel's parameters are metadata_params of the plan, the block and the tensors."""
     from aotc.runtime import metadata, moe, quantize
 
     stream = 0x5157
@@ -433,8 +433,8 @@ def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_
     routing = metadata._modules[0][3]
     assert [c[1][0] == routing for c in launches] == [True, False, False, False]  # routing, GEMM, 2 quantize
     assert launches[1][1][0] == kernel._function
-    # The routing launch's parameters, read back through its kernelParams, are what the plan gives for
-    # the block the allocator handed out: the GEMM's args point into that same block.
+    # The routing launch's parameters, copied at launch time, are what the plan gives for the block the
+    # allocator handed out and the caller's tensors.
     plan = moe._plans[(kernel.spec_key, kernel.arch, experts, n, k)]
     assert ("allocator", (plan.size, 0, stream)) in first
     (sent,) = recording.routing
