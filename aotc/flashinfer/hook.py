@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from aotc.cache import Cache
 from aotc.cache.store import CorruptBlobError
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.flashinfer.index import SO_BLOB, module_key
-from aotc.runtime.lookup import CacheSource, WheelSource
+from aotc.runtime.sources import CacheSource, WheelSource
 
 ENV_ENABLE = "AOTC_FLASHINFER"  # 1: launch.py / activate_from_env() install the hook
 ENV_ON_MISS = "AOTC_FLASHINFER_ON_MISS"  # "jit" (default) or "error"
@@ -32,27 +31,30 @@ _DIGEST_CHARS = frozenset("0123456789abcdef")
 log = logging.getLogger("aotc.flashinfer")
 
 
-@dataclass
 class HookState:
-    cache: Cache
-    on_miss: str
-    version: str
-    wheels: WheelSource = field(default_factory=WheelSource)  # searched after the cache, as the runtime does
-    local: CacheSource = field(init=False)
-    served_from: dict[str, str] = field(default_factory=dict)  # module -> the source that served it
-    patched: list[tuple[Any, str, Any, Any]] = field(default_factory=list)  # (owner, attr, old, new)
-    looked_up: dict[str, list[str]] = field(default_factory=dict)  # module -> aotc archs served
-    problems: dict[str, str] = field(default_factory=dict)  # module -> why aotc could not serve it
-    artifacts_served: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    """What install() set up and what the hook served. A plain slotted class: a dataclass costs
+    about a millisecond to create at import, on the path of every served process."""
+
+    __slots__ = ("artifacts_served", "cache", "local", "lock", "looked_up", "on_miss", "patched", "problems",
+                 "served_from", "version", "wheels")
+
+    def __init__(self, cache: Cache, on_miss: str, version: str):
+        self.cache = cache
+        self.on_miss = on_miss
+        self.version = version
+        self.local = CacheSource(cache)
+        self.wheels = WheelSource()  # searched after the cache, as the runtime does
+        self.served_from: dict[str, str] = {}  # module -> the source that served it
+        self.patched: list[tuple[Any, str, Any, Any]] = []  # (owner, attr, old, new)
+        self.looked_up: dict[str, list[str]] = {}  # module -> aotc archs served
+        self.problems: dict[str, str] = {}  # module -> why aotc could not serve it
+        self.artifacts_served = 0
+        self.lock = threading.Lock()
 
     def report(self) -> dict[str, Any]:
         return {"cache": str(self.cache.root), "on_miss": self.on_miss, "flashinfer_version": self.version,
                 "served": {m: a for m, a in self.looked_up.items() if a}, "served_from": dict(self.served_from),
                 "problems": dict(self.problems), "artifacts_served": self.artifacts_served}
-
-    def __post_init__(self) -> None:
-        self.local = CacheSource(self.cache)
 
     def sources(self) -> list[Any]:
         """Where modules come from, in order: the local cache, then installed kernel wheels."""
@@ -74,7 +76,7 @@ def status() -> dict[str, Any] | None:
 # --- serving modules ------------------------------------------------------------------------------
 
 def _provider_root(st: HookState) -> Path:
-    from aotc.runtime.loader import helper_dir
+    from aotc.runtime.files import helper_dir
 
     tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
     return helper_dir() / "flashinfer" / tag
@@ -109,7 +111,7 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
 
 
 def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
-    from aotc.runtime.loader import helper_path
+    from aotc.runtime.files import helper_path
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
     so = helper_path(digest, lambda: source.read_blob(digest))  # digest-checked on every reuse
@@ -306,13 +308,15 @@ def flashinfer_modules() -> list[Any]:
     return [m for m in map(sys.modules.get, names) if m is not None]
 
 
-def _patch_everywhere(st: HookState, original: Any, attrs: tuple[str, ...], new: Any,
+def _patch_everywhere(st: HookState, replacements: list[tuple[Any, tuple[str, ...], Any]],
                       modules: list[Any]) -> None:
-    """Replace `original` in every loaded FlashInfer module that bound it by name (FlashInfer's
-    modules import functions from each other, so each binding is looked up where it is used)."""
+    """Replace each (original, attrs, new) in every loaded FlashInfer module that bound the original
+    by one of those names (FlashInfer's modules import functions from each other, so each binding is
+    looked up where it is used). One pass over the modules for all replacements."""
+    wanted = [(attr, original, new) for original, attrs, new in replacements for attr in attrs]
     for owner in modules:
         namespace = getattr(owner, "__dict__", None) or {}  # no module __getattr__ (lazy imports)
-        for attr in attrs:
+        for attr, original, new in wanted:
             if namespace.get(attr) is original:
                 _patch(st, owner, attr, new)
 
@@ -336,13 +340,13 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
 
     st = HookState(cache if isinstance(cache, Cache) else Cache(cache), mode, flashinfer.__version__)
     _patch(st, jit_env, "get_aot_artifacts", _wrap_get_aot_artifacts(jit_env, st, jit_env.get_aot_artifacts))
-    modules = flashinfer_modules()
-    _patch_everywhere(st, cubin_loader.get_artifact, ("get_artifact", "get_cubin"),
-                      _wrap_get_artifact(st, cubin_loader.get_artifact), modules)
+    replacements = [(cubin_loader.get_artifact, ("get_artifact", "get_cubin"),
+                     _wrap_get_artifact(st, cubin_loader.get_artifact))]
     for home, attr, module in SIDE_EFFECT_GENERATORS:
         original = getattr(sys.modules.get(home), attr, None)
         if original is not None:
-            _patch_everywhere(st, original, (attr,), _wrap_side_effect_generator(jit_env, original, module), modules)
+            replacements.append((original, (attr,), _wrap_side_effect_generator(jit_env, original, module)))
+    _patch_everywhere(st, replacements, flashinfer_modules())
     _patch(st, jit_core.JitSpecNvcc, "build", _wrap_build(st, jit_core.JitSpecNvcc.build))
     _patch(st, jit_core.JitSpecNvcc, "build_and_load",
            _wrap_build_and_load(st, jit_core.JitSpecNvcc.build_and_load))

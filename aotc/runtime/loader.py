@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import hashlib
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from aotc.arch import ARCHES, Arch
 from aotc.diagnostics import AotcError
 from aotc.runtime.device import Device, check, driver, error_name, in_primary
 from aotc.runtime.errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
+from aotc.runtime.files import helper_dir, helper_path, verified_read, write_atomic
 from aotc.runtime.lookup import Found, buildable_target, stored_targets
 
 ENTRY = "aotc_kernel"
@@ -77,7 +75,7 @@ def read_cubin(found: Found) -> tuple[bytes, tuple[int, str]]:
     root = helper_dir()
     arch = ARCHES.get(found.arch)
     if arch is not None:
-        data = _verified_read(root / f"{digest}.sm{arch.sm}{arch.variant}.cubin", digest)
+        data = verified_read(root / f"{digest}.sm{arch.sm}{arch.variant}.cubin", digest)
         if data is not None:
             return data, (arch.sm, arch.variant)
     with _unreadable(found, "cubin", digest):
@@ -85,7 +83,7 @@ def read_cubin(found: Found) -> tuple[bytes, tuple[int, str]]:
     from aotc.elf import cubin_target
 
     sm, variant = cubin_target(data)
-    _write_atomic(root, root / f"{digest}.sm{sm}{variant}.cubin", data)
+    write_atomic(root, root / f"{digest}.sm{sm}{variant}.cubin", data)
     return data, (sm, variant)
 
 
@@ -131,72 +129,6 @@ def load_cubin(cubin: bytes, device: Device, what: str) -> tuple[Any, Any]:
                             f"({error_name(cu, err)})", "build the kernel for this device's target")
     check(cu, (err, function), f"cuKernelGetFunction({what})")
     return library, function
-
-
-_dirs: dict[tuple, Path] = {}  # (AOTC_RUNTIME_DIR, XDG_RUNTIME_DIR) -> the checked folder
-
-
-def helper_dir() -> Path:
-    """Private per-user folder for helper .so files (ctypes needs a file) and kept cubins:
-    AOTC_RUNTIME_DIR, else $XDG_RUNTIME_DIR/aotc, else <tmp>/aotc-<uid>. Created and checked (owned
-    by this user, writable by no one else) once per process and setting."""
-    env, xdg = os.environ.get("AOTC_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR")
-    root = _dirs.get((env, xdg))
-    if root is not None:
-        return root
-    if env:
-        root = Path(env)
-    elif xdg:
-        root = Path(xdg) / "aotc"
-    else:
-        root = Path(tempfile.gettempdir()) / f"aotc-{os.getuid()}"
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = root.stat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
-                            f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
-                            "set AOTC_RUNTIME_DIR to a private folder")
-    _dirs[(env, xdg)] = root
-    return root
-
-
-def helper_path(digest: str, fetch: Any) -> Path:
-    """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
-    return verified_file(digest, fetch, ".so")[0]
-
-
-def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
-    """(path, bytes) of blob `digest` as a plain file in the private runtime folder: reused when its
-    sha256 equals the digest, else `fetch()`ed (verified by the source) and written atomically. A
-    later process then reads and hashes the file instead of importing zstandard and decompressing:
-    every loaded byte is still checked against the manifest's digest."""
-    root = helper_dir()
-    path = root / f"{digest}{suffix}"
-    data = _verified_read(path, digest)
-    if data is None:
-        data = fetch()
-        _write_atomic(root, path, data)
-    return path, data
-
-
-def _verified_read(path: Path, digest: str) -> bytes | None:
-    """The file's bytes if their sha256 is `digest`; None when absent or different."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
-        return None
-    return data if hashlib.sha256(data).hexdigest() == digest else None
-
-
-def _write_atomic(root: Path, path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=root, suffix=f"{path.suffix}.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 _CUDART = "libcudart.so.13"  # the soname every host helper needs (aotc.build.compile.SHARED_CUDART)

@@ -1,0 +1,81 @@
+"""The private per-user runtime folder: host helper .so files (ctypes and FlashInfer need a file) and
+kept cubins, each named by its blob digest and checked against it on every read. Its own small
+module: the FlashInfer hook serves modules through it without importing the kernel loader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aotc.runtime.errors import HELPER_ABI, runtime_error
+
+__all__ = ["helper_dir", "helper_path", "verified_file", "verified_read", "write_atomic"]
+
+_dirs: dict[tuple, Path] = {}  # (AOTC_RUNTIME_DIR, XDG_RUNTIME_DIR) -> the checked folder
+
+
+def helper_dir() -> Path:
+    """Private per-user folder for helper .so files (ctypes needs a file) and kept cubins:
+    AOTC_RUNTIME_DIR, else $XDG_RUNTIME_DIR/aotc, else <tmp>/aotc-<uid>. Created and checked (owned
+    by this user, writable by no one else) once per process and setting."""
+    env, xdg = os.environ.get("AOTC_RUNTIME_DIR"), os.environ.get("XDG_RUNTIME_DIR")
+    root = _dirs.get((env, xdg))
+    if root is not None:
+        return root
+    if env:
+        root = Path(env)
+    elif xdg:
+        root = Path(xdg) / "aotc"
+    else:
+        root = Path(tempfile.gettempdir()) / f"aotc-{os.getuid()}"
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = root.stat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
+                            f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
+                            "set AOTC_RUNTIME_DIR to a private folder")
+    _dirs[(env, xdg)] = root
+    return root
+
+
+def helper_path(digest: str, fetch: Any) -> Path:
+    """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
+    return verified_file(digest, fetch, ".so")[0]
+
+
+def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
+    """(path, bytes) of blob `digest` as a plain file in the private runtime folder: reused when its
+    sha256 equals the digest, else `fetch()`ed (verified by the source) and written atomically. A
+    later process then reads and hashes the file instead of importing zstandard and decompressing:
+    every loaded byte is still checked against the manifest's digest."""
+    root = helper_dir()
+    path = root / f"{digest}{suffix}"
+    data = verified_read(path, digest)
+    if data is None:
+        data = fetch()
+        write_atomic(root, path, data)
+    return path, data
+
+
+def verified_read(path: Path, digest: str) -> bytes | None:
+    """The file's bytes if their sha256 is `digest`; None when absent or different."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
+        return None
+    return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def write_atomic(root: Path, path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=root, suffix=f"{path.suffix}.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
