@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from aotc.build.spec import filter_specs, load_spec_file, load_specs
+from aotc.build.spec import KernelSpec, filter_specs, load_spec_file, load_specs
 
 FMHA = """
 [[kernel]]
@@ -218,3 +218,23 @@ def test_filters_match_names_and_families():
     assert gemm and {s.family for s in gemm} == {"grouped_gemm_sm80"}
     assert filter_specs(specs, ["no-such-kernel", "fmha_decode_paged"]) == filter_specs(specs, ["fmha_decode_paged"])
     assert filter_specs(specs, ["FMHA_FWD"]) == []
+
+
+def test_a_bad_name_is_shown_short_and_where_it_was(tmp_path):
+    for name, shown in (('"a b"', "'a b'"), ("[1, 2]", "[1, 2]"), ('"' + "a" * 100 + '"', None)):
+        _, (d,) = one(tmp_path, FMHA.replace('"attn"', name))
+        assert d.code == "AOTC-SPEC-002" and (d.spec, d.file) == ("?", str(tmp_path / "s.toml"))
+        got = d.message.split("; got ", 1)[1]
+        assert got == shown if shown else got == "'" + "a" * 79  # at most 80 characters of it
+    _, (d,) = one(tmp_path, FMHA.replace('"attn"', '"attn"\ndoc = 42'))
+    assert d.code == "AOTC-SPEC-008" and "500" in d.message and "42" in d.message
+
+
+def test_swept_values_are_named_as_written_and_wildcards_only_make_patterns(tmp_path):
+    _, diags = one(tmp_path, FMHA.replace('dtype = "bf16"', 'dtype = ["bf16", "BF16"]'))
+    assert {d.spec for d in diags} == {f"attn/block_n={n},head_dim={h},dtype=BF16" for n in (64, 128)
+                                       for h in (64, 128)}
+    specs = [KernelSpec(n, "fam", {}, ()) for n in ("aXb", "a*b", "ab")]
+    assert filter_specs(specs, ["X"]) == specs[:1]  # no wildcard: a substring
+    assert filter_specs(specs, ["a?b"]) == specs[:2] and filter_specs(specs, ["a[*X]b"]) == specs[:2]
+
