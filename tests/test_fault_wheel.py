@@ -9,6 +9,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -364,3 +365,112 @@ def test_a_flashinfer_module_embedding_a_wrong_target_cubin_is_refused(tmp_path)
     records, diags = verify_module_cubins([cubins["sm120a"], cubins["sm90a"]], ARCHES["sm120a"], tc, "mod")
     assert [r["target"] for r in records] == ["sm_120a"]
     assert len(diags) == 1 and "sm_90a" in diags[0].message and "cannot run" in diags[0].message
+
+
+# ---- the runtime runs --check's content checks once per wheel content ------------------------------
+@pytest.fixture(autouse=True)
+def private_runtime_folder(tmp_path, monkeypatch):
+    """Verdicts on installed wheels are kept in the runtime folder: one per test, never the user's."""
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "runtime"))
+
+
+NO_DISASSEMBLER = "import aotc.build.toolchain as t; t.find_disassemblers = lambda: None"
+
+
+def discover_apart(site: Path, runtime: Path, before: str = "pass", env: dict | None = None) -> dict:
+    """discover() in a fresh process (`before` runs first) with `runtime` as its runtime folder; also
+    whether the check's code was imported, and what it wrote to stderr."""
+    code = (f"{before}; import json, sys; from aotc.runtime.installed_wheels import discover; f, r = discover(); "
+            "print(json.dumps({'found': [k.distribution for k in f], 'refused': {x.distribution: x.reason "
+            "for x in r}, 'checked': 'aotc.build.wheel_check' in sys.modules}))")
+    env = {**os.environ, **(env or {}), "AOTC_RUNTIME_DIR": str(runtime),
+           "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, env=env,
+                         check=False)
+    assert out.returncode == 0, out.stderr
+    return {**json.loads(out.stdout), "stderr": out.stderr}
+
+
+def sass_refused(reason: str) -> bool:
+    """Refused by the SASS scan: banned opcodes found, or the disassembler refusing the lying cubin
+    (as for --check, test_a_relabelled_sm100a_tcgen05_cubin_is_refused_by_the_sass_scan)."""
+    return "AOTC-VERIFY-002" in reason or "AOTC-VERIFY-006" in reason
+
+
+def verdicts(runtime: Path) -> list[Path]:
+    return sorted((runtime / "wheel-verdicts").glob("*.json"))
+
+
+def test_the_runtime_refuses_what_check_refuses_and_remembers_it(wheels, tmp_path):
+    good, bad, _ = wheels
+    site, runtime = tmp_path / "site", tmp_path / "runtime"
+    install(good, site)
+    install(bad, site)
+    first = discover_apart(site, runtime)
+    assert first["found"] == ["kgood"] and list(first["refused"]) == ["kbad"], first
+    reason = first["refused"]["kbad"]
+    assert reason.startswith("AOTC-WHEEL-015") and sass_refused(reason), reason
+    assert first["checked"] and len(verdicts(runtime)) == 2
+    # A later process reads the verdicts: the check's code is not even imported, and a check that would
+    # now run without a disassembler (and so could not see the tcgen05) is never asked.
+    again = discover_apart(site, runtime, before=NO_DISASSEMBLER)
+    assert again["found"] == ["kgood"] and again["refused"] == first["refused"] and not again["checked"]
+    assert not check_wheel(bad).ok and check_wheel(good).ok  # the same verdicts as --check
+
+
+def test_a_changed_wheel_gets_a_new_verdict(wheels, tmp_path):
+    """The good wheel's kernel made to carry the tcgen05 cubin, every hash consistent (blob name,
+    manifest and its record checksum, RECORD): another content, so a verdict of its own."""
+    from aotc.cache.entries import _json_bytes
+
+    good, bad, _ = wheels
+    site, runtime = tmp_path / "site", tmp_path / "runtime"
+    install(good, site)
+    assert discover_apart(site, runtime)["found"] == ["kgood"]
+    (kept,) = verdicts(runtime)
+    with zipfile.ZipFile(bad) as zf:
+        cubin = json.loads(zf.read(names(bad, "/actions/")[0]))["blobs"]["cubin"]
+        (tcgen05,) = names(bad, cubin["sha256"] + ".zst")
+        blob = zf.read(tcgen05)
+    manifest = names(good, "/actions/")[0]
+
+    def swap(data: bytes) -> bytes:
+        from aotc.cache.entries import RECORD_SUM
+
+        m = json.loads(data)
+        m.pop(RECORD_SUM)
+        m["blobs"]["cubin"] = cubin
+        return _json_bytes(m)
+
+    swapped = rewrite(good, tmp_path / "swapped.whl", edit={manifest: swap},
+                      add={tcgen05.replace("kbad/", "kgood/"): blob})
+    assert not check_wheel(swapped).ok
+    shutil.rmtree(site)
+    install(swapped, site)
+    result = discover_apart(site, runtime)
+    assert result["found"] == [] and sass_refused(result["refused"]["kgood"]), result
+    assert len(verdicts(runtime)) == 2 and kept in verdicts(runtime)
+
+
+def test_without_a_disassembler_the_other_checks_run_and_strict_mode_refuses(wheels, tmp_path):
+    good, bad, _ = wheels
+    site, runtime = tmp_path / "site", tmp_path / "runtime"
+    install(bad, site)
+    lax = discover_apart(site, runtime, before=NO_DISASSEMBLER)
+    assert lax["found"] == ["kbad"] and "AOTC-WHEEL-016" in lax["stderr"] and "not scanned" in lax["stderr"], lax
+    strict = discover_apart(site, runtime, before=NO_DISASSEMBLER, env={"AOTC_STRICT_WHEELS": "1"})
+    assert strict["found"] == [] and strict["refused"]["kbad"].startswith("AOTC-WHEEL-016"), strict
+    # With a disassembler again, the unscanned verdict is replaced by a scanned one: refused.
+    scanned = discover_apart(site, runtime)
+    assert scanned["found"] == [] and sass_refused(scanned["refused"]["kbad"]), scanned
+    # Without one, the other checks still run: a cubin that does not match its digest is refused.
+    shutil.rmtree(site)
+    install(good, site)
+    with zipfile.ZipFile(good) as zf:
+        digest = json.loads(zf.read(names(good, "/actions/")[0]))["blobs"]["cubin"]["sha256"]
+    blob = site / names(good, digest + ".zst")[0]
+    raw = bytearray(zstandard.ZstdDecompressor().decompress(blob.read_bytes(), max_output_size=1 << 24))
+    raw[len(raw) // 2] ^= 1
+    blob.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
+    flipped = discover_apart(site, runtime, before=NO_DISASSEMBLER)
+    assert flipped["found"] == [] and "AOTC-WHEEL-005" in flipped["refused"]["kgood"], flipped

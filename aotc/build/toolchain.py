@@ -1,6 +1,7 @@
 """Find the CUDA toolchain (nvcc, ptxas, cicc, cuobjdump, nvdisasm) and the CUTLASS headers, give
 the toolchain a stable identity for cache keys, size the build's parallelism to this host, and
-report it all for `aotc doctor`. Build side only: the runtime never imports this module.
+report it all for `aotc doctor`. Build side; the runtime imports it only to scan a newly found
+kernel wheel (find_disassemblers, which runs nothing).
 """
 
 from __future__ import annotations
@@ -132,11 +133,25 @@ def _find_tool(name: str, bin_dir: str) -> str | None:
     dirs = []
     if (root := _pip_cuda_root()) is not None:
         dirs.append(root / "bin")
-    dirs.append(Path(bin_dir))
+    if bin_dir:
+        dirs.append(Path(bin_dir))
     for d in dirs:
         if (d / name).is_file() and os.access(d / name, os.X_OK):
             return str(d / name)
     return shutil.which(name)
+
+
+def find_disassemblers() -> Toolchain | None:
+    """cuobjdump/nvdisasm without nvcc (a serving machine may have only these): the pip nvidia wheels,
+    then $CUDA_HOME (or $CUDA_PATH)/bin, then PATH. A Toolchain holding only them (all the SASS scan
+    reads), or None when neither is found. Runs nothing: a few stats."""
+    home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH")
+    bin_dir = str(Path(home) / "bin") if home else ""
+    tools = {name: _find_tool(name, bin_dir) for name in ("cuobjdump", "nvdisasm")}
+    if not any(tools.values()):
+        return None
+    return Toolchain(nvcc="", source="disassemblers only", bin_dir=bin_dir, release="unknown", version_text="",
+                     host_compiler="", cuobjdump=tools["cuobjdump"], nvdisasm=tools["nvdisasm"], identity="")
 
 
 _FILE_DIGESTS: dict[str, str] = {}

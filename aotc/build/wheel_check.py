@@ -13,12 +13,14 @@ import csv
 import hashlib
 import io
 import json
+import os
 import stat
 import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from aotc import ABI_VERSION
 from aotc.arch import ARCHES, Arch, target_runs_on
@@ -28,7 +30,16 @@ from aotc.diagnostics import AotcError, Diagnostic
 from aotc.runtime.installed_wheels import METADATA_FILE, STORE_DIR
 
 _MAX_BLOB_BYTES = 1 << 31
+NO_SCAN = 13  # AOTC-WHEEL-013: no disassembler, so the SASS scan did not run
 _MISSING = "missing from the wheel"
+
+
+class Tree(Protocol):
+    """What the content checks read: a wheel's zip, or an installed wheel's folder (InstalledTree)."""
+
+    def namelist(self) -> list[str]: ...
+
+    def read(self, name: str) -> bytes: ...  # KeyError when absent
 
 
 @dataclass
@@ -64,12 +75,12 @@ def _json_object(data: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _record(zf: zipfile.ZipFile, name: str, what: str) -> dict | None:
+def _record(tree: Tree, name: str, what: str) -> dict | None:
     """A manifest or ref of the wheel's cache tree, checksum verified as the cache reads it."""
     from aotc.cache.entries import CacheFormatError, parse_record
 
     try:
-        return parse_record(zf.read(name), Path(name), what)
+        return parse_record(tree.read(name), Path(name), what)
     except CacheFormatError:
         return None
 
@@ -129,12 +140,12 @@ def _check_record(zf: zipfile.ZipFile, dist_info: str) -> list[Diagnostic]:
     return diags
 
 
-def _read_blob(zf: zipfile.ZipFile, prefix: str, digest: str, size: object) -> tuple[bytes | None, str]:
+def _read_blob(tree: Tree, prefix: str, digest: str, size: object) -> tuple[bytes | None, str]:
     """(raw bytes, "") of a blob whose content matches its digest and size, else (None, why)."""
     import zstandard
 
     try:
-        raw = zstandard.ZstdDecompressor().decompress(zf.read(f"{prefix}blobs/{digest[:2]}/{digest}.zst"),
+        raw = zstandard.ZstdDecompressor().decompress(tree.read(f"{prefix}blobs/{digest[:2]}/{digest}.zst"),
                                                       max_output_size=_MAX_BLOB_BYTES)
     except KeyError:
         return None, _MISSING
@@ -163,19 +174,16 @@ class _SassScanner:
     """The build's own cubin checks (target, banned opcodes, budget), with the toolchain found once."""
 
     def __init__(self):
-        from aotc.build.toolchain import find_toolchain
+        from aotc.build.toolchain import find_disassemblers
 
-        try:
-            self.toolchain = find_toolchain()
-        except AotcError:
-            self.toolchain = None
+        self.toolchain = find_disassemblers()
 
     def cubin(self, data: bytes, arch: Arch) -> list[Diagnostic]:
         from aotc.build.verify import verify_cubin
 
         if self.toolchain is None:
-            return [_diag(13, "no toolchain found: the SASS scan cannot run, so the cubins are unproven",
-                          "pip install 'aotc[build]' (it brings cuobjdump and nvdisasm)")]
+            return [_diag(NO_SCAN, "no cuobjdump or nvdisasm found: the SASS scan cannot run, so the cubins are "
+                          "unproven", "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])")]
         report = verify_cubin(data, arch, None, self.toolchain, arch.smem_optin_bytes, 0)
         return report.diagnostics
 
@@ -194,14 +202,14 @@ class _SassScanner:
         return verify_module_cubins(cubins, arch, self.toolchain, name)[1]
 
 
-def _check_kernel(zf: zipfile.ZipFile, prefix: str, m: dict, arch: Arch | None, scanner: _SassScanner,
+def _check_kernel(tree: Tree, prefix: str, m: dict, arch: Arch | None, scanner: _SassScanner,
                   diags: list[Diagnostic]) -> dict | None:
     from aotc.elf import cubin_target
 
     label = f"{m['name'][:100]} ({m['arch'][:20]})"
     raws = {}
     for kind, b in sorted(m["blobs"].items()):
-        raw, why = _read_blob(zf, prefix, b["sha256"], b["size"])
+        raw, why = _read_blob(tree, prefix, b["sha256"], b["size"])
         if raw is None and kind in header_map.BUILD_ONLY_ROLES and why == _MISSING:
             continue  # a source or header map: only a build reads them, wheels leave them out
         if raw is None:
@@ -237,22 +245,19 @@ def _check_kernel(zf: zipfile.ZipFile, prefix: str, m: dict, arch: Arch | None, 
     device_cc = divmod(arch.sm, 10) if arch else None
     runs = all(target_runs_on(sm, v, device_cc) for sm, v in targets) if device_cc else None
     shown = ",".join(sorted({f"sm{sm}{v}" for sm, v in targets})) or "none"
-    if arch and not runs:
-        diags.append(_diag(6, f"{m['name']}: cubin target {shown} cannot run on {arch.name} devices",
-                           f"rebuild the wheel with --arch {arch.name}"))
     return {"name": m["name"], "family": m["family"], "arch": m["arch"], "elf_target": shown,
             "sizes": {k: m["blobs"][k]["size"] for k in raws}, "left_out": sorted(set(m["blobs"]) - set(raws)),
             "runs_on_arch": runs}
 
 
-def _check_tables(zf: zipfile.ZipFile, prefix: str, names: list[str]) -> list[Diagnostic]:
+def _check_tables(tree: Tree, prefix: str, names: list[str]) -> list[Diagnostic]:
     """`aotc tune` selection tables: checksum, content key = file name, every kernel packed here."""
     from aotc.runtime.tuned import KIND, table_problem
 
     spec_keys = {PurePosixPath(n).stem for n in names if n.startswith(prefix + "refs/")}
     diags = []
     for name in (n for n in names if n.startswith(f"{prefix}{KIND}/")):
-        table = _record(zf, name, "tune table")
+        table = _record(tree, name, "tune table")
         problem = ("not a JSON object, or its content differs from its checksum" if table is None
                    else table_problem(table, PurePosixPath(name).stem))
         if not problem and not set(table["kernels"]) <= spec_keys:
@@ -278,7 +283,21 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
 def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelCheck:
     pkg, dist_info = _layout(zf, path)
     diags = _check_entries(zf, pkg, dist_info) + _check_record(zf, dist_info)
-    meta = _json_object(zf.read(f"{pkg}/{METADATA_FILE}"))
+    meta, kernels, content = check_tree(zf, pkg, arch)
+    diags += content
+    diags += [_diag(6, f"{k['name']}: cubin target {k['elf_target']} cannot run on {arch.name} devices",
+                    f"rebuild the wheel with --arch {arch.name}") for k in kernels if arch and not k["runs_on_arch"]]
+    return WheelCheck(str(path), meta, kernels, diags)
+
+
+def check_tree(tree: Tree, pkg: str, arch: Arch | None = None) -> tuple[dict, list[dict], list[Diagnostic]]:
+    """(metadata, kernels, diagnostics) of a kernel wheel's package folder `pkg` in `tree`: a zip, or
+    an installed wheel (InstalledTree); anything with namelist() and read(name), KeyError when absent.
+    The checks that do not depend on --arch: metadata and ABI, every manifest and ref, every blob's
+    digest, every cubin's ELF target and SASS scan, the tune tables. The runtime runs exactly this on
+    a kernel wheel it finds installed (aotc.runtime.wheel_verdicts)."""
+    diags = []
+    meta = _json_object(tree.read(f"{pkg}/{METADATA_FILE}"))
     if meta is None:
         diags.append(_diag(10, f"{pkg}/{METADATA_FILE} is not a JSON object"))
         meta = {}
@@ -287,25 +306,42 @@ def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelChec
                               f"{str(meta.get('aotc_version'))[:20]}); this aotc speaks ABI {ABI_VERSION}",
                            "rebuild the wheel with this aotc version"))
     prefix = f"{pkg}/{STORE_DIR}/v1/"
-    names = sorted(n for n in zf.namelist() if n.endswith(".json"))
+    names = sorted(n for n in tree.namelist() if n.endswith(".json"))
     keys, kernels, scanner = set(), [], _SassScanner()
     for name in (n for n in names if n.startswith(prefix + "actions/")):
         key = PurePosixPath(name).stem
-        m = _record(zf, name, "manifest")
+        m = _record(tree, name, "manifest")
         problem = _manifest_problem(m, key)
         if problem:
             diags.append(_diag(11, f"manifest {name}: {problem}"))
             continue
         keys.add(key)
-        kernel = _check_kernel(zf, prefix, m, arch, scanner, diags)
+        kernel = _check_kernel(tree, prefix, m, arch, scanner, diags)
         if kernel is not None:
             kernels.append(kernel)
     for name in (n for n in names if n.startswith(prefix + "refs/")):
-        ref = _record(zf, name, "ref")
+        ref = _record(tree, name, "ref")
         key = ref.get("key") if ref is not None else None
         if ref is None or ref.get("spec_key") != PurePosixPath(name).stem or not isinstance(key, str) \
                 or key not in keys:
             diags.append(_diag(11, f"ref {name}: not a JSON object naming its spec key and a manifest of "
                                    "this wheel"))
-    diags += _check_tables(zf, prefix, names)
-    return WheelCheck(str(path), meta, kernels, diags)
+    diags += _check_tables(tree, prefix, names)
+    return meta, kernels, diags
+
+
+class InstalledTree:
+    """An installed wheel's files as check_tree reads them: names relative to site-packages."""
+
+    def __init__(self, base: Path, pkg: str):
+        self.base, self.pkg = base, pkg
+
+    def namelist(self) -> list[str]:
+        return [(Path(top) / f).relative_to(self.base).as_posix()
+                for top, _, files in os.walk(self.base / self.pkg) for f in files]
+
+    def read(self, name: str) -> bytes:
+        try:
+            return (self.base / name).read_bytes()
+        except FileNotFoundError:
+            raise KeyError(name) from None

@@ -1,7 +1,8 @@
 """Discovery of installed kernel wheels (runtime side: stdlib only). Each wheel made by `aotc wheel`
 registers an `aotc.kernels` entry point naming its package; the package holds a read-only cache
 tree in `store/` and its metadata in aotc_wheel.json. Wheels of another aotc ABI, with bad metadata,
-or whose files differ from RECORD are refused, each on its own.
+or whose files differ from RECORD are refused, each on its own; so is a wheel that fails `aotc wheel
+--check`'s content checks, run once per wheel content and memoized (aotc.runtime.wheel_verdicts).
 Precedence (docs/runtime.md): the local cache first, then installed wheels in distribution-name order.
 """
 
@@ -20,6 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from aotc import ABI_VERSION
+from aotc.diagnostics import AotcError
 
 ENTRY_POINT_GROUP = "aotc.kernels"
 METADATA_FILE = "aotc_wheel.json"
@@ -113,9 +115,16 @@ def discover() -> tuple[list[InstalledKernels], list[RefusedKernels]]:
             refused.append(RefusedKernels(dist, f"package {ep.value!r} has no {METADATA_FILE}"))
             continue
         try:
-            why, meta = _refusal(pkg_dir, _record(ep.dist))
+            record = _record(ep.dist)
+            why, meta = _refusal(pkg_dir, record)
+            if not why:  # what `aotc wheel --check` refuses beyond that, SASS scan included (memoized)
+                from aotc.runtime.wheel_verdicts import refusal
+
+                why = refusal(pkg_dir, record)
         except OSError as e:
             why, meta = f"unreadable files in {pkg_dir}: {e}", {}
+        except AotcError as e:  # e.g. a runtime folder others can write: no verdict can be kept or trusted
+            why, meta = e.diagnostics[0].format(), {}
         if why:
             refused.append(RefusedKernels(dist, why))
             continue

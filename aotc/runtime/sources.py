@@ -5,6 +5,7 @@ without importing the families or the driver layer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Protocol
 
 from aotc.cache.manifest import Manifest
@@ -71,7 +72,9 @@ class WheelSource:
             from aotc.cache.store import LocalBlobStore
             from aotc.runtime.installed_wheels import discover
 
-            installed, _refused = discover()
+            installed, refused = discover()
+            for r in refused:  # skipped, never silently: each with its coded reason
+                warnings.warn(f"kernel wheel {r.distribution} refused: {r.reason}", RuntimeWarning, stacklevel=3)
             # read-only: a bad blob in site-packages is refused, never moved (it would outlive uninstall)
             self._caches = [CacheSource(Cache(w.root, store=LocalBlobStore(w.root, read_only=True)))
                             for w in installed]
