@@ -14,7 +14,7 @@
       start, aotc's steps beside a raw read + cuLibraryLoadData of the same cubin, in one process.
   report (here):  python tools/device_serving.py report RUN.json OUT.md
   all (GPU machine, one command):  python3 tools/device_serving.py all OUT_DIR [JOBS]
-      build into OUT_DIR/cache (JOBS parallel compiles, default: every core), run, and write
+      build into a temporary cache (JOBS parallel compiles, default: every core), run, and write
       OUT_DIR/serving_<card>.json and .md (the card's name from torch.cuda.get_device_name).
 Exit status 1 when a proof fails.
 """
@@ -638,9 +638,10 @@ def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/devic
 def run_all(out_dir: str, jobs: int) -> int:
     """Build, run and report in one command; the results are named for the card the device reports."""
     import os
+    import tempfile
 
     out = Path(out_dir)
-    cache = out / "cache"
+    cache = Path(tempfile.mkdtemp(prefix="aotc-serving-cache-"))  # not under OUT_DIR: only results go back
     t0 = time.perf_counter()
     if build(str(cache), jobs or os.cpu_count() or 1):
         return 1
