@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aotc.build.compile import sigterm_interrupts
 from aotc.diagnostics import AotcError, Diagnostic
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
@@ -121,13 +122,14 @@ class Workspace:
         lines = [f"$ {' '.join(cmd)}"]
         try:
             assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.rstrip("\n")
-                lines.append(line)
-                if on_step and (m := _STEP.match(line)):
-                    out = _OUTPUT_FLAG.findall(line)
-                    on_step(int(m.group(1)), int(m.group(2)), out[-1] if out else "")
-            proc.wait()
+            with sigterm_interrupts():  # a program calling the build API without aotc's CLI, too
+                for raw in proc.stdout:
+                    line = raw.rstrip("\n")
+                    lines.append(line)
+                    if on_step and (m := _STEP.match(line)):
+                        out = _OUTPUT_FLAG.findall(line)
+                        on_step(int(m.group(1)), int(m.group(2)), out[-1] if out else "")
+                proc.wait()
         except BaseException:
             _stop(proc)
             raise
