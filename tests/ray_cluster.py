@@ -102,3 +102,22 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 self.kill_node(proc)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+def task_process(name: str, child: str) -> tuple[int, list[int]] | None:
+    """(worker pid, children whose command line contains `child`) of the Ray worker running a task
+    whose name starts with `name`, once it has such children; else None."""
+    procs = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        procs[int(pid)] = (cmd, ppid)
+    for pid, (cmd, _) in procs.items():
+        if cmd.startswith(f"ray::{name}"):
+            kids = [p for p, (c, pp) in procs.items() if pp == pid and child in c]
+            if kids:
+                return pid, kids
+    return None

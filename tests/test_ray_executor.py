@@ -24,7 +24,7 @@ from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES, find_toolchain
 from aotc.cache import Cache
 from aotc.cache.maintenance import verify
 from aotc.diagnostics import AotcError
-from tests.ray_cluster import GIB, LocalCluster
+from tests.ray_cluster import GIB, LocalCluster, task_process
 
 pytest.importorskip("ray", reason="ray is part of the build extra")
 NODE_MEMORY = 3 * GIB
@@ -97,24 +97,6 @@ def test_build_on_two_nodes_is_stored_as_a_local_build(cluster, tmp_path: Path) 
         assert later.declared_bytes(job) == max(MIN_DECLARED_BYTES, manifests[r.key]["peak_rss_bytes"])
 
 
-def _ray_task_with_nvcc(name: str) -> tuple[int, list[int]] | None:
-    """(worker pid, its nvcc children) of the Ray worker running task `name` mid-compile, if any."""
-    procs = {}
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        procs[int(pid)] = (cmd, ppid)
-    for pid, (cmd, _) in procs.items():
-        if cmd.startswith(f"ray::aotc:{name}"):
-            kids = [p for p, (c, pp) in procs.items() if pp == pid and "nvcc" in c]
-            if kids:
-                return pid, kids
-    return None
-
-
 def test_cli_build_survives_a_ray_worker_killed_mid_compile(cluster, tmp_path: Path) -> None:
     """`aotc build --executor ray:ADDRESS` while the Ray worker compiling its TU is SIGKILLed (with its
     nvcc): Ray retries the task, the build completes, and the cache holds one whole, verified entry."""
@@ -122,7 +104,7 @@ def test_cli_build_survives_a_ray_worker_killed_mid_compile(cluster, tmp_path: P
            "--cache-dir", str(tmp_path / "cache"), "--executor", f"ray:{cluster.address}"]
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         deadline = time.monotonic() + 300
-        while (found := _ray_task_with_nvcc(SPECS[0])) is None:
+        while (found := task_process(f"aotc:{SPECS[0]}", "nvcc")) is None:
             assert proc.poll() is None and time.monotonic() < deadline, "the task never started compiling"
             time.sleep(0.2)
         worker, nvccs = found

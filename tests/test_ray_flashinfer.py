@@ -3,14 +3,19 @@ and 3 GiB each): the `ci` preset's cascade module built through Ray is the local
 key, byte-identical cubins), stored and verified as a local build stores it, its compile steps spread
 over both nodes, its peak memory recorded for the next build to declare. Also, with `cc` steps that
 take seconds: a failing step fails its own module only, the generated sources travel to the worker,
-and an object compiled from headers that differ from this machine's is refused."""
+a step whose Ray worker is SIGKILLed is retried, and an object compiled from headers that differ
+from this machine's is refused."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +28,7 @@ from aotc.build.pipeline import BUILT, HIT
 from aotc.build.toolchain import find_toolchain
 from aotc.cache import Cache
 from aotc.cache.maintenance import verify
-from tests.ray_cluster import GIB, LocalCluster
+from tests.ray_cluster import GIB, LocalCluster, task_process
 
 pytest.importorskip("ray", reason="ray is part of the build extra")
 NODE_MEMORY = 3 * GIB
@@ -77,7 +82,7 @@ def test_module_built_on_ray_is_the_local_build(cluster, tmp_path: Path) -> None
         MIN_DECLARED_BYTES, ours["peak_rss_bytes"])
 
 
-def _module(ws: Path, name: str, source: str) -> str:
+def _module(ws: Path, name: str, source: str, prefix: str = "") -> str:
     """A FlashInfer-shaped build.ninja: a generated source and header under the workspace, one
     compile step (with a depfile), and the link."""
     gen, out = ws / "generated" / name, ws / "cached_ops" / name
@@ -87,7 +92,7 @@ def _module(ws: Path, name: str, source: str) -> str:
     (gen / f"{name}.c").write_text(f'#include "config.h"\n{source}\n')
     (out / "build.ninja").write_text(textwrap.dedent(f"""\
         rule cc
-          command = cc -MD -MF $out.d -fPIC -I{gen} -c $in -o $out
+          command = {prefix}cc -MD -MF $out.d -fPIC -I{gen} -c $in -o $out
           depfile = $out.d
           deps = gcc
         rule link
@@ -119,6 +124,36 @@ def test_failing_step_fails_its_module_only(cluster, tmp_path: Path) -> None:
     linked = workspace.run(libraries, 1, dict(os.environ))
     assert list(linked.failures) == [libraries[1]]  # not linked: its object failed
     assert Path(libraries[0]).read_bytes()[:4] == b"\x7fELF"
+
+
+def test_step_whose_worker_dies_is_retried(cluster, tmp_path: Path) -> None:
+    ws = tmp_path / "ws"
+    files = {_module(ws, "slow", "int slow(void) { return VALUE_slow; }", prefix="sleep 5 && "): "slow"}
+    workspace = RayWorkspace(ws / "ninja", executor(cluster, Cache(tmp_path / "cache")), PathRoles([("<ws>", str(ws))]),
+                             ARCH, files)
+    workspace.write(list(files))
+    killed: list[int] = []
+
+    def kill_the_worker_mid_step() -> None:
+        deadline = time.monotonic() + 120
+        while (found := task_process("aotc:slow:", "sleep 5")) is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if found:
+            worker, shells = found
+            os.kill(worker, signal.SIGKILL)  # the Ray worker dies mid-step, and its compile with it
+            for pid in shells:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+            killed.append(worker)
+
+    killer = threading.Thread(target=kill_the_worker_mid_step)
+    killer.start()
+    output = f"{ws}/cached_ops/slow/slow.o"
+    compiled = workspace.run([output], 1, dict(os.environ))
+    killer.join()
+    assert killed, "the step never started"
+    assert compiled.failures == {} and Path(output).read_bytes()[:4] == b"\x7fELF"
+    assert f" pid {killed[0]} " not in compiled.log  # another worker process built it
 
 
 def test_object_compiled_from_other_headers_is_refused(tmp_path: Path) -> None:
