@@ -238,3 +238,35 @@ def test_swept_values_are_named_as_written_and_wildcards_only_make_patterns(tmp_
     assert filter_specs(specs, ["X"]) == specs[:1]  # no wildcard: a substring
     assert filter_specs(specs, ["a?b"]) == specs[:2] and filter_specs(specs, ["a[*X]b"]) == specs[:2]
 
+
+
+def test_every_file_level_refusal_names_the_file_loads_nothing_and_says_what_to_do(tmp_path):
+    from aotc.build.spec import MAX_SPEC_FILE_BYTES
+
+    (tmp_path / "b.toml").write_bytes(b"x = '\xff'\n")
+    cases = {"folder": tmp_path, "bytes": tmp_path / "b.toml", "toml": write(tmp_path, "[[kernel]\n", "t.toml"),
+             "big": write(tmp_path, "#" * (MAX_SPEC_FILE_BYTES + 1), "big.toml")}
+    for what, path in cases.items():
+        result = load_spec_file(path)
+        (d,) = result.diagnostics
+        assert result.specs == [] and d.code == "AOTC-SPEC-001" and d.file == str(path) and d.fix, what
+    result = load_spec_file(Path("/dev/zero"))  # endless: refused after reading just past the cap
+    assert result.specs == [] and f"over {MAX_SPEC_FILE_BYTES:,} B" in result.diagnostics[0].message
+
+
+def test_table_refusals_say_what_to_do_and_show_at_most_80_characters(tmp_path):
+    _, (d,) = one(tmp_path, FMHA.replace("[64, 128]", "[]", 1))
+    assert "empty" in d.message and d.fix
+    _, (d,) = one(tmp_path, FMHA.replace('"attn"', '"attn"\ndoc = "' + "d" * 600 + '"'))
+    assert (d.spec, d.file) == ("attn", str(tmp_path / "s.toml")) and d.message.endswith("'" + "d" * 79)
+    _, (d,) = one(tmp_path, FMHA.replace('"fmha_fwd"', '["fmha_fwd"]'))  # not a string, not even hashable
+    assert d.code == "AOTC-SPEC-003" and d.message.endswith("['fmha_fwd']")
+    _, (d,) = one(tmp_path, FMHA.replace('"fmha_fwd"', "42"))
+    assert d.message.endswith(" 42")  # no near-miss hint for a number
+    _, (d,) = one(tmp_path, FMHA.replace('"fmha_fwd"', '"' + "f" * 100 + '"'))
+    assert d.code == "AOTC-SPEC-003" and ("'" + "f" * 79) in d.message and "f" * 80 not in d.message
+    _, diags = one(tmp_path, FMHA.replace('["sm120a", "sm_90a"]', "[[" + "1, " * 60 + "1]]"))
+    assert [d.code for d in diags] == ["AOTC-SPEC-006"] and len(diags[0].message.split("got ", 1)[1]) == 80
+    text = FMHA.replace("block_m = 64", "block_m = [" + ", ".join(["64"] * 2049) + "]")
+    _, (d,) = one(tmp_path, text)
+    assert d.code == "AOTC-SPEC-009" and d.fix and (d.spec, d.file) == ("attn", str(tmp_path / "s.toml"))
