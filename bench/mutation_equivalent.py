@@ -40,4 +40,56 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.rules.x_smem_diagnostic__mutmut_10": (
         'chosen = "XX, XX".join(f"{k}={v}" for k, v in model.chosen)',
         WORDING + " (separator; details['chosen'] holds them)"),
+    # ---- aotc/build/spec.py --------------------------------------------------------------------------
+    "aotc.build.spec.x_expand_table__mutmut_26": ("""fix='XXuse e.g. name = "moe_w4a4"XX', file=file, spec="?"))""", WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_27": ("""fix='USE E.G. NAME = "MOE_W4A4"', file=file, spec="?"))""",
+                                                  WORDING + " (case)"),
+    "aotc.build.spec.x_load_specs__mutmut_34": ('file=spec.file, spec=spec.name, fix="XXgive each [[kernel]] a unique nameXX"))',
+                                                WORDING),
+    "aotc.build.spec.x_load_specs__mutmut_35": ('file=spec.file, spec=spec.name, fix="GIVE EACH [[KERNEL]] A UNIQUE NAME"))',
+                                                WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_63": ('f"characters; got {repr(doc)[:80]}", fix="XXshorten the doc to one plain lineXX",',
+                                                  WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_64": ('f"characters; got {repr(doc)[:80]}", fix="SHORTEN THE DOC TO ONE PLAIN LINE",',
+                                                  WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_73": (
+        'family = get_family(family_name if isinstance(family_name, str) else "XXXX")',
+        'a non-string family is looked up as "XXXX" instead of "": no family has either name, both are refused alike'),
+    "aotc.build.spec.x_expand_table__mutmut_95": ("""fix=f"use one of: {'XX, XX'.join(FAMILY_MODULES)}", **where))""",
+                                                  WORDING + " (separator)"),
+    "aotc.build.spec.x_expand_table__mutmut_127": ('diags.append(Diagnostic("AOTC-SPEC-006", str(e), fix="XXfix the `archs` listXX", **where))',
+                                                   WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_128": ('diags.append(Diagnostic("AOTC-SPEC-006", str(e), fix="FIX THE `ARCHS` LIST", **where))',
+                                                   WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_150": (
+        'diags.append(Diagnostic("AOTC-SPEC-007", "XXa sweep list is emptyXX", fix="give at least one value", **where))',
+        WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_151": (
+        'diags.append(Diagnostic("AOTC-SPEC-007", "A SWEEP LIST IS EMPTY", fix="give at least one value", **where))',
+        WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_152": (
+        'diags.append(Diagnostic("AOTC-SPEC-007", "a sweep list is empty", fix="XXgive at least one valueXX", **where))',
+        WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_153": (
+        'diags.append(Diagnostic("AOTC-SPEC-007", "a sweep list is empty", fix="GIVE AT LEAST ONE VALUE", **where))',
+        WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_173": (
+        'f"{MAX_SWEEP_PRODUCT:,} per [[kernel]] table", fix="XXsplit the sweep over several XX"', WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_174": (
+        'f"{MAX_SWEEP_PRODUCT:,} per [[kernel]] table", fix="SPLIT THE SWEEP OVER SEVERAL "', WORDING + " (case)"),
+    "aotc.build.spec.x_expand_table__mutmut_175": ('"XXtables or sweep fewer valuesXX", details={"product": product,', WORDING),
+    "aotc.build.spec.x_expand_table__mutmut_176": ('"TABLES OR SWEEP FEWER VALUES", details={"product": product,',
+                                                   WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_12": (
+        "raw = f.read(MAX_SPEC_FILE_BYTES + 2)",
+        "reads one byte more before the same `len(raw) > MAX_SPEC_FILE_BYTES` test: the same files pass and fail"),
+    "aotc.build.spec.x_load_spec_file__mutmut_27": ('fix="XXcheck the path and its permissionsXX")])', WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_28": ('fix="CHECK THE PATH AND ITS PERMISSIONS")])', WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_44": ('file=file, fix="XXsplit it into several filesXX")])', WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_50": (
+        'data = tomllib.loads(raw.decode("UTF-8"))', "codec names are case-insensitive: the same decoder"),
+    "aotc.build.spec.x_load_spec_file__mutmut_65": ('f"offset {e.start}", file=file, fix="XXsave the file as UTF-8XX")])',
+                                                    WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_67": ('f"offset {e.start}", file=file, fix="SAVE THE FILE AS UTF-8")])',
+                                                    WORDING + " (case)"),
 }
