@@ -458,11 +458,13 @@ def test_without_a_disassembler_the_other_checks_run_and_strict_mode_refuses(whe
     install(bad, site)
     lax = discover_apart(site, runtime, before=NO_DISASSEMBLER)
     assert lax["found"] == ["kbad"] and "AOTC-WHEEL-016" in lax["stderr"] and "not scanned" in lax["stderr"], lax
+    assert discover_apart(site, runtime)["found"] == ["kbad"]  # the unscanned verdict is kept...
     strict = discover_apart(site, runtime, before=NO_DISASSEMBLER, env={"AOTC_STRICT_WHEELS": "1"})
     assert strict["found"] == [] and strict["refused"]["kbad"].startswith("AOTC-WHEEL-016"), strict
-    # With a disassembler again, the unscanned verdict is replaced by a scanned one: refused.
-    scanned = discover_apart(site, runtime)
+    # ...until strict mode finds a disassembler: scanned, refused, and so from then on.
+    scanned = discover_apart(site, runtime, env={"AOTC_STRICT_WHEELS": "1"})
     assert scanned["found"] == [] and sass_refused(scanned["refused"]["kbad"]), scanned
+    assert discover_apart(site, runtime)["refused"] == scanned["refused"]
     # Without one, the other checks still run: a cubin that does not match its digest is refused.
     shutil.rmtree(site)
     install(good, site)

@@ -4,7 +4,8 @@ content checks on the installed files (aotc.build.wheel_check.check_tree: manife
 digest, every cubin's ELF target and, where cuobjdump or nvdisasm is found, the SASS scan) and keeps
 the verdict in the private runtime folder; later processes pay a stat and a small read. A changed wheel
 has another identity, so another verdict. Without a disassembler the other checks still run; what
-happens then (accept with a warning, or refuse under AOTC_STRICT_WHEELS=1) is in docs/wheels.md.
+happens then (used with a warning; under AOTC_STRICT_WHEELS=1 scanned once one is found, else refused)
+is in docs/wheels.md.
 """
 
 from __future__ import annotations
@@ -73,8 +74,11 @@ def compute(pkg_dir: Path, identity: str) -> dict:
 def refusal(pkg_dir: Path, record: dict[str, str]) -> str:
     """Why the installed wheel at pkg_dir is refused (a coded reason), "" to use it."""
     identity = wheel_identity(record, pkg_dir.name)
+    strict = os.environ.get(STRICT_ENV, "") not in ("", "0")
     verdict = _read(verdict_path(identity))
-    if verdict is None or (not verdict["scanned"] and _can_scan()):
+    # An unscanned verdict is checked again only in strict mode (which would refuse it): looking for a
+    # disassembler imports the build side (~20 ms), too much for every process of a serving machine.
+    if verdict is None or (strict and not verdict["scanned"] and _can_scan()):
         verdict = compute(pkg_dir, identity)
     if verdict["problems"]:
         more = f" (and {len(verdict['problems']) - 1} more)" if len(verdict["problems"]) > 1 else ""
@@ -83,12 +87,13 @@ def refusal(pkg_dir: Path, record: dict[str, str]) -> str:
     if not verdict["scanned"]:
         why = (f"{UNSCANNED}: no cuobjdump or nvdisasm here, so the SASS of {pkg_dir.name}'s cubins was not "
                "scanned (digests, manifests and ELF targets were checked)")
-        if os.environ.get(STRICT_ENV, "") not in ("", "0"):
-            return f"{why}; {STRICT_ENV} is set: pip install nvidia-cuda-cuobjdump, or unset it"
+        if strict:
+            return f"{why}; {STRICT_ENV} is set: pip install nvidia-cuda-cuobjdump (then it is scanned), or unset it"
         if identity not in _warned:
             _warned.add(identity)
-            warnings.warn(f"{why}; used anyway: pip install nvidia-cuda-cuobjdump to scan it, or set "
-                          f"{STRICT_ENV}=1 to refuse unscanned wheels", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"{why}; used anyway. To scan it: pip install nvidia-cuda-cuobjdump and set "
+                          f"{STRICT_ENV}=1 (unscanned wheels are then scanned, or refused)", RuntimeWarning,
+                          stacklevel=2)
     return ""
 
 
