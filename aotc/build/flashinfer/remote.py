@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aotc.build.compile import _run, parse_deps
+from aotc.build.compile import _run, parse_deps, sigterm_interrupts
 from aotc.build.executor_ray import RayExecutor, RayTask, refusal, worker_location
 from aotc.build.flashinfer import ninja
 from aotc.build.path_roles import PathRoles
@@ -163,13 +163,14 @@ class RayWorkspace(ninja.Workspace):
             if on_step:
                 on_step(done, len(targets), output)
 
-        for result in self.executor.map(compile_step, self._tasks(remote, graph), self._lost):
-            output = self.roles.real(result.step.output)
-            ok, text, diags = self._accept(output, result)
-            finished(output, ok, text, diags)
-        for target in _ordered(local, graph):
-            ok, text = self._run_here(target, graph[target][1], run.failures, env)
-            finished(target, ok, text, [])
+        with sigterm_interrupts():  # SIGTERM, like Ctrl-C, cancels the build's tasks on the cluster
+            for result in self.executor.map(compile_step, self._tasks(remote, graph), self._lost):
+                output = self.roles.real(result.step.output)
+                ok, text, diags = self._accept(output, result)
+                finished(output, ok, text, diags)
+            for target in _ordered(local, graph):
+                ok, text = self._run_here(target, graph[target][1], run.failures, env)
+                finished(target, ok, text, [])
         run.log = "\n".join(logs)
         run.returncode = 1 if run.failures else 0
         return run
