@@ -47,6 +47,12 @@ ALSO_COPY = ["templates", "tile_specs", "flashinfer_presets", "README.md", "docs
 # puts, which the instrumented module records twice): says nothing about a mutant.
 UNDER_MUTMUT = ["tests/test_store.py::test_blob_store_env_selects_backend"]
 DETECTED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
+# A mutant's tests run fastest first (times of the baseline run), so a kill rarely waits for a compile.
+FAST_FIRST = """import json, pathlib
+_SECONDS = json.loads(pathlib.Path(__file__).with_name("durations.json").read_text())
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: _SECONDS.get(item.nodeid, 0.0))
+"""
 
 
 def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
@@ -74,7 +80,9 @@ def main() -> int:
     heavy = [ln.strip() for ln in collected.splitlines() if "::" in ln]
     # mutmut needs a green baseline: tests failing on the unmutated tree say nothing about mutants
     baseline = run([sys.executable, "-m", "pytest", "-q", "-rf", "-p", "no:cacheprovider", "-m", "not gpu",
-                    *[a for t in heavy for a in ("--deselect", t)], *tests], work)
+                    f"--junitxml={work / 'baseline.xml'}", *[a for t in heavy for a in ("--deselect", t)], *tests], work)
+    (work / "durations.json").write_text(json.dumps(durations(work / "baseline.xml")))
+    (work / "conftest.py").write_text(FAST_FIRST)
     failing = sorted(set(re.findall(r"^FAILED (\S+)", baseline.stdout, flags=re.MULTILINE)) | set(UNDER_MUTMUT))
     (work / "setup.cfg").write_text(
         "[mutmut]\nsource_paths=aotc\n"
@@ -82,7 +90,7 @@ def main() -> int:
         + "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests)
         + "pytest_add_cli_args=\n    -m\n    not gpu\n    -p\n    no:cacheprovider\n"
         + "".join(f"    --deselect\n    {t}\n" for t in heavy + failing)
-        + "also_copy=\n" + "".join(f"    {p}\n" for p in ALSO_COPY))
+        + "also_copy=\n" + "".join(f"    {p}\n" for p in [*ALSO_COPY, "conftest.py", "durations.json"]))
     started = time.monotonic()
     try:
         proc = run([sys.executable, "-m", "mutmut", "run", "--max-children", str(args.max_children)], work,
@@ -92,6 +100,16 @@ def main() -> int:
     except subprocess.TimeoutExpired as e:
         finished, log = False, f"stopped after {args.max_minutes} min: {str(e.stdout or '')[-2000:]}"
     return report(work, args, tests, failing, finished, log, (time.monotonic() - started) / 60)
+
+
+def durations(junit_xml: Path) -> dict[str, float]:
+    """Seconds per test node id from pytest's JUnit XML (classname tests.test_x -> tests/test_x.py)."""
+    import xml.etree.ElementTree as ET
+
+    if not junit_xml.exists():
+        return {}
+    return {f"{c.get('classname', '').replace('.', '/')}.py::{c.get('name')}": float(c.get("time", 0))
+            for c in ET.parse(junit_xml).iter("testcase")}
 
 
 def module_of(mutant: str, modules: list[str]) -> str:
