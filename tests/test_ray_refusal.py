@@ -6,7 +6,10 @@ head (0 CPUs) first alone, then joined by the mismatched worker."""
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,14 +79,16 @@ def test_worker_with_another_toolchain_is_refused(other_worker, tmp_path: Path) 
 
 
 def test_flashinfer_module_on_a_worker_with_another_toolchain_is_refused(other_worker, tmp_path: Path) -> None:
+    """Through the CLI: `aotc build --flashinfer ci --executor ray:ADDRESS`."""
     pytest.importorskip("flashinfer", reason="flashinfer-python is not installed: pip install -e '.[flashinfer]'")
-    from aotc.build.flashinfer.module_build import build_modules
-
     cache = Cache(tmp_path / "cache")
-    ex = RayExecutor(other_worker.address, cache, find_toolchain().identity)
-    (r,) = build_modules(["ci"], ["sm120a"], cache, progress=False, executor=ex).results
-    assert r.status == FAILED and r.module == "cascade"
-    (diag,) = r.diagnostics  # both compile steps refused, said once
-    assert diag.code == "AOTC-RAY-001" and "refused" in diag.message
-    assert diag.details["worker_identity"] != find_toolchain().identity
+    proc = subprocess.run([sys.executable, "-m", "aotc", "build", "--arch", "sm120a", "--flashinfer", "ci", "--json",
+                           "--cache-dir", str(cache.root), "--executor", f"ray:{other_worker.address}"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    (r,) = json.loads(proc.stdout[proc.stdout.index("{"):])["results"]
+    assert r["status"] == FAILED and r["module"] == "cascade"
+    (diag,) = r["diagnostics"]  # both compile steps refused, said once
+    assert diag["code"] == "AOTC-RAY-001" and "refused" in diag["message"]
+    assert diag["details"]["worker_identity"] != find_toolchain().identity
     assert list(cache.entries()) == [] and list(cache.refs()) == []
