@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from aotc.cli import main
+from aotc.keys import action_key
 from tests.conftest import BUILT_SPEC
 
 OVER = """
@@ -83,6 +84,7 @@ def test_cache_views_on_a_real_build(built_cache, capsys):
     data = json.loads(out)
     assert code == 0 and data["cached"] and data["inputs"]["headers"]
     assert data["action_key"] == next(r.key for r in summary.results if r.arch.name == "sm90a")
+    assert action_key(data["inputs"]) == data["action_key"]  # the inputs shown, header map included, are what it hashes
     code, out, _ = run(capsys, "verify", "--cache-dir", root, "--json")
     assert code == 0
     code, _, err = run(capsys, "show", "--cache-dir", root, "f" * 64)
