@@ -68,10 +68,12 @@ def main() -> int:
     ap.add_argument("--report-from", help="write the results of an earlier, interrupted run's folder")
     args = ap.parse_args()
     if args.report_from:
-        return report(Path(args.report_from), args, TESTS, [], False, "report of an interrupted run", None)
+        commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
+        return report(Path(args.report_from), args, commit, TESTS, [], False, "report of an interrupted run", None)
 
+    commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()  # the tree the run tests
     work = Path(tempfile.mkdtemp(prefix="aotc-mutation-"))
-    archive = subprocess.run(["git", "archive", "HEAD"], cwd=ROOT, capture_output=True, check=True).stdout
+    archive = subprocess.run(["git", "archive", commit], cwd=ROOT, capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(work)], input=archive, check=True)
     tiny = [t for t, mods in TINY_COMPILE.items() if set(mods) & set(args.modules)]
     tests = TESTS + tiny
@@ -99,7 +101,7 @@ def main() -> int:
         log = proc.stdout[-4000:] + proc.stderr[-4000:]
     except subprocess.TimeoutExpired as e:
         finished, log = False, f"stopped after {args.max_minutes} min: {str(e.stdout or '')[-2000:]}"
-    return report(work, args, tests, failing, finished, log, (time.monotonic() - started) / 60)
+    return report(work, args, commit, tests, failing, finished, log, (time.monotonic() - started) / 60)
 
 
 def durations(junit_xml: Path) -> dict[str, float]:
@@ -142,10 +144,9 @@ def judge(statuses: dict[str, str], diffs: dict[str, str], explained: dict[str, 
     return out
 
 
-def report(work: Path, args, tests: list[str], failing: list[str], finished: bool, log: str,
+def report(work: Path, args, commit: str, tests: list[str], failing: list[str], finished: bool, log: str,
            minutes: float | None) -> int:
     """Read mutmut's verdicts in `work` and update bench/results/mutation.{json,md} for the modules run."""
-    commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
     results = run([sys.executable, "-m", "mutmut", "results", "--all", "true"], work).stdout
     statuses: dict[str, dict[str, str]] = {m: {} for m in args.modules}
     diffs: dict[str, str] = {}
