@@ -92,4 +92,27 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
                                                     WORDING),
     "aotc.build.spec.x_load_spec_file__mutmut_67": ('f"offset {e.start}", file=file, fix="SAVE THE FILE AS UTF-8")])',
                                                     WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_10": (
+        "raw = f.read(None)",
+        ("reads the whole file before the same `len(raw) > MAX_SPEC_FILE_BYTES` test: the same files pass and fail; "
+        "only the memory read differs, which no test can observe without exhausting it")),
+    "aotc.build.spec.x_load_spec_file__mutmut_82": ('fix="XXfix the syntax at the line shownXX")])', WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_83": ('fix="FIX THE SYNTAX AT THE LINE SHOWN")])', WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_98": (
+        'return LoadResult([], [Diagnostic("AOTC-SPEC-001", "XXnot valid TOML: arrays or tables nested too deeplyXX",',
+        WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_99": (
+        'return LoadResult([], [Diagnostic("AOTC-SPEC-001", "not valid toml: arrays or tables nested too deeply",',
+        WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_100": (
+        'return LoadResult([], [Diagnostic("AOTC-SPEC-001", "NOT VALID TOML: ARRAYS OR TABLES NESTED TOO DEEPLY",',
+        WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_101": ('file=file, fix="XXa spec needs at most two levels of listsXX")])',
+                                                     WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_102": ('file=file, fix="A SPEC NEEDS AT MOST TWO LEVELS OF LISTS")])',
+                                                     WORDING + " (case)"),
+    "aotc.build.spec.x_load_spec_file__mutmut_125": (
+        'return LoadResult([], [Diagnostic("AOTC-SPEC-001", "XXexpected one or more [[kernel]] tablesXX", file=file,',
+        WORDING),
+    "aotc.build.spec.x_load_spec_file__mutmut_127": ('fix="XXstart each spec with a [[kernel]] lineXX")])', WORDING),
 }
