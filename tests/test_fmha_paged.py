@@ -1,7 +1,8 @@
 """Paged-KV-cache attention families (fmha_fwd_paged, fmha_decode_paged): catalog legality on every
 SM12x target, rules, SMEM equal to the contiguous twins, the ABI fields, the runtime's refusal of
 host tensors, and (compile-marked) the real host helper's paged problem validation and Params, and
-an sm_120a build of the paged decode kernel (no spill, HMMA only)."""
+an sm_120a build of the paged decode kernel (no spill, HMMA only, block-table reads issued ahead
+of the MMAs)."""
 
 from __future__ import annotations
 
@@ -156,11 +157,21 @@ def test_paged_decode_sm120a_build_hmma_no_spill(tmp_path):
     import sys
 
     sys.path.insert(0, str(HERE))
-    from test_fmha_family import sass_of
+    from test_fmha_family import main_loop, sass_of
 
-    lines, sass = sass_of(_spec("fmha_decode_paged"), "sm120a", tmp_path)
+    s = _spec("fmha_decode_paged")
+    lines, sass = sass_of(s, "sm120a", tmp_path)
     assert re.search(r"\b0 bytes spill stores", lines), lines
     # per warp and KV tile: S = 16x64x128 (8 k16 x 8 n8 = 64 MMAs) and O += 16x128x64 (4 k16 x 16 n8 = 64)
     assert len(re.findall(r"\bHMMA\.16816\.F32", sass)) == 128
     assert not re.search(r"\b(HGMMA|UTC\w+|OMMA|QMMA)\b", sass)
-    assert "LDGSTS" in sass  # K/V pages still stream through cp.async
+    # Block-table reads are off the cp.async path: per KV tile a thread reads one entry per row it
+    # copies (threads / 16-byte chunks per row apart; the tile's K and V share them), and all of them
+    # are issued before the tile's first MMA, while the K copy that uses them comes later.
+    loop = main_loop(sass)
+    table = [i for i, x in enumerate(loop) if re.search(r"\bLDG\.E\.CONSTANT\b", x)]
+    copies = [i for i, x in enumerate(loop) if "LDGSTS" in x]
+    mmas = [i for i, x in enumerate(loop) if "HMMA" in x]
+    threads, chunks_per_row = 32 * s.params["warps"], s.params["head_dim"] * 2 // 16
+    assert len(table) == s.params["block_n"] // (threads // chunks_per_row)
+    assert max(table) < mmas[0] < max(copies)
