@@ -36,7 +36,7 @@ class HookState:
     about a millisecond to create at import, on the path of every served process."""
 
     __slots__ = ("artifacts_served", "cache", "local", "lock", "looked_up", "on_miss", "patched", "problems",
-                 "served_from", "version", "wheels")
+                 "root", "served_from", "version", "wheels")
 
     def __init__(self, cache: Cache, on_miss: str, version: str):
         self.cache = cache
@@ -50,6 +50,7 @@ class HookState:
         self.problems: dict[str, str] = {}  # module -> why aotc could not serve it
         self.artifacts_served = 0
         self.lock = threading.Lock()
+        self.root: Path | None = None  # the provider folder (_provider_root)
 
     def report(self) -> dict[str, Any]:
         return {"cache": str(self.cache.root), "on_miss": self.on_miss, "flashinfer_version": self.version,
@@ -76,10 +77,13 @@ def status() -> dict[str, Any] | None:
 # --- serving modules ------------------------------------------------------------------------------
 
 def _provider_root(st: HookState) -> Path:
-    from aotc.runtime.files import helper_dir
+    """<runtime folder>/flashinfer/<tag of the cache and FlashInfer version>, found once per install."""
+    if st.root is None:
+        from aotc.runtime.files import helper_dir
 
-    tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
-    return helper_dir() / "flashinfer" / tag
+        tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
+        st.root = helper_dir() / "flashinfer" / tag
+    return st.root
 
 
 def _link(target: Path, link: Path) -> None:
