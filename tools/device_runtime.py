@@ -2,7 +2,7 @@
 
   all (GPU machine, one command):  python3 tools/device_runtime.py all OUT_DIR [JOBS]
       builds the kernels below (and FlashInfer's cascade module where flashinfer is importable) into
-      OUT_DIR/cache with JOBS parallel compiles (default: every core), then runs, in one go:
+      a temporary cache with JOBS parallel compiles (default: every core), then runs, in one go:
       correctness of fmha_fwd/fmha_decode/grouped_gemm vs torch and the clear error for an sm_120a
       kernel on another device; per-call host time of fmha_fwd, fmha_decode and grouped_gemm_moe for
       an unchanged problem beside a raw cuLaunchKernel of the same prepared launch (two for the MoE
@@ -431,10 +431,11 @@ COLD_RUNS = 20
 
 
 def run_all(out_dir: str, jobs: int) -> int:
-    """Build into OUT_DIR/cache, then run; the results are named for the card the device reports."""
+    """Build into a temporary cache, then run; the results are named for the card the device reports."""
     import os
+    import tempfile
 
-    cache = Path(out_dir) / "cache"
+    cache = Path(tempfile.mkdtemp(prefix="aotc-runtime-cache-"))  # not under OUT_DIR: only results go back
     t0 = time.perf_counter()
     if build(str(cache), jobs or os.cpu_count() or 1):
         return 1
