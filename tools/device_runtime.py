@@ -377,8 +377,10 @@ def hook(results: dict, out: Path, runs: int = 7) -> None:
         return
     raw_so = out / f"raw_{FI_MODULE}.so"
     raw_so.write_bytes(cache.read_blob(manifest["blobs"][SO_BLOB]["sha256"]))
+    import tempfile
+
     env = {**os.environ, "FLASHINFER_CUDA_ARCH_LIST": flashinfer_arch_list(FI_ARCH), "FLASHINFER_DISABLE_JIT": "1",
-           "FLASHINFER_WORKSPACE_BASE": str(out / "fi-home")}  # the module's arch; no JIT; no earlier JIT cache
+           "FLASHINFER_WORKSPACE_BASE": tempfile.mkdtemp(prefix="aotc-fi-home-")}  # the module's arch; no JIT cache
     rows = []
     for i in range(runs + 1):
         path = out / f"hook_{i}.json"
