@@ -115,4 +115,20 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'return LoadResult([], [Diagnostic("AOTC-SPEC-001", "XXexpected one or more [[kernel]] tablesXX", file=file,',
         WORDING),
     "aotc.build.spec.x_load_spec_file__mutmut_127": ('fix="XXstart each spec with a [[kernel]] lineXX")])', WORDING),
+    # ---- aotc/cache/store.py -------------------------------------------------------------------------
+    "aotc.cache.store.xǁCorruptBlobErrorǁ__init____mutmut_4": (
+        'where = f"moved to {moved_to}" if moved_to else "XXleft in placeXX"', WORDING),
+    "aotc.cache.store.xǁCorruptBlobErrorǁ__init____mutmut_17": (
+        'fix="XXrun `aotc verify` to find every entry that uses it, then rebuild (`aotc build`)XX",', WORDING),
+    "aotc.cache.store.xǁBlobStoreǁsweep_tmp__mutmut_1": (
+        "def sweep_tmp(self, dry_run: bool = True) -> list[str]:",
+        ("the base class's sweep returns [] whatever dry_run says (backends without temp files; LocalBlobStore "
+        "overrides it)")),
+    "aotc.cache.store.xǁLocalBlobStoreǁstat__mutmut_12": (
+        "header = f.read(None)  # the longest zstd frame header",
+        "reads the whole frame instead of its header: frame_content_size reads the header only, same result"),
+    "aotc.cache.store.x__config_error__mutmut_10": (
+        '"XX(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local storeXX",', WORDING),
+    "aotc.cache.store.x__config_error__mutmut_11": (
+        '"(e.g. mypkg.stores:redisblobstore), or unset it to use the local store",', WORDING + " (case)"),
 }

@@ -88,6 +88,7 @@ def test_flipped_byte_raises_corrupt_blob_error_and_quarantines(tmp_path: Path) 
     assert isinstance(err, AotcError) and err.diagnostics[0].code == "AOTC-CACHE-001"
     assert digest in text and str(path) in text and "aotc verify" in text
     assert err.moved_to is not None and Path(err.moved_to).parent == tmp_path / "v1" / "quarantine"
+    assert f"moved to {err.moved_to}" in text and err.diagnostics[0].details["quarantined"] == err.moved_to
     assert Path(err.moved_to).read_bytes() == bytes(raw)  # kept for inspection, not deleted
     assert not store.has(digest)
     assert store.put(data) == digest and store.get(digest) == data  # a rebuild restores it
@@ -337,16 +338,32 @@ def test_a_refused_write_is_a_coded_error_and_leaves_nothing(tmp_path: Path, err
     assert target.read_bytes() == b"abc" and list((tmp_path / "tmp").iterdir()) == []
 
 
-def test_quarantine_keeps_the_file_under_a_new_name(tmp_path: Path) -> None:
+def test_quarantine_keeps_the_file_under_a_new_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    from aotc.cache import store as store_module
     from aotc.cache.store import quarantine_file
 
     bad = tmp_path / "ab.json"
     bad.write_bytes(b"bad")
-    moved = quarantine_file(bad, tmp_path / "q")
+    moved = quarantine_file(bad, tmp_path / "v1" / "quarantine")  # its folders are made as needed
     stem, stamp, suffix = Path(moved).name.split(".")
-    assert Path(moved).parent == tmp_path / "q" and (stem, suffix) == ("ab", "json") and stamp.isdigit()
-    assert Path(moved).read_bytes() == b"bad" and not bad.exists()
+    assert Path(moved).parent == tmp_path / "v1" / "quarantine" and (stem, suffix) == ("ab", "json")
+    assert stamp.isdigit() and Path(moved).read_bytes() == b"bad" and not bad.exists()
     assert quarantine_file(bad, tmp_path / "q") is None  # already gone
+    bad.write_bytes(b"bad")
+
+    def refuse(number):
+        def replace(src, dst):
+            raise OSError(number, os.strerror(number))
+        return replace
+
+    monkeypatch.setattr(store_module.os, "replace", refuse(errno.EROFS))
+    assert quarantine_file(bad, tmp_path / "q") is None and bad.exists()  # a read-only cache: left in place
+    monkeypatch.setattr(store_module.os, "replace", refuse(errno.EIO))
+    with pytest.raises(OSError) as e:  # anything else is not the medium refusing: raised
+        quarantine_file(bad, tmp_path / "q")
+    assert e.value.errno == errno.EIO
 
 
 def test_a_read_only_store_leaves_a_corrupt_blob_in_place_and_says_so(tmp_path: Path) -> None:
