@@ -46,7 +46,8 @@ ALSO_COPY = ["templates", "tile_specs", "flashinfer_presets", "README.md", "docs
 # Green without mutmut, red under its trampolines in the clean run (it counts a backend's class-level
 # puts, which the instrumented module records twice): says nothing about a mutant.
 UNDER_MUTMUT = ["tests/test_store.py::test_blob_store_env_selects_backend"]
-DETECTED = ("killed", "timeout", "segfault")  # the tests noticed the mutant
+# The tests noticed the mutant ("suspicious": their process ended oddly, e.g. by a signal the mutant sent).
+DETECTED = ("killed", "timeout", "segfault", "suspicious")
 # A mutant's tests run fastest first (times of the baseline run), so a kill rarely waits for a compile.
 FAST_FIRST = """import json, pathlib
 _SECONDS = json.loads(pathlib.Path(__file__).with_name("durations.json").read_text())

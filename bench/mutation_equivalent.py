@@ -9,6 +9,8 @@ its letters, case or separators).
 
 WORDING = "message wording only: the tests pin the facts it carries (code, names, numbers, fields), not its letters"
 
+NOFOLLOW = "O_NOFOLLOW exists on every platform aotc runs on (Linux): getattr's default is never used"
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -131,4 +133,13 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         '"XX(e.g. mypkg.stores:RedisBlobStore), or unset it to use the local storeXX",', WORDING),
     "aotc.cache.store.x__config_error__mutmut_11": (
         '"(e.g. mypkg.stores:redisblobstore), or unset it to use the local store",', WORDING + " (case)"),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_12": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", None) | getattr(os, "O_NONBLOCK", 0))', NOFOLLOW),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_15": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", ) | getattr(os, "O_NONBLOCK", 0))', NOFOLLOW),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_18": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 1) | getattr(os, "O_NONBLOCK", 0))', NOFOLLOW),
+    "aotc.cache.store.xǁLocalBlobStoreǁstat__mutmut_13": (
+        "header = f.read(19)  # the longest zstd frame header",
+        "one byte past the longest (18-byte) zstd frame header: frame_content_size reads the header only"),
 }

@@ -391,3 +391,63 @@ def test_remote_setting_selects_the_redis_layer_and_spacing_is_ignored(monkeypat
         monkeypatch.setenv("AOTC_BLOB_STORE", value)
         with pytest.raises(AotcError, match="module:Class"):
             blob_store_class()
+
+
+def test_staleness_edges_and_a_sweep_racing_another(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from aotc.cache import store as store_module
+    from aotc.cache.store import is_digest, tmp_is_stale
+
+    assert is_digest("ab" * 32) and not is_digest("xyz") and not is_digest(64) and not is_digest(["a"] * 64)
+    host, now = socket.gethostname(), time.time()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert tmp_is_stale(f"{host}.{dead}.ab", now, now, 10)  # three parts are enough to name the writer
+
+    def owned_by_someone_else(pid, sig):
+        raise PermissionError(1, "not permitted")
+
+    monkeypatch.setattr(store_module.os, "kill", owned_by_someone_else)
+    assert not tmp_is_stale(f"{host}.{dead}.ab.tmp", now, now, 10)  # alive (we may not signal it)
+    monkeypatch.undo()
+    store = LocalBlobStore(tmp_path)
+    store.tmp_dir.mkdir(parents=True)
+    day_old = time.time() - 86_400.6
+    target = tmp_path / "elsewhere.bin"
+    target.write_bytes(b"x")
+    os.utime(target, (day_old, day_old))
+    (store.tmp_dir / "h.1.link.tmp").symlink_to(target)  # only regular files are temp files
+    stale = store.tmp_dir / "h.1.stale.tmp"
+    stale.write_bytes(b"x")
+    os.utime(stale, (day_old, day_old))
+    real_scandir = os.scandir
+
+    class Gone:  # an entry another sweeper removed between listing and stat/unlink
+        name, path = "h.1.gone.tmp", str(store.tmp_dir / "h.1.gone.tmp")
+
+        def __init__(self, stat_fails):
+            self.stat_fails = stat_fails
+
+        def is_file(self, follow_symlinks=True):
+            return True
+
+        def stat(self):
+            if self.stat_fails:
+                raise FileNotFoundError(self.path)
+            return os.stat_result((0,) * 7 + (day_old,) * 3)
+
+    for stat_fails in (True, False):
+        monkeypatch.setattr(store_module.os, "scandir", lambda p, s=stat_fails: iter([Gone(s), *real_scandir(p)]))
+        swept = store.sweep_tmp(dry_run=True)
+        assert str(stale) in swept and (store.tmp_dir / "h.1.link.tmp").is_symlink() and target.exists()
+        assert (Gone.path in swept) is not stat_fails
+    swept = store.sweep_tmp()  # the vanished file counts as swept; the sweep goes on to the others
+    assert swept == [Gone.path, str(stale)] and not stale.exists() and target.exists()
+
+
+def test_iteration_skips_stray_files_before_the_shards(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path)
+    digests = sorted(store.put(bytes([i])) for i in range(8))
+    (store.blob_dir / "00").write_text("a file where a shard folder would be")
+    assert sorted(store.iter_digests()) == digests
