@@ -1,7 +1,7 @@
 """The runtime's metadata kernels (aotc.runtime.metadata): the PTX assembles for every target the
 runtime serves, the ctypes parameter structs mirror the PTX parameter lists byte for byte (what
 cuLaunchKernel copies from kernelParams), and the MoE block layout matches the grouped GEMM's
-arrays. Numerical proof on the GPU: tools/device_serving.py (bench/results/runtime_h200.md)."""
+arrays. Numerical proof on the GPU: tools/device_serving.py (bench/results/serving_h200.md)."""
 
 from __future__ import annotations
 
