@@ -142,4 +142,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.cache.store.xǁLocalBlobStoreǁstat__mutmut_13": (
         "header = f.read(19)  # the longest zstd frame header",
         "one byte past the longest (18-byte) zstd frame header: frame_content_size reads the header only"),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_21": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", None))',
+        "O_NONBLOCK exists on every platform aotc runs on (Linux): getattr's default is never used"),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_24": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", ))',
+        "O_NONBLOCK exists on every platform aotc runs on (Linux): getattr's default is never used"),
 }
