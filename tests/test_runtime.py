@@ -672,6 +672,31 @@ def test_runtime_package_import_loads_submodules_on_first_use():
     assert "no_such_name" in error
 
 
+def test_flashinfer_hook_imports_neither_the_kernel_loader_nor_a_dataclass():
+    """install() is on the start-up path of every served FlashInfer process: importing the hook reads
+    caches (aotc.cache, the kernel sources) but loads no family, driver layer or kernel loader, and
+    creates no dataclass (each costs ~1 ms; the hook's own state was one)."""
+    script = (
+        "import dataclasses, sys\n"
+        "made = []\n"
+        "original = dataclasses._process_class\n"
+        "def recording(cls, *a, **k):\n"
+        "    made.append(f'{cls.__module__}.{cls.__qualname__}')\n"
+        "    return original(cls, *a, **k)\n"
+        "dataclasses._process_class = recording\n"
+        "import aotc.flashinfer.hook\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('aotc'))))\n"
+        "print(','.join(m for m in made if m.startswith('aotc')))\n"
+    )
+    loaded, made = run_python(script)
+    loaded = loaded.split(",")
+    assert "aotc.cache.entries" in loaded and "aotc.runtime.sources" in loaded  # the path really ran
+    heavy = ("aotc.families", "aotc.runtime.device", "aotc.runtime.loader", "aotc.runtime.lookup",
+             "aotc.runtime.launch", "aotc.elf")
+    assert [m for m in heavy if m in loaded] == []
+    assert made == "", f"dataclasses created when importing the hook: {made}"
+
+
 FAMILY_MODULE = '''
 import ctypes
 from aotc.families import Family, Field, SmemModel
