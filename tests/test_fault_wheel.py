@@ -312,8 +312,9 @@ def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
     assert "ABI" in result["refused"]["kforeign"]
 
 
-@pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "store-file",
-                                    "manifest-edit", "extra-file", "symlink", "no-record"])
+@pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "meta-abi",
+                                    "store-file", "manifest-edit", "extra-file", "symlink", "dir-link", "no-record",
+                                    "plain-module", "no-package"])
 def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     good, _, _ = wheels
     site = tmp_path / "site"
@@ -332,6 +333,13 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
         meta.symlink_to(site / "meta.json")
     elif damage == "no-meta":
         meta.unlink()
+    elif damage == "meta-abi":  # a foreign ABI is named in the refusal, at most 20 characters of each value
+        meta.write_text(json.dumps({**json.loads(meta.read_text()), "abi": "a" * 30, "aotc_version": "v" * 30}))
+    elif damage == "dir-link":
+        os.symlink(store / "refs", store / "blobs" / "linked-folder")
+    elif damage in ("plain-module", "no-package"):  # the entry point names no package folder
+        (ep,) = site.glob("*.dist-info/entry_points.txt")
+        ep.write_text(ep.read_text().replace("= kgood", "= json" if damage == "plain-module" else "= no_such_pkg"))
     elif damage == "store-file":
         import shutil
 
@@ -348,6 +356,8 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
         next(site.glob("*.dist-info/RECORD")).unlink()
     result = discover_in(site)
     assert result["found"] == [] and list(result["refused"]) == ["kgood"], result
+    if damage == "meta-abi":
+        assert f"ABI {'a' * 20} (aotc {'v' * 20})" in result["refused"]["kgood"]
     assert check_wheel(good).ok  # the pristine wheel still passes: only the damage is refused
 
 
