@@ -11,6 +11,8 @@ WORDING = "message wording only: the tests pin the facts it carries (code, names
 
 NOFOLLOW = "O_NOFOLLOW exists on every platform aotc runs on (Linux): getattr's default is never used"
 
+EP_DIST = "importlib.metadata's entry points always carry their distribution (ep.dist): the fallback for none never runs"
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -148,4 +150,39 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_24": (
         'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", ))',
         "O_NONBLOCK exists on every platform aotc runs on (Linux): getattr's default is never used"),
+    # ---- aotc/runtime/installed_wheels.py -----------------------------------------------------------
+    "aotc.runtime.installed_wheels.x__record__mutmut_3": (
+        'text = dist.read_text("RECORD") if (dist is not None) or True else None', EP_DIST),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_8": (
+        'for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.dist.name if (e.dist) and False else "", e.name)):',
+        EP_DIST + "; without it the order is by entry-point name, which is the package's name (aotc wheel writes "
+        "one entry point named after its package)"),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_9": (
+        'for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.dist.name if (e.dist) or True else "", e.name)):',
+        EP_DIST),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_10": (
+        'for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.dist.name if e.dist else "XXXX", e.name)):',
+        EP_DIST),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_3": (
+        "for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=None):",
+        ("EntryPoints sort by (name, value, group); aotc wheels name their one entry point after the package, so "
+        "the order is the same as by distribution name")),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_5": (
+        "for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), ):",
+        ("EntryPoints sort by (name, value, group); aotc wheels name their one entry point after the package, so "
+        "the order is the same as by distribution name")),
+    "aotc.runtime.installed_wheels.x__record__mutmut_13": (
+        "return {row[0]: row[1] for row in csv.reader(io.StringIO(text)) if len(row) > 2}",
+        ("RECORD rows have three fields (path, hash, size); a shorter row drops a file from the map, and a file "
+        "RECORD does not list is refused either way")),
+    "aotc.runtime.installed_wheels.x__record__mutmut_14": (
+        "return {row[0]: row[1] for row in csv.reader(io.StringIO(text)) if len(row) >= 3}",
+        ("RECORD rows have three fields (path, hash, size); a shorter row drops a file from the map, and a file "
+        "RECORD does not list is refused either way")),
+    "aotc.runtime.installed_wheels.x__refusal__mutmut_4": (
+        'return "XXits distribution has no RECORD to check the files againstXX", {}', WORDING),
+    "aotc.runtime.installed_wheels.x__refusal__mutmut_5": (
+        'return "its distribution has no record to check the files against", {}', WORDING + " (case)"),
+    "aotc.runtime.installed_wheels.x__refusal__mutmut_6": (
+        'return "ITS DISTRIBUTION HAS NO RECORD TO CHECK THE FILES AGAINST", {}', WORDING + " (case)"),
 }
