@@ -313,7 +313,7 @@ def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "meta-abi",
-                                    "store-file", "manifest-edit", "extra-file", "symlink", "dir-link", "no-record",
+                                    "store-file", "manifest-edit", "manifest-unsummed", "extra-file", "symlink", "dir-link", "no-record",
                                     "plain-module", "no-package"])
 def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     good, _, _ = wheels
@@ -333,6 +333,13 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
         meta.symlink_to(site / "meta.json")
     elif damage == "no-meta":
         meta.unlink()
+    elif damage == "manifest-unsummed":  # parses as a record from before checksums: only RECORD tells
+        from aotc.cache.entries import RECORD_SUM
+
+        path = next((store / "actions").rglob("*.json"))
+        m = json.loads(path.read_bytes())
+        m.pop(RECORD_SUM)
+        path.write_text(json.dumps({**m, "note": "edited"}))
     elif damage == "meta-abi":  # a foreign ABI is named in the refusal, at most 20 characters of each value
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "abi": "a" * 30, "aotc_version": "v" * 30}))
     elif damage == "dir-link":
