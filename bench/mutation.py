@@ -88,7 +88,8 @@ def main() -> int:
     (work / "conftest.py").write_text(FAST_FIRST)
     failing = sorted(set(re.findall(r"^FAILED (\S+)", baseline.stdout, flags=re.MULTILINE)) | set(UNDER_MUTMUT))
     (work / "setup.cfg").write_text(
-        "[mutmut]\nsource_paths=aotc\n"
+        # a mutant that hangs (e.g. a FIFO opened without O_NONBLOCK) is stopped after 3x, not 15x, its tests' time
+        "[mutmut]\nsource_paths=aotc\ntimeout_multiplier=3.0\n"
         + "only_mutate=\n" + "".join(f"    {m}\n" for m in args.modules)
         + "pytest_add_cli_args_test_selection=\n" + "".join(f"    {t}\n" for t in tests)
         + "pytest_add_cli_args=\n    -m\n    not gpu\n    -p\n    no:cacheprovider\n"
