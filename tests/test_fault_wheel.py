@@ -287,6 +287,7 @@ def discover_in(site: Path) -> dict:
         found, refused = discover()
     finally:
         sys.path.remove(str(site))
+    assert all(isinstance(x.reason, str) and x.reason for x in refused)  # every refusal says why
     return {"found": [k.distribution for k in found], "refused": {x.distribution: x.reason for x in refused}}
 
 
@@ -314,7 +315,7 @@ def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
 
 @pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "meta-abi",
                                     "store-file", "manifest-edit", "manifest-unsummed", "extra-file", "symlink", "dir-link", "no-record",
-                                    "plain-module", "no-package"])
+                                    "plain-module", "no-package", "relative-name"])
 def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     good, _, _ = wheels
     site = tmp_path / "site"
@@ -344,9 +345,10 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
         meta.write_text(json.dumps({**json.loads(meta.read_text()), "abi": "a" * 30, "aotc_version": "v" * 30}))
     elif damage == "dir-link":
         os.symlink(store / "refs", store / "blobs" / "linked-folder")
-    elif damage in ("plain-module", "no-package"):  # the entry point names no package folder
+    elif damage in ("plain-module", "no-package", "relative-name"):  # the entry point names no package folder
         (ep,) = site.glob("*.dist-info/entry_points.txt")
-        ep.write_text(ep.read_text().replace("= kgood", "= json" if damage == "plain-module" else "= no_such_pkg"))
+        named = {"plain-module": "json", "no-package": "no_such_pkg", "relative-name": "..kgood"}[damage]
+        ep.write_text(ep.read_text().replace("= kgood", f"= {named}"))
     elif damage == "store-file":
         import shutil
 
