@@ -13,6 +13,8 @@ NOFOLLOW = "O_NOFOLLOW exists on every platform aotc runs on (Linux): getattr's 
 
 EP_DIST = "importlib.metadata's entry points always carry their distribution (ep.dist): the fallback for none never runs"
 
+BARE_EP = "aotc wheels write their entry point as a bare package name (`kgood = kgood`, no `:attr`): every split gives it whole"
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -185,4 +187,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'return "its distribution has no record to check the files against", {}', WORDING + " (case)"),
     "aotc.runtime.installed_wheels.x__refusal__mutmut_6": (
         'return "ITS DISTRIBUTION HAS NO RECORD TO CHECK THE FILES AGAINST", {}', WORDING + " (case)"),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_12": (
+        "dist = ep.dist.name if (ep.dist) and False else ep.name",
+        EP_DIST + "; and aotc wheels name their entry point after their distribution's package"),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_13": ("dist = ep.dist.name if (ep.dist) or True else ep.name", EP_DIST),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_16": ("pkg_dir = _package_dir(ep.value.split(None)[0])", BARE_EP),
+    "aotc.runtime.installed_wheels.x_discover__mutmut_17": ('pkg_dir = _package_dir(ep.value.split("XX:XX")[0])', BARE_EP),
 }
