@@ -156,7 +156,7 @@ def report(work: Path, args, commit: str, tests: list[str], failing: list[str], 
         m = re.match(r"\s*(\S+):\s*(\w[\w ]*)$", line)
         if m:
             statuses[module_of(m.group(1), args.modules)][m.group(1)] = m.group(2).strip()
-            if m.group(2).strip() not in DETECTED:
+            if m.group(2).strip() not in (*DETECTED, "not checked"):
                 diffs[m.group(1)] = run([sys.executable, "-m", "mutmut", "show", m.group(1)], work).stdout[-1500:]
     explained = runpy.run_path(str(ROOT / "bench" / "mutation_equivalent.py"))["EQUIVALENT"]
     out = Path(args.out)
