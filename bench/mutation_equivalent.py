@@ -193,4 +193,22 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.runtime.installed_wheels.x_discover__mutmut_13": ("dist = ep.dist.name if (ep.dist) or True else ep.name", EP_DIST),
     "aotc.runtime.installed_wheels.x_discover__mutmut_16": ("pkg_dir = _package_dir(ep.value.split(None)[0])", BARE_EP),
     "aotc.runtime.installed_wheels.x_discover__mutmut_17": ('pkg_dir = _package_dir(ep.value.split("XX:XX")[0])', BARE_EP),
+    "aotc.cache.store.xǁLocalBlobStoreǁsweep_tmp__mutmut_9": (
+        'if not entry.is_file(follow_symlinks=None) or not entry.name.endswith(".tmp"):',
+        "DirEntry.is_file reads follow_symlinks as a truth value: None is False"),
+    # ---- aotc/build/verify.py ------------------------------------------------------------------------
+    "aotc.build.verify.x_parse_res_usage__mutmut_2": (
+        'current = ""', "no kernel yet: '' and None are both false where `current` is tested"),
+    "aotc.build.verify.x_parse_res_usage__mutmut_14": (
+        'current = ""', "kernel done: '' and None are both false where `current` is tested"),
+    "aotc.build.verify.x__check_sass__mutmut_15": (
+        'listed = "XX, XX".join(f"{op} x{n}" for op, n in sorted(report.banned_found.items()))',
+        WORDING + " (separator; details['banned'] holds them)"),
+    "aotc.build.verify.x__check_sass__mutmut_38": (
+        'found = "XX, XX".join(f"{op} x{n}" for op, n in report.mma_counts.items()) or "no MMA at all"',
+        WORDING + " (separator; details['mma'] holds them)"),
+    "aotc.build.verify.x__check_sass__mutmut_39": (
+        'found = ", ".join(f"{op} x{n}" for op, n in report.mma_counts.items()) or "XXno MMA at allXX"', WORDING),
+    "aotc.build.verify.x__check_sass__mutmut_54": (
+        '"XXthe template did not instantiate the intended MMA path for this arch; check its XX"', WORDING),
 }
