@@ -211,4 +211,16 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         'found = ", ".join(f"{op} x{n}" for op, n in report.mma_counts.items()) or "XXno MMA at allXX"', WORDING),
     "aotc.build.verify.x__check_sass__mutmut_54": (
         '"XXthe template did not instantiate the intended MMA path for this arch; check its XX"', WORDING),
+    # ---- aotc/build/wheel_check.py ------------------------------------------------------------------
+    "aotc.build.wheel_check.x__diag__mutmut_1": (
+        'def _diag(number: int, message: str, fix: str = "XXdo not install this wheel; rebuild it from a verified cache XX"',
+        WORDING),
+    "aotc.build.wheel_check.x__diag__mutmut_2": (
+        'def _diag(number: int, message: str, fix: str = "DO NOT INSTALL THIS WHEEL; REBUILD IT FROM A VERIFIED CACHE "',
+        WORDING + " (case)"),
+    "aotc.build.wheel_check.x__diag__mutmut_3": ('"XX(`aotc verify`, then `aotc wheel`)XX") -> Diagnostic:', WORDING),
+    "aotc.build.wheel_check.x__diag__mutmut_4": ('"(`AOTC VERIFY`, THEN `AOTC WHEEL`)") -> Diagnostic:', WORDING + " (case)"),
+    "aotc.build.wheel_check.xǁInstalledTreeǁread__mutmut_2": (
+        "raise KeyError(None) from None",
+        "its one reader (_read_blob) catches the KeyError as 'missing' and never reads its argument"),
 }
