@@ -288,6 +288,7 @@ def discover_in(site: Path) -> dict:
     finally:
         sys.path.remove(str(site))
     assert all(isinstance(x.reason, str) and x.reason for x in refused)  # every refusal says why
+    assert all(k.root == site / k.distribution / "store" and k.meta["abi"] == ABI_VERSION for k in found)
     return {"found": [k.distribution for k in found], "refused": {x.distribution: x.reason for x in refused}}
 
 
