@@ -43,7 +43,7 @@ FIELDS: dict[str, dict[str, tuple[type, Any]]] = {
 DTYPES = ("bf16", "fp16")
 
 # Default benchmark shapes: one per bucket (prefill lengths, decode batches, MoE tokens per expert).
-DEFAULT_SHAPES: dict[str, list[dict]] = {
+_DEFAULT_SHAPES: dict[str, list[dict]] = {
     "fmha_fwd": [{"batch": b, "seqlen_q": s} for b, s in
                  ((1, 128), (16, 256), (1, 512), (4, 1024), (1, 2048), (2, 4096), (1, 8192))]
     + [{"batch": b, "seqlen_q": s, "head_dim": 64} for b, s in ((8, 512), (1, 4096))],
@@ -147,6 +147,10 @@ def load_shapes(path: Path) -> dict[str, list[dict]]:
             raise _bad(f"{family} in {path} is not a non-empty list of shapes", f"write [[{family}]] tables", where)
         shapes[family] = [complete_shape(family, s, where) for s in items]
     return shapes
+
+
+# The built-in shapes as the tune uses them: every field filled in, as a shapes file's are.
+DEFAULT_SHAPES: dict[str, list[dict]] = {f: [complete_shape(f, s) for s in v] for f, v in _DEFAULT_SHAPES.items()}
 
 
 def choice_inputs(family: str, s: dict) -> tuple[dict, dict]:

@@ -205,8 +205,10 @@ def test_shapes_files(tmp_path):
     as_json = tmp_path / "s.json"
     as_json.write_text(json.dumps({"fmha_decode": [{"batch": 4, "seqlen_k": 512}]}))
     assert load_shapes(as_json)["fmha_decode"][0]["kv_heads"] == 8
-    for family, shapes_ in DEFAULT_SHAPES.items():  # the built-in set passes its own checks
-        assert [complete_shape(family, s) for s in shapes_]
+    for family, shapes_ in DEFAULT_SHAPES.items():  # the built-in set is complete, as a file's shapes are
+        assert [complete_shape(family, s) for s in shapes_] == shapes_
+        for s in shapes_:
+            choice_inputs(family, s)  # what the tune buckets each shape by
 
 
 @pytest.mark.parametrize("text, suffix, says", [
