@@ -15,6 +15,8 @@ EP_DIST = "importlib.metadata's entry points always carry their distribution (ep
 
 BARE_EP = "aotc wheels write their entry point as a bare package name (`kgood = kgood`, no `:attr`): every split gives it whole"
 
+REG_STACK = "cuobjdump -res-usage prints REG and STACK for every function: get's default is never used"
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -223,4 +225,37 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.wheel_check.xǁInstalledTreeǁread__mutmut_2": (
         "raise KeyError(None) from None",
         "its one reader (_read_blob) catches the KeyError as 'missing' and never reads its argument"),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_27": (
+        'fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 1))',
+        "O_NONBLOCK exists on every platform aotc runs on (Linux): getattr's default is never used"),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_36": ('self._corrupt(digest, path, "XXa symbolic link (not followed)XX")',
+                                                         WORDING),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_53": ('self._corrupt(digest, path, "XXnot a regular fileXX")', WORDING),
+    "aotc.cache.store.xǁLocalBlobStoreǁget__mutmut_54": ('self._corrupt(digest, path, "NOT A REGULAR FILE")',
+                                                         WORDING + " (case)"),
+    "aotc.cache.store.x_blob_store_class__mutmut_23": (
+        'module_name, sep, class_name = spec.rpartition(":")',
+        "only a value with two colons splits differently, and no module or class name holds a colon: refused either way"),
+    "aotc.cache.store.x_blob_store_class__mutmut_34": ('raise _config_error(spec, "XXnot of the form module:ClassXX")',
+                                                       WORDING),
+    "aotc.cache.store.x_blob_store_class__mutmut_35": ('raise _config_error(spec, "not of the form module:class")',
+                                                       WORDING + " (case)"),
+    "aotc.build.verify.x__check_sass__mutmut_55": (
+        '"the template did not instantiate the intended mma path for this arch; check its "', WORDING + " (case)"),
+    "aotc.build.verify.x__check_sass__mutmut_56": (
+        '"THE TEMPLATE DID NOT INSTANTIATE THE INTENDED MMA PATH FOR THIS ARCH; CHECK ITS "', WORDING + " (case)"),
+    "aotc.build.verify.x__check_sass__mutmut_57": (
+        '"XXarch guards (e.g. CUTLASS_ARCH_MMA_SM120_SUPPORTED) and the -gencodeXX",', WORDING),
+    "aotc.build.verify.x__check_sass__mutmut_58": (
+        '"arch guards (e.g. cutlass_arch_mma_sm120_supported) and the -gencode",', WORDING + " (case)"),
+    "aotc.build.verify.x__check_sass__mutmut_59": (
+        '"ARCH GUARDS (E.G. CUTLASS_ARCH_MMA_SM120_SUPPORTED) AND THE -GENCODE",', WORDING + " (case)"),
+    "aotc.build.verify.x__check_resources__mutmut_23": (
+        '"registers": r.get("REG", None), "stack_bytes": r.get("STACK", 0),', REG_STACK),
+    "aotc.build.verify.x__check_resources__mutmut_25": (
+        '"registers": r.get("REG", ), "stack_bytes": r.get("STACK", 0),', REG_STACK),
+    "aotc.build.verify.x__check_resources__mutmut_28": (
+        '"registers": r.get("REG", 1), "stack_bytes": r.get("STACK", 0),', REG_STACK),
+    "aotc.build.verify.x__check_resources__mutmut_32": (
+        '"registers": r.get("REG", 0), "stack_bytes": r.get("STACK", None),', REG_STACK),
 }

@@ -451,3 +451,33 @@ def test_iteration_skips_stray_files_before_the_shards(tmp_path: Path) -> None:
     digests = sorted(store.put(bytes([i])) for i in range(8))
     (store.blob_dir / "00").write_text("a file where a shard folder would be")
     assert sorted(store.iter_digests()) == digests
+
+
+def test_refused_reads_name_the_blob_and_the_file(tmp_path: Path) -> None:
+    store = LocalBlobStore(tmp_path, read_only=True)  # refused, not moved: the file can be inspected
+    digest = LocalBlobStore(tmp_path).put(b"bytes" * 10)
+    with pytest.raises(KeyError) as missing:
+        store.get("f" * 64)
+    assert missing.value.args == ("f" * 64,)
+    path = store.path(digest)
+    outside = tmp_path / "outside.zst"
+    outside.write_bytes(path.read_bytes())
+    path.unlink()
+    path.symlink_to(outside)
+    for make in ("link", "fifo"):
+        if make == "fifo":
+            path.unlink()
+            os.mkfifo(path)
+        with pytest.raises(CorruptBlobError) as e:
+            store.get(digest)
+        assert (e.value.digest, e.value.path) == (digest, str(path)) and e.value.actual, make
+        assert str(path) in e.value.diagnostics[0].message
+
+
+def test_a_blob_store_setting_names_what_is_wrong_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, problem in (("nocolon", "module:Class"), ("aotc.cache.store:", "module:Class"),
+                           ("pathlib:Path", "not a subclass"), ("no_such_module_xyz:C", "cannot load")):
+        monkeypatch.setenv("AOTC_BLOB_STORE", value)
+        with pytest.raises(AotcError) as info:
+            blob_store_class()
+        assert problem in info.value.diagnostics[0].message, value
