@@ -476,7 +476,7 @@ def test_refused_reads_name_the_blob_and_the_file(tmp_path: Path) -> None:
 
 def test_a_blob_store_setting_names_what_is_wrong_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
     for value, problem in (("nocolon", "module:Class"), ("aotc.cache.store:", "module:Class"),
-                           ("pathlib:Path", "not a subclass"), ("no_such_module_xyz:C", "cannot load")):
+                           ("pathlib:Path", "not a subclass"), ("no_such_module_xyz:C", "cannot load it (ModuleNotFoundError")):
         monkeypatch.setenv("AOTC_BLOB_STORE", value)
         with pytest.raises(AotcError) as info:
             blob_store_class()

@@ -209,3 +209,19 @@ def test_resources_come_from_the_elf_and_res_usage(built, tmp_path):
         report = check(built["mma120a"], "sm120a", "HMMA", dynamic=512,
                        toolchain=dataclasses.replace(tc, cuobjdump=None))
         assert report.ok and report.resources == {"aotc_kernel": {"smem_static": 1024, "smem_dynamic": 512}}
+
+
+# 512 floats indexed at run time cannot live in registers: a 2048 B stack frame, known from the source.
+STACK_KERNEL = """
+extern "C" __global__ void aotc_kernel(float* out, int n) {
+  float local[512];
+  for (int i = 0; i < 512; ++i) local[i] = out[i * n + threadIdx.x];
+  out[threadIdx.x] = local[(threadIdx.x * 7 + n) & 511];
+}
+"""
+
+
+def test_a_stack_frame_is_reported_in_bytes(tmp_path):
+    report = check(build(STACK_KERNEL, "sm120a", tmp_path), "sm120a", None)
+    assert report.ok and report.resources["aotc_kernel"]["stack_bytes"] == 2048
+    assert report.resources["aotc_kernel"]["local_bytes"] == 0  # (the ABI keeps local arrays in the stack frame)
