@@ -116,9 +116,9 @@ def durations(junit_xml: Path) -> dict[str, float]:
             for c in ET.parse(junit_xml).iter("testcase")}
 
 
-def module_of(mutant: str, modules: list[str]) -> str:
-    """aotc.build.rules.x_check__mutmut_3 -> aotc/build/rules.py."""
-    return next(m for m in modules if mutant.startswith(m.removesuffix(".py").replace("/", ".") + "."))
+def module_of(mutant: str, modules: list[str]) -> str | None:
+    """aotc.build.rules.x_check__mutmut_3 -> aotc/build/rules.py (None: not one of `modules`)."""
+    return next((m for m in modules if mutant.startswith(m.removesuffix(".py").replace("/", ".") + ".")), None)
 
 
 def mutated_lines(diff: str) -> list[str]:
@@ -154,7 +154,7 @@ def report(work: Path, args, commit: str, tests: list[str], failing: list[str], 
     diffs: dict[str, str] = {}
     for line in results.splitlines():
         m = re.match(r"\s*(\S+):\s*(\w[\w ]*)$", line)
-        if m:
+        if m and module_of(m.group(1), args.modules):
             statuses[module_of(m.group(1), args.modules)][m.group(1)] = m.group(2).strip()
             if m.group(2).strip() not in (*DETECTED, "not checked"):
                 diffs[m.group(1)] = run([sys.executable, "-m", "mutmut", "show", m.group(1)], work).stdout[-1500:]
