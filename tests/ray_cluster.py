@@ -11,6 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,19 @@ class LocalCluster:
             except subprocess.TimeoutExpired:
                 self.kill_node(proc)
         shutil.rmtree(self.ray_tmp, ignore_errors=True)
+
+
+@contextmanager
+def two_nodes(folder: Path, memory: int = 3 * GIB) -> Iterator[LocalCluster]:
+    """A head and two worker nodes of one CPU and `memory` each, stopped on the way out."""
+    c = LocalCluster(folder)
+    try:
+        c.start_node(cpus=1, memory=memory)
+        c.start_node(cpus=1, memory=memory)
+        c.wait_for(2)
+        yield c
+    finally:
+        c.stop()
 
 
 def task_process(name: str, child: str) -> tuple[int, list[int]] | None:

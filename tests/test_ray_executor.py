@@ -24,7 +24,7 @@ from aotc.build.toolchain import CUTLASS_TU_PEAK_RSS_BYTES, find_toolchain
 from aotc.cache import Cache
 from aotc.cache.maintenance import verify
 from aotc.diagnostics import AotcError
-from tests.ray_cluster import GIB, LocalCluster, task_process
+from tests.ray_cluster import GIB, LocalCluster, task_process, two_nodes
 
 pytest.importorskip("ray", reason="ray is part of the build extra")
 NODE_MEMORY = 3 * GIB
@@ -33,14 +33,8 @@ SPECS = ("moe_bf16_128x256", "moe_bf16_64x128")  # SM80-class grouped GEMMs: ~15
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("ray"))
-    try:
-        c.start_node(cpus=1, memory=NODE_MEMORY)
-        c.start_node(cpus=1, memory=NODE_MEMORY)
-        c.wait_for(2)
+    with two_nodes(tmp_path_factory.mktemp("ray"), NODE_MEMORY) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def specs(*names: str):

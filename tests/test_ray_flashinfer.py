@@ -28,7 +28,7 @@ from aotc.build.pipeline import BUILT, HIT
 from aotc.build.toolchain import find_toolchain
 from aotc.cache import Cache
 from aotc.cache.maintenance import verify
-from tests.ray_cluster import GIB, LocalCluster, task_process
+from tests.ray_cluster import GIB, LocalCluster, task_process, two_nodes
 
 pytest.importorskip("ray", reason="ray is part of the build extra")
 NODE_MEMORY = 3 * GIB
@@ -37,14 +37,8 @@ ARCH = "sm120a"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("ray"))
-    try:
-        c.start_node(cpus=1, memory=NODE_MEMORY)
-        c.start_node(cpus=1, memory=NODE_MEMORY)
-        c.wait_for(2)
+    with two_nodes(tmp_path_factory.mktemp("ray"), NODE_MEMORY) as c:
         yield c
-    finally:
-        c.stop()
 
 
 def executor(cluster: LocalCluster, cache: Cache) -> RayExecutor:
