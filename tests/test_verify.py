@@ -205,6 +205,7 @@ def test_resources_come_from_the_elf_and_res_usage(built, tmp_path):
     over = check(built["mma120a"], "sm120a", "HMMA", dynamic=SM120_SMEM_OPTIN)
     assert over.diagnostics[0].details == {"kernel": "aotc_kernel", "static": 1024, "dynamic": SM120_SMEM_OPTIN,
                                            "budget": SM120_SMEM_OPTIN}
+    assert over.diagnostics[0].fix  # what to change
     if tc.nvdisasm:  # nvdisasm gives no resource usage: only what the ELF says
         report = check(built["mma120a"], "sm120a", "HMMA", dynamic=512,
                        toolchain=dataclasses.replace(tc, cuobjdump=None))
