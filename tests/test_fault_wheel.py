@@ -269,6 +269,16 @@ def test_a_zip_that_is_not_one_kernel_wheel_and_odd_entries_are_refused(wheels):
     assert any(d.code == "AOTC-WHEEL-009" and "unreadable" in d.message for d in report.diagnostics)
 
 
+def test_without_a_disassembler_check_says_the_cubins_are_unproven(wheels, monkeypatch):
+    from aotc.build import toolchain
+
+    good, _, _ = wheels
+    monkeypatch.setattr(toolchain, "find_disassemblers", lambda: None)  # as on a machine without them
+    (d,) = check_wheel(good, ARCHES["sm120a"]).diagnostics
+    assert d.code == "AOTC-WHEEL-013" and d.message.startswith("mma_a (sm120a): ") and "cuobjdump" in d.message
+    assert "pip install nvidia-cuda-cuobjdump" in d.fix
+
+
 # ---- runtime discovery ----------------------------------------------------------------------------
 def install(whl: Path, site: Path) -> None:
     """What pip does with a wheel's files: unpack them into one site folder."""
