@@ -284,4 +284,7 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.cache.store.x__compressed_chunks__mutmut_14": (
         "chunker = cctx.chunker(size=len(data), )",
         "the chunk size only cuts the compressed output into pieces: joined, they are the same frame"),
+    "aotc.build.verify.x__check_resources__mutmut_80": ('"XXchoose a smaller tile or fewer pipeline stagesXX",', WORDING),
+    "aotc.build.verify.x__check_resources__mutmut_81": ('"CHOOSE A SMALLER TILE OR FEWER PIPELINE STAGES",',
+                                                        WORDING + " (case)"),
 }

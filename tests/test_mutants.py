@@ -318,3 +318,11 @@ def test_installed_files_are_compared_in_record_s_digest_format(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(data)
     assert _digest(path) == "sha256=" + text and len(text) == 43
+
+
+def test_a_disassembler_that_hangs_is_stopped(monkeypatch):
+    from aotc.build import verify
+
+    monkeypatch.setattr(verify, "_TOOL_TIMEOUT_S", 0.2)
+    rc, text = verify._run_tool(["sleep", "30"])
+    assert rc == -1 and "timed out" in text
