@@ -308,4 +308,18 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "the cut only applies to tool output over 300 characters; nvdisasm's refusal is one short line"),
     "aotc.build.verify.x__disassemble__mutmut_34": (
         '"XXcheck that the toolchain\'s cuobjdump supports this target (aotc doctor)XX",', WORDING),
+    "aotc.build.verify.x__disassemble__mutmut_49": (
+        '"XXcheck that the toolchain\'s nvdisasm supports this target (aotc doctor)XX",', WORDING),
+    "aotc.build.verify.x__disassemble__mutmut_50": (
+        '"CHECK THAT THE TOOLCHAIN\'S NVDISASM SUPPORTS THIS TARGET (AOTC DOCTOR)",', WORDING + " (case)"),
+    "aotc.build.verify.x__disassemble__mutmut_58": (
+        '5, "XXneither cuobjdump nor nvdisasm was found: the SASS scan (banned/expected opcodes) cannot runXX",', WORDING),
+    "aotc.build.verify.x__disassemble__mutmut_59": (
+        '5, "neither cuobjdump nor nvdisasm was found: the sass scan (banned/expected opcodes) cannot run",',
+        WORDING + " (case)"),
+    "aotc.build.verify.x__disassemble__mutmut_60": (
+        '5, "NEITHER CUOBJDUMP NOR NVDISASM WAS FOUND: THE SASS SCAN (BANNED/EXPECTED OPCODES) CANNOT RUN",',
+        WORDING + " (case)"),
+    "aotc.build.verify.x__disassemble__mutmut_61": (
+        '"XXpip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])XX",', WORDING),
 }

@@ -150,6 +150,8 @@ def test_wrong_arch_cubin_is_refused(built):
     report = check(built["mma90a"], "sm120a", "HMMA")
     assert codes(report) == ["AOTC-VERIFY-001"]
     assert "sm_90a" in report.diagnostics[0].message and "sm_120a" in report.diagnostics[0].message
+    assert report.diagnostics[0].details == {"got": "sm_90a", "expected": "sm_120a"}
+    assert "arch=compute_120a,code=sm_120a" in report.diagnostics[0].fix  # the -gencode to use
     assert not check(built["mma120a"], "sm120f", "HMMA").ok  # a and f are different targets
 
 
@@ -179,7 +181,7 @@ def test_missing_disassemblers_fail_closed(built):
     tc = dataclasses.replace(find_toolchain(), cuobjdump=None, nvdisasm=None)
     report = check(built["mma120a"], "sm120a", "HMMA", toolchain=tc)
     assert not report.ok
-    assert codes(report) == ["AOTC-VERIFY-005"]
+    assert codes(report) == ["AOTC-VERIFY-005"] and "cuobjdump" in report.diagnostics[0].message
     assert "pip install nvidia-cuda-cuobjdump" in report.diagnostics[0].fix
 
 
