@@ -20,6 +20,8 @@ REG_STACK = "cuobjdump -res-usage prints REG, STACK, SHARED and LOCAL for every 
 LOCAL_ZERO = "nvcc 13's ABI keeps local arrays in the stack frame: cuobjdump showed LOCAL:0 for every kernel compiled here, a 2048 B stack frame included, so no test can tell which key or default was read"
 ZSTD_DEFAULT = "python-zstandard's own defaults (content size written, no checksum): None or no argument gives the same frame"
 
+TMP_NAME = "the name of a private temporary folder or file the disassembler reads: any name does"
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -322,4 +324,14 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         WORDING + " (case)"),
     "aotc.build.verify.x__disassemble__mutmut_61": (
         '"XXpip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])XX",', WORDING),
+    "aotc.build.verify.x_verify_cubin__mutmut_11": ("with tempfile.TemporaryDirectory(prefix=None) as tmp:", TMP_NAME),
+    "aotc.build.verify.x_verify_cubin__mutmut_12": ('with tempfile.TemporaryDirectory(prefix="XXaotc-verify-XX") as tmp:',
+                                                    TMP_NAME),
+    "aotc.build.verify.x_verify_cubin__mutmut_13": ('with tempfile.TemporaryDirectory(prefix="AOTC-VERIFY-") as tmp:',
+                                                    TMP_NAME),
+    "aotc.build.verify.x_verify_cubin__mutmut_17": ('path = Path(tmp) / "XXkernel.cubinXX"', TMP_NAME),
+    "aotc.build.verify.x_verify_cubin__mutmut_18": ('path = Path(tmp) / "KERNEL.CUBIN"', TMP_NAME),
+    "aotc.build.verify.x_verify_cubin__mutmut_36": (
+        '_check_sass(sass or "XXXX", arch, expected_mma, report)',
+        "sass is text whenever _check_sass runs (None only with a tool diagnostic); even '' and 'XXXX' scan alike"),
 }

@@ -187,7 +187,7 @@ def test_missing_disassemblers_fail_closed(built):
 
 def test_garbage_bytes_give_the_elf_diagnostic():
     report = check(b"\x7fELF" + b"\0" * 20, "sm120a", None)
-    assert codes(report) == ["AOTC-ELF-001"] and not report.ok
+    assert codes(report) == ["AOTC-ELF-001"] and report.ok is False
 
 
 def test_resources_come_from_the_elf_and_res_usage(built, tmp_path):
