@@ -67,7 +67,11 @@ def main() -> int:
     ap.add_argument("--max-minutes", type=float, default=600.0, help="stop mutmut after this long")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "mutation"))
     ap.add_argument("--report-from", help="write the results of an earlier, interrupted run's folder")
+    ap.add_argument("--rejudge", action="store_true",
+                    help="apply bench/mutation_equivalent.py to the survivors already recorded, and rewrite the results")
     args = ap.parse_args()
+    if args.rejudge:
+        return rejudge(Path(args.out))
     if args.report_from:
         commit = run(["git", "rev-parse", "--short", "HEAD"], ROOT).stdout.strip()
         return report(Path(args.report_from), args, commit, TESTS, [], False, "report of an interrupted run", None)
@@ -181,6 +185,25 @@ def report(work: Path, args, commit: str, tests: list[str], failing: list[str], 
         if r and st:
             print(f"{module}: {r['detected']}/{r['judged']} killed, {len(r['equivalent'])} equivalent, "
                   f"{len(r['survivors'])} survived")
+    return 0
+
+
+def rejudge(out: Path) -> int:
+    """Explanations written after a run: move the recorded survivors they name (same mutated line) to
+    the equivalent ones, and recompute the rates; the mutants' verdicts are not run again."""
+    explained = runpy.run_path(str(ROOT / "bench" / "mutation_equivalent.py"))["EQUIVALENT"]
+    data = json.loads(out.with_suffix(".json").read_text())
+    for r in data["modules"].values():
+        for name, s in list(r["survivors"].items()):
+            line, why = explained.get(name, (None, None))
+            if line is not None and line.strip() in mutated_lines(s["diff"]):
+                r["equivalent"][name] = why
+                del r["survivors"][name]
+                r["stale_explanations"] = [n for n in r["stale_explanations"] if n != name]
+        r["judged"] = sum(r["counts"].values()) - r["counts"].get("not checked", 0) - len(r["equivalent"])
+        r["kill_rate"] = round(r["detected"] / r["judged"], 4) if r["judged"] else None
+    out.with_suffix(".json").write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    out.with_suffix(".md").write_text(markdown(data))
     return 0
 
 
