@@ -303,10 +303,10 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         "if rc == 0 or rc2 == 0:",
         "cuobjdump -sass and -res-usage read the same file: the real tool succeeds or fails on both together"),
     "aotc.build.verify.x__disassemble__mutmut_33": (
-        'f"cuobjdump could not read the cubin (exit {rc}/{rc2}): {(sass + res).strip()[:301]}",',
+        '6, f"cuobjdump could not read the cubin (exit {rc}/{rc2}): {(sass + res).strip()[:301]}",',
         "the cut only applies to tool output over 300 characters; cuobjdump's refusal is one short line"),
     "aotc.build.verify.x__disassemble__mutmut_48": (
-        'f"nvdisasm could not read the cubin (exit {rc}): {sass.strip()[:301]}",',
+        '6, f"nvdisasm could not read the cubin (exit {rc}): {sass.strip()[:301]}",',
         "the cut only applies to tool output over 300 characters; nvdisasm's refusal is one short line"),
     "aotc.build.verify.x__disassemble__mutmut_34": (
         '"XXcheck that the toolchain\'s cuobjdump supports this target (aotc doctor)XX",', WORDING),
@@ -334,4 +334,13 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.verify.x_verify_cubin__mutmut_36": (
         '_check_sass(sass or "XXXX", arch, expected_mma, report)',
         "sass is text whenever _check_sass runs (None only with a tool diagnostic); even '' and 'XXXX' scan alike"),
+    "aotc.runtime.installed_wheels.x__digest__mutmut_8": (
+        'return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(path.read_bytes()).digest()).rstrip(b"XX=XX").decode()',
+        ("a 32-byte digest's base64 text ends in a character carrying 2 bits and 4 zero bits (A E I M Q U Y c g k o s w "
+        "0 4 8), never X: stripping X as well as = changes nothing")),
+    "aotc.cache.store.x_atomic_write__mutmut_30": (
+        "with contextlib.suppress(None):",
+        "tmp.unlink(missing_ok=True) raises no OSError a test can cause after a failed write (the folder exists)"),
+    "aotc.cache.store.x_atomic_write__mutmut_31": ("tmp.unlink(missing_ok=None)", "a missing temp file raises FileNotFoundError, an OSError the contextlib.suppress(OSError) around it swallows"),
+    "aotc.cache.store.x_atomic_write__mutmut_32": ("tmp.unlink(missing_ok=False)", "a missing temp file raises FileNotFoundError, an OSError the contextlib.suppress(OSError) around it swallows"),
 }
