@@ -506,3 +506,23 @@ def test_without_a_disassembler_the_other_checks_run_and_strict_mode_refuses(whe
     blob.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     flipped = discover_apart(site, runtime, before=NO_DISASSEMBLER)
     assert flipped["found"] == [] and "AOTC-WHEEL-005" in flipped["refused"]["kgood"], flipped
+
+
+def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path):
+    """Found by fuzzing: when the end record claims the central directory starts later than it does,
+    zipfile places every member before byte 0 and reading one fails with EINVAL (an OSError), which
+    must be the damaged-zip diagnostic, not a traceback."""
+    whl = tmp_path / "k-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("k/__init__.py", "")
+        zf.writestr("k/aotc_wheel.json", "{}")
+        zf.writestr("k-0.1.0.dist-info/RECORD", "k/__init__.py,,\nk/aotc_wheel.json,,\n")
+    data = bytearray(whl.read_bytes())
+    eocd = data.rindex(b"PK\x05\x06")
+    offset = int.from_bytes(data[eocd + 16:eocd + 20], "little")
+    data[eocd + 16:eocd + 20] = (offset + 4096).to_bytes(4, "little")  # the claim; the bytes stay where they are
+    whl.write_bytes(bytes(data))
+    with pytest.raises(AotcError) as e:
+        check_wheel(whl)
+    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
+    assert "damaged zip" in e.value.diagnostics[0].message

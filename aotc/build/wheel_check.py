@@ -276,7 +276,8 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
     try:
         with zf:
             return _check_open(zf, path, arch)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:  # damaged zip members
+    # damaged zip members; OSError: a member's header offset points outside the file (EINVAL on seek)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as e:
         raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
 
 
