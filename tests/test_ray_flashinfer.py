@@ -72,8 +72,15 @@ def test_module_built_on_ray_is_the_local_build(cluster, tmp_path: Path) -> None
     assert (again.status, again.key) == (HIT, remote.key)
     assert verify(ray_cache).ok
     # the next build on the cluster declares what was recorded
-    assert executor(cluster, ray_cache).declare("cascade", ARCH, "flashinfer") == max(
-        MIN_DECLARED_BYTES, ours["peak_rss_bytes"])
+    later = executor(cluster, ray_cache)
+    assert later.declare("cascade", ARCH, "flashinfer") == max(MIN_DECLARED_BYTES, ours["peak_rss_bytes"])
+    # per step: each object's own measured peak, on the workers and in the local ninja build alike
+    for manifest in (ours, theirs):
+        assert manifest["steps"] and all(50 << 20 < s["peak_rss_bytes"] < NODE_MEMORY and s["seconds"] > 0
+                                         for s in manifest["steps"].values()), manifest["steps"]
+    assert max(s["peak_rss_bytes"] for s in ours["steps"].values()) == ours["peak_rss_bytes"]
+    for obj, step in ours["steps"].items():
+        assert later.declare("cascade", ARCH, "flashinfer", obj) == max(MIN_DECLARED_BYTES, step["peak_rss_bytes"])
 
 
 def _module(ws: Path, name: str, source: str, prefix: str = "") -> str:

@@ -89,6 +89,9 @@ def main() -> int:
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--work", default="")
     ap.add_argument("--out", default="bench/results/sass_equal_flashinfer")
+    ap.add_argument("--side", choices=("both", "aotc", "flashinfer"), default="both",
+                    help="build one way only, recording nothing (a second process builds the other way at "
+                         "once into the same --work); a later `--side both` compares, rebuilding nothing")
     args = ap.parse_args()
     arch, tc, out = get_arch(args.arch), find_toolchain(), Path(args.out)
     work = Path(args.work or tempfile.mkdtemp(prefix="sass-equal-fi-"))
@@ -112,6 +115,11 @@ def main() -> int:
             if args.only and not any(t in call.describe() for t in args.only):
                 continue
             started = time.perf_counter()
+            if args.side != "both":
+                one = compare_call(call, arch, work, tc, args.jobs, (args.side,))
+                print(f"{args.side}: {json.dumps(one.get(args.side))[:2000]} "
+                      f"({time.perf_counter() - started:.1f} s)", flush=True)
+                continue
             record = compare_call(call, arch, work, tc, args.jobs)
             # where this run's files were is no result: paths are kept relative to the work folder
             record = json.loads(json.dumps(record).replace(str(work.resolve()), "<work>").replace(str(work), "<work>"))

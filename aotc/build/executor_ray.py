@@ -45,18 +45,24 @@ def parse_executor(text: str) -> str | None:
             "`--executor ray://HOST:10001` (Ray Client) or `--executor ray:HOST:PORT` (a cluster's GCS)"))
 
 
-def recorded_peaks(cache: Cache) -> tuple[dict[tuple[str, str], int], dict[str, int]]:
-    """Peak RSS recorded by earlier builds: per (kernel name, arch), and the largest per family."""
-    per_tu: dict[tuple[str, str], int] = {}
+def recorded_peaks(cache: Cache) -> tuple[dict[tuple[str, ...], int], dict[str, int]]:
+    """Peak RSS recorded by earlier builds: per (kernel or module name, arch), per (module name, arch,
+    object file name) for the steps of FlashInfer modules, and the largest per family."""
+    per_tu: dict[tuple[str, ...], int] = {}
     per_family: dict[str, int] = {}
+
+    def note(tu: tuple[str, ...], family: str, rss: object) -> None:
+        if isinstance(rss, int) and not isinstance(rss, bool) and rss > 0:
+            per_tu[tu] = max(per_tu.get(tu, 0), rss)
+            per_family[family] = max(per_family.get(family, 0), rss)
+
     for m in cache.entries():
-        rss = m.get("peak_rss_bytes")
-        if not isinstance(rss, int) or rss <= 0:
-            continue
-        tu = (m.get("name", ""), m.get("arch", ""))
-        per_tu[tu] = max(per_tu.get(tu, 0), rss)
-        family = m.get("family", "")
-        per_family[family] = max(per_family.get(family, 0), rss)
+        name, arch, family = m.get("name", ""), m.get("arch", ""), m.get("family", "")
+        note((name, arch), family, m.get("peak_rss_bytes"))
+        steps = m.get("steps")
+        for obj, step in (steps.items() if isinstance(steps, dict) else ()):
+            if isinstance(step, dict):
+                note((name, arch, obj), family, step.get("peak_rss_bytes"))
     return per_tu, per_family
 
 
@@ -140,10 +146,12 @@ class RayExecutor(Executor):
     def declared_bytes(self, job: TuJob) -> int:
         return self.declare(job.name, job.arch, self.families.get(job.name, ""))
 
-    def declare(self, name: str, arch: str, family: str) -> int:
-        """The recorded peak RSS of (name, arch), else its family's largest recorded, else the
-        default; never more than the largest node offers (a task asking more would wait forever)."""
-        want = self.per_tu.get((name, arch)) or self.per_family.get(family) or self.default_bytes
+    def declare(self, name: str, arch: str, family: str, step: str = "") -> int:
+        """The recorded peak RSS of (name, arch[, step]): a FlashInfer step's own, else its module's
+        largest; else its family's largest recorded, else the default; never more than the largest
+        node offers (a task asking more would wait forever)."""
+        want = ((step and self.per_tu.get((name, arch, step))) or self.per_tu.get((name, arch))
+                or self.per_family.get(family) or self.default_bytes)
         want = max(MIN_DECLARED_BYTES, want)
         return min(want, self.node_memory) if self.node_memory else want
 

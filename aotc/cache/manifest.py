@@ -37,7 +37,7 @@ class Manifest:
     __slots__ = ("aotc_version", "arch", "blobs", "built_at", "compile_seconds", "cubins", "cutlass_version",
                  "entry", "family", "flags", "flashinfer_version", "inputs", "key", "name", "needed", "params",
                  "peak_rss_bytes", "resources", "sass", "schema", "smem_model", "smem_probe", "spec_file",
-                 "spec_key", "target", "template", "toolchain")
+                 "spec_key", "steps", "target", "template", "toolchain")
 
     def __init__(self, **values: Any):
         unknown = set(values) - set(_FIELDS)
@@ -89,6 +89,7 @@ _FIELDS: dict[str, Any] = {
     "peak_rss_bytes": None,  # of the compile's largest process, where measured
     "template": None, "cutlass_version": None, "resources": None, "smem_model": None, "sass": None,
     "cubins": None, "needed": None, "flashinfer_version": None, "smem_probe": None,
+    "steps": None,  # FlashInfer modules: object file name -> {seconds, peak_rss_bytes} of its compile step
 }
 
 
@@ -133,6 +134,10 @@ def _check_nested(data: dict) -> list[str]:
         problems.append(f"target is not {{sm: int, variant: str}}: {str(target)[:80]}")
     if any(not isinstance(c, dict) for c in data.get("cubins", [])):
         problems.append("`cubins` holds something that is not an object")
+    for name, step in data.get("steps", {}).items():
+        if not (isinstance(step, dict) and all(_is_int(v) or isinstance(v, float) for v in step.values())):
+            problems.append(f"step {name[:40]!r} is not {{seconds: number, peak_rss_bytes: int}}: {str(step)[:80]}")
+            break
     return problems
 
 
@@ -143,5 +148,5 @@ _TYPES: dict[str, Any] = {
     "built_at": str, "spec_file": str, "aotc_version": str, "compile_seconds": _NUMBER,
     "peak_rss_bytes": int, "template": str, "cutlass_version": str, "resources": dict,
     "smem_model": (dict, type(None)), "sass": dict, "cubins": list, "needed": list,
-    "flashinfer_version": str, "smem_probe": dict,
+    "flashinfer_version": str, "smem_probe": dict, "steps": dict,
 }

@@ -42,16 +42,21 @@ def aotc_library(preset: Path, arch: Arch, cache: Cache, tc: Toolchain, jobs: in
     return entry
 
 
-def compare_call(call: ModuleCall, arch: Arch, work: Path, tc: Toolchain, jobs: int = 1) -> dict[str, Any]:
-    """Build one generator call both ways under `work` and compare their cubins."""
+def compare_call(call: ModuleCall, arch: Arch, work: Path, tc: Toolchain, jobs: int = 1,
+                 sides: tuple[str, ...] = ("aotc", "flashinfer")) -> dict[str, Any]:
+    """Build one generator call both ways under `work` and compare their cubins. `sides` builds only
+    one way (two processes can then build both ways at once; each resumes where an interrupted run
+    stopped: aotc's cache workspace and FlashInfer's ninja workspace are both kept under `work`)."""
     work = work / _slug(call.describe().split(":")[-1])
     work.mkdir(parents=True, exist_ok=True)
     preset = own_jit.write_single_call_preset(call, work / "module.toml")
     record: dict[str, Any] = {"preset": call.preset, "call": call.describe(), "arch": arch.name}
-    record["aotc"] = aotc_library(preset, arch, Cache(work / "cache"), tc, jobs, work / "aotc.so")
-    record["flashinfer"] = own_jit.build([str(preset)], arch, work / "flashinfer", tc, jobs)[0]
-    record["module"] = record["aotc"].get("name") or record["flashinfer"].get("name", "")
-    if "library" in record["aotc"] and "library" in record["flashinfer"]:
+    if "aotc" in sides:
+        record["aotc"] = aotc_library(preset, arch, Cache(work / "cache"), tc, jobs, work / "aotc.so")
+    if "flashinfer" in sides:
+        record["flashinfer"] = own_jit.build([str(preset)], arch, work / "flashinfer", tc, jobs)[0]
+    record["module"] = record.get("aotc", {}).get("name") or record.get("flashinfer", {}).get("name", "")
+    if "library" in record.get("aotc", {}) and "library" in record.get("flashinfer", {}):
         record["comparison"] = compare_libraries(record["flashinfer"]["library"], record["aotc"]["library"],
                                                  tc).to_json()
     return record

@@ -379,7 +379,20 @@ class ModuleBuilder:
             flashinfer_version=self.version, flags=flags,
             built_at=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             compile_seconds=round(compile_s, 3), spec_file=f"flashinfer_presets/{entry['preset']}.toml",
-            smem_probe=smem, peak_rss_bytes=self.workspace.peak_rss(objects) or None)
+            smem_probe=smem, peak_rss_bytes=self.workspace.peak_rss(objects) or None, steps=self._steps(objects))
+
+    def _steps(self, objects: list[str]) -> dict[str, dict[str, Any]] | None:
+        """Each compile step's time and measured peak memory, by object file name: what a Ray build
+        declares per task the next time (aotc.build.executor_ray.recorded_peaks)."""
+        seconds, peaks = self.workspace.step_seconds(objects), self.workspace.step_peaks(objects)
+        steps: dict[str, dict[str, Any]] = {}
+        for o in objects:
+            step = steps.setdefault(os.path.basename(o), {})
+            if o in seconds:
+                step["seconds"] = round(seconds[o], 3)
+            if o in peaks:  # two objects of one name: the larger peak
+                step["peak_rss_bytes"] = max(step.get("peak_rss_bytes", 0), peaks[o])
+        return {k: v for k, v in steps.items() if v} or None
 
 
 def store_artifacts(paths: list[str | os.PathLike[str]], cache: Cache | None = None) -> dict[str, str]:

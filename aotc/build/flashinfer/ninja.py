@@ -6,6 +6,7 @@ translation units share one job pool), progress from ninja's `[n/N]` lines, and 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aotc.build.compile import sigterm_interrupts
+from aotc.build.flashinfer.step_memory import StepMemory
 from aotc.diagnostics import AotcError, Diagnostic
 
 _STEP = re.compile(r"^\[(\d+)/(\d+)\] ")
@@ -100,11 +102,13 @@ def _failures(lines: list[str]) -> dict[str, str]:
 
 class Workspace:
     """A folder with a top-level ninja file over several modules' build.ninja files. Kept between
-    runs: ninja's own log there says which objects are done, so an interrupted build resumes."""
+    runs: ninja's own log there says which objects are done, so an interrupted build resumes; the
+    steps' measured peak memory is kept beside it (step-memory.json) for the same reason."""
 
     def __init__(self, root: Path):
         self.root = root
         self.file = root / "aotc.ninja"
+        self.memory_file = root / "step-memory.json"
 
     def write(self, module_ninja_files: list[str]) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -120,9 +124,10 @@ class Workspace:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                                 start_new_session=True)
         lines = [f"$ {' '.join(cmd)}"]
+        memory = StepMemory(proc.pid, str(self.root))
         try:
             assert proc.stdout is not None
-            with sigterm_interrupts():  # a program calling the build API without aotc's CLI, too
+            with sigterm_interrupts(), memory:  # SIGTERM: a program calling the build API without the CLI
                 for raw in proc.stdout:
                     line = raw.rstrip("\n")
                     lines.append(line)
@@ -131,9 +136,27 @@ class Workspace:
                         on_step(int(m.group(1)), int(m.group(2)), out[-1] if out else "")
                 proc.wait()
         except BaseException:
-            _stop(proc)
+            stop_group(proc)
             raise
+        finally:
+            self._remember_peaks(memory.peaks)
         return Run("\n".join(lines), proc.returncode, _failures(lines))
+
+    def _peaks(self) -> dict[str, int]:
+        try:
+            data = json.loads(self.memory_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+    def _remember_peaks(self, peaks: dict[str, int]) -> None:
+        """Merge a run's measured peaks into the workspace's record (a step built again: its new peak)."""
+        if not peaks:
+            return
+        with contextlib.suppress(OSError):  # a measurement lost is no build lost
+            tmp = self.memory_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._peaks() | peaks, indent=0, sort_keys=True))
+            tmp.replace(self.memory_file)
 
     def deps(self, outputs: list[str]) -> list[str]:
         """Every header the compiles of these outputs read, from ninja's deps log (deps = gcc)."""
@@ -147,13 +170,15 @@ class Workspace:
                               capture_output=True, text=True, check=True)
         return proc.stdout.strip().splitlines()[-1]
 
-    def peak_rss(self, outputs: list[str]) -> int:
-        """Largest resident set of these outputs' compiles: ninja does not measure it (0)."""
-        return 0
+    def step_peaks(self, outputs: list[str]) -> dict[str, int]:
+        """Measured peak resident bytes of these outputs' steps (step_memory), where measured."""
+        peaks = self._peaks()
+        found = {o: peaks.get(os.path.normpath(os.path.join(self.root, o)), 0) for o in outputs}
+        return {o: v for o, v in found.items() if v > 0}
 
-    def seconds(self, outputs: list[str]) -> float:
-        """Summed command times of these outputs from ninja's log (their last build each): a module's
-        serial compile time, even when its objects were built over several runs."""
+    def step_seconds(self, outputs: list[str]) -> dict[str, float]:
+        """Command time of each of these outputs from ninja's log (its last build), even when the
+        objects were built over several runs."""
         log = self.root / ".ninja_log"
         wanted, last = set(outputs), {}
         if log.exists():
@@ -161,12 +186,20 @@ class Workspace:
                 parts = line.split("\t")
                 if len(parts) == 5 and parts[3] in wanted:
                     last[parts[3]] = (int(parts[1]) - int(parts[0])) / 1000.0
-        return sum(last.values())
+        return last
+
+    def peak_rss(self, outputs: list[str]) -> int:
+        """Largest measured peak of these outputs' steps; 0 when none was measured."""
+        return max(self.step_peaks(outputs).values(), default=0)
+
+    def seconds(self, outputs: list[str]) -> float:
+        """Summed command times of these outputs: a module's serial compile time."""
+        return sum(self.step_seconds(outputs).values())
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM ninja's group (ninja then deletes the outputs of the commands it was running), then
-    SIGKILL whatever is left after a grace period."""
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group `proc` leads (a ninja there deletes the outputs of the commands it
+    was running), then SIGKILL whatever is left after a grace period: no compiler outlives its build."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + _STOP_GRACE_S

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aotc.arch import Arch
+from aotc.build.compile import sigterm_interrupts
+from aotc.build.flashinfer.ninja import stop_group
 from aotc.build.toolchain import Toolchain
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.flashinfer.index import flashinfer_arch_list
@@ -85,13 +87,21 @@ def build(presets: list[str], arch: Arch, root: Path, tc: Toolchain, jobs: int =
     name, library (the .so), seconds, or error (FlashInfer's message)."""
     root.mkdir(parents=True, exist_ok=True)
     request = json.dumps({"presets": presets})
-    proc = subprocess.run([sys.executable, "-m", "aotc.build.flashinfer.own_jit"], input=request, text=True,
-                          capture_output=True, env=environment(root, arch, tc, jobs), timeout=TIMEOUT_S,
-                          check=False)
-    lines = proc.stdout.strip().splitlines()
+    # its own session: stopping this build (Ctrl-C, SIGTERM, the timeout) stops FlashInfer's ninja and
+    # its compilers too, leaving ninja's workspace resumable, instead of orphaning them
+    proc = subprocess.Popen([sys.executable, "-m", "aotc.build.flashinfer.own_jit"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=environment(root, arch, tc, jobs), start_new_session=True)
+    try:
+        with sigterm_interrupts():
+            stdout, stderr = proc.communicate(request, timeout=TIMEOUT_S)
+    except BaseException:
+        stop_group(proc)
+        raise
+    lines = stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         raise AotcError(Diagnostic("AOTC-FI-003", f"FlashInfer's JIT process failed (exit {proc.returncode}): "
-                                   f"{proc.stderr.strip()[-1500:]}",
+                                   f"{stderr.strip()[-1500:]}",
                                    fix="check that `python -c 'import flashinfer'` works"))
     return json.loads(lines[-1])
 

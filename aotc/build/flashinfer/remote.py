@@ -185,10 +185,10 @@ class RayWorkspace(ninja.Workspace):
             commands = {o: self.command(o) for o in outs}
             files = _shipped_files(self.ws, [(o, graph[o][1]) for o in outs], commands)
             shipped = ray.put({self.roles.portable(p): Path(p).read_bytes() for p in files})
-            memory = self.executor.declare(module, self.arch, FAMILY)
             for o in outs:
                 step = Step(module, self.roles.portable(o), self.roles.portable(commands[o]),
                             self.roles.portable(str(self.root)))
+                memory = self.executor.declare(module, self.arch, FAMILY, Path(o).name)
                 tasks.append(RayTask(step, f"aotc:{module}:{Path(o).name}", memory,
                                      (step, shipped, self.executor.identity)))
         return tasks
@@ -234,11 +234,11 @@ class RayWorkspace(ninja.Workspace):
     def deps(self, outputs: list[str]) -> list[str]:
         return sorted({p for o in outputs for p in self._deps.get(o, [])})
 
-    def seconds(self, outputs: list[str]) -> float:
-        return sum(self._seconds.get(o, 0.0) for o in outputs)
+    def step_seconds(self, outputs: list[str]) -> dict[str, float]:
+        return {o: self._seconds[o] for o in outputs if o in self._seconds}
 
-    def peak_rss(self, outputs: list[str]) -> int:
-        return max((self._rss.get(o, 0) for o in outputs), default=0)
+    def step_peaks(self, outputs: list[str]) -> dict[str, int]:
+        return {o: self._rss[o] for o in outputs if self._rss.get(o, 0) > 0}
 
 
 def _ordered(targets: list[str], graph: dict[str, tuple[str, list[str]]]) -> list[str]:
