@@ -194,9 +194,11 @@ def time_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep: int = 20, calls: 
     fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
+    # each warm-up call waited for: a loop bounded by host time alone queues thousands of launches in
+    # 25 ms (a graph replay costs microseconds to enqueue), i.e. seconds to minutes of GPU work per tile
     while (time.perf_counter() - t0) * 1e3 < warmup_ms:
         fn()
-    torch.cuda.synchronize()
+        torch.cuda.synchronize()
     times = []
     for _ in range(rep):
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

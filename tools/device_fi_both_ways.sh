@@ -5,21 +5,27 @@
 # the last run stopped. Once both libraries exist, every cubin is compared (tools/sass_equal_flashinfer.py)
 # and the record merged into OUT/sass_equal_flashinfer.{json,md} (from the committed file); aotc's
 # per-step time and measured peak memory of the module go to OUT/steps_<module>.json.
-#   bash tools/device_fi_both_ways.sh OUT LIMIT_S JOBS PRESET TEXT WORK
+# SIDES (default "aotc flashinfer") builds one way only, e.g. SIDES=aotc for the per-step memory alone;
+# an unfinished aotc build still leaves its measured steps (step-memory.json, .ninja_log) in OUT.
+#   [SIDES=...] bash tools/device_fi_both_ways.sh OUT LIMIT_S JOBS PRESET TEXT WORK
 set -uo pipefail
 out=${1:?OUT}; limit=${2:?LIMIT_S}; jobs=${3:?JOBS}; preset=${4:?PRESET}; only=${5:?TEXT}; work=${6:?WORK}
+sides=${SIDES:-aotc flashinfer}
 python3 -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("flashinfer") is None)' \
   || source tools/device_flashinfer_site.sh  # a host without FlashInfer installed: the carried one
 mkdir -p "$out" "$work"
 start=$(date +%s)
 nvcc --version | tail -1
-for side in aotc flashinfer; do
+for side in $sides; do
   timeout -s INT "$limit" python3 tools/sass_equal_flashinfer.py --preset "$preset" --only "$only" --side "$side" \
     -j "$jobs" --work "$work" --out "$work/side-only" > "$out/$side.log" 2>&1 &
 done
 wait
 echo "both sides stopped after $(( $(date +%s) - start )) s"
-tail -n 3 "$out/aotc.log" "$out/flashinfer.log" | cut -c1-600
+for side in $sides; do tail -n 3 "$out/$side.log" | cut -c1-600; done
+find "$work" -name step-memory.json | while read -r f; do
+  cp "$f" "$out/step-memory.json"; cp "$(dirname "$f")/.ninja_log" "$out/ninja_log.txt"
+done
 python3 - "$work" "$out" <<'PY'
 import json, sys
 from pathlib import Path

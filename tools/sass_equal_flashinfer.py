@@ -94,7 +94,7 @@ def main() -> int:
                          "once into the same --work); a later `--side both` compares, rebuilding nothing")
     args = ap.parse_args()
     arch, tc, out = get_arch(args.arch), find_toolchain(), Path(args.out)
-    work = Path(args.work or tempfile.mkdtemp(prefix="sass-equal-fi-"))
+    work = Path(args.work or tempfile.mkdtemp(prefix="sass-equal-fi-")).resolve()
     old = json.loads(out.with_suffix(".json").read_text()) if out.with_suffix(".json").exists() else {}
     records, meta = old.get("records", {}), old.get("meta", {})
     records = json.loads(json.dumps(records).replace(str(work.resolve()), "<work>").replace(str(work), "<work>"))

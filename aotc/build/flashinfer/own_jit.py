@@ -85,6 +85,7 @@ def environment(root: Path, arch: Arch, tc: Toolchain, jobs: int) -> dict[str, s
 def build(presets: list[str], arch: Arch, root: Path, tc: Toolchain, jobs: int = 1) -> list[dict[str, Any]]:
     """Build every module of the presets with FlashInfer's JIT under `root`. One entry per call:
     name, library (the .so), seconds, or error (FlashInfer's message)."""
+    root = root.resolve()  # FlashInfer's workspace and ninja's -C must not depend on the cwd
     root.mkdir(parents=True, exist_ok=True)
     request = json.dumps({"presets": presets})
     # its own session: stopping this build (Ctrl-C, SIGTERM, the timeout) stops FlashInfer's ninja and
