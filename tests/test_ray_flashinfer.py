@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import textwrap
 import threading
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from aotc.build.pipeline import BUILT, HIT
 from aotc.build.toolchain import find_toolchain
 from aotc.cache import Cache
 from aotc.cache.maintenance import verify
+from tests.ninja_modules import ninja_module
 from tests.ray_cluster import GIB, LocalCluster, task_process, two_nodes
 
 pytest.importorskip("ray", reason="ray is part of the build extra")
@@ -83,25 +83,7 @@ def test_module_built_on_ray_is_the_local_build(cluster, tmp_path: Path) -> None
         assert later.declare("cascade", ARCH, "flashinfer", obj) == max(MIN_DECLARED_BYTES, step["peak_rss_bytes"])
 
 
-def _module(ws: Path, name: str, source: str, prefix: str = "") -> str:
-    """A FlashInfer-shaped build.ninja: a generated source and header under the workspace, one
-    compile step (with a depfile), and the link."""
-    gen, out = ws / "generated" / name, ws / "cached_ops" / name
-    gen.mkdir(parents=True)
-    out.mkdir(parents=True)
-    (gen / "config.h").write_text(f"#define VALUE_{name} 7\n")
-    (gen / f"{name}.c").write_text(f'#include "config.h"\n{source}\n')
-    (out / "build.ninja").write_text(textwrap.dedent(f"""\
-        rule cc
-          command = {prefix}cc -MD -MF $out.d -fPIC -I{gen} -c $in -o $out
-          depfile = $out.d
-          deps = gcc
-        rule link
-          command = cc -shared $in -o $out
-        build {out}/{name}.o: cc {gen}/{name}.c
-        build {out}/{name}.so: link {out}/{name}.o
-        """))
-    return str(out / "build.ninja")
+_module = ninja_module
 
 
 def test_failing_step_fails_its_module_only(cluster, tmp_path: Path) -> None:

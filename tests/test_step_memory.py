@@ -6,32 +6,14 @@ from __future__ import annotations
 
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 from aotc.build.executor_ray import recorded_peaks
 from aotc.build.flashinfer import ninja
 from aotc.cache.manifest import manifest_problems
+from tests.ninja_modules import ninja_module as _module
 
 HOG_MB = 400
-
-
-def _module(ws: Path, name: str, prefix: str = "") -> str:
-    """A FlashInfer-shaped build.ninja: one compile step with a depfile (after `prefix`), one link."""
-    out = ws / "cached_ops" / name
-    out.mkdir(parents=True)
-    (out / f"{name}.c").write_text(f"int {name}(void) {{ return 7; }}\n")
-    (out / "build.ninja").write_text(textwrap.dedent(f"""\
-        rule cc
-          command = {prefix}cc -MD -MF $out.d -fPIC -c $in -o $out
-          depfile = $out.d
-          deps = gcc
-        rule link
-          command = cc -shared $in -o $out
-        build {out}/{name}.o: cc {out}/{name}.c
-        build {out}/{name}.so: link {out}/{name}.o
-        """))
-    return str(out / "build.ninja")
 
 
 def _hog() -> str:
@@ -42,7 +24,7 @@ def _hog() -> str:
 
 def test_each_step_gets_its_own_peak_while_steps_run_in_parallel(tmp_path: Path) -> None:
     ws = tmp_path / "ws"
-    files = [_module(ws, "hog", _hog()), _module(ws, "plain")]
+    files = [_module(ws, "hog", prefix=_hog()), _module(ws, "plain")]
     workspace = ninja.Workspace(ws / "ninja")
     workspace.write(files)
     objects = [f"{ws}/cached_ops/{m}/{m}.o" for m in ("hog", "plain")]

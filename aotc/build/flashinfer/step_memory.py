@@ -15,6 +15,10 @@ from __future__ import annotations
 import os
 import re
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self needs Python 3.11
 
 _OUTPUT_FLAG = re.compile(r"(?:^|\s)-o\s+(\S+)")
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -69,7 +73,7 @@ class StepMemory:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="aotc-step-memory", daemon=True)
 
-    def __enter__(self) -> StepMemory:
+    def __enter__(self) -> Self:
         if os.path.isdir("/proc"):  # elsewhere nothing is measured, and nothing is claimed
             self._thread.start()
         return self
