@@ -264,6 +264,8 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.verify.x__check_resources__mutmut_32": (
         '"registers": r.get("REG", 0), "stack_bytes": r.get("STACK", None),', REG_STACK),
     "aotc.build.verify.x__check_resources__mutmut_34": ('"registers": r.get("REG", 0), "stack_bytes": r.get("STACK", ),', REG_STACK),
+    "aotc.build.verify.x__check_resources__mutmut_37": (
+        '"registers": r.get("REG", 0), "stack_bytes": r.get("STACK", 1),', REG_STACK),
     "aotc.build.verify.x__check_resources__mutmut_41": ('"local_bytes": r.get("LOCAL", None),', LOCAL_ZERO),
     "aotc.build.verify.x__check_resources__mutmut_43": ('"local_bytes": r.get("LOCAL", ),', LOCAL_ZERO),
     "aotc.build.verify.x__check_resources__mutmut_40": ('"local_bytes": r.get(None, 0),', LOCAL_ZERO),

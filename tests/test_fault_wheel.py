@@ -324,6 +324,41 @@ def test_discovery_refuses_each_bad_wheel_on_its_own(wheels, tmp_path):
     assert "ABI" in result["refused"]["kforeign"]
 
 
+def renamed(whl: Path, name: str, dst: Path) -> Path:
+    """The wheel as distribution and package `name` (paths, entry point, METADATA; RECORD recomputed)."""
+    plain = dst.with_name(dst.stem + "-renamed.whl")
+    with zipfile.ZipFile(whl) as src, zipfile.ZipFile(plain, "w") as out:
+        for n in src.namelist():
+            data = src.read(n)
+            if n.endswith(("entry_points.txt", "METADATA")):
+                data = data.replace(b"kgood", name.encode())
+            out.writestr(n.replace("kgood", name), data)
+    return rewrite(plain, dst)
+
+
+def test_no_kind_of_refusal_stops_discovery_of_the_wheels_after_it(wheels, tmp_path):
+    """Wheels are discovered in distribution-name order; each way discovery refuses one (an entry point
+    naming no findable package, a package without aotc_wheel.json, a store that cannot be read) refuses
+    that wheel alone, before and after the good one."""
+    good, _, _ = wheels
+    site = tmp_path / "site"
+    install(good, site)
+    for name in ("kanon", "kbare", "kgone", "kzbare"):
+        install(renamed(good, name, tmp_path / f"{name}.whl"), site)
+    (ep,) = site.glob("kanon-*.dist-info/entry_points.txt")
+    ep.write_text(ep.read_text().replace("= kanon", "= ..kanon"))  # relative: find_spec raises ImportError
+    for name in ("kbare", "kzbare"):
+        (site / name / "aotc_wheel.json").unlink()
+    shutil.rmtree(site / "kgone" / "store")  # metadata reads well; the store's lstat raises FileNotFoundError
+    result = discover_in(site)
+    assert result["found"] == ["kgood"], result
+    refused = result["refused"]
+    assert list(refused) == ["kanon", "kbare", "kgone", "kzbare"], refused
+    assert "'..kanon'" in refused["kanon"] and "cannot be found" in refused["kanon"]
+    assert all(f"'{n}'" in refused[n] and "aotc_wheel.json" in refused[n] for n in ("kbare", "kzbare"))
+    assert str(site / "kgone" / "store") in refused["kgone"] and "unreadable" in refused["kgone"]
+
+
 @pytest.mark.parametrize("damage", ["meta-list", "meta-text", "meta-edit", "meta-link", "no-meta", "meta-abi",
                                     "store-file", "manifest-edit", "manifest-unsummed", "extra-file", "symlink", "dir-link", "no-record",
                                     "plain-module", "no-package", "relative-name"])
@@ -506,6 +541,47 @@ def test_without_a_disassembler_the_other_checks_run_and_strict_mode_refuses(whe
     blob.write_bytes(zstandard.ZstdCompressor().compress(bytes(raw)))
     flipped = discover_apart(site, runtime, before=NO_DISASSEMBLER)
     assert flipped["found"] == [] and "AOTC-WHEEL-005" in flipped["refused"]["kgood"], flipped
+
+
+@pytest.mark.parametrize("part", ["actions", "refs"])
+def test_a_kept_verdict_never_covers_a_manifest_or_ref_edited_since(wheels, tmp_path, part):
+    """In this process, as a user's program runs it: the check refuses the tcgen05 wheel and keeps a
+    verdict per RECORD content. A manifest or ref edited afterwards, RECORD untouched, has the same
+    identity, so the verdict would pass it: discovery itself checks them against RECORD."""
+    good, bad, _ = wheels
+    site, runtime = tmp_path / "site", tmp_path / "runtime"
+    install(good, site)
+    install(bad, site)
+    first = discover_in(site)
+    assert first["found"] == ["kgood"] and list(first["refused"]) == ["kbad"], first
+    reason = first["refused"]["kbad"]
+    assert reason.startswith("AOTC-WHEEL-015") and sass_refused(reason), reason
+    assert len(verdicts(runtime)) == 2
+    path = next((site / "kgood" / "store" / "v1" / part).rglob("*.json"))
+    data = path.read_bytes()
+    assert b'"mma_a"' in data
+    path.write_bytes(data.replace(b'"mma_a"', b'"mmx_a"'))
+    again = discover_in(site)
+    assert again["found"] == [] and again["refused"]["kbad"] == first["refused"]["kbad"], again
+    assert str(path) in again["refused"]["kgood"] and "RECORD" in again["refused"]["kgood"], again
+    assert len(verdicts(runtime)) == 2  # the same identity: no verdict of its own
+
+
+def test_a_runtime_folder_others_can_write_refuses_each_wheel_and_discovery_goes_on(wheels, tmp_path,
+                                                                                    monkeypatch):
+    """No verdict can be kept or trusted in a folder others can write: every wheel that needs one is
+    refused with the folder's diagnostic, and discovery returns."""
+    good, _, _ = wheels
+    site, shared = tmp_path / "site", tmp_path / "shared"
+    install(good, site)
+    install(renamed(good, "kother", tmp_path / "kother.whl"), site)
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(shared))
+    result = discover_in(site)
+    assert result["found"] == [] and list(result["refused"]) == ["kgood", "kother"], result
+    for reason in result["refused"].values():
+        assert reason.startswith("AOTC-RT-005") and str(shared) in reason and "0o777" in reason, reason
 
 
 def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path):
