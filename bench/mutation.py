@@ -221,7 +221,9 @@ def markdown(data: dict) -> str:
         total = sum(r["counts"].values())
         wording = sum(why.startswith("message wording only") for why in r["equivalent"].values())
         rate = f"{100 * r['kill_rate']:.1f}%" if r["kill_rate"] is not None else "-"
-        lines.append(f"| {module} | {total} | {r['detected']} | {len(r['equivalent']) - wording} + {wording} "
+        later = len(r.get("killed_after_run", {}))
+        killed = f"{r['detected']} ({later} by tests added after the run)" if later else r["detected"]
+        lines.append(f"| {module} | {total} | {killed} | {len(r['equivalent']) - wording} + {wording} "
                      f"| {len(r['survivors'])} | {r['counts'].get('not checked', 0)} | {rate} | {r['commit']} "
                      f"| {r['date']} | {r['machine']} | {r['minutes']}{'' if r['finished'] else ' (stopped early)'} |")
     lines += ["", "Commands: " + "; ".join(sorted({f"`{r['command']}`" for r in mods.values()})), ""]
@@ -231,6 +233,14 @@ def markdown(data: dict) -> str:
             for name, s in r["survivors"].items():
                 stale = " (its explanation names another mutation: stale)" if name in r["stale_explanations"] else ""
                 lines += [f"### {name}: {s['status']}{stale}", "```diff", s["diff"].strip(), "```", ""]
+    for module, r in sorted(mods.items()):
+        if r.get("killed_after_run"):  # survivors of the run a test added since kills (each applied by hand)
+            lines += [f"## Survivors in {module} killed by tests added after the run", "",
+                      ("Verified by applying each mutant's diff by hand and running the test, not by "
+                       "running mutmut again; `counts` in mutation.json are the run's own."), ""]
+            lines += [f"- `{name}`: {', '.join(f'`{t}`' for t in tests)}"
+                      for name, tests in r["killed_after_run"].items()]
+            lines += [""]
     lines += ["## Equivalent mutants and why", ""]
     for module, r in sorted(mods.items()):
         lines += [f"- `{name}`: {why}" for name, why in r["equivalent"].items()]
