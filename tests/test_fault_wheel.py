@@ -602,3 +602,20 @@ def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path)
         check_wheel(whl)
     assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
     assert "damaged zip" in e.value.diagnostics[0].message
+
+
+def test_a_central_directory_asking_for_an_unknown_zip_version_is_a_damaged_zip(tmp_path):
+    """Found by fuzzing: a central directory entry whose "version needed to extract" is 8.4 makes
+    zipfile.ZipFile itself raise NotImplementedError; that is the damaged-zip diagnostic too."""
+    whl = tmp_path / "k-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("k/__init__.py", "")
+        zf.writestr("k-0.1.0.dist-info/RECORD", "k/__init__.py,,\n")
+    data = bytearray(whl.read_bytes())
+    entry = data.index(b"PK\x01\x02")  # the first central directory entry
+    data[entry + 6:entry + 8] = (84).to_bytes(2, "little")  # version needed to extract: 8.4
+    whl.write_bytes(bytes(data))
+    with pytest.raises(AotcError) as e:
+        check_wheel(whl)
+    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
+    assert "damaged zip" in e.value.diagnostics[0].message and "8.4" in e.value.diagnostics[0].message

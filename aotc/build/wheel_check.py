@@ -273,12 +273,18 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
         zf = zipfile.ZipFile(path)
     except (OSError, zipfile.BadZipFile) as e:
         raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "pass a wheel made by `aotc wheel`")) from None
+    except _DAMAGED_ZIP as e:  # e.g. a central directory naming a zip version zipfile does not read
+        raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
     try:
         with zf:
             return _check_open(zf, path, arch)
-    # damaged zip members; OSError: a member's header offset points outside the file (EINVAL on seek)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError) as e:
+    except _DAMAGED_ZIP as e:
         raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
+
+
+# What zipfile raises on damaged archives and members; OSError: a member's header offset points
+# outside the file (EINVAL on seek); NotImplementedError: a zip version or compression it lacks
+_DAMAGED_ZIP = (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, OSError)
 
 
 def _check_open(zf: zipfile.ZipFile, path: Path, arch: Arch | None) -> WheelCheck:
