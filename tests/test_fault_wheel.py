@@ -606,7 +606,7 @@ def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path)
 
 def test_a_central_directory_asking_for_an_unknown_zip_version_is_a_damaged_zip(tmp_path):
     """Found by fuzzing: a central directory entry whose "version needed to extract" is 8.4 makes
-    zipfile.ZipFile itself raise NotImplementedError; that is the damaged-zip diagnostic too."""
+    zipfile.ZipFile itself fail with NotImplementedError; that failure is the damaged-zip diagnostic too."""
     whl = tmp_path / "k-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("k/__init__.py", "")
