@@ -270,15 +270,14 @@ def _check_tables(tree: Tree, prefix: str, names: list[str]) -> list[Diagnostic]
 def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
     """Every check of the module docstring; `arch` also flags kernels its devices cannot run."""
     try:
-        zf = zipfile.ZipFile(path)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "pass a wheel made by `aotc wheel`")) from None
-    except _DAMAGED_ZIP as e:  # e.g. a central directory naming a zip version zipfile does not read
-        raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
-    try:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "pass a wheel made by `aotc wheel`")) \
+                from None
         with zf:
             return _check_open(zf, path, arch)
-    except _DAMAGED_ZIP as e:
+    except _DAMAGED_ZIP as e:  # opening (e.g. a zip version zipfile does not read) or reading a member
         raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
 
 
