@@ -142,8 +142,11 @@ def test_every_file_is_checked_against_record(wheels):
     assert "AOTC-WHEEL-009" in codes(check_wheel(missing))
 
 
-def full_wheel(tmp: Path) -> Path:
-    """The good wheel with what only a build reads packed too, as `aotc wheel --with-sources` writes it."""
+@pytest.fixture(scope="module")
+def full(wheels) -> Path:
+    """The good wheel with what only a build reads packed too, as `aotc wheel --with-sources` writes it
+    (built once: the tests only read it)."""
+    _, _, tmp = wheels
     out = subprocess.run([sys.executable, "-m", "aotc.cli", "wheel", "--cache-dir", str(tmp / "good"), "--arch",
                           "sm120a", "--name", "kgood", "--layout", "combined", "--with-sources", "--out",
                           str(tmp / "full-dist"), "--json"], capture_output=True, text=True, check=True).stdout
@@ -159,9 +162,8 @@ def blob_name(whl: Path, kind: str) -> str:
 
 
 @pytest.mark.parametrize("kind", ["cubin", "source", "headers"])
-def test_every_blob_is_checked_even_with_a_consistent_record(wheels, kind):
+def test_every_blob_is_checked_even_with_a_consistent_record(wheels, full, kind):
     _, _, tmp = wheels
-    full = full_wheel(tmp)
 
     def flip(data: bytes) -> bytes:
         raw = bytearray(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 24))
@@ -178,8 +180,8 @@ def test_every_blob_is_checked_even_with_a_consistent_record(wheels, kind):
         assert report.ok and report.kernels[0]["left_out"] == [kind]
 
 
-def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels):
-    good, _, tmp = wheels
+def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels, full):
+    good, _, _ = wheels
     with zipfile.ZipFile(good) as zf:
         m = json.loads(zf.read(names(good, "/actions/")[0]))
         meta = json.loads(zf.read("kgood/aotc_wheel.json"))
@@ -188,7 +190,6 @@ def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels):
     assert meta["blobs_left_out"] == ["headers", "source"]
     report = check_wheel(good, ARCHES["sm120a"])
     assert report.ok and report.kernels[0]["left_out"] == ["headers", "source"]
-    full = full_wheel(tmp)
     assert len(names(full, ".zst")) == 3
     report = check_wheel(full, ARCHES["sm120a"])
     assert report.ok and report.kernels[0]["left_out"] == [] and set(report.kernels[0]["sizes"]) == set(m["blobs"])
@@ -364,6 +365,7 @@ def test_no_kind_of_refusal_stops_discovery_of_the_wheels_after_it(wheels, tmp_p
                                     "plain-module", "no-package", "relative-name"])
 def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     good, _, _ = wheels
+    pristine = hashlib.sha256(good.read_bytes()).hexdigest()
     site = tmp_path / "site"
     install(good, site)
     store = site / "kgood" / "store" / "v1"
@@ -413,7 +415,8 @@ def test_discovery_refuses_what_check_refuses(wheels, tmp_path, damage):
     assert result["found"] == [] and list(result["refused"]) == ["kgood"], result
     if damage == "meta-abi":
         assert f"ABI {'a' * 20} (aotc {'v' * 20})" in result["refused"]["kgood"]
-    assert check_wheel(good).ok  # the pristine wheel still passes: only the damage is refused
+    # only the installed copy was damaged: the wheel is the one test_a_whole_wheel_passes_every_check passes
+    assert hashlib.sha256(good.read_bytes()).hexdigest() == pristine
 
 
 def test_a_flashinfer_module_embedding_a_wrong_target_cubin_is_refused(tmp_path):
@@ -430,6 +433,86 @@ def test_a_flashinfer_module_embedding_a_wrong_target_cubin_is_refused(tmp_path)
     records, diags = verify_module_cubins([cubins["sm120a"], cubins["sm90a"]], ARCHES["sm120a"], tc, "mod")
     assert [r["target"] for r in records] == ["sm_120a"]
     assert len(diags) == 1 and "sm_90a" in diags[0].message and "cannot run" in diags[0].message
+
+
+# ---- a wheel shipping a module (a shared library with embedded cubins, as FlashInfer's are) --------
+def add_module(cache: Cache, name: str, so: bytes, targets: list[str], arch: str = "sm120a") -> None:
+    a = get_arch(arch)
+    key, sk = sha256_hex(name.encode() + b"key"), sha256_hex(name.encode() + b"spec")
+    manifest = {"name": name, "family": "flashinfer", "params": {"module": name}, "arch": arch, "spec_key": sk,
+                "target": {"sm": a.sm, "variant": a.variant}, "toolchain": {"nvcc_version": "13.0"},
+                "cubins": [{"target": t} for t in targets]}
+    cache.put_entry(key, {"so": so}, manifest)
+    cache.set_ref(sk, key, {"family": "flashinfer", "params": {"module": name}, "arch": arch, "name": name})
+
+
+@pytest.fixture(scope="module")
+def module_wheels(tmp_path_factory):
+    """Two real modules from nvcc -shared: one whose fatbin holds an sm_120a cubin, one that also
+    embeds an sm_90a cubin (which sm120a devices cannot run), each in a wheel of its own."""
+    tmp = tmp_path_factory.mktemp("module-wheel")
+    tc = find_toolchain()
+    (tmp / "mma.cu").write_text(MMA_KERNEL)
+    wheels = {}
+    for name, archs in (("mod_sm120a", ["sm_120a"]), ("mod_mixed", ["sm_120a", "sm_90a"])):
+        gencode = [a for sm in archs for a in ("-gencode", f"arch=compute_{sm[3:]},code={sm}")]
+        subprocess.run([tc.nvcc, "-shared", "-Xcompiler", "-fPIC", *gencode, "-o", str(tmp / f"{name}.so"),
+                        str(tmp / "mma.cu")], check=True, capture_output=True)
+        cache = Cache(tmp / name)
+        add_module(cache, name, (tmp / f"{name}.so").read_bytes(), archs)
+        wheels[name] = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), f"k{name}", tmp / "dist")
+    return wheels, tmp
+
+
+def test_every_cubin_a_shipped_module_embeds_is_scanned(module_wheels):
+    wheels, _ = module_wheels
+    report = check_wheel(wheels["mod_sm120a"], ARCHES["sm120a"])
+    assert report.ok, [d.format() for d in report.diagnostics]
+    (k,) = report.kernels
+    assert (k["name"], k["elf_target"], k["runs_on_arch"], list(k["sizes"])) == ("mod_sm120a", "sm120a", True, ["so"])
+    report = check_wheel(wheels["mod_mixed"], ARCHES["sm120a"])
+    embedded = [d for d in report.diagnostics if d.code == "AOTC-FI-006"]  # found in the library itself
+    assert embedded and all("mod_mixed" in d.message and "sm_90a" in d.message for d in embedded)
+    assert all(d.details == {"cubin_target": "sm_90a", "arch": "sm120a"} for d in embedded)
+    listed = [d for d in report.diagnostics if d.code == "AOTC-WHEEL-006"]  # from the manifest's cubins
+    assert len(listed) == 1 and report.kernels[0]["elf_target"] == "sm120a,sm90a"
+    assert len(report.diagnostics) == len(embedded) + 1 and report.kernels[0]["runs_on_arch"] is False
+
+
+def test_a_module_without_a_disassembler_is_unproven(module_wheels, monkeypatch):
+    from aotc.build import toolchain
+
+    wheels, _ = module_wheels
+    monkeypatch.setattr(toolchain, "find_disassemblers", lambda: None)
+    (d,) = check_wheel(wheels["mod_mixed"], ARCHES["sm120a"]).diagnostics[:1]
+    assert d.code == "AOTC-WHEEL-013" and "pip install nvidia-cuda-cuobjdump" in d.fix
+    assert [x.code for x in check_wheel(wheels["mod_sm120a"], ARCHES["sm120a"]).diagnostics] == ["AOTC-WHEEL-013"]
+
+
+def test_a_module_the_disassembler_cannot_read_is_refused(module_wheels):
+    """Every hash consistent (blob name, manifest and its record checksum, RECORD): only cuobjdump tells."""
+    from aotc.cache.entries import RECORD_SUM, _json_bytes
+
+    wheels, tmp = module_wheels
+    whl = wheels["mod_sm120a"]
+    junk = b"\x7fELF junk"  # cuobjdump: "Invalid fatbin header"
+    digest = sha256_hex(junk)
+    manifest = names(whl, "/actions/")[0]
+
+    def swap(data: bytes) -> bytes:
+        m = json.loads(data)
+        m.pop(RECORD_SUM)
+        m["blobs"]["so"] = {"sha256": digest, "size": len(junk)}
+        return _json_bytes(m)
+
+    (old,) = names(whl, ".zst")
+    store = old[:old.index("/blobs/") + len("/blobs/")]
+    bad = rewrite(whl, tmp / "junk-module.whl", edit={manifest: swap}, drop=[old],
+                  add={f"{store}{digest[:2]}/{digest}.zst": zstandard.ZstdCompressor().compress(junk)})
+    report = check_wheel(bad, ARCHES["sm120a"])
+    assert codes(report) == ["AOTC-FI-005"] and "cuobjdump" in report.diagnostics[0].message, \
+        [d.format() for d in report.diagnostics]
+    assert report.kernels[0]["name"] == "mod_sm120a"
 
 
 # ---- the runtime runs --check's content checks once per wheel content ------------------------------
