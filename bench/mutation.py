@@ -56,8 +56,13 @@ def pytest_collection_modifyitems(items):
 """
 
 
+# Bytecode written: with PYTHONDONTWRITEBYTECODE set, every test process re-compiles aotc and pytest
+# re-rewrites the tests' asserts, in every test process of the run.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(cmd: list[str], cwd: Path, timeout: float | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, check=False, timeout=timeout, env=CHILD_ENV)
 
 
 def main() -> int:
