@@ -164,11 +164,24 @@ def _default_target(device: Device) -> str:
     return targets[0] if targets else f"sm{device.sm}"
 
 
-def _last_dim_contiguous(info: TensorInfo, name: str) -> None:
+def last_dim_contiguous(info: TensorInfo, name: str) -> None:
     if info.strides and info.strides[-1] != 1:
         raise runtime_error(BAD_TENSOR, f"argument {name!r} has stride {info.strides[-1]} in its last dimension "
                             f"(shape {info.shape}); the kernel needs it contiguous (stride 1)",
                             "pass .contiguous()", argument=name)
+
+
+def set_attention_problem(args: Any, device: Any, shape: tuple[int, int, int, int, int, int], scale: float | None,
+                          causal: bool, num_splits: int) -> None:
+    """The problem fields every attention kernel's AotcArgs shares (contiguous, varlen and paged):
+    shape = (batch, q heads, kv heads, head_dim, seqlen_q, seqlen_k)."""
+    batch, q_heads, kv_heads, head_dim, seqlen_q, seqlen_k = shape
+    args.batch, args.num_q_heads, args.num_kv_heads, args.head_dim = batch, q_heads, kv_heads, head_dim
+    args.seqlen_q, args.seqlen_k = seqlen_q, seqlen_k
+    args.softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
+    args.causal = 1 if causal else 0
+    args.num_splits = num_splits
+    args.num_sms = device.sm_count
 
 
 def fmha_fwd(q: Any, k: Any, v: Any, out: Any, *, cu_seqlens_q: Any = None, cu_seqlens_k: Any = None,
@@ -232,7 +245,7 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
     vi = expect(tensor_info(v), "v", dtype=qi.dtype, shape=ki.shape, device=ordinal, contiguous=False)
     oi = expect(tensor_info(out), "out", dtype=qi.dtype, shape=qi.shape, device=ordinal, contiguous=False)
     for name, info in (("q", qi), ("k", ki), ("v", vi), ("out", oi)):
-        _last_dim_contiguous(info, name)
+        last_dim_contiguous(info, name)
     kv_heads = ki.shape[-2]
     if q_heads % kv_heads:
         raise runtime_error(BAD_TENSOR, f"q has {q_heads} heads, k/v {kv_heads}: q heads must be a multiple",
@@ -259,12 +272,8 @@ def _fmha(family: str, q: Any, k: Any, v: Any, out: Any, cu_q: Any, cu_k: Any, m
         setattr(args, f"{prefix}_batch_stride", strides[0])
         setattr(args, f"{prefix}_row_stride", strides[1])
         setattr(args, f"{prefix}_head_stride", strides[2])
-    args.batch, args.num_q_heads, args.num_kv_heads, args.head_dim = batch, q_heads, kv_heads, head_dim
-    args.seqlen_q, args.seqlen_k = seqlen_q, seqlen_k
-    args.softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    args.causal = 1 if causal else 0
-    args.num_splits = num_splits
-    args.num_sms = device.sm_count
+    set_attention_problem(args, device, (batch, q_heads, kv_heads, head_dim, seqlen_q, seqlen_k), scale, causal,
+                          num_splits)
     handle = default_stream(q, ordinal) if stream is None else stream_handle(stream)
     ws, owner = workspace_arg(kernel, args, ordinal, handle, q, workspace, "fmha_decode")
     call = kernel.prepare_call(args, handle, workspace=ws)
@@ -305,7 +314,7 @@ def grouped_gemm(a: Sequence[Any], b: Sequence[Any], out: Sequence[Any], *, alph
         oi = expect(tensor_info(o), f"out[{i}]", dtype=ai.dtype, shape=(m, bi.shape[0]), device=ordinal,
                     contiguous=False)
         for name, info in ((f"a[{i}]", ai), (f"b[{i}]", bi), (f"out[{i}]", oi)):
-            _last_dim_contiguous(info, name)
+            last_dim_contiguous(info, name)
             if info.strides[0] % 8:
                 raise runtime_error(BAD_TENSOR, f"argument {name!r} row stride {info.strides[0]} elements is not a "
                                     "multiple of 8 (16 bytes)", "pad the rows or pass .contiguous()")
@@ -369,7 +378,7 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
         raise runtime_error(BAD_TENSOR, "argument 'b' holds 0 experts", "pass weights of shape [E, N, K], E >= 1",
                             argument="b")
     for name, info in (("a", ai), ("out", oi)):
-        _last_dim_contiguous(info, name)
+        last_dim_contiguous(info, name)
         if info.strides[0] % 8:
             raise runtime_error(BAD_TENSOR, f"argument {name!r} row stride {info.strides[0]} elements is not a "
                                 "multiple of 8 (16 bytes)", "pad the rows or pass .contiguous()", argument=name)

@@ -6,13 +6,19 @@ semantics: docs/families/fmha.md ("Paged KV cache").
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aotc.runtime.device import query_device
 from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.ops import choose, default_stream, device_of, launch_with_workspace
+from aotc.runtime.ops import (
+    choose,
+    default_stream,
+    device_of,
+    last_dim_contiguous,
+    launch_with_workspace,
+    set_attention_problem,
+)
 from aotc.runtime.tensors import expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
@@ -61,10 +67,7 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
     vi = expect(tensor_info(v_cache), "v_cache", dtype=qi.dtype, shape=ki.shape, device=ordinal, contiguous=False)
     oi = expect(tensor_info(out), "out", dtype=qi.dtype, shape=qi.shape, device=ordinal, contiguous=False)
     for name, info in (("q", qi), ("k_cache", ki), ("v_cache", vi), ("out", oi)):
-        if info.strides and info.strides[-1] != 1:
-            raise runtime_error(BAD_TENSOR, f"argument {name!r} has stride {info.strides[-1]} in its last dimension "
-                                f"(shape {info.shape}); head_dim must be contiguous", "pass .contiguous()",
-                                argument=name)
+        last_dim_contiguous(info, name)
     page_size, kv_heads = ki.shape[1], ki.shape[2]  # page ids are not range-checked: they live on the device
     if page_size < 1 or page_size & (page_size - 1):
         raise runtime_error(BAD_TENSOR, f"k_cache has {page_size} tokens per page; the paged kernels take a power "
@@ -113,12 +116,8 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
         setattr(args, f"{prefix}_head_stride", info.strides[2])
     args.block_table, args.kv_lens = bi.ptr, li.ptr
     args.block_table_stride, args.page_size = bi.strides[0], page_size
-    args.batch, args.num_q_heads, args.num_kv_heads, args.head_dim = batch, q_heads, kv_heads, head_dim
-    args.seqlen_q, args.seqlen_k = seqlen_q, seqlen_k
-    args.softmax_scale = 1.0 / math.sqrt(head_dim) if scale is None else float(scale)
-    args.causal = 1 if causal else 0
-    args.num_splits = num_splits
-    args.num_sms = device.sm_count
+    set_attention_problem(args, device, (batch, q_heads, kv_heads, head_dim, seqlen_q, seqlen_k), scale, causal,
+                          num_splits)
     handle = default_stream(q, ordinal) if stream is None else stream_handle(stream)
     launch_with_workspace(kernel, args, ordinal, handle, q, workspace, "fmha_decode")  # decode kernels share it
     return kernel
