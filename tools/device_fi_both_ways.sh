@@ -5,6 +5,8 @@
 # the last run stopped. Once both libraries exist, every cubin is compared (tools/sass_equal_flashinfer.py)
 # and the record merged into OUT/sass_equal_flashinfer.{json,md} (from the committed file); aotc's
 # per-step time and measured peak memory of the module go to OUT/steps_<module>.json.
+# Where a run ends before both libraries are linked, the objects both builds completed are compared one
+# by one instead (tools/sass_equal_flashinfer.py --side objects) and that partial record merged.
 # SIDES (default "aotc flashinfer") builds one way only, e.g. SIDES=aotc for the per-step memory alone;
 # an unfinished aotc build still leaves its measured steps (step-memory.json, .ninja_log) in OUT.
 #   [SIDES=...] bash tools/device_fi_both_ways.sh OUT LIMIT_S JOBS PRESET TEXT WORK
@@ -44,5 +46,10 @@ if grep -q '"library"' "$out/aotc.log" && grep -q '"library"' "$out/flashinfer.l
     --out "$out/sass_equal_flashinfer" > "$out/compare.log" 2>&1
   echo "compare: exit $? after $(( $(date +%s) - start )) s"; tail -n 3 "$out/compare.log"
 else
-  echo "not compared yet: run the same command again to resume"
+  # not linked yet: compare, object by object, what both builds completed, so a run that ends here
+  # still leaves a record (merged with the committed one); the same command run again resumes
+  cp bench/results/sass_equal_flashinfer.json "$out/sass_equal_flashinfer.json"
+  python3 tools/sass_equal_flashinfer.py --preset "$preset" --only "$only" --side objects --work "$work" \
+    --out "$out/sass_equal_flashinfer" > "$out/compare_objects.log" 2>&1
+  echo "not linked yet; objects compared: $(tail -n 1 "$out/compare_objects.log")"
 fi

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sass_equal_cutlass import machine
 
 from aotc.arch import get_arch
-from aotc.build.flashinfer.equality import compare_call
+from aotc.build.flashinfer.equality import compare_call, compare_objects
 from aotc.build.toolchain import find_toolchain
 from aotc.flashinfer.index import flashinfer_arch_list
 from aotc.flashinfer.presets import load_preset
@@ -34,6 +34,14 @@ def _row(key: str, r: dict) -> str:
     name = r.get("module") or key
     if "not_compared" in r:
         return f"| {r['preset']} | {name} | — | — | — | — | not compared: {r['not_compared']} |"
+    if "comparison" not in r and "partial" in r:
+        p = r["partial"]
+        cubins = {k: sum(o.get("counts", {}).get(k, 0) for o in p["objects"].values())
+                  for k in ("byte-identical", "normalised-equal", "different")}
+        left = ", ".join(p["not_compared"]) or "none"
+        return (f"| {r['preset']} | {name} | {sum(cubins.values())} in {len(p['objects'])} of {p['targets']} "
+                f"objects | {cubins['byte-identical']} | {cubins['normalised-equal']} | {cubins['different']} | "
+                f"object by object (both builds stopped before linking); not compared: {left} |")
     if "comparison" not in r:
         why = r.get("aotc", {}).get("error") or r.get("flashinfer", {}).get("error") or "?"
         return f"| {r['preset']} | {name} | — | — | — | — | build failed: {why[:300]} |"
@@ -89,9 +97,11 @@ def main() -> int:
     ap.add_argument("-j", "--jobs", type=int, default=2)
     ap.add_argument("--work", default="")
     ap.add_argument("--out", default="bench/results/sass_equal_flashinfer")
-    ap.add_argument("--side", choices=("both", "aotc", "flashinfer"), default="both",
+    ap.add_argument("--side", choices=("both", "aotc", "flashinfer", "objects"), default="both",
                     help="build one way only, recording nothing (a second process builds the other way at "
-                         "once into the same --work); a later `--side both` compares, rebuilding nothing")
+                         "once into the same --work); a later `--side both` compares, rebuilding nothing. "
+                         "`objects` builds nothing: it compares, object by object, what two stopped builds in "
+                         "--work completed, and records it beside the module's earlier object results")
     args = ap.parse_args()
     arch, tc, out = get_arch(args.arch), find_toolchain(), Path(args.out)
     work = Path(args.work or tempfile.mkdtemp(prefix="sass-equal-fi-")).resolve()
@@ -115,6 +125,20 @@ def main() -> int:
             if args.only and not any(t in call.describe() for t in args.only):
                 continue
             started = time.perf_counter()
+            if args.side == "objects":
+                record = records.get(key, {"preset": preset, "call": call.describe(), "arch": arch.name,
+                                           "module": call.module})
+                if "comparison" not in record:  # a linked comparison says more: it stays
+                    built_with = f"nvcc {tc.release} ({tc.source}), {machine()}, {meta['date']}"
+                    partial = compare_objects(call, work, tc, record.get("partial", {}).get("objects"))
+                    for entry in partial["objects"].values():
+                        entry.setdefault("built_with", built_with)
+                    record["partial"] = partial
+                    records[key] = record
+                    n = len(partial["objects"])
+                    print(f"{call.module}: {n} of {partial['targets']} objects compared "
+                          f"({time.perf_counter() - started:.1f} s)", flush=True)
+                continue
             if args.side != "both":
                 one = compare_call(call, arch, work, tc, args.jobs, (args.side,))
                 print(f"{args.side}: {json.dumps(one.get(args.side))[:2000]} "

@@ -60,3 +60,54 @@ def compare_call(call: ModuleCall, arch: Arch, work: Path, tc: Toolchain, jobs: 
         record["comparison"] = compare_libraries(record["flashinfer"]["library"], record["aotc"]["library"],
                                                  tc).to_json()
     return record
+
+
+def completed_objects(root: Path) -> dict[str, Path]:
+    """Object files ninja finished under `root` (each workspace's .ninja_log names a step's outputs
+    once it succeeded; a compile stopped midway is not there), by file name."""
+    done: dict[str, Path] = {}
+    for log in root.rglob(".ninja_log"):
+        for line in log.read_text(errors="replace").splitlines():
+            fields = line.split("\t")
+            if line.startswith("#") or len(fields) < 4 or not fields[3].endswith(".o"):
+                continue
+            path = Path(fields[3]) if Path(fields[3]).is_absolute() else log.parent / fields[3]
+            if path.is_file():
+                done[path.name] = path
+    return done
+
+
+def object_targets(root: Path) -> set[str]:
+    """Every object a module's ninja files under `root` declare (what a whole build compiles)."""
+    names: set[str] = set()
+    for build_file in root.rglob("build.ninja"):
+        for line in build_file.read_text(errors="replace").splitlines():
+            if line.startswith("build ") and ":" in line:
+                out = line[len("build "):line.index(":")].strip()
+                if out.endswith(".o"):
+                    names.add(Path(out).name)
+    return names
+
+
+def compare_objects(call: ModuleCall, work: Path, tc: Toolchain, known: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One generator call's translation units compared object by object, for builds stopped before
+    they linked: each object both sides completed, every cubin in it (a module's library embeds
+    exactly its objects' cubins: whole-program device code, no device link). Objects in `known`
+    (name -> earlier result) are kept, not compared again. Objects holding no cubin (host code) are
+    counted, not compared."""
+    work = work / _slug(call.describe().split(":")[-1])
+    aotc_root, fi_root = work / "cache", work / "flashinfer"
+    results = dict(known or {})
+    a_done, b_done = completed_objects(fi_root), completed_objects(aotc_root)
+    for name in sorted(a_done.keys() & b_done.keys()):
+        if name in results:
+            continue
+        comparison = compare_libraries(a_done[name], b_done[name], tc)
+        if not comparison.cubins and not any(comparison.unmatched):
+            results[name] = {"host_only": True}
+            continue
+        results[name] = {"equal": comparison.equal, "counts": comparison.counts(),
+                         "kernels": sum(c.kernels for c in comparison.cubins)}
+    targets = object_targets(fi_root) | object_targets(aotc_root)
+    return {"objects": results, "targets": len(targets),
+            "not_compared": sorted(targets - results.keys())}
