@@ -27,6 +27,7 @@ from aotc.build.flashinfer.equality import (
     object_targets,
 )
 from aotc.build.toolchain import find_toolchain
+from aotc.diagnostics import AotcError
 from aotc.elf import cubin_target
 from aotc.flashinfer.presets import load_preset
 
@@ -126,3 +127,8 @@ def test_completed_objects_are_those_ninja_finished(tmp_path):
     (ws / "build.ninja").write_text("rule cc\nbuild a.cuda.o: cc a.cu\nbuild $\nbuild gone.o: cc g.cu\n"
                                     "build lib.so: link a.cuda.o\n")
     assert object_targets(tmp_path) == {"a.cuda.o", "gone.o"}
+    # relocatable device code is device-linked: its objects are not what the library holds
+    (ws / "build.ninja").write_text("cuda_cflags = -O3 -rdc=true\nbuild a.cuda.o: cc a.cu\n")
+    with pytest.raises(AotcError) as err:
+        object_targets(tmp_path)
+    assert err.value.diagnostics[0].code == "AOTC-SASS-002"

@@ -16,8 +16,11 @@ from aotc.build.flashinfer.module_build import build_modules
 from aotc.build.sass_compare import compare_libraries
 from aotc.build.toolchain import Toolchain
 from aotc.cache import Cache
+from aotc.diagnostics import AotcError, Diagnostic
 from aotc.flashinfer.index import SO_BLOB
 from aotc.flashinfer.presets import ModuleCall
+
+_RDC = re.compile(r"(?:-rdc|--relocatable-device-code)[= ](?:true|1)\b")
 
 
 def _slug(text: str) -> str:
@@ -78,10 +81,17 @@ def completed_objects(root: Path) -> dict[str, Path]:
 
 
 def object_targets(root: Path) -> set[str]:
-    """Every object a module's ninja files under `root` declare (what a whole build compiles)."""
+    """Every object a module's ninja files under `root` declare (what a whole build compiles).
+    Refuses relocatable device code: its library holds device-linked cubins, not its objects'."""
     names: set[str] = set()
     for build_file in root.rglob("build.ninja"):
-        for line in build_file.read_text(errors="replace").splitlines():
+        text = build_file.read_text(errors="replace")
+        if _RDC.search(text):
+            raise AotcError(Diagnostic(
+                "AOTC-SASS-002", f"{build_file.parent.name} compiles relocatable device code (-rdc): its library's "
+                "cubins come from a device link, so its objects cannot stand in for it",
+                fix="build both ways to the end and compare the libraries (--side both)"))
+        for line in text.splitlines():
             if line.startswith("build ") and ":" in line:
                 out = line[len("build "):line.index(":")].strip()
                 if out.endswith(".o"):
