@@ -48,8 +48,11 @@ if grep -q '"library"' "$out/aotc.log" && grep -q '"library"' "$out/flashinfer.l
 else
   # not linked yet: compare, object by object, what both builds completed, so a run that ends here
   # still leaves a record (merged with the committed one); the same command run again resumes
-  cp bench/results/sass_equal_flashinfer.json "$out/sass_equal_flashinfer.json"
-  python3 tools/sass_equal_flashinfer.py --preset "$preset" --only "$only" --side objects --work "$work" \
-    --out "$out/sass_equal_flashinfer" > "$out/compare_objects.log" 2>&1
+  # (kept in WORK between runs, so a resumed run compares only the objects finished since)
+  record="$work/sass_equal_flashinfer"
+  [ -f "$record.json" ] || cp bench/results/sass_equal_flashinfer.json "$record.json"
+  python3 tools/sass_equal_flashinfer.py --preset "$preset" --only "$only" --side objects -j "$jobs" \
+    --work "$work" --out "$record" > "$out/compare_objects.log" 2>&1
+  cp "$record.json" "$record.md" "$out/"
   echo "not linked yet; objects compared: $(tail -n 1 "$out/compare_objects.log")"
 fi

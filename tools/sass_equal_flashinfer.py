@@ -34,7 +34,7 @@ def _row(key: str, r: dict) -> str:
     name = r.get("module") or key
     if "not_compared" in r:
         return f"| {r['preset']} | {name} | — | — | — | — | not compared: {r['not_compared']} |"
-    if "comparison" not in r and "partial" in r:
+    if "comparison" not in r and r.get("partial", {}).get("objects"):
         p = r["partial"]
         cubins = {k: sum(o.get("counts", {}).get(k, 0) for o in p["objects"].values())
                   for k in ("byte-identical", "normalised-equal", "different")}
@@ -130,13 +130,15 @@ def main() -> int:
                                            "module": call.module})
                 if "comparison" not in record:  # a linked comparison says more: it stays
                     built_with = f"nvcc {tc.release} ({tc.source}), {machine()}, {meta['date']}"
-                    partial = compare_objects(call, work, tc, record.get("partial", {}).get("objects"))
+                    partial = compare_objects(call, work, tc, record.get("partial", {}).get("objects"), args.jobs)
                     for entry in partial["objects"].values():
                         entry.setdefault("built_with", built_with)
                     record["partial"] = partial
+                    if partial["objects"]:
+                        record.pop("not_compared", None)  # compared in part now: the row says how far
                     records[key] = record
                     n = len(partial["objects"])
-                    print(f"{call.module}: {n} of {partial['targets']} objects compared "
+                    print(f"{call.describe()}: {n} of {partial['targets']} objects compared "
                           f"({time.perf_counter() - started:.1f} s)", flush=True)
                 continue
             if args.side != "both":

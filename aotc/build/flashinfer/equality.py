@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ def object_targets(root: Path) -> set[str]:
     return names
 
 
-def compare_objects(call: ModuleCall, work: Path, tc: Toolchain, known: dict[str, Any] | None = None) -> dict[str, Any]:
+def compare_objects(call: ModuleCall, work: Path, tc: Toolchain, known: dict[str, Any] | None = None,
+                    jobs: int = 1) -> dict[str, Any]:
     """One generator call's translation units compared object by object, for builds stopped before
     they linked: each object both sides completed, every cubin in it (a module's library embeds
     exactly its objects' cubins: whole-program device code, no device link). Objects in `known`
@@ -109,15 +111,15 @@ def compare_objects(call: ModuleCall, work: Path, tc: Toolchain, known: dict[str
     aotc_root, fi_root = work / "cache", work / "flashinfer"
     results = dict(known or {})
     a_done, b_done = completed_objects(fi_root), completed_objects(aotc_root)
-    for name in sorted(a_done.keys() & b_done.keys()):
-        if name in results:
-            continue
-        comparison = compare_libraries(a_done[name], b_done[name], tc)
-        if not comparison.cubins and not any(comparison.unmatched):
-            results[name] = {"host_only": True}
-            continue
-        results[name] = {"equal": comparison.equal, "counts": comparison.counts(),
-                         "kernels": sum(c.kernels for c in comparison.cubins)}
+    todo = sorted((a_done.keys() & b_done.keys()) - results.keys())
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:  # the work is in cuobjdump processes
+        compared = pool.map(lambda name: compare_libraries(a_done[name], b_done[name], tc), todo)
+        for name, comparison in zip(todo, compared, strict=True):
+            if not comparison.cubins and not any(comparison.unmatched):
+                results[name] = {"host_only": True}
+            else:
+                results[name] = {"equal": comparison.equal, "counts": comparison.counts(),
+                                 "kernels": sum(c.kernels for c in comparison.cubins)}
     targets = object_targets(fi_root) | object_targets(aotc_root)
     return {"objects": results, "targets": len(targets),
             "not_compared": sorted(targets - results.keys())}
