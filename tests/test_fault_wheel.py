@@ -115,6 +115,7 @@ def test_a_whole_wheel_passes_every_check(wheels):
     report = check_wheel(good, ARCHES["sm120a"])
     assert report.ok, [d.format() for d in report.diagnostics]
     assert [k["name"] for k in report.kernels] == ["mma_a"]
+    assert report.meta["abi"] == ABI_VERSION and report.path == str(good)
 
 
 def test_a_relabelled_sm100a_tcgen05_cubin_is_refused_by_the_sass_scan(wheels):
@@ -138,8 +139,28 @@ def test_every_file_is_checked_against_record(wheels):
     assert "AOTC-WHEEL-009" in codes(check_wheel(changed))
     extra = rewrite(good, tmp / "extra.whl", add={"kgood/extra.py": b"import os\n"}, fix_record=False)
     assert "AOTC-WHEEL-009" in codes(check_wheel(extra))
-    missing = rewrite(good, tmp / "missing.whl", drop=[names(good, "/refs/")[0]], fix_record=False)
-    assert "AOTC-WHEEL-009" in codes(check_wheel(missing))
+    # an unlisted file does not end the check: the changed manifest after it (in name order) is named too
+    both = rewrite(good, tmp / "both.whl", add={"kgood/extra.py": b"import os\n"},
+                   edit={manifest: lambda b: b.replace(b'"mma_', b'"mmx_')}, fix_record=False)
+    named = sorted(n for n in ("kgood/extra.py", manifest) for d in check_wheel(both).diagnostics
+                   if d.code == "AOTC-WHEEL-009" and d.message.startswith(n + " "))
+    assert named == sorted(["kgood/extra.py", manifest]), named
+    ref = names(good, "/refs/")[0]
+    missing = rewrite(good, tmp / "missing.whl", drop=[ref], fix_record=False)
+    assert [ref in d.message for d in check_wheel(missing).diagnostics if d.code == "AOTC-WHEEL-009"] == [True]
+    # a mismatch names what the file is (its size, the first 20 characters of its digest) and at most 60
+    # characters of what RECORD says
+    record = names(good, "RECORD")[0]
+    with zipfile.ZipFile(good) as zf:
+        data = zf.read(manifest)
+    said = f"sha256={'A' * 80},{len(data)}"
+    lying = rewrite(good, tmp / "lying.whl", fix_record=False, edit={record: lambda b: b"".join(
+        (f"{manifest},{said}".encode() if line.startswith(manifest.encode() + b",") else line) + b"\n"
+        for line in b.splitlines())})
+    (d,) = [d for d in check_wheel(lying).diagnostics if d.code == "AOTC-WHEEL-009"]
+    digest = record_line(manifest, data).split(",")[1]
+    assert d.message.startswith(manifest + " ") and f"{len(data):,} B" in d.message and f"{digest[:20]}..." in d.message
+    assert said[:60] in d.message and said[:61] not in d.message
 
 
 @pytest.fixture(scope="module")
@@ -199,11 +220,12 @@ def test_entries_outside_the_package_and_non_regular_files_are_refused(wheels):
     good, _, tmp = wheels
     for name in ("../evil.py", "/abs.py", "otherpkg/__init__.py", "kgood/../x.py"):
         report = check_wheel(rewrite(good, tmp / "outside.whl", add={name: b"x = 1\n"}))
-        assert "AOTC-WHEEL-008" in codes(report), name
+        assert [name in d.message for d in report.diagnostics if d.code == "AOTC-WHEEL-008"] == [True], name
     link = "kgood/link"
     report = check_wheel(rewrite(good, tmp / "link.whl", add={link: b"/etc/passwd"},
                                  modes={link: stat.S_IFLNK | 0o777}))
-    assert "AOTC-WHEEL-008" in codes(report)
+    (d,) = [d for d in report.diagnostics if d.code == "AOTC-WHEEL-008"]
+    assert link in d.message and f"{stat.S_IFLNK | 0o777:o}" in d.message  # the entry and its mode
 
 
 @pytest.mark.parametrize("meta", [b"[1, 2]", b"not json", b"[" * 100_000, b'{"abi": 999, "aotc_version": "9"}'])
@@ -234,9 +256,12 @@ def test_a_ref_to_a_missing_manifest_is_refused(wheels):
 def test_not_a_wheel_is_a_coded_error(wheels, tmp_path):
     junk = tmp_path / "junk.whl"
     junk.write_bytes(b"PK\x03\x04 not really")
-    with pytest.raises(AotcError) as e:
-        check_wheel(junk)
-    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
+    for path in (junk, tmp_path / "absent.whl"):
+        with pytest.raises(AotcError) as e:
+            check_wheel(path)
+        (d,) = e.value.diagnostics
+        assert d.code == "AOTC-WHEEL-004" and str(path) in d.message and "damaged" not in d.message
+        assert "`aotc wheel`" in d.fix and "aotc verify" not in d.fix  # pass another file: nothing to rebuild
 
 
 def test_a_kernel_the_devices_of_arch_cannot_run_is_flagged_for_that_arch(wheels):
@@ -262,7 +287,10 @@ def test_a_zip_that_is_not_one_kernel_wheel_and_odd_entries_are_refused(wheels):
     with pytest.raises(AotcError) as e:
         check_wheel(rewrite(good, tmp / "two.whl", add={"other/aotc_wheel.json": b"{}"}))
     assert e.value.diagnostics[0].code == "AOTC-WHEEL-004" and "2 top-level" in e.value.diagnostics[0].message
-    for name in ("kgood\\x.py", "kgood/sub/"):
+    assert str(tmp / "two.whl") in e.value.diagnostics[0].message
+    # the fix names what to pass instead; there is no cache of this wheel's to verify
+    assert "`aotc wheel`" in e.value.diagnostics[0].fix and "aotc verify" not in e.value.diagnostics[0].fix
+    for name in ("kgood\\x.py", "kgood/sub\\x.py", "kgood/sub/"):  # a backslash in the package or deeper
         report = check_wheel(rewrite(good, tmp / "odd.whl", add={name: b""}))
         assert "AOTC-WHEEL-008" in codes(report), name
     record = names(good, "RECORD")[0]
@@ -683,8 +711,9 @@ def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path)
     whl.write_bytes(bytes(data))
     with pytest.raises(AotcError) as e:
         check_wheel(whl)
-    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
-    assert "damaged zip" in e.value.diagnostics[0].message
+    (d,) = e.value.diagnostics
+    assert d.code == "AOTC-WHEEL-004" and "damaged zip" in d.message and str(whl) in d.message
+    assert "aotc verify" not in d.fix  # a damaged download: no cache of the user's to verify
 
 
 def test_a_central_directory_asking_for_an_unknown_zip_version_is_a_damaged_zip(tmp_path):
@@ -700,5 +729,6 @@ def test_a_central_directory_asking_for_an_unknown_zip_version_is_a_damaged_zip(
     whl.write_bytes(bytes(data))
     with pytest.raises(AotcError) as e:
         check_wheel(whl)
-    assert e.value.diagnostics[0].code == "AOTC-WHEEL-004"
-    assert "damaged zip" in e.value.diagnostics[0].message and "8.4" in e.value.diagnostics[0].message
+    (d,) = e.value.diagnostics
+    assert d.code == "AOTC-WHEEL-004" and "damaged zip" in d.message and "8.4" in d.message and str(whl) in d.message
+    assert "aotc verify" not in d.fix
