@@ -192,7 +192,14 @@ def test_every_blob_is_checked_even_with_a_consistent_record(wheels, full, kind)
         return zstandard.ZstdCompressor().compress(bytes(raw))
 
     report = check_wheel(rewrite(full, tmp / f"flip-{kind}.whl", edit={blob_name(full, kind): flip}))
+    digest = Path(blob_name(full, kind)).name.removesuffix(".zst")
     assert codes(report) == ["AOTC-WHEEL-005"] and kind in report.diagnostics[0].message
+    assert f"sha256 {digest[:16]}..." in report.diagnostics[0].message  # which digest, 16 characters of it
+    if kind != "cubin":  # a build-only blob that is absent does not end the check of the others
+        other = "headers" if kind == "source" else "source"
+        report = check_wheel(rewrite(full, tmp / f"flip-{kind}-without-{other}.whl", drop=[blob_name(full, other)],
+                                     edit={blob_name(full, kind): flip}))
+        assert codes(report) == ["AOTC-WHEEL-005"] and kind in report.diagnostics[0].message
     # without it: a cubin is missed, a source or header map is only reported as left out
     report = check_wheel(rewrite(full, tmp / f"drop-{kind}.whl", drop=[blob_name(full, kind)]))
     if kind == "cubin":
@@ -306,6 +313,47 @@ def test_without_a_disassembler_check_says_the_cubins_are_unproven(wheels, monke
     (d,) = check_wheel(good, ARCHES["sm120a"]).diagnostics
     assert d.code == "AOTC-WHEEL-013" and d.message.startswith("mma_a (sm120a): ") and "cuobjdump" in d.message
     assert "pip install nvidia-cuda-cuobjdump" in d.fix
+
+
+def test_tune_tables_must_be_whole_and_time_only_kernels_of_the_wheel(wheels):
+    """`aotc tune` tables travel with the kernels they time: each must read as a table (checksum, content
+    key = file name) and name only kernels the wheel holds."""
+    from aotc.cache.entries import _json_bytes
+    from aotc.runtime import tuned
+
+    _, _, tmp = wheels
+    shutil.copytree(tmp / "good", tmp / "tuned-cache")
+    cache = Cache(tmp / "tuned-cache")
+    device = {"name": "NVIDIA RTX PRO 6000 Blackwell", "cc": [12, 0], "driver": 13000}
+
+    def table(kernels: list[str]) -> dict:
+        return {"schema": tuned.SCHEMA, "family": "fmha_fwd", "device": device, "kernels": kernels,
+                "choices": {"n=mma_a|": kernels[0]}, "key": tuned.table_key("fmha_fwd", device, kernels)}
+
+    spec_key = sha256_hex(b"mma_aspec")  # add_entry's
+    tuned.write_table(cache, table([spec_key]))
+    whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), "ktuned", tmp / "tuned-dist")
+    (packed,) = names(whl, f"/{tuned.KIND}/")
+    report = check_wheel(whl, ARCHES["sm120a"])
+    assert report.ok, [d.format() for d in report.diagnostics]
+    foreign = table([spec_key, "f" * 64])  # times a kernel this wheel does not hold
+    edited = packed  # its checksum no longer matches
+    renamed = packed.replace(".json", "0.json")  # its file name is not its content key
+    cases = {
+        "foreign": {"add": {f"ktuned/store/v1/{tuned.KIND}/ff/{foreign['key']}.json": _json_bytes(foreign)}},
+        "edited": {"edit": {edited: lambda b: b.replace(b"n=mma_a", b"n=mmx_a")}},
+        "renamed": {"add": {renamed: whl_bytes(whl, packed)}},
+    }
+    for case, change in cases.items():
+        bad = rewrite(whl, tmp / f"table-{case}.whl", **change)
+        flagged = check_wheel(bad).diagnostics
+        named = {"foreign": f"/{foreign['key']}.json", "edited": packed, "renamed": renamed}[case]
+        assert [(d.code, named in d.message) for d in flagged] == [("AOTC-WHEEL-014", True)], (case, flagged)
+
+
+def whl_bytes(whl: Path, name: str) -> bytes:
+    with zipfile.ZipFile(whl) as zf:
+        return zf.read(name)
 
 
 # ---- runtime discovery ----------------------------------------------------------------------------
@@ -541,6 +589,57 @@ def test_a_module_the_disassembler_cannot_read_is_refused(module_wheels):
     assert codes(report) == ["AOTC-FI-005"] and "cuobjdump" in report.diagnostics[0].message, \
         [d.format() for d in report.diagnostics]
     assert report.kernels[0]["name"] == "mod_sm120a"
+
+
+def with_manifest(whl: Path, dst: Path, change) -> Path:
+    """The wheel with its one manifest replaced by change(manifest), record checksum and RECORD consistent."""
+    from aotc.cache.entries import RECORD_SUM, _json_bytes
+
+    def edit(data: bytes) -> bytes:
+        m = json.loads(data)
+        m.pop(RECORD_SUM)
+        return _json_bytes(change(m))
+
+    return rewrite(whl, dst, edit={names(whl, "/actions/")[0]: edit})
+
+
+def test_the_cubin_targets_a_module_lists_are_read_or_refused(module_wheels):
+    wheels, tmp = module_wheels
+    whl = wheels["mod_sm120a"]
+    listing = {"plain": (["sm_120"], "sm120"), "none": ([], "none"), "both": (["sm_120f", "sm_120a"], "sm120a,sm120f")}
+    for case, (targets, shown) in listing.items():
+        report = check_wheel(with_manifest(whl, tmp / f"targets-{case}.whl",
+                                           lambda m: {**m, "cubins": [{"target": t} for t in targets]}),
+                             ARCHES["sm120a"])
+        assert report.ok and report.kernels[0]["elf_target"] == shown, (case, report.diagnostics)
+    long = "sm_9" + "x" * 30
+    for bad in ("sm_120X", "sm_12xa", "sm_", "sm_a", "sm_\u00b2", long, None):
+        listed = [{"target": bad} if bad is not None else {}]  # None: an entry without a target
+        report = check_wheel(with_manifest(whl, tmp / "targets-bad.whl", lambda m: {**m, "cubins": listed}),
+                             ARCHES["sm120a"])
+        (d,) = report.diagnostics
+        shown = repr((bad or "")[:20])  # at most 20 characters of what the manifest says
+        assert d.code == "AOTC-WHEEL-011" and shown in d.message and report.kernels == [], (bad, d)
+        assert d.message.startswith("mod_sm120a (sm120a): ")
+    assert repr(long[:21]) not in d.message
+
+
+def test_a_cubin_whose_elf_says_another_target_than_its_manifest_is_refused(wheels):
+    good, _, tmp = wheels
+    report = check_wheel(with_manifest(good, tmp / "sm121a.whl", lambda m: {**m, "arch": "sm121a"}))
+    (d,) = [d for d in report.diagnostics if d.code == "AOTC-WHEEL-006"]
+    assert d.message.startswith("mma_a (sm121a): ") and "sm_120a" in d.message and "sm_121a" in d.message
+    assert report.kernels[0]["elf_target"] == "sm120a"
+
+
+def test_a_manifest_naming_an_unknown_arch_is_refused_and_long_values_are_cut(wheels):
+    good, _, tmp = wheels
+    name, arch = "n" * 150, "sm" + "9" * 30
+    report = check_wheel(with_manifest(good, tmp / "unknown.whl", lambda m: {**m, "name": name, "arch": arch}))
+    (d,) = report.diagnostics
+    assert d.code == "AOTC-WHEEL-011" and report.kernels == []
+    assert name[:100] in d.message and name[:101] not in d.message  # the name: at most 100 characters
+    assert arch[:20] in d.message and arch[:21] not in d.message  # the arch: at most 20
 
 
 # ---- the runtime runs --check's content checks once per wheel content ------------------------------

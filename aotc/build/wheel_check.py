@@ -237,10 +237,11 @@ def _check_kernel(tree: Tree, prefix: str, m: dict, arch: Arch | None, scanner: 
         for c in listed:
             t = str(c.get("target", "")) if isinstance(c, dict) else ""
             digits = t.removeprefix("sm_")
-            if not digits[:-1].isdigit() and not digits.isdigit():
+            sm, variant = (digits[:-1], digits[-1]) if digits[-1:] in ("a", "f") else (digits, "")
+            if not (sm.isascii() and sm.isdigit()):  # e.g. sm_120X: refused, not a ValueError from int()
                 diags.append(_diag(11, f"{label}: cubin target {t[:20]!r} is not sm_NNN[af]"))
                 return None
-            targets.append((int(digits.rstrip("af")), digits[-1] if digits[-1] in "af" else ""))
+            targets.append((int(sm), variant))
         diags.extend(scanner.module(raws["so"], built_for, m["name"]))
     device_cc = divmod(arch.sm, 10) if arch else None
     runs = all(target_runs_on(sm, v, device_cc) for sm, v in targets) if device_cc else None
