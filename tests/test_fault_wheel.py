@@ -240,6 +240,20 @@ def test_malformed_or_foreign_metadata_is_refused(wheels, meta):
     good, _, tmp = wheels
     report = check_wheel(rewrite(good, tmp / "meta.whl", edit={"kgood/aotc_wheel.json": lambda _: meta}))
     assert codes(report) == (["AOTC-WHEEL-001"] if meta.startswith(b"{") else ["AOTC-WHEEL-010"])
+    (d,) = report.diagnostics
+    if meta.startswith(b"{"):  # both ABIs and the aotc version that wrote it
+        assert "999" in d.message and str(ABI_VERSION) in d.message and "(aotc 9)" in d.message
+        assert "aotc verify" not in d.fix  # a wheel of another aotc: no cache of the user's at fault
+    else:
+        assert "kgood/aotc_wheel.json" in d.message
+
+
+def test_a_foreign_abi_is_named_at_most_20_characters_of_each_value(wheels):
+    good, _, tmp = wheels
+    meta = json.dumps({"abi": "a" * 30, "aotc_version": "v" * 30}).encode()
+    (d,) = check_wheel(rewrite(good, tmp / "meta.whl", edit={"kgood/aotc_wheel.json": lambda _: meta})).diagnostics
+    assert d.code == "AOTC-WHEEL-001" and "a" * 20 in d.message and "a" * 21 not in d.message
+    assert "v" * 20 in d.message and "v" * 21 not in d.message
 
 
 @pytest.mark.parametrize("patch", [
@@ -250,7 +264,36 @@ def test_malformed_manifests_are_refused_not_crashed_on(wheels, patch):
     good, _, tmp = wheels
     name = names(good, "/actions/")[0]
     bad = rewrite(good, tmp / "manifest.whl", edit={name: lambda b: json.dumps(patch(json.loads(b))).encode()})
-    assert "AOTC-WHEEL-011" in codes(check_wheel(bad))
+    assert any(d.code == "AOTC-WHEEL-011" and name in d.message for d in check_wheel(bad).diagnostics)
+
+
+def test_a_bad_manifest_does_not_end_the_check_of_the_others(wheels):
+    """A copy of the manifest under another key, in name order before the real one: refused (its key is
+    not its file name), and the real one is still checked, its kernel listed and its ref resolved."""
+    good, _, tmp = wheels
+    name = names(good, "/actions/")[0]
+    first = name.rsplit("/", 2)[0] + "/00/" + "0" * 64 + ".json"
+    report = check_wheel(rewrite(good, tmp / "two-manifests.whl", add={first: whl_bytes(good, name)}))
+    assert [(d.code, first in d.message) for d in report.diagnostics] == [("AOTC-WHEEL-011", True)]
+    assert [k["name"] for k in report.kernels] == ["mma_a"]
+
+
+@pytest.mark.parametrize("field", ["key", "spec_key"])
+def test_a_whole_ref_naming_another_manifest_or_spec_is_refused(wheels, field):
+    """Checksum recomputed: the ref reads well, but names a manifest the wheel lacks, or a spec key
+    other than its file name."""
+    from aotc.cache.entries import RECORD_SUM, _json_bytes
+
+    good, _, tmp = wheels
+    name = names(good, "/refs/")[0]
+
+    def edit(data: bytes) -> bytes:
+        ref = json.loads(data)
+        ref.pop(RECORD_SUM)
+        return _json_bytes({**ref, field: "f" * 64})
+
+    report = check_wheel(rewrite(good, tmp / "ref-whole.whl", edit={name: edit}))
+    assert [(d.code, name in d.message) for d in report.diagnostics] == [("AOTC-WHEEL-011", True)]
 
 
 def test_a_ref_to_a_missing_manifest_is_refused(wheels):
@@ -630,6 +673,10 @@ def test_a_cubin_whose_elf_says_another_target_than_its_manifest_is_refused(whee
     (d,) = [d for d in report.diagnostics if d.code == "AOTC-WHEEL-006"]
     assert d.message.startswith("mma_a (sm121a): ") and "sm_120a" in d.message and "sm_121a" in d.message
     assert report.kernels[0]["elf_target"] == "sm120a"
+    # the SASS scan against the manifest's arch says so too: its diagnostic passes through whole
+    (v,) = [d for d in report.diagnostics if d.code == "AOTC-VERIFY-001"]
+    assert v.message.startswith("mma_a (sm121a): ") and v.details == {"got": "sm_120a", "expected": "sm_121a"}
+    assert "sm121a" in v.fix
 
 
 def test_a_manifest_naming_an_unknown_arch_is_refused_and_long_values_are_cut(wheels):
