@@ -652,13 +652,13 @@ def test_the_cubin_targets_a_module_lists_are_read_or_refused(module_wheels):
     listing = {"plain": (["sm_120"], "sm120"), "none": ([], "none"), "both": (["sm_120f", "sm_120a"], "sm120a,sm120f")}
     for case, (targets, shown) in listing.items():
         report = check_wheel(with_manifest(whl, tmp / f"targets-{case}.whl",
-                                           lambda m: {**m, "cubins": [{"target": t} for t in targets]}),
+                                           lambda m, targets=targets: {**m, "cubins": [{"target": t} for t in targets]}),
                              ARCHES["sm120a"])
         assert report.ok and report.kernels[0]["elf_target"] == shown, (case, report.diagnostics)
     long = "sm_9" + "x" * 30
     for bad in ("sm_120X", "sm_12xa", "sm_", "sm_a", "sm_\u00b2", long, None):
         listed = [{"target": bad} if bad is not None else {}]  # None: an entry without a target
-        report = check_wheel(with_manifest(whl, tmp / "targets-bad.whl", lambda m: {**m, "cubins": listed}),
+        report = check_wheel(with_manifest(whl, tmp / "targets-bad.whl", lambda m, listed=listed: {**m, "cubins": listed}),
                              ARCHES["sm120a"])
         (d,) = report.diagnostics
         shown = repr((bad or "")[:20])  # at most 20 characters of what the manifest says
