@@ -655,6 +655,9 @@ def test_the_cubin_targets_a_module_lists_are_read_or_refused(module_wheels):
                                            lambda m, targets=targets: {**m, "cubins": [{"target": t} for t in targets]}),
                              ARCHES["sm120a"])
         assert report.ok and report.kernels[0]["elf_target"] == shown, (case, report.diagnostics)
+    unlisted = with_manifest(whl, tmp / "targets-unlisted.whl", lambda m: {k: v for k, v in m.items() if k != "cubins"})
+    report = check_wheel(unlisted, ARCHES["sm120a"])  # no `cubins` field: nothing listed, the library still scanned
+    assert report.ok and report.kernels[0]["elf_target"] == "none"
     long = "sm_9" + "x" * 30
     for bad in ("sm_120X", "sm_12xa", "sm_", "sm_a", "sm_\u00b2", long, None):
         listed = [{"target": bad} if bad is not None else {}]  # None: an entry without a target
