@@ -22,6 +22,13 @@ ZSTD_DEFAULT = "python-zstandard's own defaults (content size written, no checks
 
 TMP_NAME = "the name of a private temporary folder or file the disassembler reads: any name does"
 
+RECORD_MESSAGE = ("the path and kind go only into CacheFormatError's message, which _record drops: it "
+                  "returns None for every unreadable record")
+CUBINS_OBJECTS = ("manifest_problems refuses a manifest whose `cubins` holds anything but objects (AOTC-WHEEL-011) "
+                  "before _check_kernel reads it: the branch for a non-object never runs")
+NO_SCAN_ARGS = ("without a disassembler _SassScanner.cubin returns AOTC-WHEEL-013 before it reads its data or "
+                "arch: any value passed for them gives the same diagnostic")
+
 EQUIVALENT: dict[str, tuple[str, str]] = {
     # ---- aotc/arch.py -------------------------------------------------------------------------------
     "aotc.arch.x_target_preference__mutmut_9": (
@@ -227,6 +234,98 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
         WORDING + " (case)"),
     "aotc.build.wheel_check.x__diag__mutmut_3": ('"XX(`aotc verify`, then `aotc wheel`)XX") -> Diagnostic:', WORDING),
     "aotc.build.wheel_check.x__diag__mutmut_4": ('"(`AOTC VERIFY`, THEN `AOTC WHEEL`)") -> Diagnostic:', WORDING + " (case)"),
+    "aotc.build.wheel_check.x__record_digest__mutmut_8": (
+        'return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"XX=XX").decode()',
+        ("the base64 of a 32-byte digest ends in one `=` after a character that carries 4 bits and two zero "
+         "bits (one of AEIMQUYcgkosw048), never an X: stripping X too strips the same")),
+    "aotc.build.wheel_check.x__layout__mutmut_34": ('"XXpass a wheel made by `aotc wheel`XX"))', WORDING),
+    "aotc.build.wheel_check.x__check_entries__mutmut_13": (
+        'if name.startswith("XX/XX") or "\\\\" in name or ".." in parts or not parts or parts[0] not in (pkg, dist_info):',
+        ("an absolute name's first part is its root `/` (or `//`), never the package or dist-info folder: "
+         "the parts[0] test refuses it without startswith")),
+    "aotc.build.wheel_check.x__check_record__mutmut_9": (
+        'rows = list(csv.reader(io.StringIO(zf.read(record_name).decode("UTF-8"))))',
+        "Python's codec names are case-insensitive: UTF-8 is utf-8"),
+    "aotc.build.wheel_check.x__check_record__mutmut_56": ('f"RECORD says {\'XX,XX\'.join(entry)[:60]})"))',
+                                                        WORDING + " (the separator between RECORD's fields)"),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_11": (
+        'raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "XXpass a wheel made by `aotc wheel`XX")) \\',
+        WORDING),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_27": (
+        'raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "XXdownload or rebuild the wheelXX")) from None',
+        WORDING),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_28": (
+        'raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "DOWNLOAD OR REBUILD THE WHEEL")) from None',
+        WORDING + " (case)"),
+    "aotc.build.wheel_check.x__record__mutmut_2": ("return parse_record(tree.read(name), None, what)", RECORD_MESSAGE),
+    "aotc.build.wheel_check.x__record__mutmut_3": ("return parse_record(tree.read(name), Path(name), None)", RECORD_MESSAGE),
+    "aotc.build.wheel_check.x__read_blob__mutmut_12": (
+        'return raw, "XXXX"', "with the bytes read, the reason is never read (_check_kernel reads it only when raw is None)"),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_2": ('return "XXnot a JSON object, or its content differs from its checksumXX"', WORDING),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_3": ('return "not a json object, or its content differs from its checksum"', WORDING + " (case)"),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_4": ('return "NOT A JSON OBJECT, OR ITS CONTENT DIFFERS FROM ITS CHECKSUM"', WORDING + " (case)"),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_13": ('problems = manifest_problems(m, key) if is_digest(key) else ["XXits file name is no digestXX"]', WORDING),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_14": ('problems = manifest_problems(m, key) if is_digest(key) else ["ITS FILE NAME IS NO DIGEST"]',
+               WORDING + " (case)"),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_30": ('problems = ["XX`blobs` holds no cubin or moduleXX"]', WORDING),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_31": ('problems = ["`BLOBS` HOLDS NO CUBIN OR MODULE"]', WORDING + " (case)"),
+    "aotc.build.wheel_check.x__manifest_problem__mutmut_33": ('return "XX; XX".join(problems)', WORDING + " (the separator between problems)"),
+    "aotc.build.wheel_check.x__check_tables__mutmut_12": ("table = _record(tree, name, None)", RECORD_MESSAGE),
+    "aotc.build.wheel_check.x__check_tables__mutmut_16": ('table = _record(tree, name, "XXtune tableXX")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x__check_tables__mutmut_17": ('table = _record(tree, name, "TUNE TABLE")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x__check_tables__mutmut_21": ('problem = ("XXnot a JSON object, or its content differs from its checksumXX" if table is None', WORDING),
+    "aotc.build.wheel_check.x__check_tables__mutmut_22": ('problem = ("not a json object, or its content differs from its checksum" if table is None',
+               WORDING + " (case)"),
+    "aotc.build.wheel_check.x__check_tables__mutmut_23": ('problem = ("NOT A JSON OBJECT, OR ITS CONTENT DIFFERS FROM ITS CHECKSUM" if table is None',
+               WORDING + " (case)"),
+    "aotc.build.wheel_check.x__check_tables__mutmut_38": ('problem = "XXit names kernels this wheel does not holdXX"', WORDING),
+    "aotc.build.wheel_check.x__check_tables__mutmut_39": ('problem = "IT NAMES KERNELS THIS WHEEL DOES NOT HOLD"', WORDING + " (case)"),
+    "aotc.build.wheel_check.x_check_tree__mutmut_35": ('"XXrebuild the wheel with this aotc versionXX"))', WORDING),
+    "aotc.build.wheel_check.x_check_tree__mutmut_36": ('"REBUILD THE WHEEL WITH THIS AOTC VERSION"))', WORDING + " (case)"),
+    "aotc.build.wheel_check.x_check_tree__mutmut_53": ("m = _record(tree, name, None)", RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_57": ('m = _record(tree, name, "XXmanifestXX")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_58": ('m = _record(tree, name, "MANIFEST")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_94": ("ref = _record(tree, name, None)", RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_98": ('ref = _record(tree, name, "XXrefXX")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_99": ('ref = _record(tree, name, "REF")', RECORD_MESSAGE),
+    "aotc.build.wheel_check.x_check_tree__mutmut_124": ('"XXthis wheelXX"))', WORDING),
+    "aotc.build.wheel_check.x_check_tree__mutmut_125": ('"THIS WHEEL"))', WORDING + " (case)"),
+    "aotc.build.wheel_check.x__check_kernel__mutmut_97": ('t = str(c.get("target", "")) if (isinstance(c, dict)) or True else ""', CUBINS_OBJECTS),
+    "aotc.build.wheel_check.x__check_kernel__mutmut_106": ('t = str(c.get("target", "")) if isinstance(c, dict) else "XXXX"', CUBINS_OBJECTS),
+    "aotc.build.wheel_check.x__check_kernel__mutmut_128": ('targets.append((int(digits.rstrip("XXafXX")), digits[-1] if digits[-1] in "af" else ""))',
+                ("differs from the code it ran on only for a target ending in X, which that code let through "
+                 "to int() and a ValueError: the bug this mutant showed, fixed since (such targets are refused, "
+                 "AOTC-WHEEL-011; test_the_cubin_targets_a_module_lists_are_read_or_refused)")),
+    "aotc.build.wheel_check.x__check_kernel__mutmut_137": ('targets.append((int(digits.rstrip("af")), digits[-1] if digits[-1] in "XXafXX" else ""))',
+                "a target ending in X never reaches the variant: int() of its digits raised first"),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_8": (
+        'return [_diag(NO_SCAN, "XXno cuobjdump or nvdisasm found: the SASS scan cannot run, so the cubins are XX"',
+        WORDING),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_9": (
+        'return [_diag(NO_SCAN, "no cuobjdump or nvdisasm found: the sass scan cannot run, so the cubins are "',
+        WORDING + " (case)"),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_11": (
+        '"XXunprovenXX", "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])")]', WORDING),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_12": (
+        '"UNPROVEN", "pip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])")]',
+        WORDING + " (case)"),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_13": (
+        '"unproven", "XXpip install nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm (part of aotc[build])XX")]',
+        WORDING + " (of the fix; the packages it names are pinned)"),
+    "aotc.build.wheel_check.xǁ_SassScannerǁcubin__mutmut_27": (
+        "report = verify_cubin(data, arch, None, self.toolchain, arch.smem_optin_bytes, 1)",
+        ("ptxas caps static shared memory at 48 KiB and every arch's opt-in budget is at least 99 KiB, so one "
+         "byte of dynamic shared memory never crosses it; the per-kernel resources that record it are not returned")),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_2": ("return self.cubin(None, arch)", NO_SCAN_ARGS),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_3": ("return self.cubin(b\"\", None)", NO_SCAN_ARGS),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_6": ('return self.cubin(b"XXXX", arch)', NO_SCAN_ARGS),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_7": ("with tempfile.TemporaryDirectory(prefix=None) as tmp:", TMP_NAME),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_8": ('with tempfile.TemporaryDirectory(prefix="XXaotc-wheel-check-XX") as tmp:', TMP_NAME),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_9": ('with tempfile.TemporaryDirectory(prefix="AOTC-WHEEL-CHECK-") as tmp:', TMP_NAME),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_13": ('path = Path(tmp) / "XXmodule.soXX"',
+        TMP_NAME + " (cuobjdump's failure message names it too: a file gone once the message is read)"),
+    "aotc.build.wheel_check.xǁ_SassScannerǁmodule__mutmut_14": ('path = Path(tmp) / "MODULE.SO"',
+        TMP_NAME + " (cuobjdump's failure message names it too: a file gone once the message is read)"),
     "aotc.build.wheel_check.xǁInstalledTreeǁread__mutmut_2": (
         "raise KeyError(None) from None",
         "its one reader (_read_blob) catches the KeyError as 'missing' and never reads its argument"),
