@@ -670,6 +670,25 @@ def test_the_cubin_targets_a_module_lists_are_read_or_refused(module_wheels):
     assert repr(long[:21]) not in d.message
 
 
+def test_a_module_library_without_the_cubins_its_manifest_lists_is_refused(tmp_path):
+    """A library with host code only: nothing to scan, which contradicts a manifest listing cubins."""
+    tc = find_toolchain()
+    (tmp_path / "host.cpp").write_text("extern \"C\" int host_only(int x) { return x + 1; }\n")
+    subprocess.run([tc.nvcc, "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp_path / "host.so"),
+                    str(tmp_path / "host.cpp")], check=True, capture_output=True)
+    for listed, refused in ((["sm_120a"], True), ([], False)):
+        cache = Cache(tmp_path / f"cache{len(listed)}")
+        add_module(cache, "hostmod", (tmp_path / "host.so").read_bytes(), listed)
+        whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), f"khost{len(listed)}", tmp_path / "dist")
+        report = check_wheel(whl, ARCHES["sm120a"])
+        if refused:
+            (d,) = report.diagnostics
+            assert d.code == "AOTC-WHEEL-006" and "hostmod" in d.message and "sm_120a" in d.message, d
+            assert "embeds no cubin" in d.message
+        else:
+            assert report.ok, [d.format() for d in report.diagnostics]
+
+
 def test_a_cubin_whose_elf_says_another_target_than_its_manifest_is_refused(wheels):
     good, _, tmp = wheels
     report = check_wheel(with_manifest(good, tmp / "sm121a.whl", lambda m: {**m, "arch": "sm121a"}))

@@ -187,7 +187,9 @@ class _SassScanner:
         report = verify_cubin(data, arch, None, self.toolchain, arch.smem_optin_bytes, 0)
         return report.diagnostics
 
-    def module(self, so: bytes, arch: Arch, name: str) -> list[Diagnostic]:
+    def module(self, so: bytes, arch: Arch, name: str, listed: list[str]) -> list[Diagnostic]:
+        """The SASS scan of every cubin the library embeds; `listed`: the targets its manifest names,
+        which a library embedding no cubin at all contradicts (nothing would be scanned)."""
         from aotc.build.flashinfer.module_build import extract_cubins, verify_module_cubins
 
         if self.toolchain is None:
@@ -199,6 +201,9 @@ class _SassScanner:
                 cubins = extract_cubins(path, self.toolchain)
             except AotcError as e:
                 return e.diagnostics
+        if not cubins and listed:
+            return [_diag(6, f"module {name[:100]}: its manifest lists cubins for {', '.join(listed)}, but its "
+                             "library embeds no cubin")]
         return verify_module_cubins(cubins, arch, self.toolchain, name)[1]
 
 
@@ -242,7 +247,7 @@ def _check_kernel(tree: Tree, prefix: str, m: dict, arch: Arch | None, scanner: 
                 diags.append(_diag(11, f"{label}: cubin target {t[:20]!r} is not sm_NNN[af]"))
                 return None
             targets.append((int(sm), variant))
-        diags.extend(scanner.module(raws["so"], built_for, m["name"]))
+        diags.extend(scanner.module(raws["so"], built_for, m["name"], [f"sm_{sm}{v}" for sm, v in targets]))
     device_cc = divmod(arch.sm, 10) if arch else None
     runs = all(target_runs_on(sm, v, device_cc) for sm, v in targets) if device_cc else None
     shown = ",".join(sorted({f"sm{sm}{v}" for sm, v in targets})) or "none"
