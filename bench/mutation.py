@@ -246,6 +246,14 @@ def markdown(data: dict) -> str:
             lines += [f"- `{name}`: {', '.join(f'`{t}`' for t in tests)}"
                       for name, tests in r["killed_after_run"].items()]
             lines += [""]
+    for module, r in sorted(mods.items()):
+        if r.get("resolved_after_run"):  # survivors whose behaviour the code took on after the run
+            lines += [f"## Survivors in {module} resolved by a change after the run", "",
+                      ("The mutant showed the check doing something other than the runtime; the code was changed "
+                       "to behave as the mutant did, so the mutated line no longer exists. Not counted as killed: "
+                       "the kill rate stays the run's own."), ""]
+            lines += [f"- `{name}`: {why}" for name, why in r["resolved_after_run"].items()]
+            lines += [""]
     lines += ["## Equivalent mutants and why", ""]
     for module, r in sorted(mods.items()):
         lines += [f"- `{name}`: {why}" for name, why in r["equivalent"].items()]

@@ -208,6 +208,37 @@ def test_every_blob_is_checked_even_with_a_consistent_record(wheels, full, kind)
         assert report.ok and report.kernels[0]["left_out"] == [kind]
 
 
+def test_a_blob_whose_frame_lacks_its_content_size_is_refused_as_the_store_refuses_it(wheels, tmp_path):
+    """The same bytes, recompressed without the frame's content size, every hash consistent: the
+    cache's store cannot read such a frame, so --check (and the runtime, which runs it) refuses it;
+    a frame declaring more than 2 GiB is refused before anything is decompressed."""
+    from aotc.cache.store import CorruptBlobError, LocalBlobStore
+
+    good, _, tmp = wheels
+
+    def unsized(data: bytes) -> bytes:
+        raw = zstandard.ZstdDecompressor().decompress(data)
+        return zstandard.ZstdCompressor(write_content_size=False).compress(raw)
+
+    blob = blob_name(good, "cubin")
+    report = check_wheel(rewrite(good, tmp / "unsized.whl", edit={blob: unsized}))
+    (d,) = report.diagnostics
+    assert d.code == "AOTC-WHEEL-005" and "cubin blob" in d.message and "content size" in d.message, d
+    with zipfile.ZipFile(good) as zf:
+        frame = unsized(zf.read(blob))
+    digest = Path(blob).name.removesuffix(".zst")
+    store = LocalBlobStore(tmp_path, read_only=True)
+    store.path(digest).parent.mkdir(parents=True)
+    store.path(digest).write_bytes(frame)
+    with pytest.raises(CorruptBlobError):
+        store.get(digest)
+    # a frame header declaring 4 GiB (single segment, 8-byte size): refused from the header alone
+    huge = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (4 << 30).to_bytes(8, "little") + b"\x01\x00\x00"
+    report = check_wheel(rewrite(good, tmp / "huge.whl", edit={blob: lambda _: huge}))
+    (d,) = report.diagnostics
+    assert d.code == "AOTC-WHEEL-005" and "4,294,967,296 B" in d.message, d
+
+
 def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels, full):
     good, _, _ = wheels
     with zipfile.ZipFile(good) as zf:

@@ -145,8 +145,15 @@ def _read_blob(tree: Tree, prefix: str, digest: str, size: object) -> tuple[byte
     import zstandard
 
     try:
-        raw = zstandard.ZstdDecompressor().decompress(tree.read(f"{prefix}blobs/{digest[:2]}/{digest}.zst"),
-                                                      max_output_size=_MAX_BLOB_BYTES)
+        stored = tree.read(f"{prefix}blobs/{digest[:2]}/{digest}.zst")
+        # Read as the cache's store reads it: a frame must carry its content size (the store writes it
+        # and its one-shot decompress reads no other), so --check passes only what the runtime can load.
+        declared = zstandard.frame_content_size(stored)
+        if declared < 0:
+            return None, "unreadable (a zstd frame without its content size, which aotc's store cannot read)"
+        if declared > _MAX_BLOB_BYTES:
+            return None, f"unreadable (its zstd frame declares {declared:,} B, over {_MAX_BLOB_BYTES:,} B)"
+        raw = zstandard.ZstdDecompressor().decompress(stored)
     except KeyError:
         return None, _MISSING
     except zstandard.ZstdError as e:
