@@ -226,6 +226,9 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.verify.x__check_sass__mutmut_54": (
         '"XXthe template did not instantiate the intended MMA path for this arch; check its XX"', WORDING),
     # ---- aotc/build/wheel_check.py ------------------------------------------------------------------
+    "aotc.build.wheel_check.x__read_blob__mutmut_17": (
+        'return raw, "XXXX"',
+        "_read_blob's reason is read only when it returns no bytes (its one caller tests `raw is None` first)"),
     "aotc.build.wheel_check.x__diag__mutmut_1": (
         'def _diag(number: int, message: str, fix: str = "XXdo not install this wheel; rebuild it from a verified cache XX"',
         WORDING),

@@ -223,7 +223,8 @@ def test_a_blob_whose_frame_lacks_its_content_size_is_refused_as_the_store_refus
     blob = blob_name(good, "cubin")
     report = check_wheel(rewrite(good, tmp / "unsized.whl", edit={blob: unsized}))
     (d,) = report.diagnostics
-    assert d.code == "AOTC-WHEEL-005" and "cubin blob" in d.message and "content size" in d.message, d
+    assert d.code == "AOTC-WHEEL-005" and "content size" in d.message, d
+    assert "cubin blob unreadable (a zstd frame without its content size" in d.message, d
     with zipfile.ZipFile(good) as zf:
         frame = unsized(zf.read(blob))
     digest = Path(blob).name.removesuffix(".zst")
@@ -237,6 +238,40 @@ def test_a_blob_whose_frame_lacks_its_content_size_is_refused_as_the_store_refus
     report = check_wheel(rewrite(good, tmp / "huge.whl", edit={blob: lambda _: huge}))
     (d,) = report.diagnostics
     assert d.code == "AOTC-WHEEL-005" and "4,294,967,296 B" in d.message, d
+    # exactly 2 GiB is within the limit: decompressed (and found truncated), not refused from the header
+    # (the allocation is never touched: the frame's one block is empty)
+    at_limit = b"\x28\xb5\x2f\xfd" + bytes([0xE0]) + (2 << 30).to_bytes(8, "little") + b"\x01\x00\x00"
+    report = check_wheel(rewrite(good, tmp / "at-limit.whl", edit={blob: lambda _: at_limit}))
+    (d,) = report.diagnostics
+    assert d.code == "AOTC-WHEEL-005" and "cubin blob unreadable (" in d.message and "declares" not in d.message, d
+
+
+def test_an_empty_blob_is_read_as_the_store_reads_it(wheels, full, tmp_path):
+    """A zero-byte source, stored as the store writes it (a frame declaring 0 B): the store reads it
+    back, so --check passes it; only a frame without a content size is unreadable."""
+    from aotc.cache.entries import RECORD_SUM, _json_bytes
+    from aotc.cache.store import LocalBlobStore
+
+    _, _, tmp = wheels
+    frame, digest = zstandard.ZstdCompressor().compress(b""), sha256_hex(b"")
+    assert zstandard.frame_content_size(frame) == 0
+    store = LocalBlobStore(tmp_path, read_only=True)
+    store.path(digest).parent.mkdir(parents=True)
+    store.path(digest).write_bytes(frame)
+    assert store.get(digest) == b""
+    old = blob_name(full, "source")
+    new = old.rsplit("/blobs/", 1)[0] + f"/blobs/{digest[:2]}/{digest}.zst"
+
+    def empty_source(data: bytes) -> bytes:
+        m = json.loads(data)
+        m.pop(RECORD_SUM)
+        m["blobs"]["source"] = {"sha256": digest, "size": 0}
+        return _json_bytes(m)
+
+    whl = rewrite(full, tmp / "empty-source.whl", edit={names(full, "/actions/")[0]: empty_source},
+                  add={new: frame}, drop=[old])
+    report = check_wheel(whl)
+    assert report.ok and report.kernels[0]["left_out"] == [], [d.format() for d in report.diagnostics]
 
 
 def test_a_wheel_leaves_out_what_only_a_build_reads_and_says_so(wheels, full):
@@ -296,6 +331,28 @@ def test_malformed_manifests_are_refused_not_crashed_on(wheels, patch):
     name = names(good, "/actions/")[0]
     bad = rewrite(good, tmp / "manifest.whl", edit={name: lambda b: json.dumps(patch(json.loads(b))).encode()})
     assert any(d.code == "AOTC-WHEEL-011" and name in d.message for d in check_wheel(bad).diagnostics)
+
+
+def test_a_manifest_without_a_cubin_or_module_blob_is_refused(wheels, full):
+    """A well-formed manifest whose blobs are a source alone: nothing to ship, refused by name."""
+    _, _, tmp = wheels
+    name = names(full, "/actions/")[0]
+    report = check_wheel(with_manifest(full, tmp / "source-only.whl",
+                                       lambda m: {**m, "blobs": {"source": m["blobs"]["source"]}}))
+    manifest, ref = report.diagnostics  # the ref naming it then names no manifest of the wheel
+    assert (manifest.code, manifest.message) == ("AOTC-WHEEL-011", f"manifest {name}: `blobs` holds no cubin or module")
+    assert ref.code == "AOTC-WHEEL-011" and "/refs/" in ref.message and not report.kernels
+
+
+def test_a_manifest_whose_file_name_is_no_digest_is_refused_by_that_name(wheels):
+    """A whole manifest stored under a name that is no digest: refused for the name, whatever it holds."""
+    good, _, tmp = wheels
+    name = names(good, "/actions/")[0]
+    odd = name.rsplit("/", 2)[0] + "/no/not-a-digest.json"
+    report = check_wheel(rewrite(good, tmp / "odd-name.whl", add={odd: whl_bytes(good, name)}))
+    assert [(d.code, d.message) for d in report.diagnostics] == [
+        ("AOTC-WHEEL-011", f"manifest {odd}: its file name is no digest")]
+    assert [k["name"] for k in report.kernels] == ["mma_a"]
 
 
 def test_a_bad_manifest_does_not_end_the_check_of_the_others(wheels):
@@ -707,15 +764,17 @@ def test_a_module_library_without_the_cubins_its_manifest_lists_is_refused(tmp_p
     (tmp_path / "host.cpp").write_text("extern \"C\" int host_only(int x) { return x + 1; }\n")
     subprocess.run([tc.nvcc, "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp_path / "host.so"),
                     str(tmp_path / "host.cpp")], check=True, capture_output=True)
-    for listed, refused in ((["sm_120a"], True), ([], False)):
+    name = "hostmod_" + "m" * 120  # FlashInfer's module names run past 100 characters; messages show 100
+    for listed, refused in ((["sm_120a", "sm_120f"], True), ([], False)):
         cache = Cache(tmp_path / f"cache{len(listed)}")
-        add_module(cache, "hostmod", (tmp_path / "host.so").read_bytes(), listed)
+        add_module(cache, name, (tmp_path / "host.so").read_bytes(), listed)
         whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), f"khost{len(listed)}", tmp_path / "dist")
         report = check_wheel(whl, ARCHES["sm120a"])
         if refused:
             (d,) = report.diagnostics
-            assert d.code == "AOTC-WHEEL-006" and "hostmod" in d.message and "sm_120a" in d.message, d
-            assert "embeds no cubin" in d.message
+            assert d.code == "AOTC-WHEEL-006" and d.message == (
+                f"module {name[:100]}: its manifest lists cubins for sm_120a, sm_120f, but its library embeds "
+                "no cubin"), d
         else:
             assert report.ok, [d.format() for d in report.diagnostics]
 

@@ -38,10 +38,12 @@ def _row(key: str, r: dict) -> str:
         p = r["partial"]
         cubins = {k: sum(o.get("counts", {}).get(k, 0) for o in p["objects"].values())
                   for k in ("byte-identical", "normalised-equal", "different")}
-        left = ", ".join(p["not_compared"]) or "none"
+        how = ("object by object, every object compared (no device link: the library embeds exactly these "
+               "cubins)" if not p["not_compared"] else
+               f"object by object (both builds stopped before linking); not compared: {', '.join(p['not_compared'])}")
         return (f"| {r['preset']} | {name} | {sum(cubins.values())} in {len(p['objects'])} of {p['targets']} "
                 f"objects | {cubins['byte-identical']} | {cubins['normalised-equal']} | {cubins['different']} | "
-                f"object by object (both builds stopped before linking); not compared: {left} |")
+                f"{how}{'; ' + r['note'] if r.get('note') else ''} |")
     if "comparison" not in r:
         why = r.get("aotc", {}).get("error") or r.get("flashinfer", {}).get("error") or "?"
         return f"| {r['preset']} | {name} | — | — | — | — | build failed: {why[:300]} |"
@@ -61,6 +63,10 @@ def _row(key: str, r: dict) -> str:
 def write(records: dict, out: Path, meta: dict) -> None:
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "records": records}, indent=1) + "\n")
     compared = [r for r in records.values() if "comparison" in r]
+    by_object = [r for r in records.values() if "comparison" not in r and r.get("partial", {}).get("objects")
+                 and not r["partial"]["not_compared"]]
+    object_counts = {k: sum(o.get("counts", {}).get(k, 0) for r in by_object for o in r["partial"]["objects"].values())
+                     for k in ("byte-identical", "normalised-equal", "different")}
     lines = [
         "# aotc's FlashInfer module builds vs FlashInfer's own JIT: cubin by cubin",
         "",
@@ -79,6 +85,9 @@ def write(records: dict, out: Path, meta: dict) -> None:
         f"{sum(r['comparison']['counts']['byte-identical'] for r in compared)}, normalised-equal "
         f"{sum(r['comparison']['counts']['normalised-equal'] for r in compared)}, different "
         f"{sum(r['comparison']['counts']['different'] for r in compared)}"),
+        (f"- modules compared object by object, every object (builds stopped after their last compile): "
+         f"{len(by_object)}; cubins byte-identical {object_counts['byte-identical']}, normalised-equal "
+         f"{object_counts['normalised-equal']}, different {object_counts['different']}"),
         "",
         "| preset | module | cubins | byte-identical | normalised-equal | different | notes |",
         "|---|---|---|---|---|---|---|",
