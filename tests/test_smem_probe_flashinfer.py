@@ -69,3 +69,42 @@ def test_probe_that_cannot_compile_says_why(module):
     types = {name: "demo::NoSuchKernel<1>" for name in names[:1]}
     with pytest.raises(smem_probe.ProbeError, match="did not compile"):
         smem_probe.probe(types, smem_probe.include_lines([src]), smem_probe.probe_command(compile_line, [d]))
+
+
+# A binding header as FlashInfer's are: a global using-declaration of a name CUTLASS's headers also
+# declare. With a using-directive from a kernel's header in front of it (as in a probe that includes
+# every source's headers at once), its own unqualified uses are ambiguous.
+KERNEL_SIDE = """
+#pragma once
+#include "demo_kernel.h"
+namespace cutlass { struct TensorView { int rank; }; }
+using namespace cutlass;
+"""
+BINDING_SIDE = """
+#pragma once
+namespace ffi { struct TensorView { long data; }; }
+using ffi::TensorView;
+inline long first(const TensorView& t) { return t.data; }
+"""
+
+
+@pytest.mark.compile
+def test_each_kernel_is_probed_with_its_own_sources_headers(module, tmp_path):
+    d, _, names, compile_line = module
+    (d / "kernel_side.h").write_text(KERNEL_SIDE)
+    (d / "binding_side.h").write_text(BINDING_SIDE)
+    kernels, binding = d / "kernels_ns.cu", d / "binding.cu"
+    kernels.write_text(SOURCE.replace('"demo_kernel.h"', '"kernel_side.h"'))
+    binding.write_text('#include "binding_side.h"\nlong call(const TensorView& t) { return first(t); }\n')
+    types = smem_probe.cutlass_kernel_types(names)
+    # every source's headers at once: the clash this guards against
+    with pytest.raises(smem_probe.ProbeError, match="ambiguous"):
+        smem_probe.probe(types, smem_probe.include_lines([kernels, binding]),
+                         smem_probe.probe_command(compile_line, [d]))
+    objects = [(compile_line.replace(str(d / "kernels.cu"), str(kernels)), names),
+               (compile_line.replace(str(d / "kernels.cu"), str(binding)), [])]  # the binding defines no kernel
+    sizes = smem_probe.probe_by_source(types, objects, jobs=2)
+    assert {types[n]: size for n, size in sizes.items()} == {"demo::Kernel<1000>": 4008, "demo::Kernel<3>": 24}
+    assert smem_probe.compiled_source(objects[1][0]) == str(binding)
+    with pytest.raises(smem_probe.ProbeError, match="no source file"):
+        smem_probe.compiled_source("nvcc -c -o x.o")

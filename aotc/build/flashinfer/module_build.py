@@ -34,7 +34,7 @@ from aotc.build.verify import verify_cubin
 from aotc.cache import Cache
 from aotc.cache.manifest import Manifest
 from aotc.diagnostics import AotcError, Diagnostic
-from aotc.elf import cubin_target
+from aotc.elf import cubin_target, kernel_symbols
 from aotc.flashinfer.index import FAMILY, SO_BLOB, flashinfer_arch_list, module_key
 from aotc.flashinfer.presets import DEFAULT_PRESETS, load_preset
 from aotc.keys import canonical_json, prekey, sha256_file, sha256_hex
@@ -337,11 +337,12 @@ class ModuleBuilder:
             types = smem_probe.cutlass_kernel_types(names)
             if not types:
                 return {"cutlass_kernels": 0}, []
-            cuda_objects = [o for o in objects if o.endswith(".cuda.o")]
-            command = smem_probe.probe_command(self.workspace.command(cuda_objects[0]),
-                                               [Path(src).parent for src in entry["sources"]])
-            sizes = smem_probe.probe(types, smem_probe.include_lines(entry["sources"]), command, self.jobs)
-        except (smem_probe.ProbeError, subprocess.SubprocessError, OSError, IndexError) as exc:
+            with ThreadPoolExecutor(max_workers=max(1, self.jobs)) as pool:  # cuobjdump and ninja processes
+                defined = list(pool.map(self._object_kernels, [o for o in objects if o.endswith(".cuda.o")]))
+            sizes = smem_probe.probe_by_source(types, defined, self.jobs)
+            if not sizes:
+                raise smem_probe.ProbeError("no compiled object of the module defines its CUTLASS kernels")
+        except (smem_probe.ProbeError, subprocess.SubprocessError, OSError, AotcError) as exc:
             print(f"aotc: {entry['name']}: dynamic SMEM not probed: {exc}", file=sys.stderr)
             return {"cutlass_kernels": len(names), "probed": 0, "error": str(exc)[:2000]}, []
         diags = []
@@ -359,7 +360,11 @@ class ModuleBuilder:
                                        f"({total - budget} B over): it would fail at initialize()",
                                        "drop this tile configuration from the module, or pick fewer stages",
                                        entry["name"], kernel=name, dynamic=sizes[name], budget=budget))
-        return {"cutlass_kernels": len(sizes), "probed": len(sizes), "max_dynamic": max(sizes.values())}, diags
+        return {"cutlass_kernels": len(types), "probed": len(sizes), "max_dynamic": max(sizes.values())}, diags
+
+    def _object_kernels(self, obj: str) -> tuple[str, list[str]]:
+        """An object's compile command and the kernels its embedded cubins define."""
+        return self.workspace.command(obj), [n for c in extract_cubins(Path(obj), self.tc) for n in kernel_symbols(c)]
 
     def _ref(self, module: str, key: str) -> None:
         self.cache.set_ref(module_key(module, self.version, self.arch.name), key,

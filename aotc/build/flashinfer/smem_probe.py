@@ -102,6 +102,36 @@ def _run_chunk(types: list[str], includes: list[str], command: list[str]) -> lis
         return [int(v) for v in values]
 
 
+def compiled_source(command: str) -> str:
+    """The translation unit a compile command compiles (its .cu/.cpp/.cc argument)."""
+    found = [a for a in shlex.split(command) if Path(a).suffix in (".cu", ".cpp", ".cc")]
+    if not found:
+        raise ProbeError(f"no source file in the compile command {command[:200]!r}")
+    return found[-1]
+
+
+def probe_by_source(types: dict[str, str], objects: Iterable[tuple[str, Iterable[str]]], jobs: int = 1
+                    ) -> dict[str, int]:
+    """mangled kernel name -> sizeof(Kernel::SharedStorage), each kernel probed with the includes and
+    flags of a source that defines it. `objects`: (compile command, kernel names its cubins define)
+    per object. The includes of all a module's sources at once can clash where no one source does
+    (FlashInfer 0.7's fused MoE: `TensorView` ambiguous between a binding header's global using-
+    declaration and CUTLASS's), so sources with the same include lines form one group, one probe each."""
+    groups: dict[tuple[str, ...], tuple[str, dict[str, str], set[str]]] = {}
+    for command, names in objects:
+        wanted = {n: types[n] for n in names if n in types}
+        if not wanted:
+            continue
+        source = compiled_source(command)
+        _, members, dirs = groups.setdefault(tuple(include_lines([source])), (command, {}, set()))
+        members.update(wanted)
+        dirs.add(str(Path(source).parent))
+    sizes: dict[str, int] = {}
+    for includes, (command, members, dirs) in groups.items():
+        sizes.update(probe(members, list(includes), probe_command(command, sorted(dirs)), jobs))
+    return sizes
+
+
 def probe(types: dict[str, str], includes: list[str], command: list[str], jobs: int = 1) -> dict[str, int]:
     """mangled kernel name -> sizeof(Kernel::SharedStorage), by host programs built with `command`."""
     distinct = sorted(set(types.values()))
