@@ -47,7 +47,7 @@ def test_cubins_inside_a_shared_library_are_found_and_compared(tc, tmp_path):
     # nvcc -shared also embeds a kernel-less cubin (its device-link object)
     assert {c.target for c in cubins} == {"sm_120a"}
     assert [c.kernels for c in cubins if c.kernels] == [("scale_kernel",)]
-    report = sc.compare_libraries(a, b, tc)
+    report = sc.compare_libraries(a, b, tc, jobs=2)
     n = len(cubins)
     assert report.equal and report.counts() == {sc.BYTE_IDENTICAL: n, sc.NORMALISED_EQUAL: 0, sc.DIFFERENT: 0}
 

@@ -62,7 +62,7 @@ def compare_call(call: ModuleCall, arch: Arch, work: Path, tc: Toolchain, jobs: 
     record["module"] = record.get("aotc", {}).get("name") or record.get("flashinfer", {}).get("name", "")
     if "library" in record.get("aotc", {}) and "library" in record.get("flashinfer", {}):
         record["comparison"] = compare_libraries(record["flashinfer"]["library"], record["aotc"]["library"],
-                                                 tc).to_json()
+                                                 tc, jobs).to_json()
     return record
 
 
