@@ -115,8 +115,9 @@ def probe_by_source(types: dict[str, str], objects: Iterable[tuple[str, Iterable
     """mangled kernel name -> sizeof(Kernel::SharedStorage), each kernel probed with the includes and
     flags of a source that defines it. `objects`: (compile command, kernel names its cubins define)
     per object. The includes of all a module's sources at once can clash where no one source does
-    (FlashInfer 0.7's fused MoE: `TensorView` ambiguous between a binding header's global using-
-    declaration and CUTLASS's), so sources with the same include lines form one group, one probe each."""
+    (FlashInfer 0.7's fused MoE: `TensorView` ambiguous in its binding header, whose global using-
+    declaration meets another source's headers' names), so sources with the same include lines form one
+    group, one probe each."""
     groups: dict[tuple[str, ...], tuple[str, dict[str, str], set[str]]] = {}
     for command, names in objects:
         wanted = {n: types[n] for n in names if n in types}
