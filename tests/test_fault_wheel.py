@@ -21,7 +21,6 @@ import zstandard
 
 from aotc import ABI_VERSION
 from aotc.arch import ARCHES, get_arch
-from aotc.build.compile import compile_source
 from aotc.build.toolchain import find_toolchain
 from aotc.build.wheel_check import check_wheel
 from aotc.build.wheel_pack import build_wheel, select_entries
@@ -32,6 +31,7 @@ from aotc.keys import sha256_hex
 pytestmark = pytest.mark.compile
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from reused_builds import cubin, shared_library
 from test_verify import MMA_KERNEL, TCGEN05_KERNEL
 
 
@@ -58,15 +58,10 @@ def add_entry(cache: Cache, name: str, cubin: bytes, arch: str = "sm120a") -> No
 def wheels(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fault-wheel")
     tc = find_toolchain()
-
-    def build(src, arch):
-        result = compile_source(src, get_arch(arch), tc, include_dirs=[], workdir=tmp, with_helper=False)
-        assert result.ok, result.log
-        return result.cubin
-
+    # the cubins nvcc wrote for an earlier test process (tests/reused_builds.py); the rest runs here
     good_cache, bad_cache = Cache(tmp / "good"), Cache(tmp / "bad")
-    add_entry(good_cache, "mma_a", build(MMA_KERNEL, "sm120a"))
-    add_entry(bad_cache, "tcgen05_relabelled", relabel_as_sm120a(build(TCGEN05_KERNEL, "sm100a")))
+    add_entry(good_cache, "mma_a", cubin(MMA_KERNEL, "sm120a", tc))
+    add_entry(bad_cache, "tcgen05_relabelled", relabel_as_sm120a(cubin(TCGEN05_KERNEL, "sm100a", tc)))
     arch = [ARCHES["sm120a"]]
     good = build_wheel(good_cache, select_entries(good_cache, arch), "kgood", tmp / "good-dist")
     bad = build_wheel(bad_cache, select_entries(bad_cache, arch), "kbad", tmp / "bad-dist")
@@ -630,11 +625,7 @@ def test_a_flashinfer_module_embedding_a_wrong_target_cubin_is_refused(tmp_path)
     from aotc.build.flashinfer.module_build import verify_module_cubins
 
     tc = find_toolchain()
-    cubins = {}
-    for arch in ("sm90a", "sm120a"):
-        result = compile_source(MMA_KERNEL, get_arch(arch), tc, include_dirs=[], workdir=tmp_path, with_helper=False)
-        assert result.ok, result.log
-        cubins[arch] = result.cubin
+    cubins = {arch: cubin(MMA_KERNEL, arch, tc) for arch in ("sm90a", "sm120a")}
     records, diags = verify_module_cubins([cubins["sm120a"]], ARCHES["sm120a"], tc, "mod")
     assert diags == [] and records[0]["target"] == "sm_120a"
     records, diags = verify_module_cubins([cubins["sm120a"], cubins["sm90a"]], ARCHES["sm120a"], tc, "mod")
@@ -659,14 +650,12 @@ def module_wheels(tmp_path_factory):
     embeds an sm_90a cubin (which sm120a devices cannot run), each in a wheel of its own."""
     tmp = tmp_path_factory.mktemp("module-wheel")
     tc = find_toolchain()
-    (tmp / "mma.cu").write_text(MMA_KERNEL)
     wheels = {}
     for name, archs in (("mod_sm120a", ["sm_120a"]), ("mod_mixed", ["sm_120a", "sm_90a"])):
         gencode = [a for sm in archs for a in ("-gencode", f"arch=compute_{sm[3:]},code={sm}")]
-        subprocess.run([tc.nvcc, "-shared", "-Xcompiler", "-fPIC", *gencode, "-o", str(tmp / f"{name}.so"),
-                        str(tmp / "mma.cu")], check=True, capture_output=True)
+        so = shared_library(MMA_KERNEL, ".cu", gencode, tc)  # nvcc -shared, once (tests/reused_builds.py)
         cache = Cache(tmp / name)
-        add_module(cache, name, (tmp / f"{name}.so").read_bytes(), archs)
+        add_module(cache, name, so, archs)
         wheels[name] = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), f"k{name}", tmp / "dist")
     return wheels, tmp
 
@@ -761,13 +750,12 @@ def test_the_cubin_targets_a_module_lists_are_read_or_refused(module_wheels):
 def test_a_module_library_without_the_cubins_its_manifest_lists_is_refused(tmp_path):
     """A library with host code only: nothing to scan, which contradicts a manifest listing cubins."""
     tc = find_toolchain()
-    (tmp_path / "host.cpp").write_text("extern \"C\" int host_only(int x) { return x + 1; }\n")
-    subprocess.run([tc.nvcc, "-shared", "-Xcompiler", "-fPIC", "-cudart", "none", "-o", str(tmp_path / "host.so"),
-                    str(tmp_path / "host.cpp")], check=True, capture_output=True)
+    host = "extern \"C\" int host_only(int x) { return x + 1; }\n"
+    host_so = shared_library(host, ".cpp", ["-cudart", "none"], tc)
     name = "hostmod_" + "m" * 120  # FlashInfer's module names run past 100 characters; messages show 100
     for listed, refused in ((["sm_120a", "sm_120f"], True), ([], False)):
         cache = Cache(tmp_path / f"cache{len(listed)}")
-        add_module(cache, name, (tmp_path / "host.so").read_bytes(), listed)
+        add_module(cache, name, host_so, listed)
         whl = build_wheel(cache, select_entries(cache, [ARCHES["sm120a"]]), f"khost{len(listed)}", tmp_path / "dist")
         report = check_wheel(whl, ARCHES["sm120a"])
         if refused:
