@@ -139,6 +139,9 @@ def test_paged_helper_validates_and_fills_params(tmp_path):
     assert rc and "kv_lens, not cu_seqlens_k" in err
     rc, _, err = query(lib, paged_problem(v_page_stride=2 * 64 * 8 * 128 + 4))
     assert rc and "v strides" in err
+    # the kernel addresses pages with 32-bit strides: a page stride of 2^31 elements is refused
+    rc, _, err = query(lib, paged_problem(k_page_stride=1 << 31, v_page_stride=1 << 31))
+    assert rc and "page strides 2147483648/2147483648" in err and "below 2^31" in err
     # Params: the page strides travel in k/v_batch_stride, then block table, kv_lens, stride, log2(page)
     rc, params, err = prepare(lib, paged_problem(seqlen_k=300, num_splits=1))
     assert rc == 0, err
