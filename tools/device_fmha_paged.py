@@ -6,9 +6,12 @@ ragged KV lengths, lengths not a multiple of the page size, shuffled page ids, b
 past a request's pages poisoned, empty requests, GQA/MQA/MHA, K/V separate or stacked, page sizes
 16 and 64, decode with chosen/forced/single splits, chunked prefill (causal and not); and (2) times
 paged against the contiguous kernel of the same tile on the same K/V (scattered into pages), and
-writes fmha_<card>_paged.md/.json.
+writes fmha_<card>_paged.md/.json. With --flashinfer, FlashInfer's own paged FA2 kernels
+(BatchDecodeWithPagedKVCacheWrapper, BatchPrefillWithPagedKVCacheWrapper with backend "fa2"; JIT-built
+on this host on first use) run on the same pages and block tables, timed the same way, and their
+outputs are compared with aotc's.
 
-    python3 tools/device_fmha_paged.py --cache-dir /tmp/aotc-cache --out <dir> [--jobs 16]
+    python3 tools/device_fmha_paged.py --cache-dir /tmp/aotc-cache --out <dir> [--jobs 16] [--flashinfer]
 """
 
 from __future__ import annotations
@@ -28,9 +31,10 @@ from device_fmha import bench_ms
 
 REL_TOL = 1e-2
 DECODE_PAGED = "fmha_paged_decode_m64n64"
-FWD_PAGED = "fmha_paged_fwd_m128n64"
+FWD_PAGED = ("fmha_paged_fwd_m128n64", "fmha_paged_fwd_m128n64_qsmem")
 # the contiguous kernel of the same tile for each paged one (timing baseline)
-TWINS = {DECODE_PAGED: "fmha_decode_m64n64", FWD_PAGED: "fmha_fwd_m128n64"}
+TWINS = {DECODE_PAGED: "fmha_decode_m64n64", FWD_PAGED[0]: "fmha_fwd_m128n64",
+         FWD_PAGED[1]: "fmha_fwd_m128n64_qsmem"}
 POISON_PAGE = 1 << 30  # block-table slots past a request's pages: a read there faults
 GRAPH_CALLS = 10  # calls per captured CUDA graph (kernel_ms)
 TIMING_FALLBACKS: list[str] = []  # capture errors, when kernel_ms fell back to back-to-back calls
@@ -70,7 +74,7 @@ def build(cache_dir: Path, jobs: int) -> dict:
 
     target = query_device(0).runnable_targets()[0]
     specs = [s for s in load_specs().specs
-             if s.name.split("/")[0] in (DECODE_PAGED, FWD_PAGED, *TWINS.values()) and
+             if s.name.split("/")[0] in (DECODE_PAGED, *FWD_PAGED, *TWINS.values()) and
              s.params["dtype"] in ("bf16", "fp16")]
     t0 = time.perf_counter()
     summary = run_build(specs, [get_arch(target)], Cache(cache_dir), jobs=jobs, progress=False)
@@ -177,7 +181,7 @@ def check_case(family: str, params: dict, *, hq, hkv, lens_q, kv_lens, page_size
 def correctness(built: dict) -> list[dict]:
     rows = []
     for name, params in sorted(built.items()):
-        family = {"fmha_paged_decode_m64n64": "fmha_decode_paged", "fmha_paged_fwd_m128n64": "fmha_fwd_paged"}.get(
+        family = {DECODE_PAGED: "fmha_decode_paged", **dict.fromkeys(FWD_PAGED, "fmha_fwd_paged")}.get(
             name.split("/")[0])
         if family is None:
             continue
@@ -225,7 +229,59 @@ def scatter_pages(k, page_size, gen):
     return pages, perm.reshape(b, per).to(torch.int32)
 
 
-def benchmark(built: dict) -> list[dict]:
+class FlashInferPaged:
+    """FlashInfer's paged FA2 decode/prefill on the block table aotc reads: every request owns whole
+    pages (table row b = its page ids), NHD layout, K and V separate."""
+
+    def __init__(self):
+        import flashinfer
+        import torch
+
+        self.fi = flashinfer
+        self.workspace = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
+        self.version = flashinfer.__version__
+
+    def _pages(self, table, page):
+        import torch
+
+        batch, per = table.shape
+        indptr = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * per
+        last = torch.full((batch,), page, dtype=torch.int32, device="cuda")
+        return indptr, table.reshape(-1).contiguous(), last
+
+    def decode(self, q, kp, vp, table, page, hq, hkv, d):
+        indptr, indices, last = self._pages(table, page)
+        w = self.fi.BatchDecodeWithPagedKVCacheWrapper(self.workspace, "NHD", backend="fa2")
+        w.plan(indptr, indices, last, hq, hkv, d, page, q_data_type=q.dtype, kv_data_type=kp.dtype)
+        q3 = q.reshape(q.shape[0], hq, d)
+        out = q3.new_empty(q3.shape)
+        return (lambda: w.run(q3, (kp, vp), out=out)), out
+
+    def prefill(self, q, kp, vp, table, page, hq, hkv, d):
+        import torch
+
+        indptr, indices, last = self._pages(table, page)
+        batch, sq = q.shape[:2]
+        qo = torch.arange(batch + 1, dtype=torch.int32, device="cuda") * sq
+        w = self.fi.BatchPrefillWithPagedKVCacheWrapper(self.workspace, "NHD", backend="fa2")
+        w.plan(qo, indptr, indices, last, hq, hkv, d, page, causal=True, q_data_type=q.dtype,
+               kv_data_type=kp.dtype)
+        q3 = q.reshape(batch * sq, hq, d)
+        out = q3.new_empty(q3.shape)
+        return (lambda: w.run(q3, (kp, vp), out=out)), out
+
+
+def flashinfer_columns(row: dict, fi, make, q, kp, vp, table, page, hq, hkv, d, o_p) -> None:
+    """FlashInfer's time and its output's distance from aotc's paged output, into the row."""
+    fn, out = getattr(fi, make)(q, kp, vp, table, page, hq, hkv, d)
+    ms = kernel_ms(fn)
+    row |= {"flashinfer_ms": ms, "paged_vs_flashinfer": ms / row["paged_ms"],
+            "flashinfer_max_abs_diff": float((out.reshape(o_p.shape).float() - o_p.float()).abs().max())}
+    print(f"  flashinfer {make}: {ms * 1e3:.0f} us; aotc paged / flashinfer speed {ms / row['paged_ms']:.3f}x "
+          f"max|diff| {row['flashinfer_max_abs_diff']:.1e}", flush=True)
+
+
+def benchmark(built: dict, fi: FlashInferPaged | None = None) -> list[dict]:
     import torch
 
     from aotc import runtime as rt
@@ -250,45 +306,53 @@ def benchmark(built: dict) -> list[dict]:
             ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk:
                             rt.fmha_decode_paged(q, kp, vp, t, n, o, max_kv_len=sk, params=decode))
             diff = float((o_p.float() - o_c.float()).abs().max())
-            rows.append({"kind": "decode", "batch": batch, "q_len": 1, "kv_len": sk, "causal": False, "page_size": page,
+            rows.append({"kind": "decode", "spec": DECODE_PAGED, "batch": batch, "q_len": 1, "kv_len": sk, "causal": False, "page_size": page,
                          "contiguous_ms": ms_c, "paged_ms": ms_p, "paged_vs_contiguous": ms_c / ms_p,
                          "paged_gbps": kv_bytes / ms_p / 1e6, "contiguous_gbps": kv_bytes / ms_c / 1e6,
                          "max_abs_diff": diff})
+            if fi:
+                flashinfer_columns(rows[-1], fi, "decode", q, kp, vp, table, page, hq, hkv, d, o_p)
             print(f"decode b={batch} kv={sk} page={page}: contiguous {ms_c * 1e3:.0f} us, paged {ms_p * 1e3:.0f} us "
                   f"({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
-    fwd = built.get(f"{FWD_PAGED}/dtype=bf16")
-    twin = built.get(TWINS[FWD_PAGED])
-    # (batch, new tokens, prefix already in the cache)
-    for batch, sq, prefix in [(1, 4096, 0), (4, 2048, 0), (1, 4096, 12288), (8, 512, 3584)] if fwd and twin else []:
-        sk = sq + prefix
-        q = torch.randn(batch, sq, hq, d, device="cuda", dtype=torch.bfloat16)
-        k = torch.randn(batch, sk, hkv, d, device="cuda", dtype=torch.bfloat16)
-        v = torch.randn_like(k)
-        o_c, o_p = torch.empty_like(q), torch.empty_like(q)
-        lens = torch.full((batch,), sk, dtype=torch.int32, device="cuda")
-        flops = 4 * batch * hq * d * (sq * sk - sq * sq / 2)  # causal, bottom-right: the prefix is whole
-        ms_c = kernel_ms(lambda q=q, k=k, v=v, o=o_c: rt.fmha_fwd(q, k, v, o, causal=True, params=twin))
-        for page in (16, 64):
-            kp, table = scatter_pages(k, page, gen)
-            vp = torch.empty_like(kp)
-            vp[table.long().reshape(-1)] = v.reshape(-1, page, hkv, d)
-            ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk:
-                            rt.fmha_fwd_paged(q, kp, vp, t, n, o, causal=True, max_kv_len=sk, params=fwd))
-            diff = float((o_p.float() - o_c.float()).abs().max())
-            rows.append({"kind": "prefill", "batch": batch, "q_len": sq, "kv_len": sk, "causal": True,
-                         "page_size": page, "contiguous_ms": ms_c, "paged_ms": ms_p,
-                         "paged_vs_contiguous": ms_c / ms_p, "paged_tflops": flops / ms_p / 1e9,
-                         "contiguous_tflops": flops / ms_c / 1e9, "max_abs_diff": diff})
-            print(f"prefill b={batch} q={sq} kv={sk} page={page}: contiguous {flops / ms_c / 1e9:.0f} TFLOP/s, paged "
-                  f"{flops / ms_p / 1e9:.0f} ({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
+    fwd_pairs = [(built.get(f"{name}/dtype=bf16") or built.get(name), built.get(TWINS[name]), name) for name in FWD_PAGED]
+    for fwd, twin, name in fwd_pairs:
+        if not (fwd and twin):
+            continue
+        # (batch, new tokens, prefix already in the cache)
+        for batch, sq, prefix in [(1, 4096, 0), (4, 2048, 0), (1, 4096, 12288), (8, 512, 3584)]:
+            sk = sq + prefix
+            q = torch.randn(batch, sq, hq, d, device="cuda", dtype=torch.bfloat16)
+            k = torch.randn(batch, sk, hkv, d, device="cuda", dtype=torch.bfloat16)
+            v = torch.randn_like(k)
+            o_c, o_p = torch.empty_like(q), torch.empty_like(q)
+            lens = torch.full((batch,), sk, dtype=torch.int32, device="cuda")
+            flops = 4 * batch * hq * d * (sq * sk - sq * sq / 2)  # causal, bottom-right: the prefix is whole
+            ms_c = kernel_ms(lambda q=q, k=k, v=v, o=o_c: rt.fmha_fwd(q, k, v, o, causal=True, params=twin))
+            for page in (16, 64):
+                kp, table = scatter_pages(k, page, gen)
+                vp = torch.empty_like(kp)
+                vp[table.long().reshape(-1)] = v.reshape(-1, page, hkv, d)
+                ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk:
+                                rt.fmha_fwd_paged(q, kp, vp, t, n, o, causal=True, max_kv_len=sk, params=fwd))
+                diff = float((o_p.float() - o_c.float()).abs().max())
+                rows.append({"kind": "prefill", "spec": name, "batch": batch, "q_len": sq, "kv_len": sk, "causal": True,
+                             "page_size": page, "contiguous_ms": ms_c, "paged_ms": ms_p,
+                             "paged_vs_contiguous": ms_c / ms_p, "paged_tflops": flops / ms_p / 1e9,
+                             "contiguous_tflops": flops / ms_c / 1e9, "max_abs_diff": diff})
+                if fi:
+                    flashinfer_columns(rows[-1], fi, "prefill", q, kp, vp, table, page, hq, hkv, d, o_p)
+                print(f"prefill {name} b={batch} q={sq} kv={sk} page={page}: contiguous {flops / ms_c / 1e9:.0f} TFLOP/s, paged "
+                      f"{flops / ms_p / 1e9:.0f} ({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
     return rows
 
 
-def write_report(out: Path, card: str, command: str, built: dict, checks: list[dict], bench: list[dict]) -> None:
+def write_report(out: Path, card: str, command: str, built: dict, checks: list[dict], bench: list[dict],
+                 flashinfer: str | None = None) -> None:
     slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     (out / f"fmha_{slug}_paged.json").write_text(json.dumps(
         {"card": card, "date": date, "command": command, "built": built, "correctness": checks, "bench": bench,
+         "flashinfer": flashinfer,
          "timing": {"graph_calls": GRAPH_CALLS, "fallbacks": TIMING_FALLBACKS}},
         indent=1))
     lines = [f"# aotc paged-KV attention on {card}", "", f"- date: {date}", f"- command: `{command}`",
@@ -307,13 +371,25 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
               f"{GRAPH_CALLS}: no host time in either figure."
               + (f" **{len(TIMING_FALLBACKS)} timings fell back to {GRAPH_CALLS} back-to-back calls** (capture "
                  f"failed: {TIMING_FALLBACKS[0][:200]})" if TIMING_FALLBACKS else ""), "",
-              "| kind | batch | q len | kv len | page | contiguous | paged | paged / contiguous speed | max abs diff |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| kind | paged spec | batch | q len | kv len | page | contiguous | paged | paged / contiguous speed | "
+              "max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in bench:
         unit = (f"{r['contiguous_ms'] * 1e3:.0f} µs", f"{r['paged_ms'] * 1e3:.0f} µs") if r["kind"] == "decode" else \
             (f"{r['contiguous_tflops']:.0f} TFLOP/s", f"{r['paged_tflops']:.0f} TFLOP/s")
-        lines.append(f"| {r['kind']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | {unit[0]} | "
+        lines.append(f"| {r['kind']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | {unit[0]} | "
                      f"{unit[1]} | {r['paged_vs_contiguous']:.3f}x | {r['max_abs_diff']:.1e} |")
+    fi_rows = [r for r in bench if "flashinfer_ms" in r]
+    if fi_rows:
+        lines += ["", f"## aotc paged vs FlashInfer {flashinfer} paged FA2, same pages and block tables", "",
+                  "FlashInfer: `BatchDecodeWithPagedKVCacheWrapper` / `BatchPrefillWithPagedKVCacheWrapper` "
+                  "(backend \"fa2\", NHD, causal prefill), planned once per case, `run` timed as above "
+                  "(plan outside the timing). Speed ratio = FlashInfer time / aotc paged time (> 1: aotc faster).", "",
+                  "| kind | paged spec | batch | q len | kv len | page | aotc paged µs | FlashInfer µs | "
+                  "aotc / FlashInfer speed | max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in fi_rows:
+            lines.append(f"| {r['kind']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | "
+                         f"{r['paged_ms'] * 1e3:.0f} | {r['flashinfer_ms'] * 1e3:.0f} | {r['paged_vs_flashinfer']:.3f}x "
+                         f"| {r['flashinfer_max_abs_diff']:.1e} |")
     (out / f"fmha_{slug}_paged.md").write_text("\n".join(lines) + "\n")
 
 
@@ -323,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--skip-bench", action="store_true")
+    parser.add_argument("--flashinfer", action="store_true",
+                        help="also time FlashInfer's paged FA2 kernels on the same inputs (JIT-built here)")
     args = parser.parse_args(argv)
     import torch
 
@@ -333,9 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     rt.set_sources([rt.CacheSource(Cache(args.cache_dir))])
     card = torch.cuda.get_device_name(0)
     checks = correctness(built)
-    bench = [] if args.skip_bench else benchmark(built)
+    fi = FlashInferPaged() if args.flashinfer else None
+    bench = [] if args.skip_bench else benchmark(built, fi)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench)
+    write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench, fi and fi.version)
     failed = [c for c in checks if not c["ok"]]
     print(f"correctness: {len(checks) - len(failed)}/{len(checks)} ok")
     return 1 if failed else 0
