@@ -85,6 +85,33 @@ def test_runtime_refuses_host_tensors_before_any_device_use():
     assert exc.value.diagnostics[0].code == "AOTC-RT-006" and "host memory" in exc.value.diagnostics[0].message
 
 
+class _DeviceArray:
+    """A device array by description only (__cuda_array_interface__): nothing is allocated or read."""
+
+    def __init__(self, shape, typestr="<f2", ptr=1 << 20):
+        self.__cuda_array_interface__ = {"shape": shape, "typestr": typestr, "data": (ptr, False), "version": 3}
+
+
+def test_runtime_refuses_a_kv_cache_beyond_32_bit_chunk_offsets():
+    # The kernels address a K/V row as a 32-bit count of 16-byte chunks: 2^23 pages of 16 x 2 x 128
+    # fp16 elements span 64 GiB and are refused, one page less passes (fmha_*_paged check it first).
+    from aotc.diagnostics import AotcError
+    from aotc.runtime.paged import check_span
+    from aotc.runtime.tensors import tensor_info
+
+    pages = (1 << 35) // (16 * 2 * 128)
+    with pytest.raises(AotcError) as exc:
+        check_span(tensor_info(_DeviceArray((pages + 1, 16, 2, 128))))
+    d = exc.value.diagnostics[0]
+    assert d.code == "AOTC-RT-006" and "spans 64.0 GiB" in d.message and "at most 64 GiB" in d.message
+    check_span(tensor_info(_DeviceArray((pages, 16, 2, 128))))
+    # a stacked cache's K view: pages twice as far apart, so half as many fit
+    stacked = _DeviceArray((pages // 2 + 1, 16, 2, 128))
+    stacked.__cuda_array_interface__["strides"] = (2 * 16 * 2 * 128 * 2, 2 * 128 * 2, 128 * 2, 2)
+    with pytest.raises(AotcError):
+        check_span(tensor_info(stacked))
+
+
 # ------------------------------------------------------------------------- compile-marked tests
 def _helper(family: str, tmp_path: Path, **params) -> ctypes.CDLL:
     import sys
@@ -139,9 +166,16 @@ def test_paged_helper_validates_and_fills_params(tmp_path):
     assert rc and "kv_lens, not cu_seqlens_k" in err
     rc, _, err = query(lib, paged_problem(v_page_stride=2 * 64 * 8 * 128 + 4))
     assert rc and "v strides" in err
-    # the kernel addresses pages with 32-bit strides: a page stride of 2^31 elements is refused
-    rc, _, err = query(lib, paged_problem(k_page_stride=1 << 31, v_page_stride=1 << 31))
-    assert rc and "page strides 2147483648/2147483648" in err and "below 2^31" in err
+    # K and V share one chunk offset per row: their page and row strides must be equal
+    rc, _, err = query(lib, paged_problem(v_page_stride=3 * 64 * 8 * 128))
+    assert rc and "same non-negative page and row strides (k: 131072 and 1024, v: 196608 and 1024" in err
+    rc, _, err = query(lib, paged_problem(k_row_stride=2048, v_row_stride=1024))
+    assert rc and "(k: 131072 and 2048, v: 131072 and 1024" in err
+    # ... in 32 bits of 16-byte chunks: a page of 2^35 elements is refused, 2^34 - 8 is not
+    rc, _, err = query(lib, paged_problem(k_page_stride=1 << 35, v_page_stride=1 << 35))
+    assert rc and "page stride 34359738368 and row stride 1024 elements are too large" in err
+    rc, _, err = query(lib, paged_problem(k_page_stride=(1 << 34) - 8, v_page_stride=(1 << 34) - 8))
+    assert rc == 0, err
     # Params: the page strides travel in k/v_batch_stride, then block table, kv_lens, stride, log2(page)
     rc, params, err = prepare(lib, paged_problem(seqlen_k=300, num_splits=1))
     assert rc == 0, err

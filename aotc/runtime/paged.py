@@ -19,7 +19,7 @@ from aotc.runtime.ops import (
     launch_with_workspace,
     set_attention_problem,
 )
-from aotc.runtime.tensors import expect, tensor_info
+from aotc.runtime.tensors import TensorInfo, expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param
 
@@ -54,6 +54,16 @@ def fmha_fwd_paged(q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens
                   max_seqlen_q, max_kv_len, causal, scale, 0, stream, params, None)
 
 
+def check_span(cache: TensorInfo) -> None:
+    """The kernels address a K/V row as a 32-bit count of 16-byte chunks from the cache's start
+    (2-byte elements: 8 per chunk), so the pages must span under 64 GiB."""
+    span = max(cache.shape[0] - 1, 0) * abs(cache.strides[0]) + (cache.shape[1] - 1) * abs(cache.strides[1])
+    if span // 8 >= 1 << 32:
+        raise runtime_error(BAD_TENSOR, f"k_cache spans {span * 2 / 2**30:.1f} GiB of pages; the paged kernels "
+                            "address at most 64 GiB per cache tensor", "split the KV cache into smaller tensors "
+                            "(e.g. one per layer)")
+
+
 def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv_lens: Any, out: Any,
            cu_q: Any, max_q: int | None, max_kv: int | None, causal: bool, scale: float | None, num_splits: int,
            stream: Any, params: dict | None, workspace: Any) -> Kernel:
@@ -72,6 +82,7 @@ def _paged(family: str, q: Any, k_cache: Any, v_cache: Any, block_table: Any, kv
     if page_size < 1 or page_size & (page_size - 1):
         raise runtime_error(BAD_TENSOR, f"k_cache has {page_size} tokens per page; the paged kernels take a power "
                             "of two (e.g. 16 or 64)", "allocate the cache with a power-of-two page size")
+    check_span(ki)
     if q_heads % kv_heads:
         raise runtime_error(BAD_TENSOR, f"q has {q_heads} heads, the KV cache {kv_heads}: q heads must be a multiple",
                             "pass a cache whose kv head count divides the query head count (GQA/MQA)")
