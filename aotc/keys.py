@@ -23,6 +23,22 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=_json_default)
 
 
+_HEX = "0123456789abcdef"
+
+
+def is_digest(value: object) -> bool:
+    """A sha256 hex digest: a str of 64 lowercase hex chars (a str test rather than a regex: no
+    re.compile on the serving path)."""
+    return isinstance(value, str) and len(value) == 64 and not value.strip(_HEX)
+
+
+def check_digest(digest: str) -> str:
+    """A digest is 64 lowercase hex chars; anything else could name a path outside the store."""
+    if not is_digest(digest):
+        raise ValueError(f"not a sha256 hex digest (64 lowercase hex chars): {digest!r}")
+    return digest
+
+
 def sha256_hex(data: bytes | str) -> str:
     if isinstance(data, str):
         data = data.encode()

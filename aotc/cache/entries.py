@@ -1,6 +1,9 @@
 """The cache's entries: action key -> manifest -> content-addressed blobs, spec key -> action key
 refs, compile logs, and where every record kind lives (layout in docs/CONTRACTS.md). Imported by
 serving processes: resolve_ref + read_blob never scan directories; no Jinja2/nvcc/filelock here.
+The blob store (aotc.cache.store), the header map and the writers' helpers are imported on first use:
+a serving process whose kept cubin and helper are already in its runtime folder reads two records
+and never needs them (each module costs ~0.2-0.5 ms to import).
 """
 
 from __future__ import annotations
@@ -12,21 +15,16 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from aotc.cache import header_map
 from aotc.cache.manifest import SCHEMA, manifest_problems
-from aotc.cache.store import (
-    LAYOUT_VERSION,
-    BlobStore,
-    CacheWriteError,
-    atomic_write,
-    check_digest,
-    is_digest,
-    open_blob_store,
-)
 from aotc.diagnostics import AotcError, Diagnostic
-from aotc.resources import checkout_root
+from aotc.keys import check_digest, is_digest
 
+if TYPE_CHECKING:  # pragma: no cover
+    from aotc.cache.store import BlobStore
+
+LAYOUT_VERSION = "v1"  # the folder under the cache root that holds records and blobs
 CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 _LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
 # Record kinds a remote layer shares (docs/cache.md); logs, stats and workspaces stay on this machine.
@@ -55,6 +53,8 @@ def default_cache_dir() -> Path:
     env = os.environ.get(CACHE_DIR_ENV, "").strip()
     if env:
         return Path(env).expanduser()
+    from aotc.resources import checkout_root
+
     checkout = checkout_root()
     if checkout is not None:
         return checkout / "cache"
@@ -127,10 +127,19 @@ class Cache:
     def __init__(self, root: str | os.PathLike[str] | None = None, store: BlobStore | None = None):
         self.root = Path(root) if root is not None else default_cache_dir()
         self.base = self.root / LAYOUT_VERSION
-        self.store = store if store is not None else open_blob_store(self.root)
+        self._store = store
         self.tmp_dir = self.base / "tmp"
         self.lock_dir = self.tmp_dir / "locks"
         self.quarantine_dir = self.base / "quarantine"
+
+    @property
+    def store(self) -> BlobStore:
+        """The blob store (AOTC_BLOB_STORE / AOTC_REMOTE select it), opened on first use."""
+        if self._store is None:
+            from aotc.cache.store import open_blob_store
+
+            self._store = open_blob_store(self.root)
+        return self._store
 
     # paths
     def _sharded(self, kind: str, key: str) -> Path:
@@ -187,6 +196,8 @@ class Cache:
                 )
             ) from None
         except OSError as e:  # a read-only or full cache: say so, with the fix
+            from aotc.cache.store import CacheWriteError
+
             if CacheWriteError.covers(e):
                 raise CacheWriteError(path, e) from None
             raise
@@ -196,6 +207,8 @@ class Cache:
             lock.release()
 
     def write_json(self, path: Path, value: dict) -> None:
+        from aotc.cache.store import atomic_write
+
         data = _json_bytes(value)
         atomic_write(path, [data], self.tmp_dir)
         kind = path.parent.parent.name
@@ -210,6 +223,8 @@ class Cache:
         if value is None:
             data = self.store.get_record(kind, name)
             if data is not None:
+                from aotc.cache.store import atomic_write
+
                 atomic_write(path, [data], self.tmp_dir)
                 value = read_json(path, what)
         return value
@@ -225,6 +240,8 @@ class Cache:
         """Store blobs, then the manifest (atomic, last); an inline header map goes into a blob of
         its own (header_map). Returns the stored manifest: if another writer stored this key first,
         its manifest is returned (moved to the header-map blob form if it is older)."""
+        from aotc.cache import header_map
+
         check_digest(key)
         with self.lock(f"action-{key}"):
             try:
@@ -253,6 +270,8 @@ class Cache:
     def _move_header_map(self, key: str, manifest: dict) -> dict:
         """(Under the key's lock.) The manifest with its inline header map stored as a blob, written
         back; the manifest itself when it has none inline."""
+        from aotc.cache import header_map
+
         record, headers = header_map.split(manifest)
         if headers is None:
             return manifest
@@ -314,6 +333,8 @@ class Cache:
 
     # logs
     def write_log(self, key: str, text: str) -> Path:
+        from aotc.cache.store import atomic_write
+
         path = self.log_path(key)
         atomic_write(path, [text.encode("utf-8", "replace")], self.tmp_dir)
         return path

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aotc.cache.store import is_digest
 from aotc.diagnostics import AotcError, Diagnostic
+from aotc.keys import is_digest
 
 SCHEMA = 1
 _NUMBER = (int, float)

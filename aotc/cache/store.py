@@ -17,11 +17,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from aotc.cache.entries import LAYOUT_VERSION
 from aotc.diagnostics import AotcError, Diagnostic
+from aotc.keys import check_digest, is_digest  # in aotc.keys: a lookup needs them, not this module
 
-LAYOUT_VERSION = "v1"
 BLOB_STORE_ENV = "AOTC_BLOB_STORE"
-_HEX = "0123456789abcdef"
 _CHUNK = 1 << 20
 # Measured 2026-11-25 (docs/cache.md): level 19 stores a CUTLASS SM120 cubin 7.2x smaller (level 9:
 # 6.7x) in ~0.1 s, but costs ~2 s per MB of helper .so (level 9: 0.14 s) — that alone made aotc's
@@ -58,23 +58,6 @@ class CorruptBlobError(AotcError):
         self.path = path
         self.actual = actual
         self.moved_to = moved_to
-
-
-def _is_hex64(text: str) -> bool:
-    """64 lowercase hex chars (a str test rather than a regex: no re.compile on the serving path)."""
-    return len(text) == 64 and not text.strip(_HEX)
-
-
-def is_digest(value: object) -> bool:
-    """A sha256 hex digest: a str of 64 lowercase hex chars."""
-    return isinstance(value, str) and _is_hex64(value)
-
-
-def check_digest(digest: str) -> str:
-    """A digest is 64 lowercase hex chars; anything else could name a path outside the store."""
-    if not isinstance(digest, str) or not _is_hex64(digest):
-        raise ValueError(f"not a sha256 hex digest (64 lowercase hex chars): {digest!r}")
-    return digest
 
 
 class BlobStat(tuple):
@@ -349,7 +332,7 @@ class LocalBlobStore(BlobStore):
                 continue
             for entry in sorted(os.scandir(shard.path), key=lambda e: e.name):
                 name = entry.name
-                if name.endswith(".zst") and _is_hex64(name[:-4]):
+                if name.endswith(".zst") and is_digest(name[:-4]):
                     yield name[:-4]
 
     def stat(self, digest: str) -> BlobStat | None:

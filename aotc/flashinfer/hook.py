@@ -18,7 +18,6 @@ from typing import Any
 
 from aotc.arch import ARCHES
 from aotc.cache import Cache
-from aotc.cache.store import CorruptBlobError
 from aotc.diagnostics import AotcError, Diagnostic
 from aotc.flashinfer.index import SO_BLOB, module_key
 from aotc.runtime.sources import CacheSource, WheelSource
@@ -215,7 +214,7 @@ def _wrap_get_artifact(st: HookState, original: Any) -> Any:
                     data = cache.read_blob(sha256)  # the blob digest is FlashInfer's sha256
                     st.artifacts_served += 1
                     return data
-                except (CorruptBlobError, KeyError, OSError) as exc:
+                except (AotcError, KeyError, OSError) as exc:  # a corrupt blob (quarantined) included
                     log.warning("aotc: artifact %s (%s) not served from %s: %s", file_name, sha256[:12],
                                 cache.root, exc)
         return original(file_name, sha256, session=session)
