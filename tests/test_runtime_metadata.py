@@ -1,14 +1,14 @@
 """The runtime's metadata kernels (aotc.runtime.metadata): the PTX assembles for every target the
 runtime serves, the ctypes parameter structs mirror the PTX parameter lists byte for byte (what
-cuLaunchKernel copies from kernelParams), and the MoE block layout matches the grouped GEMM's
-arrays. Numerical proof on the GPU: tools/device_serving.py (bench/results/serving_h200.md)."""
+cuLaunchKernel copies from kernelParams), and aotc_fill writes its blob. (BF16/FP16 grouped_gemm_moe
+needs no metadata kernel: its GEMM derives the experts' problems, tests/test_grouped_routed.py.)
+Numerical proof on the GPU: tools/device_serving.py (bench/results/serving_h200.md)."""
 
 from __future__ import annotations
 
 import ctypes
 import itertools
 import re
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +47,6 @@ def struct_params(struct: type[ctypes.Structure]) -> list[tuple[int, int]]:
 
 
 @pytest.mark.parametrize(("entry", "struct"), [("aotc_fill", metadata.FillParams),
-                                               ("aotc_moe_groups", metadata.MoeParams),
                                                ("aotc_moe_blockscaled_groups", metadata.MoeBlockScaledParams)])
 def test_parameter_structs_mirror_the_ptx_parameter_lists(entry, struct):
     assert struct_params(struct) == ptx_params(entry)
@@ -59,25 +58,22 @@ def test_fill_chunk_fits_the_ptx_70_parameter_limit():
 
 
 def test_kernel_params_point_at_each_declared_parameter():
-    params = metadata.MoeParams(offsets=0x1000, experts=64, elem_bytes=2)
+    params = metadata.MoeBlockScaledParams(offsets=0x1000, experts=64)
     pointers = metadata.param_pointers(params)
     base = ctypes.addressof(params)
-    assert [p - base for p in pointers] == [o for o, _ in ptx_params("aotc_moe_groups")]
+    assert [p - base for p in pointers] == [o for o, _ in ptx_params("aotc_moe_blockscaled_groups")]
     assert ctypes.c_uint64.from_address(pointers[0]).value == 0x1000
-    assert ctypes.c_int32.from_address(pointers[6]).value == 64
+    assert ctypes.c_int32.from_address(pointers[8]).value == 64
 
 
-@pytest.mark.parametrize("experts", [1, 8, 64, 128, 257])
-def test_moe_block_layout_matches_the_grouped_gemm_arrays(experts):
-    size, at = metadata.moe_block_layout(experts)
-    # problem sizes: int32 (M, N, K) per expert, then six 8-byte arrays, each 8-byte aligned
-    assert at[0] == 0 and at[1] >= 12 * experts and at[1] % 16 == 0
-    assert [b - a for a, b in itertools.pairwise(at[1:])] == [8 * experts] * 5
-    assert size == at[-1] + 8 * experts
+def test_bf16_moe_needs_no_metadata_kernel():
+    """grouped_gemm_moe is one launch: the PTX module holds no routing kernel for it any more."""
+    assert ".entry aotc_moe_groups" not in metadata.PTX
+    assert not hasattr(metadata, "moe_groups_call") and not hasattr(metadata, "MoeParams")
 
 
 def test_the_ptx_executor_agrees_with_the_ptx_parameter_offsets():
-    for entry, params in (("aotc_fill", metadata.FillParams), ("aotc_moe_groups", metadata.MoeParams),
+    for entry, params in (("aotc_fill", metadata.FillParams),
                           ("aotc_moe_blockscaled_groups", metadata.MoeBlockScaledParams)):
         assert list(Kernel(metadata.PTX, entry).params.values()) == [o for o, _ in struct_params(params)]
 
@@ -108,31 +104,6 @@ def moe_offsets(case: str, experts: int, tokens: int) -> list[int]:
         picks = [rng.randrange(0, experts) // 3 * 3 for _ in range(tokens)]
         counts = [picks.count(e) for e in range(experts)]
     return [0, *itertools.accumulate(counts)]
-
-
-@pytest.mark.parametrize("experts", [8, 64, 128])
-@pytest.mark.parametrize("case", ["random", "one", "empty"])
-def test_moe_groups_ptx_executed_on_the_cpu_matches_the_grouped_gemm_arrays(experts, case):
-    """aotc_moe_groups (grouped_gemm_moe's device routing), run as shipped, launched as the runtime
-    launches it: per expert e with rows s..t, (t - s, N, K), A + s * lda, B + e * stride, D + s * ldd."""
-    n, k, tokens = 256, 512, 16 * experts + 7
-    offsets = moe_offsets(case, experts, tokens)
-    size, at = metadata.moe_block_layout(experts)
-    memory = Memory()
-    off_ptr = memory.place(0x7E00_0000_0000, struct.pack(f"<{experts + 1}i", *offsets))
-    block = memory.place(0x7E10_0000_0000, b"\xcd" * size)
-    a, b, d = 0x7F00_0000_0000, 0x7F10_0000_0000, 0x7F20_0000_0000
-    params = metadata.MoeParams(off_ptr, a, b, d, block, n * k * 2, experts, n, k, 0, k, k, n, 2)
-    # the launch shape of moe_groups_call
-    Kernel(metadata.PTX, "aotc_moe_groups").run(bytes(params), memory, metadata._moe_grid(experts),
-                                                metadata.MOE_THREADS)
-    out = memory.region(block)
-    m = [offsets[e + 1] - offsets[e] for e in range(experts)]
-    assert struct.unpack_from(f"<{3 * experts}i", out, 0) == tuple(v for e in range(experts) for v in (m[e], n, k))
-    want = [[a + offsets[e] * k * 2 for e in range(experts)], [b + e * n * k * 2 for e in range(experts)],
-            [d + offsets[e] * n * 2 for e in range(experts)], [k] * experts, [k] * experts, [n] * experts]
-    for i, column in enumerate(want):
-        assert list(struct.unpack_from(f"<{experts}q", out, at[1 + i])) == column
 
 
 @pytest.mark.parametrize("target", ["sm_80", "sm_90a", "sm_120a"])

@@ -229,10 +229,10 @@ class RecordingDriver:
         (its parameter buffers are gone once the call returns)."""
         from aotc.runtime import metadata
 
-        functions = metadata._modules.get(0, (None,) * 4)
+        functions = metadata._modules.get(0, (None,) * 3)  # (module, aotc_fill, aotc_moe_blockscaled_groups)
         if functions[1] is not None and call[0] == functions[1]:
             self.fills.append(fill_bytes(call))
-        if functions[3] is not None and call[0] == functions[3]:  # aotc_moe_blockscaled_groups: its struct
+        if functions[2] is not None and call[0] == functions[2]:  # aotc_moe_blockscaled_groups: its struct
             first_field = (ctypes.c_void_p * 1).from_address(call[9])[0]
             self.routing.append(ctypes.string_at(first_field, ctypes.sizeof(metadata.MoeBlockScaledParams)))
         return (0,)
@@ -430,7 +430,7 @@ def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_
     assert _forbidden(first) == [], _forbidden(first)
     launches = [c for c in first if c[0] == "cuLaunchKernel"]
     assert all(c[1][8] == stream for c in launches)
-    routing = metadata._modules[0][3]
+    routing = metadata._modules[0][2]
     assert [c[1][0] == routing for c in launches] == [True, False, False, False]  # routing, GEMM, 2 quantize
     assert launches[1][1][0] == kernel._function
     # The routing launch's parameters, copied at launch time, are what the plan gives for the block the

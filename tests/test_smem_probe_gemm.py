@@ -72,6 +72,6 @@ def test_model_matches_sizeof(family, params, tmp_path):
     else:
         _check_blockscaled(family, typed, measured)
     struct = fam.args_struct
-    last = "beta" if family == "grouped_gemm_sm80" else "alpha"
+    last = "route_k" if family == "grouped_gemm_sm80" else "alpha"
     assert ctypes.sizeof(struct) == measured["args_size"]
     assert getattr(struct, last).offset == measured["args_offset_last"]

@@ -4,9 +4,8 @@
       builds the kernels below (and FlashInfer's cascade module where flashinfer is importable) into
       a temporary cache with JOBS parallel compiles (default: every core), then runs, in one go:
       correctness of fmha_fwd/fmha_decode/grouped_gemm vs torch and the clear error for an sm_120a
-      kernel on another device; per-call host time of fmha_fwd, fmha_decode and grouped_gemm_moe for
-      an unchanged problem beside a raw cuLaunchKernel of the same prepared launch (two for the MoE
-      pair), torch SDPA's call and CUDA-graph replay (tools/device_serving.per_call); the cold start in
+      kernel on another device; per-call host time of fmha_fwd, fmha_decode and grouped_gemm_moe (one
+      launch) for an unchanged problem beside a raw cuLaunchKernel of the same prepared launch, torch SDPA's call and CUDA-graph replay (tools/device_serving.per_call); the cold start in
       20 fresh processes: import / get_kernel / first launch beside a raw read + cuLibraryLoadData of
       the same cubin in the same process (tools/device_serving.cold); the FlashInfer hook's install()
       and a served module's load beside a raw tvm_ffi.load_module of the same .so, in fresh processes.
@@ -285,9 +284,10 @@ def per_call_us(fn, calls: int = 200, bursts: int = 60) -> float:
     return round(statistics.median(samples), 3)
 
 
-def moe_pair(results: dict) -> None:
-    """grouped_gemm_moe is two launches (the offsets kernel, then the GEMM): its floor is two raw
-    cuLaunchKernel calls of the same prepared launches; beside it, the pair replayed as a CUDA graph."""
+def moe_launch(results: dict) -> None:
+    """grouped_gemm_moe is one launch (the GEMM derives the experts' problems from the offsets): its
+    floor is one raw cuLaunchKernel of the same prepared launch; beside it, that launch replayed as a
+    CUDA graph."""
     import torch
     from cuda.bindings import driver as cu
 
@@ -299,18 +299,20 @@ def moe_pair(results: dict) -> None:
     ops.grouped_gemm_moe(a, w, om, offsets)
     torch.cuda.synchronize()
     stream = torch.cuda.current_stream().cuda_stream
-    pair = next(hit[2] for key, hit in ops._fast.items() if key[0] == "moe" and key[1][0] == a.data_ptr())
-    first, second = ((c[0], *c[1:8], cu.CUstream(stream), c[9], 0) for c in pair)
+    calls = next(hit[2] for key, hit in ops._fast.items() if key[0] == "moe" and key[1][0] == a.data_ptr())
+    assert len(calls) == 1, f"grouped_gemm_moe fired {len(calls)} launches per call; one is the design"
+    (c,) = calls
+    call = (c[0], *c[1:8], cu.CUstream(stream), c[9], 0)
     launch = cu.cuLaunchKernel
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
         ops.grouped_gemm_moe(a, w, om, offsets)
     rows = {"rt_grouped_gemm_moe_E8_us": per_call_us(lambda: ops.grouped_gemm_moe(a, w, om, offsets)),
-            "raw_two_cuLaunchKernel_moe_pair_us": per_call_us(lambda: (launch(*first), launch(*second))),
-            "cuda_graph_replay_moe_pair_us": per_call_us(g.replay)}
-    rows["rt_grouped_gemm_moe_E8_vs_raw_pair"] = round(rows["rt_grouped_gemm_moe_E8_us"]
-                                                      / rows["raw_two_cuLaunchKernel_moe_pair_us"], 3)
-    results["moe_pair"] = rows
+            "raw_cuLaunchKernel_moe_us": per_call_us(lambda: launch(*call)),
+            "cuda_graph_replay_moe_us": per_call_us(g.replay)}
+    rows["rt_grouped_gemm_moe_E8_vs_raw"] = round(rows["rt_grouped_gemm_moe_E8_us"] / rows["raw_cuLaunchKernel_moe_us"],
+                                                  3)
+    results["moe_launch"] = rows
 
 
 # ---- FlashInfer hook (fresh processes; no kernel runs, so no GPU is needed) ---------------------------
@@ -433,9 +435,9 @@ def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/devic
                      "cuda_bindings": cuda.bindings.__version__, "python": sys.version.split()[0],
                      "cpus": __import__("os").cpu_count(), "command": command, "build_s": build_s, "correctness": []}
     results["bytecode"] = compile_bytecode()
-    steps = [check_fmha, check_grouped_gemm, check_wrong_target, per_call, moe_pair,
+    steps = [check_fmha, check_grouped_gemm, check_wrong_target, per_call, moe_launch,
              lambda r: cold(r, out, runs=COLD_RUNS), lambda r: hook(r, out, runs=5)]
-    for name, step in zip(("check_fmha", "check_grouped_gemm", "check_wrong_target", "per_call", "moe_pair", "cold",
+    for name, step in zip(("check_fmha", "check_grouped_gemm", "check_wrong_target", "per_call", "moe_launch", "cold",
                            "hook"), steps, strict=True):
         try:
             step(results)
@@ -479,7 +481,10 @@ def _met(value: float | None, goal: float) -> str:
 def report(json_path: str, md_path: str) -> int:
     """The run's JSON as the markdown results file (card, date, command, goals met or not)."""
     r = json.loads(Path(json_path).read_text())
-    pc, mp = r.get("per_call", {}), r.get("moe_pair", {})
+    pc = r.get("per_call", {})
+    mp = r.get("moe_launch", r.get("moe_pair", {}))  # moe_pair: runs from before the single launch
+    moe_goal = f"grouped_gemm_moe (device offsets, {'one launch' if 'moe_launch' in r else 'two launches'}) per call"
+    moe_goal += " <= 10 µs"
     cold = r.get("cold", {}).get("medians", {})
     hk = r.get("hook", {})
     hm = hk.get("medians", {})
@@ -499,7 +504,7 @@ def report(json_path: str, md_path: str) -> int:
              cold.get("get_kernel_vs_raw"), GOALS["get_kernel_vs_raw"], "x"),
             ("fmha_fwd per call <= 10 µs", pc.get("rt_fmha_fwd_us"), GOALS["per_call_us"], "µs"),
             ("fmha_decode per call <= 10 µs", pc.get("rt_fmha_decode_us"), GOALS["per_call_us"], "µs"),
-            ("grouped_gemm_moe (device offsets, two launches) per call <= 10 µs",
+            (moe_goal,
              mp.get("rt_grouped_gemm_moe_E8_us", pc.get("rt_grouped_gemm_moe_E8_us")), GOALS["per_call_us"], "µs"),
             ("FlashInfer hook install() <= 2 ms", hm.get("install_ms"), GOALS["install_ms"], "ms"),
             ("served module load within 2 ms of raw tvm_ffi.load_module", hm.get("served_minus_raw_ms"),

@@ -71,6 +71,17 @@ class GroupedSm80Args(ctypes.Structure):
         ("ldd", ctypes.c_uint64),
         ("alpha", ctypes.c_float),
         ("beta", ctypes.c_float),
+        # device-routed MoE (grouped_gemm_moe): groups derived on the GPU from int32 expert offsets
+        ("expert_offsets", ctypes.c_uint64),
+        ("route_A", ctypes.c_uint64),
+        ("route_B", ctypes.c_uint64),
+        ("route_D", ctypes.c_uint64),
+        ("route_lda", ctypes.c_int64),
+        ("route_ldb", ctypes.c_int64),
+        ("route_ldd", ctypes.c_int64),
+        ("route_b_stride", ctypes.c_int64),
+        ("route_n", ctypes.c_int32),
+        ("route_k", ctypes.c_int32),
     ]
 
 

@@ -1,8 +1,7 @@
 """Launch metadata written on the device, so grouped launches need no host copy: `aotc_fill` copies
 bytes passed by value in its kernel parameters (at most FILL_CHUNK per launch) into device memory,
-`aotc_moe_groups` turns an int32 device tensor of expert offsets [E+1] into the per-expert
-problem sizes, pointers and leading dimensions of a grouped GEMM, and `aotc_moe_blockscaled_groups`
-into the argument block of the SM120 block-scaled grouped GEMM (pointers, scale-factor pointers,
+`aotc_moe_blockscaled_groups` turns an int32 device tensor of expert offsets [E+1] into the
+argument block of the SM120 block-scaled grouped GEMM (pointers, scale-factor pointers,
 per-expert alpha pointers, and the CUTLASS strides and SF layouts as a table of words affine in the
 expert's rows, taken from the kernel's own helper). All are stream-ordered launches,
 capturable in CUDA graphs. They are PTX, JIT-compiled by the driver once per device (no toolkit).
@@ -30,22 +29,6 @@ SF_TILE_ROWS = 128  # rows of one scale-factor tile (CUTLASS's interleaved SF at
 #     for (unsigned i = threadIdx.x * 16; i < nbytes; i += blockDim.x * 16)
 #       *reinterpret_cast<uint4*>(dst + i) = *reinterpret_cast<const uint4*>(data.b + i);
 #   }
-#   extern "C" __global__ void aotc_moe_groups(const int* offsets, unsigned long long a, unsigned long long b,
-#       unsigned long long d, unsigned long long out, long long b_expert_stride, int experts, int n, int k,
-#       long long lda, long long ldb, long long ldd, int elem_bytes) {
-#     long long base = (12LL * experts + 15) & ~15LL;   // int32 (M, N, K) per expert, then 16-byte aligned
-#     int* sizes = reinterpret_cast<int*>(out);
-#     long long* arr = reinterpret_cast<long long*>(out + base);  // ptr_A, ptr_B, ptr_D, lda, ldb, ldd
-#     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < experts; e += gridDim.x * blockDim.x) {
-#       int s = offsets[e]; int t = offsets[e + 1]; int m = t > s ? t - s : 0;
-#       sizes[3 * e] = m; sizes[3 * e + 1] = n; sizes[3 * e + 2] = k;
-#       arr[e] = a + (long long)s * lda * elem_bytes;
-#       arr[experts + e] = b + (long long)e * b_expert_stride;
-#       arr[2 * experts + e] = d + (long long)s * ldd * elem_bytes;
-#       arr[3 * experts + e] = lda; arr[4 * experts + e] = ldb; arr[5 * experts + e] = ldd;
-#     }
-#   }
-#
 #   struct MoeWord { int dst; int stride; int c0; int c1; int c2; };
 #   struct MoeTable { MoeWord w[48]; };
 #   extern "C" __global__ void aotc_moe_blockscaled_groups(const int* offsets, unsigned long long out,
@@ -117,110 +100,6 @@ $L__BB0_2:
 	@%p2 bra 	$L__BB0_2;
 
 $L__BB0_3:
-	ret;
-
-}
-	// .globl	aotc_moe_groups
-.visible .entry aotc_moe_groups(
-	.param .u64 aotc_moe_groups_param_0,
-	.param .u64 aotc_moe_groups_param_1,
-	.param .u64 aotc_moe_groups_param_2,
-	.param .u64 aotc_moe_groups_param_3,
-	.param .u64 aotc_moe_groups_param_4,
-	.param .u64 aotc_moe_groups_param_5,
-	.param .u32 aotc_moe_groups_param_6,
-	.param .u32 aotc_moe_groups_param_7,
-	.param .u32 aotc_moe_groups_param_8,
-	.param .u64 aotc_moe_groups_param_9,
-	.param .u64 aotc_moe_groups_param_10,
-	.param .u64 aotc_moe_groups_param_11,
-	.param .u32 aotc_moe_groups_param_12
-)
-{
-	.reg .pred 	%p<3>;
-	.reg .b32 	%r<22>;
-	.reg .b64 	%rd<44>;
-
-
-	ld.param.u64 	%rd8, [aotc_moe_groups_param_0];
-	ld.param.u64 	%rd9, [aotc_moe_groups_param_1];
-	ld.param.u64 	%rd10, [aotc_moe_groups_param_2];
-	ld.param.u64 	%rd11, [aotc_moe_groups_param_3];
-	ld.param.u64 	%rd12, [aotc_moe_groups_param_4];
-	ld.param.u64 	%rd13, [aotc_moe_groups_param_5];
-	ld.param.u32 	%r6, [aotc_moe_groups_param_6];
-	ld.param.u32 	%r7, [aotc_moe_groups_param_7];
-	ld.param.u32 	%r8, [aotc_moe_groups_param_8];
-	ld.param.u64 	%rd14, [aotc_moe_groups_param_9];
-	ld.param.u64 	%rd15, [aotc_moe_groups_param_10];
-	ld.param.u64 	%rd16, [aotc_moe_groups_param_11];
-	ld.param.u32 	%r9, [aotc_moe_groups_param_12];
-	cvt.s64.s32 	%rd1, %r6;
-	mov.u32 	%r1, %ntid.x;
-	mov.u32 	%r10, %ctaid.x;
-	mov.u32 	%r11, %tid.x;
-	mad.lo.s32 	%r21, %r10, %r1, %r11;
-	setp.ge.s32 	%p1, %r21, %r6;
-	@%p1 bra 	$L__BB1_3;
-
-	cvta.to.global.u64 	%rd2, %rd12;
-	cvt.s64.s32 	%rd17, %r9;
-	mul.lo.s64 	%rd3, %rd17, %rd14;
-	mul.lo.s64 	%rd4, %rd17, %rd16;
-	mov.u32 	%r12, %nctaid.x;
-	mul.lo.s32 	%r3, %r12, %r1;
-	shl.b64 	%rd5, %rd1, 3;
-	mul.lo.s64 	%rd18, %rd1, 12;
-	add.s64 	%rd19, %rd18, 15;
-	and.b64  	%rd20, %rd19, -16;
-	add.s64 	%rd6, %rd20, %rd12;
-	cvta.to.global.u64 	%rd7, %rd8;
-
-$L__BB1_2:
-	cvt.s64.s32 	%rd21, %r21;
-	mul.wide.s32 	%rd22, %r21, 4;
-	add.s64 	%rd23, %rd7, %rd22;
-	ld.global.u32 	%r13, [%rd23+4];
-	ld.global.u32 	%r14, [%rd23];
-	sub.s32 	%r15, %r13, %r14;
-	max.s32 	%r16, %r15, 0;
-	mul.lo.s32 	%r17, %r21, 3;
-	mul.wide.s32 	%rd24, %r17, 4;
-	add.s64 	%rd25, %rd2, %rd24;
-	st.global.u32 	[%rd25], %r16;
-	add.s32 	%r18, %r17, 1;
-	mul.wide.s32 	%rd26, %r18, 4;
-	add.s64 	%rd27, %rd2, %rd26;
-	st.global.u32 	[%rd27], %r7;
-	st.global.u32 	[%rd25+8], %r8;
-	cvt.s64.s32 	%rd28, %r14;
-	mul.lo.s64 	%rd29, %rd3, %rd28;
-	add.s64 	%rd30, %rd29, %rd9;
-	mul.wide.s32 	%rd31, %r21, 8;
-	add.s64 	%rd32, %rd6, %rd31;
-	st.u64 	[%rd32], %rd30;
-	mul.lo.s64 	%rd33, %rd21, %rd13;
-	add.s64 	%rd34, %rd33, %rd10;
-	add.s64 	%rd36, %rd32, %rd5;
-	st.u64 	[%rd36], %rd34;
-	mul.lo.s64 	%rd37, %rd4, %rd28;
-	add.s64 	%rd38, %rd37, %rd11;
-	add.s32 	%r19, %r21, %r6;
-	add.s32 	%r20, %r19, %r6;
-	mul.wide.s32 	%rd39, %r20, 8;
-	add.s64 	%rd40, %rd6, %rd39;
-	st.u64 	[%rd40], %rd38;
-	add.s64 	%rd41, %rd40, %rd5;
-	st.u64 	[%rd41], %rd14;
-	add.s64 	%rd42, %rd41, %rd5;
-	st.u64 	[%rd42], %rd15;
-	add.s64 	%rd43, %rd42, %rd5;
-	st.u64 	[%rd43], %rd16;
-	add.s32 	%r21, %r21, %r3;
-	setp.lt.s32 	%p2, %r21, %r6;
-	@%p2 bra 	$L__BB1_2;
-
-$L__BB1_3:
 	ret;
 
 }
@@ -506,16 +385,6 @@ class FillParams(ctypes.Structure):
                 ("data", ctypes.c_uint8 * FILL_CHUNK)]
 
 
-class MoeParams(ctypes.Structure):
-    """aotc_moe_groups' parameters, in PTX declaration order and alignment."""
-
-    _fields_ = [("offsets", ctypes.c_uint64), ("a", ctypes.c_uint64), ("b", ctypes.c_uint64),
-                ("d", ctypes.c_uint64), ("out", ctypes.c_uint64), ("b_expert_stride", ctypes.c_int64),
-                ("experts", ctypes.c_int32), ("n", ctypes.c_int32), ("k", ctypes.c_int32), ("_pad", ctypes.c_int32),
-                ("lda", ctypes.c_int64), ("ldb", ctypes.c_int64), ("ldd", ctypes.c_int64),
-                ("elem_bytes", ctypes.c_int32)]
-
-
 class MoeWord(ctypes.Structure):
     """One int32 word of an expert's strides/SF layouts: written at meta + dst + e * stride as
     c0 + c1 * m + c2 * ceil(m / 128), m = the expert's rows."""
@@ -536,21 +405,14 @@ class MoeBlockScaledParams(ctypes.Structure):
                 ("meta_at", ctypes.c_int64), ("alpha_at", ctypes.c_int64), ("table", MoeWord * MOE_WORDS)]
 
 
-def moe_block_layout(experts: int) -> tuple[int, list[int]]:
-    """(bytes, offsets of problem sizes, ptr_A, ptr_B, ptr_D, lda, ldb, ldd) of the block aotc_moe_groups
-    writes for `experts` groups: the layout grouped_gemm's AotcArgs point into."""
-    base = (12 * experts + 15) & ~15
-    return base + 48 * experts, [0, *(base + 8 * experts * i for i in range(6))]
-
-
-# ordinal -> (module, aotc_fill, aotc_moe_groups, aotc_moe_blockscaled_groups CUfunctions)
+# ordinal -> (module, aotc_fill, aotc_moe_blockscaled_groups CUfunctions)
 _modules: dict[int, tuple[Any, ...]] = {}
 _lock = threading.Lock()
 
 
 def functions(ordinal: int) -> tuple[Any, ...]:
-    """(aotc_fill, aotc_moe_groups, aotc_moe_blockscaled_groups) function handles in the device's
-    primary context, JIT-compiled from PTX by the driver on first use."""
+    """(aotc_fill, aotc_moe_blockscaled_groups) function handles in the device's primary context,
+    JIT-compiled from PTX by the driver on first use."""
     hit = _modules.get(ordinal)
     if hit is None:
         with _lock:
@@ -561,11 +423,9 @@ def functions(ordinal: int) -> tuple[Any, ...]:
                     module = check(cu, cu.cuModuleLoadData(PTX.encode() + b"\0"),
                                    "cuModuleLoadData(aotc metadata PTX)")
                 fill = check(cu, cu.cuModuleGetFunction(module, b"aotc_fill"), "cuModuleGetFunction(aotc_fill)")
-                moe = check(cu, cu.cuModuleGetFunction(module, b"aotc_moe_groups"),
-                            "cuModuleGetFunction(aotc_moe_groups)")
                 scaled = check(cu, cu.cuModuleGetFunction(module, b"aotc_moe_blockscaled_groups"),
                                "cuModuleGetFunction(aotc_moe_blockscaled_groups)")
-                hit = _modules[ordinal] = (module, fill, moe, scaled)
+                hit = _modules[ordinal] = (module, fill, scaled)
     return hit[1:]
 
 
@@ -604,14 +464,9 @@ def fill(ordinal: int, stream: int, dst: int, blob: bytes) -> None:
             check(cu, cu.cuLaunchKernel(*pc.call), "cuLaunchKernel(aotc_fill)")
 
 
-def moe_groups_call(ordinal: int, stream: int, params: MoeParams) -> ParamCall:
-    """A reusable launch of aotc_moe_groups for `params` on `stream`."""
-    return ParamCall(functions(ordinal)[1], params, _moe_grid(params.experts), MOE_THREADS, stream)
-
-
 def moe_blockscaled_call(ordinal: int, stream: int, params: MoeBlockScaledParams) -> ParamCall:
     """A reusable launch of aotc_moe_blockscaled_groups for `params` on `stream`."""
-    return ParamCall(functions(ordinal)[2], params, _moe_grid(params.experts), MOE_THREADS, stream)
+    return ParamCall(functions(ordinal)[1], params, _moe_grid(params.experts), MOE_THREADS, stream)
 
 
 def _moe_grid(experts: int) -> int:

@@ -352,8 +352,9 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
     a [total_tokens, K] (sorted by expert), b [E, N, K] (the experts' nn.Linear weights), out
     [total_tokens, N], bf16 or fp16, rows 16-byte aligned; expert_offsets: int32 [E+1] on the device,
     non-decreasing from 0 to total_tokens (read only by the GPU: never synchronized, never checked on
-    the host). A small kernel turns the offsets into the grouped GEMM's per-expert problems on the
-    device, then the GEMM runs: two launches on `stream`, capturable in a CUDA graph."""
+    the host). The GEMM kernel derives each expert's problem (rows, A/D row, weight) from the offsets
+    as it schedules its tiles: one launch on `stream`, nothing allocated or written first, capturable in
+    a CUDA graph."""
     key = None
     if type(a).__module__ == "torch" and a.is_cuda and params is None:
         try:
@@ -390,36 +391,43 @@ def grouped_gemm_moe(a: Any, b: Any, out: Any, expert_offsets: Any, *, alpha: fl
     dtype = GEMM_DTYPES[ai.dtype]
     kernel = choose("grouped_gemm_sm80", device, (dtype, "moe", tokens, n, k, experts), {"dtype": dtype},
                     {"m": max(1, tokens // experts), "n": n, "k": k, "groups": experts}, params)
+    _check_routed(kernel)
     handle = default_stream(a, ordinal) if stream is None else stream_handle(stream)
-    from aotc.runtime.metadata import MoeParams, moe_block_layout, moe_groups_call
-
-    size, at = moe_block_layout(experts)
-    signature = key or ("moe", ai.ptr, bi.ptr, oi.ptr, ei.ptr, ai.shape, ai.strides, bi.shape, bi.strides,
-                        oi.strides)  # non-torch callers: reuse the block for the same tensors too
-    block, owner = _moe_block(ordinal, handle, size, a, signature)
-
-    mp = MoeParams(ei.ptr, ai.ptr, bi.ptr, oi.ptr, block, bi.strides[0] * 2, experts, n, k, 0,
-                   ai.strides[0], bi.strides[1], oi.strides[0], 2)
-    prologue = moe_groups_call(ordinal, handle, mp)
     args = kernel.args_type()
     args.num_groups = experts
-    args.problem_sizes = block
-    args.ptr_A, args.ptr_B, args.ptr_D, args.lda, args.ldb, args.ldd = (block + o for o in at[1:])
+    args.expert_offsets, args.route_A, args.route_B, args.route_D = ei.ptr, ai.ptr, bi.ptr, oi.ptr
+    args.route_lda, args.route_ldb, args.route_ldd = ai.strides[0], bi.strides[1], oi.strides[0]
+    args.route_b_stride, args.route_n, args.route_k = bi.strides[0], n, k
     args.alpha, args.beta = float(alpha), 0.0
     args.threadblock_count = device.sm_count or 1
     args.threadblock_count = kernel.resident_ctas(args)
     call = kernel.prepare_call(args, handle)
-    kernel.fire_all((prologue.call, call))
-    _fast_store(key, kernel, (prologue.call, call), (prologue, owner))
+    kernel.fire(call)
+    _fast_store(key, kernel, (call,))
     return kernel
+
+
+def _check_routed(kernel: Kernel) -> None:
+    """AOTC-RT-005 unless the kernel's helper takes this runtime's AotcArgs (a grouped_gemm_sm80 kernel
+    built before the device-routed fields would read a routed launch as empty group arrays)."""
+    import ctypes
+
+    lib = kernel._helper.lib
+    size = lib.aotc_args_bytes() if hasattr(lib, "aotc_args_bytes") else None
+    want = ctypes.sizeof(kernel.args_type)
+    if size != want:
+        raise runtime_error(HELPER_ABI, f"{kernel._helper.what} takes {size or 'an older'} B of AotcArgs; this runtime "
+                            f"passes {want} B with the expert offsets (grouped_gemm_moe derives the experts' problems "
+                            "in the GEMM kernel)", "rebuild it with this aotc version: aotc build --filter "
+                            f"{kernel.name} --arch {kernel.arch}", helper_args_bytes=size, runtime_args_bytes=want)
 
 
 _moe_blocks: dict[tuple, tuple[int, Any]] = {}  # (ordinal, stream, bytes, signature) -> (address, owner)
 
 
 def _moe_block(ordinal: int, stream: int, size: int, like: Any, signature: tuple) -> tuple[int, Any]:
-    """Device memory the offsets kernel writes the per-expert arrays into: one per (stream, call
-    signature), from the caller's allocator, so launches in flight never share one."""
+    """Device memory the block-scaled MoE metadata kernel writes the per-expert arrays into (moe.py):
+    one per (stream, call signature), from the caller's allocator, so launches in flight never share one."""
     key = (ordinal, stream, size, signature)
     hit = _moe_blocks.get(key)
     if hit is None:
