@@ -297,7 +297,9 @@ def test_entries_outside_the_package_and_non_regular_files_are_refused(wheels):
 
 
 @pytest.mark.parametrize("meta", [b"[1, 2]", b"not json", b"[" * 100_000, b'{"abi": 999, "aotc_version": "9"}'])
-def test_malformed_or_foreign_metadata_is_refused(wheels, meta):
+def test_malformed_or_foreign_metadata_is_refused(wheels, meta, capsys):
+    from aotc.cli import main
+
     good, _, tmp = wheels
     report = check_wheel(rewrite(good, tmp / "meta.whl", edit={"kgood/aotc_wheel.json": lambda _: meta}))
     assert codes(report) == (["AOTC-WHEEL-001"] if meta.startswith(b"{") else ["AOTC-WHEEL-010"])
@@ -307,6 +309,11 @@ def test_malformed_or_foreign_metadata_is_refused(wheels, meta):
         assert "aotc verify" not in d.fix  # a wheel of another aotc: no cache of the user's at fault
     else:
         assert "kgood/aotc_wheel.json" in d.message
+        assert report.meta == {}  # metadata that is no object reads as none
+    # `aotc wheel --check` prints the refusal (a report whose metadata is no object included) and fails
+    capsys.readouterr()
+    assert main(["wheel", "--check", str(tmp / "meta.whl")]) == 1
+    assert d.code in capsys.readouterr().out
 
 
 def test_a_foreign_abi_is_named_at_most_20_characters_of_each_value(wheels):
