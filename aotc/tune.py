@@ -3,10 +3,11 @@ store the selection table the runtime reads (aotc.runtime.tuned; docs/runtime.md
 
 Candidates are what the runtime itself chooses among (lookup.stored_candidates over the cache and
 installed kernel wheels); each shape is launched through the real typed entry point with each
-candidate's params and timed with CUDA events (warm-up, then the median of repeated runs). A
-bucket's choice is the tile with the least mean time relative to the fastest over its shapes; the
-heuristic's pick is kept unless another is more than KEEP_HEURISTIC faster. Needs torch (tensors and
-events) and a GPU.
+candidate's params and timed with CUDA events (warm-up, then the median of repeated runs), in
+interleaved rounds over the shape's candidates (measure: one timing of a candidate is not
+reproducible enough when candidates are within a few percent of each other). A bucket's choice is the
+tile with the least mean time relative to the fastest over its shapes; the heuristic's pick is kept
+unless another is more than KEEP_HEURISTIC faster. Needs torch (tensors and events) and a GPU.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ NOT_TUNABLE = "AOTC-TUNE-002"  # a family aotc tune has no benchmark for
 NO_TORCH = "AOTC-TUNE-003"  # torch (benchmark tensors, CUDA events) not importable
 NOTHING_STORED = "AOTC-TUNE-004"  # no stored candidate of a requested family runs on this device
 KEEP_HEURISTIC = 0.01  # the heuristic's pick stays unless another tile is over 1% faster
+ROUNDS = 4  # interleaved rounds in which every candidate of a shape is timed once
+CLOSE = 0.05  # after ROUNDS, candidates within 5% of the best are timed in RETIME_ROUNDS more rounds
+RETIME_ROUNDS = 4
 MAX_SHAPE_BYTES = 16 << 30  # tensors of one benchmark shape
 REQUIRED = object()
 
@@ -231,6 +235,58 @@ def gpu_ms(fn: Callable[[], Any], rep: int = 20, calls: int = 10) -> tuple[float
         return time_ms(fn, rep=rep, calls=calls), f"eager ({str(e).splitlines()[0][:120]})"
 
 
+def round_order(keys: list[str], r: int) -> list[str]:
+    """Round r's order: rotated by r // 2 and reversed on odd rounds (A B C, C B A, B C A, A C B, C A B,
+    B A C, ...), so no candidate is always timed first or right after the same neighbour."""
+    if not keys:
+        return []
+    shift = (r // 2) % len(keys)
+    order = keys[shift:] + keys[:shift]
+    return order[::-1] if r % 2 else order
+
+
+def measure(launches: dict[str, Callable[[], Any]], timer: Callable[[Callable[[], Any]], tuple[float, str]],
+            rounds: int = ROUNDS, close: float = CLOSE, retime: int = RETIME_ROUNDS,
+            errors: tuple[type[BaseException], ...] = (AotcError,)) -> dict[str, Any]:
+    """Time the candidates of one shape in `rounds` interleaved rounds (round_order), then the ones
+    within `close` of the best mean in `retime` more rounds among themselves. A candidate's time is
+    the mean of its rounds: the check a choice must pass times it once more, and a tile that is
+    sometimes slow is as often slow there, which a median or minimum would hide. A candidate whose
+    timer raises one of `errors` is failed and timed no more. Returns {"ms": key -> mean, "rounds":
+    key -> [ms per round], "how": key -> how it was timed, "failed": key -> why}."""
+    times: dict[str, list[float]] = {k: [] for k in launches}
+    how: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    done = 0
+
+    def run(keys: list[str], n: int) -> None:
+        nonlocal done
+        for r in range(done, done + n):
+            for k in round_order(keys, r):
+                if k in failed:
+                    continue
+                try:
+                    ms, how[k] = timer(launches[k])
+                except errors as e:  # e.g. AOTC-RT-007: this tile cannot run this problem
+                    failed[k] = e.diagnostics[0].format() if isinstance(e, AotcError) else f"{type(e).__name__}: {e}"
+                    continue
+                times[k].append(ms)
+        done += n
+
+    def means() -> dict[str, float]:
+        return {k: statistics.fmean(v) for k, v in times.items() if v and k not in failed}
+
+    run(list(launches), rounds)
+    first = means()
+    if first and retime > 0:
+        best_ms = min(first.values())
+        near = [k for k in launches if k in first and first[k] <= best_ms * (1 + close)]
+        if len(near) > 1:
+            run(near, retime)
+    return {"ms": means(), "rounds": {k: v for k, v in times.items() if k not in failed},
+            "how": {k: v for k, v in how.items() if k not in failed}, "failed": failed}
+
+
 def label(found: Any) -> str:
     return f"{found.manifest.get('name', found.spec_key[:12])} ({found.arch})"
 
@@ -268,13 +324,13 @@ def tune_family(family: str, shapes: list[dict], device: Any, progress: Callable
         heuristic = best(group, problem, device.sm_count)
         row["heuristic"] = heuristic.spec_key
         make = runner(family, s, device.ordinal)
+        got = measure({f.spec_key: make(f.params) for f in group}, timer, errors=(Error,))
+        row.update(ms=got["ms"], rounds=got["rounds"], timing=got["how"], failed=got["failed"])
         for f in group:
-            try:
-                row["ms"][f.spec_key], row["timing"][f.spec_key] = timer(make(f.params))
-            except Error as e:  # e.g. AOTC-RT-007: this tile cannot run this problem
-                row["failed"][f.spec_key] = e.diagnostics[0].format()
-                continue
-            progress(f"tune {family} [{i}/{len(shapes)}] {_shape_text(s)}: {label(f)} {row['ms'][f.spec_key]:.4f} ms")
+            if f.spec_key in row["ms"]:
+                ms = row["rounds"][f.spec_key]
+                progress(f"tune {family} [{i}/{len(shapes)}] {_shape_text(s)}: {label(f)} "
+                         f"{row['ms'][f.spec_key]:.4f} ms (mean of {len(ms)} rounds, {min(ms):.4f}-{max(ms):.4f})")
         if row["ms"]:
             by_bucket.setdefault(row["bucket"], []).append(row)
     names = {f.spec_key: label(f) for f in stored}
@@ -358,6 +414,7 @@ def _row_summary(r: dict) -> dict:
     for role, key in (("heuristic", r.get("heuristic")), ("tuned", r.get("tuned")), ("fastest", fastest)):
         out[role] = {"kernel": names.get(key, key), "ms": ms.get(key)} if key else None
     out["ms"] = {names[k]: v for k, v in ms.items()}
+    out["rounds"] = {names[k]: v for k, v in r.get("rounds", {}).items()}
     out["failed"] = {names[k]: v for k, v in r["failed"].items()}
     out["timing"] = sorted(set(r["timing"].values()))
     return out

@@ -24,7 +24,7 @@ from aotc.keys import spec_key
 from aotc.runtime import lookup, ops, registry, tuned
 from aotc.runtime.device import Device, device_from_capability
 from aotc.runtime.tile_select import best
-from aotc.tune import DEFAULT_SHAPES, choice_inputs, complete_shape, load_shapes, pick
+from aotc.tune import DEFAULT_SHAPES, choice_inputs, complete_shape, load_shapes, measure, pick, round_order
 
 GEMM = "grouped_gemm_sm80"
 ARCH = "sm120a"
@@ -153,6 +153,80 @@ def test_pick_keeps_the_heuristic_unless_another_tile_is_clearly_faster():
     assert pick([{"a": 1.0, "b": 2.0}, {"b": 1.0}], "a") == "b"  # a failed on the second shape
 
 
+def test_rounds_alternate_direction_and_rotate_so_every_candidate_takes_every_place():
+    orders = [round_order(["a", "b", "c"], r) for r in range(6)]
+    assert orders[:2] == [["a", "b", "c"], ["c", "b", "a"]]  # A B C, then C B A
+    assert sorted(map(tuple, orders)) == sorted({tuple(o) for o in orders})  # six distinct orders
+    for place in range(3):
+        assert sorted(o[place] for o in orders) == ["a", "a", "b", "b", "c", "c"]
+    assert round_order([], 3) == [] and round_order(["a"], 5) == ["a"]
+
+
+def scripted_timer(script: dict[str, list[float]], calls: list[str] | None = None):
+    """A timer for launches that return their key: each key's next scripted time (an exception is raised)."""
+    left = {k: iter(v) for k, v in script.items()}
+
+    def timer(fn):
+        key = fn()
+        if calls is not None:
+            calls.append(key)
+        value = next(left[key])
+        if isinstance(value, BaseException):
+            raise value
+        return value, "scripted"
+    return timer
+
+
+def launches(*keys: str) -> dict:
+    return {k: (lambda k=k: k) for k in keys}
+
+
+def test_measure_interleaves_rounds_and_retimes_only_the_close_candidates():
+    calls: list[str] = []
+    script = {"a": [1.00] * 8, "b": [1.04] * 8, "c": [2.0] * 8}
+    got = measure(launches("a", "b", "c"), scripted_timer(script, calls), rounds=2, close=0.05, retime=2)
+    # two rounds over all three, then two over the two within 5% of the best; c (2x) is not re-timed
+    assert calls == ["a", "b", "c", "c", "b", "a", "b", "a", "a", "b"]  # rounds 3 and 4 continue the order
+    assert {k: len(v) for k, v in got["rounds"].items()} == {"a": 4, "b": 4, "c": 2}
+    assert got["ms"] == pytest.approx({"a": 1.0, "b": 1.04, "c": 2.0}) and got["failed"] == {}
+    assert got["how"] == {"a": "scripted", "b": "scripted", "c": "scripted"}
+    # one clear winner: nothing to re-time
+    calls.clear()
+    measure(launches("a", "c"), scripted_timer(script, calls), rounds=2, close=0.05, retime=3)
+    assert calls == ["a", "c", "c", "a"]
+
+
+def test_a_tile_that_is_sometimes_slow_loses_to_a_steady_one_within_noise():
+    """The H200 case (2026-12-02): 64x128 timed 0.1062 ms once in the tune and 0.1329 ms in the check,
+    128x128 0.1082/0.1077. One timing per tile picked 64x128 (+23.5% in the check); the mean of
+    interleaved rounds sees its slow rounds and picks the steady tile."""
+    script = {"64x128": [0.1062, 0.1329, 0.1062, 0.1329, 0.1062, 0.1329, 0.1062, 0.1329],
+              "128x128": [0.1082, 0.1077, 0.1080, 0.1078, 0.1079, 0.1081, 0.1077, 0.1080],
+              "128x256": [0.1078, 0.1090, 0.1085, 0.1088, 0.1086, 0.1087, 0.1084, 0.1089]}
+    single = {k: v[0] for k, v in script.items()}
+    assert pick([single], "128x256") == "64x128"  # what one timing per tile chose
+    got = measure(launches(*script), scripted_timer(script))
+    assert pick([got["ms"]], "128x256") in ("128x128", "128x256")  # both within 1% of each other
+    assert got["ms"]["64x128"] > 1.1 * got["ms"]["128x128"]
+
+
+def test_measure_drops_a_candidate_that_fails_in_any_round():
+    from aotc.diagnostics import Diagnostic
+
+    error = AotcError(Diagnostic("AOTC-RT-007", "tile cannot run this problem"))
+    calls: list[str] = []
+    script = {"a": [1.0] * 6, "b": [1.01, error], "c": [0.99] * 6}
+    got = measure(launches("a", "b", "c"), scripted_timer(script, calls), rounds=3, close=0.05, retime=1)
+    assert "AOTC-RT-007" in got["failed"]["b"] and "b" not in got["ms"] and "b" not in got["rounds"]
+    assert calls.count("b") == 2  # failed in round 2: never timed again
+    assert got["ms"] == pytest.approx({"a": 1.0, "c": 0.99}) and len(got["rounds"]["a"]) == 4
+    # other errors are failures only where the caller says so (the GPU check catches everything)
+    with pytest.raises(ZeroDivisionError):
+        measure(launches("a"), scripted_timer({"a": [ZeroDivisionError("x")]}))
+    got = measure(launches("a"), scripted_timer({"a": [ZeroDivisionError("x")]}), errors=(Exception,))
+    assert got["failed"] == {"a": "ZeroDivisionError: x"} and got["ms"] == {}
+
+
 def test_wheel_packs_tables_of_its_kernels_and_the_installed_tree_serves_them(gemm_cache, tmp_path):
     from aotc.runtime.installed_wheels import _refusal
 
@@ -271,6 +345,7 @@ def _device_tune():
 def test_device_proof_builds_catalog_kernels_and_judges_the_tuned_choice(tmp_path):
     tool = _device_tune()
     assert set(tool.BUILD) <= {s.name for s in load_specs().specs}  # what it builds is in the catalog
+    assert "fmha_fwd_d64_m128n128" in tool.BUILD  # the head_dim 64 shapes tune over the fastest d64 tile
     assert set(tool.FAMILIES) <= set(DEFAULT_SHAPES)
     rows = tool.judge([
         {"family": GEMM, "shape": {"groups": 8, "m": 16}, "ms": {"a": 1.0, "b": 1.02, "c": 1.2},
@@ -279,12 +354,33 @@ def test_device_proof_builds_catalog_kernels_and_judges_the_tuned_choice(tmp_pat
          "tuned": "b"}])
     assert [r["ok"] for r in rows] == [True, False]  # 2% and 5% slower than the fastest tile
     assert rows[0]["heuristic_vs_fastest"] == pytest.approx(0.2) and rows[1]["fastest"] == "a"
-    data = {"card": "NVIDIA H200", "date": "d", "command": "c", "device": {}, "build": {}, "tune_seconds": 1.0,
-            "check_seconds": 2.0, "rows": rows}
+    data = {"card": "NVIDIA H200", "date": "d", "commit": "abc123", "command": "c", "device": {}, "build": {},
+            "tune_seconds": 1.0, "check_seconds": 2.0, "rows": rows}
     json_path, md_path = tool.write(tmp_path, data)
     assert json_path.name == "tune_nvidia_h200.json" and json.loads(json_path.read_text())["rows"][1]["ok"] is False
     md = md_path.read_text()
-    assert "1/2 shapes" in md and "+20.0%" in md and "| NO |" in md
+    assert "1/2 shapes; worst tuned slowdown +5.0%" in md and "+20.0%" in md and "| NO |" in md
+    assert "- commit: abc123" in md
+
+
+def test_device_proof_records_the_commit_it_measured(tmp_path, monkeypatch):
+    import subprocess
+
+    tool = _device_tune()
+    monkeypatch.setenv("AOTC_COMMIT", "f00d")
+    assert tool.commit_of(tmp_path) == "f00d"  # no git here (a copy of the tree): what the command says
+    monkeypatch.delenv("AOTC_COMMIT")
+    assert tool.commit_of(tmp_path) == "unknown"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "f").write_text("1")
+    subprocess.run([*git, "-C", str(tmp_path), "add", "f"], check=True)
+    subprocess.run([*git, "-C", str(tmp_path), "commit", "-qm", "m"], check=True)
+    head = subprocess.run(["git", "-C", str(tmp_path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert tool.commit_of(tmp_path) == head
+    (tmp_path / "f").write_text("2")
+    assert tool.commit_of(tmp_path) == f"{head}-dirty"
 
 
 def test_tune_family_builds_the_table_choose_then_follows(gemm_cache, monkeypatch):

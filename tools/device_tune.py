@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,14 +27,27 @@ FAMILIES = ("fmha_fwd", "grouped_gemm_sm80")
 # The catalog's candidates for the default shapes (bf16; attention head_dim 128 and 64).
 BUILD = ("fmha_fwd_m64n128/head_dim=128,dtype=bf16", "fmha_fwd_m64n64/head_dim=128,dtype=bf16",
          "fmha_fwd_m64n128/head_dim=64,dtype=bf16", "fmha_fwd_m64n64/head_dim=64,dtype=bf16",
-         "fmha_fwd_m128n64", "fmha_fwd_m128n64_qsmem",
+         "fmha_fwd_d64_m128n128", "fmha_fwd_m128n64", "fmha_fwd_m128n64_qsmem",
          "moe_bf16_128x128/dtype=bf16", "moe_bf16_128x256", "moe_bf16_64x128")
 GOAL = 0.03  # tuned within 3% of the fastest tile
 REP = 50  # CUDA-event runs per timing in the check (the tune itself uses aotc.tune's default)
+CHECK_ROUNDS = 3  # interleaved rounds per shape in the check; a tile's time is the mean of its rounds
 
 
 def card_slug(card: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
+
+
+def commit_of(root: Path) -> str:
+    """The commit measured: `git rev-parse HEAD` (with -dirty when tracked files differ from it), else
+    AOTC_COMMIT (a copy of the tree without .git, e.g. `git archive` output), else unknown."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True)
+        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.CalledProcessError):
+        return os.environ.get("AOTC_COMMIT", "unknown")
 
 
 def build(cache, arch_name: str, jobs: int) -> dict:
@@ -57,7 +72,7 @@ def check_rows(result: dict, family_shapes: dict[str, list[dict]], ordinal: int)
     from aotc.runtime.device import query_device
     from aotc.runtime.lookup import stored_candidates
     from aotc.runtime.tile_select import best
-    from aotc.tune import choice_inputs, gpu_ms, label, runner
+    from aotc.tune import choice_inputs, gpu_ms, label, measure, runner
 
     device = query_device(ordinal)
     rows = []
@@ -71,14 +86,16 @@ def check_rows(result: dict, family_shapes: dict[str, list[dict]], ordinal: int)
             make = runner(family, s, ordinal)
             registry.clear()  # the runtime's choice as a fresh process makes it: table first, then heuristic
             runtime_choice = make(None)()
-            ms, timing = {}, {}
-            for f in group:
-                try:
-                    ms[label(f)], timing[label(f)] = gpu_ms(make(f.params), rep=REP)
-                except Exception as e:  # noqa: BLE001 - a tile that cannot run this shape is reported, not fatal
-                    print(f"{family} {s}: {label(f)} failed: {e}", file=sys.stderr)
             by_key = {f.spec_key: label(f) for f in group}
-            rows.append({"family": family, "shape": s, "ms": ms, "timing": sorted(set(timing.values())),
+            # a tile that cannot run this shape is reported, not fatal
+            got = measure({f.spec_key: make(f.params) for f in group}, lambda fn: gpu_ms(fn, rep=REP),
+                          rounds=CHECK_ROUNDS, retime=0, errors=(Exception,))
+            for key, why in got["failed"].items():
+                print(f"{family} {s}: {by_key[key]} failed: {why}", file=sys.stderr)
+            ms = {by_key[k]: v for k, v in got["ms"].items()}
+            rows.append({"family": family, "shape": s, "ms": ms,
+                         "rounds": {by_key[k]: v for k, v in got["rounds"].items()},
+                         "timing": sorted(set(got["how"].values())),
                          "heuristic": label(best(group, problem, device.sm_count)),
                          "tuned": by_key.get(runtime_choice.spec_key, runtime_choice.spec_key)})
             print(json.dumps(rows[-1]), flush=True)
@@ -100,15 +117,21 @@ def judge(rows: list[dict]) -> list[dict]:
 def markdown(data: dict) -> str:
     rows = data["rows"]
     ok = sum(r["ok"] for r in rows)
-    lines = [f"# aotc tune on {data['card']}", "", f"- date: {data['date']}", f"- command: `{data['command']}`",
+    slow = [r["tuned_vs_fastest"] for r in rows if r["tuned_vs_fastest"] is not None]
+    worst = f"; worst tuned slowdown {max(slow):+.1%}" if slow else ""
+    lines = [f"# aotc tune on {data['card']}", "", f"- date: {data['date']}", f"- commit: {data.get('commit', 'unknown')}",
+             f"- command: `{data['command']}`",
              f"- device: {json.dumps(data['device'])}",
              (f"- build: {data['build'].get('seconds', 'skipped')} s for {len(data['build'].get('kernels', []))} "
              f"kernels ({data['build'].get('arch', '')}); tune: {data['tune_seconds']:.1f} s; check: "
              f"{data['check_seconds']:.1f} s"),
-             f"- goal (tuned within {GOAL:.0%} of the fastest stored tile): {ok}/{len(rows)} shapes", "",
-             ("GPU time per call: 10 calls through aotc's typed entry points captured in one CUDA graph, median "
-              f"of {REP} timed replays per tile in this check (after the tune's own timing; a shape timed eagerly "
-              "says so in the JSON `timing`). Slowdown = time / fastest tile's time - 1."), "",
+             f"- goal (tuned within {GOAL:.0%} of the fastest stored tile): {ok}/{len(rows)} shapes{worst}", "",
+             ("GPU time per call: 10 calls through aotc's typed entry points captured in one CUDA graph; in this "
+              f"check (after the tune, its own timings) each tile is timed in {CHECK_ROUNDS} interleaved rounds "
+              f"over the shape's tiles, each round the median of {REP} timed replays, and its time is the mean "
+              "of its rounds (JSON `rounds`; a shape timed eagerly says so in `timing`). The tune times "
+              "likewise with aotc.tune's rounds (its per-round times are in the JSON `tune`). "
+              "Slowdown = time / fastest tile's time - 1."), "",
              "| family | shape | heuristic | tuned | fastest | heuristic slowdown | tuned slowdown | ok |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -164,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = judge(check_rows(result, {f: DEFAULT_SHAPES[f] for f in FAMILIES}, args.device))
     data = {"card": card, "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            "commit": commit_of(Path(__file__).resolve().parent.parent),
             "command": " ".join(["python3", *sys.argv]), "device": result["device"], "build": built,
             "tune_seconds": tune_seconds, "check_seconds": time.perf_counter() - t0, "tables": result["tables"],
             "tune": result["shapes"], "rows": rows}
