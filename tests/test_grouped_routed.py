@@ -81,6 +81,8 @@ def helper(tmp_path_factory):
     h.lib.aotc_args_bytes.restype = ctypes.c_uint32
     h.lib.aotc_routed_group.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_char_p,
                                         ctypes.c_int]
+    h.lib.aotc_tile_walk.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_void_p, ctypes.c_int64,
+                                     ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
     return SimpleNamespace(helper=h, manifest=manifest, params=specs[0].params)
 
 
@@ -204,3 +206,93 @@ def test_group_arrays_still_launch_as_before(helper):
     assert ROUTE.unpack_from(params, 144)[0] == 0  # no offsets: the kernel reads the arrays
     rc, _, err = query(helper.helper, ARGS(num_groups=3, threadblock_count=170))
     assert rc != 0 and "or pass expert_offsets" in err
+
+
+# ---- the tile schedule: the kernel's TileCursor replayed by the helper on host memory ----------------
+TILE_M, TILE_N = 128, 256  # moe_bf16_128x256
+
+
+def walk(h, args, grid: int) -> list[tuple[int, int, int, int]]:
+    """(cta, group, tile row, tile column) of every tile the kernel's `grid` CTAs visit, in order."""
+    visited, err = ctypes.c_int64(), ctypes.create_string_buffer(256)
+    assert h.lib.aotc_tile_walk(ctypes.addressof(args), grid, None, 0, ctypes.byref(visited), err, 256) == 0, err.value
+    out = (ctypes.c_int32 * (4 * max(1, visited.value)))()
+    assert h.lib.aotc_tile_walk(ctypes.addressof(args), grid, out, visited.value, ctypes.byref(visited), err,
+                                256) == 0, err.value
+    return [tuple(out[4 * i:4 * i + 4]) for i in range(visited.value)]
+
+
+def expected_tiles(sizes: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """Tile number t -> (group, tile row, tile column): groups end to end, row-major inside each."""
+    out = []
+    for g, (m, n) in enumerate(sizes):
+        rows, cols = -(-m // TILE_M), -(-n // TILE_N)
+        out += [(g, r, c) for r in range(rows) for c in range(cols)]
+    return out
+
+
+def check_walk(visits: list[tuple[int, int, int, int]], sizes: list[tuple[int, int]], grid: int) -> None:
+    """CTA b visits tile numbers b, b + grid, ... in that order, each placed in its group at its row and
+    column; together the CTAs visit every tile of every group exactly once."""
+    want = expected_tiles(sizes)
+    assert len(visits) == len(want)
+    seen = [0] * grid
+    for cta, group, row, col in visits:
+        t = cta + seen[cta] * grid
+        seen[cta] += 1
+        assert (group, row, col) == want[t], (cta, t)
+    assert seen == [len(range(b, len(want), grid)) for b in range(grid)]
+    assert sorted((g, r, c) for _, g, r, c in visits) == sorted(want)  # each tile once
+
+
+def counts_for(case: str, experts: int) -> list[int]:
+    rng = random.Random(experts)
+    if case == "one":  # one expert takes every token: its tiles run through every CTA
+        return [40 * TILE_M + 5 if e == experts - 1 else 0 for e in range(experts)]
+    if case == "empty":
+        return [0] * experts
+    if case == "ragged":  # 0..9 row tiles per expert: windows of 32 groups end mid-way through CTAs' strides
+        return [rng.choice([0, 0, 1, TILE_M - 1, TILE_M, TILE_M + 1, 3 * TILE_M, 9 * TILE_M - 3]) for _ in
+                range(experts)]
+    return [rng.randrange(3 * TILE_M) if e % 3 == 0 else 0 for e in range(experts)]  # two of three empty
+
+
+@pytest.mark.compile
+@pytest.mark.parametrize("experts", [1, 8, 33, 64, 128, 257])
+@pytest.mark.parametrize("case", ["random", "one", "empty", "ragged"])
+def test_the_tile_schedule_visits_each_tile_of_each_expert_once(helper, experts, case):
+    n = 512  # two tile columns per expert
+    counts = counts_for(case, experts)
+    offs = [0, *itertools.accumulate(counts)]
+    host = (ctypes.c_int32 * len(offs))(*offs)
+    args = routed_args(ctypes.addressof(host), experts, n=n, k=64)
+    sizes = [(c, n) for c in counts]
+    total = len(expected_tiles(sizes))
+    for grid in sorted({1, 3, 31, 32, 33, 170, total, total + 5} - {0}):
+        check_walk(walk(helper.helper, args, grid), sizes, grid)
+
+
+@pytest.mark.compile
+def test_the_tile_schedule_skips_whole_windows_of_empty_groups(helper):
+    """One CTA step can pass several windows of 32 groups (100 empty experts between two busy ones), and
+    a decreasing offset pair is an empty expert to the schedule as well."""
+    counts = [TILE_M] + [0] * 100 + [2 * TILE_M] + [0] * 40
+    offs = [0, *itertools.accumulate(counts)]
+    host = (ctypes.c_int32 * len(offs))(*offs)
+    args = routed_args(ctypes.addressof(host), len(counts), n=256, k=64)
+    for grid in (1, 2, 3):
+        check_walk(walk(helper.helper, args, grid), [(c, 256) for c in counts], grid)
+    host = (ctypes.c_int32 * 4)(0, 300, 200, 500)  # expert 1 decreases: 0 rows
+    args = routed_args(ctypes.addressof(host), 3, n=256, k=64)
+    check_walk(walk(helper.helper, args, 2), [(300, 256), (0, 256), (300, 256)], 2)
+
+
+@pytest.mark.compile
+def test_the_tile_schedule_of_group_arrays(helper):
+    """grouped_gemm's path: the same cursor over (M, N, K) triples (here in host memory), edges rounded up,
+    a group with M or N = 0 has no tiles."""
+    sizes = [(128, 256), (1, 1), (0, 512), (300, 600), (129, 0), (5000, 257)] * 7
+    triples = (ctypes.c_int32 * (3 * len(sizes)))(*[v for m, n in sizes for v in (m, n, 64)])
+    args = ARGS(num_groups=len(sizes), threadblock_count=170, problem_sizes=ctypes.addressof(triples))
+    for grid in (1, 5, 64, 170):
+        check_walk(walk(helper.helper, args, grid), sizes, grid)

@@ -1,4 +1,4 @@
-"""BF16/FP16 grouped GEMM on warp-level mma.sync (SM80 class: CUTLASS 2.x GemmGrouped, cp.async
+"""BF16/FP16 grouped GEMM on warp-level mma.sync (SM80 class: CUTLASS 2.x DefaultGemmGrouped blocks, cp.async
 multistage mainloop, fp32 accumulation). One template builds for sm_80, sm_90a and sm_120a, so the
 H100 can prove numerically what SM120 runs. Owns the schema, SMEM model, rules and render context
 of templates/gemm/grouped_sm80*.j2. Pure Python: no Jinja2, no nvcc.
@@ -87,7 +87,8 @@ class GroupedSm80Args(ctypes.Structure):
 
 class GroupedGemmSm80(Family):
     name = "grouped_gemm_sm80"
-    doc = "BF16/FP16 grouped GEMM (MoE experts), mma.sync + cp.async multistage, CUTLASS 2.x GemmGrouped"
+    doc = ("BF16/FP16 grouped GEMM (MoE experts), mma.sync + cp.async multistage, CUTLASS 2.x grouped blocks, "
+           "aotc tile schedule")
     template = "gemm/grouped_sm80.cu.j2"
     probe_template = "gemm/grouped_sm80_probe.cu.j2"
     args_struct = GroupedSm80Args
