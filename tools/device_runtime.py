@@ -299,7 +299,7 @@ def moe_launch(results: dict) -> None:
     ops.grouped_gemm_moe(a, w, om, offsets)
     torch.cuda.synchronize()
     stream = torch.cuda.current_stream().cuda_stream
-    calls = next(hit[2] for key, hit in ops._fast.items() if key[0] == "moe" and key[1][0] == a.data_ptr())
+    kernel, calls = next(hit[1:3] for key, hit in ops._fast.items() if key[0] == "moe" and key[1] == a.data_ptr())
     assert len(calls) == 1, f"grouped_gemm_moe fired {len(calls)} launches per call; one is the design"
     (c,) = calls
     call = (c[0], *c[1:8], cu.CUstream(stream), c[9], 0)
@@ -312,6 +312,26 @@ def moe_launch(results: dict) -> None:
             "cuda_graph_replay_moe_us": per_call_us(g.replay)}
     rows["rt_grouped_gemm_moe_E8_vs_raw"] = round(rows["rt_grouped_gemm_moe_E8_us"] / rows["raw_cuLaunchKernel_moe_us"],
                                                   3)
+    # where the rest goes: the signature key (the op's flat one; the per-tensor tuples it replaced), the
+    # memo lookup, Kernel.fire of the prepared call
+    key = ops._moe_key(a, w, om, offsets, 1.0, None)
+
+    def per_tensor_key():
+        return ("moe", ops._tensor_key(a), ops._tensor_key(w), ops._tensor_key(om), ops._tensor_key(offsets), 1.0,
+                ops._torch_stream(a.get_device()))
+
+    rows.update(signature_key_flat_us=per_call_us(lambda: ops._moe_key(a, w, om, offsets, 1.0, None)),
+                signature_key_per_tensor_tuples_us=per_call_us(per_tensor_key),
+                memo_lookup_us=per_call_us(lambda: ops._fast.get(key)),
+                kernel_fire_us=per_call_us(lambda: kernel.fire(c)))
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    start.record()
+    for _ in range(1000):
+        launch(*call)
+    stop.record()
+    torch.cuda.synchronize()
+    rows["gpu_us_per_launch_1000_back_to_back"] = round(start.elapsed_time(stop), 3)  # ms for 1000 = us each
     results["moe_launch"] = rows
 
 
