@@ -114,6 +114,12 @@ def judge(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def build_line(build: dict) -> str:
+    if "seconds" not in build:  # --skip-build: the cache came from an earlier --build-only step
+        return "done before this run (--skip-build)"
+    return f"{build['seconds']} s for {len(build.get('kernels', []))} kernels ({build.get('arch', '')})"
+
+
 def markdown(data: dict) -> str:
     rows = data["rows"]
     ok = sum(r["ok"] for r in rows)
@@ -122,8 +128,7 @@ def markdown(data: dict) -> str:
     lines = [f"# aotc tune on {data['card']}", "", f"- date: {data['date']}", f"- commit: {data.get('commit', 'unknown')}",
              f"- command: `{data['command']}`",
              f"- device: {json.dumps(data['device'])}",
-             (f"- build: {data['build'].get('seconds', 'skipped')} s for {len(data['build'].get('kernels', []))} "
-             f"kernels ({data['build'].get('arch', '')}); tune: {data['tune_seconds']:.1f} s; check: "
+             (f"- build: {build_line(data['build'])}; tune: {data['tune_seconds']:.1f} s; check: "
              f"{data['check_seconds']:.1f} s"),
              f"- goal (tuned within {GOAL:.0%} of the fastest stored tile): {ok}/{len(rows)} shapes{worst}", "",
              ("GPU time per call: 10 calls through aotc's typed entry points captured in one CUDA graph; in this "
