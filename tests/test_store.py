@@ -288,6 +288,26 @@ def test_temp_file_names_say_who_wrote_them_and_when_they_are_stale() -> None:
         assert not tmp_is_stale(other, now, now, 10), other  # cannot tell: only age removes it
 
 
+def test_asking_whether_a_writer_lives_sends_it_no_signal() -> None:
+    """The liveness probe is signal 0: a live writer (here a child that dies on SIGHUP, as a process
+    without a handler does) is reported alive and keeps running."""
+    import socket
+
+    from aotc.cache.store import tmp_is_stale
+
+    child = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('up', flush=True); time.sleep(30)"
+    writer = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "up"
+        now = 1_000_000.0
+        assert not tmp_is_stale(f"{socket.gethostname()}.{writer.pid}.ab.tmp", now, now, 10)
+        time.sleep(0.2)
+        assert writer.poll() is None  # still running: nothing was delivered to it
+    finally:
+        writer.kill()
+        writer.wait()
+
+
 def test_sweep_removes_only_stale_temp_files(tmp_path: Path) -> None:
     store = LocalBlobStore(tmp_path)
     assert store.sweep_tmp() == []  # no temp folder yet
