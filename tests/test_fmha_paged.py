@@ -1,8 +1,8 @@
 """Paged-KV-cache attention families (fmha_fwd_paged, fmha_decode_paged): catalog legality on every
 SM12x target, rules, SMEM equal to the contiguous twins, the ABI fields, the runtime's refusal of
 host tensors, and (compile-marked) the real host helper's paged problem validation and Params, and
-an sm_120a build of the paged decode kernel (no spill, HMMA only, block-table reads issued ahead
-of the MMAs)."""
+an sm_120a build of the paged decode kernel (no spill, HMMA only, page ids shuffled from block-table
+windows ahead of the MMAs)."""
 
 from __future__ import annotations
 
@@ -202,13 +202,21 @@ def test_paged_decode_sm120a_build_hmma_no_spill(tmp_path):
     # per warp and KV tile: S = 16x64x128 (8 k16 x 8 n8 = 64 MMAs) and O += 16x128x64 (4 k16 x 16 n8 = 64)
     assert len(re.findall(r"\bHMMA\.16816\.F32", sass)) == 128
     assert not re.search(r"\b(HGMMA|UTC\w+|OMMA|QMMA)\b", sass)
-    # Block-table reads are off the cp.async path: per KV tile a thread reads one entry per row it
-    # copies (threads / 16-byte chunks per row apart; the tile's K and V share them), and all of them
-    # are issued before the tile's first MMA, while the K copy that uses them comes later.
+    # Block-table reads are off the cp.async path. Per KV tile a thread takes the page id of each row
+    # it copies (threads / 16-byte chunks per row apart; the tile's K and V share them) by one warp
+    # shuffle from a 32-entry window of the table row, all before the tile's first MMA while the K copy
+    # that uses them comes later. The loop reads the table once per window (the next window, one
+    # window ahead) plus one entry per row on the one-token-page path, and no shuffle reads a register
+    # a table load in the loop writes (none waits for a table read).
     loop = main_loop(sass)
     table = [i for i, x in enumerate(loop) if re.search(r"\bLDG\.E\.CONSTANT\b", x)]
+    shuffles = [i for i, x in enumerate(loop) if re.search(r"\bSHFL\.IDX\b", x)]
     copies = [i for i, x in enumerate(loop) if "LDGSTS" in x]
     mmas = [i for i, x in enumerate(loop) if "HMMA" in x]
     threads, chunks_per_row = 32 * s.params["warps"], s.params["head_dim"] * 2 // 16
-    assert len(table) == s.params["block_n"] // (threads // chunks_per_row)
-    assert max(table) < mmas[0] < max(copies)
+    rows = s.params["block_n"] // (threads // chunks_per_row)
+    assert len(shuffles) == rows and len(table) == rows + 1
+    assert max(table + shuffles) < mmas[0] < max(copies)
+    loaded = {re.search(r"LDG\.E\.CONSTANT (R\d+)", loop[i]).group(1) for i in table}
+    sources = {re.search(r"SHFL\.IDX PT, R\d+, (R\d+)", loop[i]).group(1) for i in shuffles}
+    assert not loaded & sources, (loaded, sources)

@@ -4,14 +4,17 @@ Builds (aotc's own pipeline) the paged catalog kernels and their contiguous twin
 target into a cache folder, then (1) checks every paged kernel against a float32 torch reference:
 ragged KV lengths, lengths not a multiple of the page size, shuffled page ids, block-table slots
 past a request's pages poisoned, empty requests, GQA/MQA/MHA, K/V separate or stacked, page sizes
-16 and 64, decode with chosen/forced/single splits, chunked prefill (causal and not); and (2) times
+16 and 64 (decode also 1, 4 and 32), decode with chosen/forced/single splits, split by the table's
+capacity or by a max_kv_len below the longest length, chunked prefill (causal and not); and (2) times
 paged against the contiguous kernel of the same tile on the same K/V (scattered into pages), and
-writes fmha_<card>_paged.md/.json. With --flashinfer, FlashInfer's own paged FA2 kernels
+writes fmha_<card>_paged.md/.json (--decode-only: the decode kernel and its twin alone, into
+fmha_<card>_paged_decode.md/.json). With --flashinfer, FlashInfer's own paged FA2 kernels
 (BatchDecodeWithPagedKVCacheWrapper, BatchPrefillWithPagedKVCacheWrapper with backend "fa2"; JIT-built
 on this host on first use) run on the same pages and block tables, timed the same way, and their
 outputs are compared with aotc's.
 
     python3 tools/device_fmha_paged.py --cache-dir /tmp/aotc-cache --out <dir> [--jobs 16] [--flashinfer]
+        [--decode-only]
 """
 
 from __future__ import annotations
@@ -64,8 +67,9 @@ def kernel_ms(fn) -> float:
     return bench_ms(graph.replay) / GRAPH_CALLS
 
 
-def build(cache_dir: Path, jobs: int) -> dict:
-    """Build the paged specs and their twins for this GPU's target; {name: params} of what was built."""
+def build(cache_dir: Path, jobs: int, decode_only: bool = False) -> dict:
+    """Build the paged specs and their twins for this GPU's target (decode_only: the decode kernel and
+    its twin); {name: params} of what was built."""
     from aotc.arch import get_arch
     from aotc.build.pipeline import build as run_build
     from aotc.build.spec import load_specs
@@ -73,8 +77,9 @@ def build(cache_dir: Path, jobs: int) -> dict:
     from aotc.runtime import query_device
 
     target = query_device(0).runnable_targets()[0]
+    names = (DECODE_PAGED, TWINS[DECODE_PAGED]) if decode_only else (DECODE_PAGED, *FWD_PAGED, *TWINS.values())
     specs = [s for s in load_specs().specs
-             if s.name.split("/")[0] in (DECODE_PAGED, *FWD_PAGED, *TWINS.values()) and
+             if s.name.split("/")[0] in names and
              s.params["dtype"] in ("bf16", "fp16")]
     t0 = time.perf_counter()
     summary = run_build(specs, [get_arch(target)], Cache(cache_dir), jobs=jobs, progress=False)
@@ -142,7 +147,9 @@ class Gen:
 
 
 def check_case(family: str, params: dict, *, hq, hkv, lens_q, kv_lens, page_size, causal, stacked, splits=0,
-               varlen_q=False) -> dict:
+               varlen_q=False, max_kv="longest") -> dict:
+    """max_kv: the max_kv_len passed ("longest": max(kv_lens); None: omitted, the table's capacity sizes
+    the split; a number below the longest length checks that every KV tile is still visited)."""
     import torch
 
     from aotc import runtime as rt
@@ -165,7 +172,8 @@ def check_case(family: str, params: dict, *, hq, hkv, lens_q, kv_lens, page_size
     fn = rt.fmha_decode_paged if family == "fmha_decode_paged" else rt.fmha_fwd_paged
     if family == "fmha_decode_paged":
         extra["num_splits"] = splits
-    fn(q, k_cache, v_cache, table, lens, out, causal=causal, max_kv_len=max(kv_lens), params=params, **extra)
+    max_kv_len = max(kv_lens) if max_kv == "longest" else max_kv
+    fn(q, k_cache, v_cache, table, lens, out, causal=causal, max_kv_len=max_kv_len, params=params, **extra)
     torch.cuda.synchronize()
     ref = torch.cat([reference(qb, k, v, causal) for qb, (k, v) in zip(qs, per_request, strict=True)]) \
         if varlen_q else torch.stack([reference(qb, k, v, causal) for qb, (k, v) in zip(qs, per_request, strict=True)])
@@ -175,7 +183,7 @@ def check_case(family: str, params: dict, *, hq, hkv, lens_q, kv_lens, page_size
     ok = nan == 0 and err < REL_TOL
     return {"family": family, "dtype": params["dtype"], "hq": hq, "hkv": hkv, "lens_q": lens_q, "kv_lens": kv_lens,
             "page_size": page_size, "causal": causal, "stacked": stacked, "splits_arg": splits, "varlen_q": varlen_q,
-            "nan": nan, "rel_err": err, "ok": ok}
+            "max_kv_len": max_kv_len, "nan": nan, "rel_err": err, "ok": ok}
 
 
 def correctness(built: dict) -> list[dict]:
@@ -196,6 +204,14 @@ def correctness(built: dict) -> list[dict]:
                 {"hq": 32, "hkv": 8, "lens_q": [4], "kv_lens": [4, 130, 2049], "page_size": 16, "causal": True, "stacked": True},
                 {"hq": 32, "hkv": 8, "lens_q": [1, 4, 0], "kv_lens": [100, 260, 0], "page_size": 64, "causal": True, "stacked": False,
                      "varlen_q": True},
+                # one-token and small pages; split by the table's capacity; max_kv_len below the longest length
+                {"hq": 32, "hkv": 8, "lens_q": [1], "kv_lens": [1, 0, 77, 700], "page_size": 1, "causal": False, "stacked": False},
+                {"hq": 16, "hkv": 4, "lens_q": [1], "kv_lens": [70, 2100, 129], "page_size": 4, "causal": False, "stacked": True,
+                     "splits": 5},
+                {"hq": 32, "hkv": 8, "lens_q": [1], "kv_lens": [1000, 37], "page_size": 16, "causal": False, "stacked": False,
+                     "max_kv": None},
+                {"hq": 32, "hkv": 8, "lens_q": [1], "kv_lens": [1000, 37, 3000], "page_size": 32, "causal": False, "stacked": True,
+                     "max_kv": 100},
             ]
         else:
             cases = [  # chunked prefill: lens_q new tokens at the end of kv_lens
@@ -212,7 +228,7 @@ def correctness(built: dict) -> list[dict]:
             row["spec"] = name
             rows.append(row)
             print(f"{'ok  ' if row['ok'] else 'FAIL'} {name:<36} hq={case['hq']} hkv={case['hkv']} q={case['lens_q']} "
-                  f"kv={case['kv_lens']} page={case['page_size']} causal={int(case['causal'])} "
+                  f"kv={case['kv_lens']} max_kv_len={row['max_kv_len']} page={case['page_size']} causal={int(case['causal'])} "
                   f"stacked={int(case['stacked'])} nan={row['nan']} rel_err={row['rel_err']:.2e}", flush=True)
     return rows
 
@@ -281,7 +297,7 @@ def flashinfer_columns(row: dict, fi, make, q, kp, vp, table, page, hq, hkv, d, 
           f"max|diff| {row['flashinfer_max_abs_diff']:.1e}", flush=True)
 
 
-def benchmark(built: dict, fi: FlashInferPaged | None = None) -> list[dict]:
+def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool = False) -> list[dict]:
     import torch
 
     from aotc import runtime as rt
@@ -314,7 +330,8 @@ def benchmark(built: dict, fi: FlashInferPaged | None = None) -> list[dict]:
                 flashinfer_columns(rows[-1], fi, "decode", q, kp, vp, table, page, hq, hkv, d, o_p)
             print(f"decode b={batch} kv={sk} page={page}: contiguous {ms_c * 1e3:.0f} us, paged {ms_p * 1e3:.0f} us "
                   f"({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
-    fwd_pairs = [(built.get(f"{name}/dtype=bf16") or built.get(name), built.get(TWINS[name]), name) for name in FWD_PAGED]
+    fwd_pairs = [] if decode_only else \
+        [(built.get(f"{name}/dtype=bf16") or built.get(name), built.get(TWINS[name]), name) for name in FWD_PAGED]
     for fwd, twin, name in fwd_pairs:
         if not (fwd and twin):
             continue
@@ -347,10 +364,10 @@ def benchmark(built: dict, fi: FlashInferPaged | None = None) -> list[dict]:
 
 
 def write_report(out: Path, card: str, command: str, built: dict, checks: list[dict], bench: list[dict],
-                 flashinfer: str | None = None) -> None:
-    slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_")
+                 flashinfer: str | None = None, suffix: str = "") -> None:
+    slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_") + suffix
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    (out / f"fmha_{slug}_paged.json").write_text(json.dumps(
+    (out / f"fmha_{slug}.json").write_text(json.dumps(
         {"card": card, "date": date, "command": command, "built": built, "correctness": checks, "bench": bench,
          "flashinfer": flashinfer,
          "timing": {"graph_calls": GRAPH_CALLS, "fallbacks": TIMING_FALLBACKS}},
@@ -359,10 +376,11 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
              (f"- correctness: {sum(c['ok'] for c in checks)}/{len(checks)} cases pass (rel. error < {REL_TOL} "
              f"against float32 attention of the gathered pages; NaN-poisoned outputs fully written; worst "
              f"{max((c['rel_err'] for c in checks), default=0):.2e})"), "",
-             "| spec | q/kv heads | q lens | kv lens | page | causal | K/V | splits | rel. error |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| spec | q/kv heads | q lens | kv lens | max_kv_len | page | causal | K/V | splits | rel. error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for c in checks:
-        lines.append(f"| {c['spec']} | {c['hq']}/{c['hkv']} | {c['lens_q']} | {c['kv_lens']} | {c['page_size']} | "
+        lines.append(f"| {c['spec']} | {c['hq']}/{c['hkv']} | {c['lens_q']} | {c['kv_lens']} | "
+                     f"{'table capacity' if c['max_kv_len'] is None else c['max_kv_len']} | {c['page_size']} | "
                      f"{int(c['causal'])} | {'stacked' if c['stacked'] else 'separate'} | {c['splits_arg'] or 'auto'} | "
                      f"{c['rel_err']:.2e} |")
     lines += ["", "## Paged vs contiguous, same tile, same K/V (bf16, 32 q / 8 kv heads, head_dim 128)", "",
@@ -390,7 +408,7 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
             lines.append(f"| {r['kind']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | "
                          f"{r['paged_ms'] * 1e3:.0f} | {r['flashinfer_ms'] * 1e3:.0f} | {r['paged_vs_flashinfer']:.3f}x "
                          f"| {r['flashinfer_max_abs_diff']:.1e} |")
-    (out / f"fmha_{slug}_paged.md").write_text("\n".join(lines) + "\n")
+    (out / f"fmha_{slug}.md").write_text("\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -401,20 +419,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bench", action="store_true")
     parser.add_argument("--flashinfer", action="store_true",
                         help="also time FlashInfer's paged FA2 kernels on the same inputs (JIT-built here)")
+    parser.add_argument("--decode-only", action="store_true",
+                        help="build, check and time only the paged decode kernel and its contiguous twin; "
+                             "writes fmha_<card>_paged_decode.md/.json")
     args = parser.parse_args(argv)
     import torch
 
     from aotc import runtime as rt
     from aotc.cache import Cache
 
-    built = build(args.cache_dir, args.jobs)
+    built = build(args.cache_dir, args.jobs, args.decode_only)
     rt.set_sources([rt.CacheSource(Cache(args.cache_dir))])
     card = torch.cuda.get_device_name(0)
     checks = correctness(built)
     fi = FlashInferPaged() if args.flashinfer else None
-    bench = [] if args.skip_bench else benchmark(built, fi)
+    bench = [] if args.skip_bench else benchmark(built, fi, args.decode_only)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench, fi and fi.version)
+    write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench, fi and fi.version,
+                 "_paged_decode" if args.decode_only else "_paged")
     failed = [c for c in checks if not c["ok"]]
     print(f"correctness: {len(checks) - len(failed)}/{len(checks)} ok")
     return 1 if failed else 0
