@@ -36,6 +36,24 @@ PREFILL_SHAPES = {  # head_dim -> (batch, seqlen); each causal and not
 DECODE_SHAPES = [(1, 32768), (8, 8192), (32, 4096), (64, 2048)]  # (batch, kv len), 1 query token
 
 
+def distinct_kernels(specs: list) -> list:
+    """The specs less those with the family and parameters of an earlier one. The runtime finds a
+    stored kernel by (family, parameters, target), never by name, so such a spec (a sweep entry that
+    differs from another only by name, e.g. to try a template change) would load and time the other
+    spec's kernel, or whichever of the two was stored last, under its own name."""
+    seen: dict[tuple, str] = {}
+    kept = []
+    for s in specs:
+        key = (s.family, json.dumps(s.params, sort_keys=True, default=str))
+        if key in seen:
+            print(f"skipped {s.name}: same family and parameters as {seen[key]} (one stored kernel)",
+                  file=sys.stderr)
+            continue
+        seen[key] = s.name
+        kept.append(s)
+    return kept
+
+
 def build(cache_dir: Path, extra_specs: list[Path], archs: list[str], jobs: int) -> list:
     """Build the bf16 prefill/decode specs (catalog + extra files) for the device target and `archs`;
     the specs built for the device target."""
@@ -53,7 +71,8 @@ def build(cache_dir: Path, extra_specs: list[Path], archs: list[str], jobs: int)
         for d in extra.diagnostics:
             print(d.format(), file=sys.stderr)
         specs += extra.specs
-    specs = [s for s in specs if s.family in ("fmha_fwd", "fmha_decode") and s.params["dtype"] == "bf16"]
+    specs = distinct_kernels([s for s in specs
+                              if s.family in ("fmha_fwd", "fmha_decode") and s.params["dtype"] == "bf16"])
     t0 = time.perf_counter()
     summary = run_build(specs, [get_arch(a) for a in dict.fromkeys([target, *archs])], Cache(cache_dir), jobs=jobs,
                         progress=False)
