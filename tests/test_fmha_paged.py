@@ -220,3 +220,35 @@ def test_paged_decode_sm120a_build_hmma_no_spill(tmp_path):
     loaded = {re.search(r"LDG\.E\.CONSTANT (R\d+)", loop[i]).group(1) for i in table}
     sources = {re.search(r"SHFL\.IDX PT, R\d+, (R\d+)", loop[i]).group(1) for i in shuffles}
     assert not loaded & sources, (loaded, sources)
+
+
+@pytest.mark.compile
+def test_paged_prefill_sm120a_table_loads_wait_behind_the_mmas(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from test_fmha_family import main_loop, sass_of
+
+    # the 4-warp tile with Q in shared memory: the one with the fewest registers to spare
+    s = next(x for x in load_specs([CATALOG]).specs if x.name == "fmha_paged_fwd_m128n64_qsmem")
+    lines, sass = sass_of(s, "sm120a", tmp_path)
+    assert re.search(r"\b0 bytes spill stores", lines), lines
+    # Per KV tile a thread loads the page id of each row it copies (threads / 16-byte chunks per row
+    # apart; K and V of a tile share them) before the tile's first MMA, and no instruction reads a
+    # loaded id before that MMA: the ids become chunk offsets only in front of the K copy, after
+    # S = Q K^T, so no warp waits for the block table at the top of a KV tile.
+    loop = main_loop(sass)
+
+    def operands(x: str) -> list[str]:
+        return [o.strip() for o in re.sub(r"^@!?U?P\w+\s+", "", x).split(None, 1)[-1].split(",")]
+
+    table = [i for i, x in enumerate(loop) if re.search(r"\bLDG\.E\.CONSTANT\b", x)]
+    mmas = [i for i, x in enumerate(loop) if "HMMA" in x]
+    threads, chunks_per_row = 32 * s.params["warps"], s.params["head_dim"] * 2 // 16
+    assert len(table) == s.params["block_n"] // (threads // chunks_per_row)
+    assert max(table) < mmas[0]
+    for i in table:
+        reg = operands(loop[i])[0]
+        use = next(j for j in range(i + 1, len(loop))
+                   if any(re.search(rf"\b{reg}\b", o) for o in operands(loop[j])[1:]))
+        assert use > mmas[0], (loop[i], loop[use])

@@ -8,13 +8,14 @@ past a request's pages poisoned, empty requests, GQA/MQA/MHA, K/V separate or st
 capacity or by a max_kv_len below the longest length, chunked prefill (causal and not); and (2) times
 paged against the contiguous kernel of the same tile on the same K/V (scattered into pages), and
 writes fmha_<card>_paged.md/.json (--decode-only: the decode kernel and its twin alone, into
-fmha_<card>_paged_decode.md/.json). With --flashinfer, FlashInfer's own paged FA2 kernels
+fmha_<card>_paged_decode.md/.json; --prefill-only: the two chunked-prefill kernels and their twins, into
+fmha_<card>_paged_prefill.md/.json). With --flashinfer, FlashInfer's own paged FA2 kernels
 (BatchDecodeWithPagedKVCacheWrapper, BatchPrefillWithPagedKVCacheWrapper with backend "fa2"; JIT-built
 on this host on first use) run on the same pages and block tables, timed the same way, and their
 outputs are compared with aotc's.
 
     python3 tools/device_fmha_paged.py --cache-dir /tmp/aotc-cache --out <dir> [--jobs 16] [--flashinfer]
-        [--decode-only]
+        [--decode-only | --prefill-only]
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def kernel_ms(fn) -> float:
     return bench_ms(graph.replay) / GRAPH_CALLS
 
 
-def build(cache_dir: Path, jobs: int, decode_only: bool = False) -> dict:
+def build(cache_dir: Path, jobs: int, decode_only: bool = False, prefill_only: bool = False) -> dict:
     """Build the paged specs and their twins for this GPU's target (decode_only: the decode kernel and
-    its twin); {name: params} of what was built."""
+    its twin; prefill_only: the chunked-prefill kernels and their twins); {name: params} of what was
+    built."""
     from aotc.arch import get_arch
     from aotc.build.pipeline import build as run_build
     from aotc.build.spec import load_specs
@@ -77,7 +79,8 @@ def build(cache_dir: Path, jobs: int, decode_only: bool = False) -> dict:
     from aotc.runtime import query_device
 
     target = query_device(0).runnable_targets()[0]
-    names = (DECODE_PAGED, TWINS[DECODE_PAGED]) if decode_only else (DECODE_PAGED, *FWD_PAGED, *TWINS.values())
+    names = (DECODE_PAGED, TWINS[DECODE_PAGED]) if decode_only else \
+        (*FWD_PAGED, *(TWINS[n] for n in FWD_PAGED)) if prefill_only else (DECODE_PAGED, *FWD_PAGED, *TWINS.values())
     specs = [s for s in load_specs().specs
              if s.name.split("/")[0] in names and
              s.params["dtype"] in ("bf16", "fp16")]
@@ -222,6 +225,10 @@ def correctness(built: dict) -> list[dict]:
                 {"hq": 6, "hkv": 3, "lens_q": [77, 1, 190], "kv_lens": [77, 250, 1190], "page_size": 16, "causal": False,
                      "stacked": True, "varlen_q": True},
                 {"hq": 4, "hkv": 1, "lens_q": [256], "kv_lens": [256, 1000, 0], "page_size": 64, "causal": True, "stacked": False},
+                # one-token and 4-token pages
+                {"hq": 8, "hkv": 2, "lens_q": [5, 0, 200], "kv_lens": [105, 17, 333], "page_size": 1, "causal": True,
+                     "stacked": False, "varlen_q": True},
+                {"hq": 8, "hkv": 2, "lens_q": [70], "kv_lens": [70, 1000, 129], "page_size": 4, "causal": True, "stacked": True},
             ]
         for case in cases:
             row = check_case(family, params, **case)
@@ -419,16 +426,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-bench", action="store_true")
     parser.add_argument("--flashinfer", action="store_true",
                         help="also time FlashInfer's paged FA2 kernels on the same inputs (JIT-built here)")
-    parser.add_argument("--decode-only", action="store_true",
-                        help="build, check and time only the paged decode kernel and its contiguous twin; "
-                             "writes fmha_<card>_paged_decode.md/.json")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--decode-only", action="store_true",
+                      help="build, check and time only the paged decode kernel and its contiguous twin; "
+                           "writes fmha_<card>_paged_decode.md/.json")
+    only.add_argument("--prefill-only", action="store_true",
+                      help="build, check and time only the paged chunked-prefill kernels and their contiguous "
+                           "twins; writes fmha_<card>_paged_prefill.md/.json")
     args = parser.parse_args(argv)
     import torch
 
     from aotc import runtime as rt
     from aotc.cache import Cache
 
-    built = build(args.cache_dir, args.jobs, args.decode_only)
+    built = build(args.cache_dir, args.jobs, args.decode_only, args.prefill_only)
     rt.set_sources([rt.CacheSource(Cache(args.cache_dir))])
     card = torch.cuda.get_device_name(0)
     checks = correctness(built)
@@ -436,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = [] if args.skip_bench else benchmark(built, fi, args.decode_only)
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench, fi and fi.version,
-                 "_paged_decode" if args.decode_only else "_paged")
+                 "_paged_decode" if args.decode_only else "_paged_prefill" if args.prefill_only else "_paged")
     failed = [c for c in checks if not c["ok"]]
     print(f"correctness: {len(checks) - len(failed)}/{len(checks)} ok")
     return 1 if failed else 0
