@@ -290,6 +290,29 @@ def correctness(kernels: list[Kernel]) -> list[dict]:
     return rows
 
 
+def build_for_this_gpu(cache_dir: Path, keep, jobs: int) -> dict:
+    """Build the catalog specs `keep(spec)` selects for this GPU's first runnable target into the aotc
+    cache at `cache_dir` (aotc's own pipeline; stored kernels are cache hits); {name: params}. Exits
+    with status 1 when one fails, after naming it."""
+    from aotc.arch import get_arch
+    from aotc.build.pipeline import build as run_build
+    from aotc.build.spec import load_specs
+    from aotc.cache import Cache
+    from aotc.runtime import query_device
+
+    target = query_device(0).runnable_targets()[0]
+    specs = [s for s in load_specs().specs if keep(s)]
+    t0 = time.perf_counter()
+    summary = run_build(specs, [get_arch(target)], Cache(cache_dir), jobs=jobs, progress=False)
+    failed = [r for r in summary.results if r.status == "failed"]
+    for r in failed:
+        print(f"build failed: {r.spec.name}: {[d.format() for d in r.diagnostics]}", file=sys.stderr)
+    print(f"built {len(specs)} specs for {target} in {time.perf_counter() - t0:.0f} s", flush=True)
+    if failed:
+        raise SystemExit(1)
+    return {s.name: dict(s.params) for s in specs}
+
+
 def bench_ms(fn, warmup_ms: float = 30, rep: int = 30, calls: int = 1) -> float:
     """do_bench style: aotc.tune.time_ms (warm-up, then the median over `rep` CUDA-event pairs of the
     time per call of `calls` back-to-back calls) with this script's defaults."""

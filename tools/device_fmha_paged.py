@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import math
 import re
 import sys
 import time
@@ -31,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling device_fmha.py
-from device_fmha import bench_ms
+from device_fmha import bench_ms, build_for_this_gpu, reference
 
 REL_TOL = 1e-2
 DECODE_PAGED = "fmha_paged_decode_m64n64"
@@ -72,46 +71,10 @@ def build(cache_dir: Path, jobs: int, decode_only: bool = False, prefill_only: b
     """Build the paged specs and their twins for this GPU's target (decode_only: the decode kernel and
     its twin; prefill_only: the chunked-prefill kernels and their twins); {name: params} of what was
     built."""
-    from aotc.arch import get_arch
-    from aotc.build.pipeline import build as run_build
-    from aotc.build.spec import load_specs
-    from aotc.cache import Cache
-    from aotc.runtime import query_device
-
-    target = query_device(0).runnable_targets()[0]
     names = (DECODE_PAGED, TWINS[DECODE_PAGED]) if decode_only else \
         (*FWD_PAGED, *(TWINS[n] for n in FWD_PAGED)) if prefill_only else (DECODE_PAGED, *FWD_PAGED, *TWINS.values())
-    specs = [s for s in load_specs().specs
-             if s.name.split("/")[0] in names and
-             s.params["dtype"] in ("bf16", "fp16")]
-    t0 = time.perf_counter()
-    summary = run_build(specs, [get_arch(target)], Cache(cache_dir), jobs=jobs, progress=False)
-    failed = [r for r in summary.results if r.status == "failed"]
-    for r in failed:
-        print(f"build failed: {r.spec.name}: {[d.format() for d in r.diagnostics]}", file=sys.stderr)
-    print(f"built {len(specs)} specs for {target} in {time.perf_counter() - t0:.0f} s", flush=True)
-    if failed:
-        raise SystemExit(1)
-    return {s.name: dict(s.params) for s in specs}
-
-
-def reference(q, k, v, causal: bool):
-    """float32 attention of one request: q [sq, Hq, D], k/v [sk, Hkv, D]; bottom-right causal; rows
-    that see no key give 0."""
-    import torch
-
-    sq, hq, d = q.shape
-    sk, hkv = k.shape[0], k.shape[1]
-    if sk == 0:
-        return torch.zeros(sq, hq, d, device=q.device)
-    g = hq // hkv
-    qf, kf, vf = q.float(), k.float().repeat_interleave(g, 1), v.float().repeat_interleave(g, 1)
-    s = torch.einsum("qhd,khd->hqk", qf, kf) / math.sqrt(d)
-    if causal:
-        i = torch.arange(sq, device=q.device)[:, None]
-        j = torch.arange(sk, device=q.device)[None, :]
-        s = s.masked_fill(j > i + sk - sq, float("-inf"))
-    return torch.einsum("hqk,khd->qhd", torch.softmax(s, -1).nan_to_num(0.0), vf)
+    return build_for_this_gpu(cache_dir, lambda s: s.name.split("/")[0] in names and
+                              s.params["dtype"] in ("bf16", "fp16"), jobs)
 
 
 def paged_cache(kv_lens, page_size, hkv, d, dtype, stacked: bool, gen):
@@ -351,12 +314,12 @@ def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool 
             o_c, o_p = torch.empty_like(q), torch.empty_like(q)
             lens = torch.full((batch,), sk, dtype=torch.int32, device="cuda")
             flops = 4 * batch * hq * d * (sq * sk - sq * sq / 2)  # causal, bottom-right: the prefix is whole
-            ms_c = kernel_ms(lambda q=q, k=k, v=v, o=o_c: rt.fmha_fwd(q, k, v, o, causal=True, params=twin))
+            ms_c = kernel_ms(lambda q=q, k=k, v=v, o=o_c, twin=twin: rt.fmha_fwd(q, k, v, o, causal=True, params=twin))
             for page in (16, 64):
                 kp, table = scatter_pages(k, page, gen)
                 vp = torch.empty_like(kp)
                 vp[table.long().reshape(-1)] = v.reshape(-1, page, hkv, d)
-                ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk:
+                ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk, fwd=fwd:
                                 rt.fmha_fwd_paged(q, kp, vp, t, n, o, causal=True, max_kv_len=sk, params=fwd))
                 diff = float((o_p.float() - o_c.float()).abs().max())
                 rows.append({"kind": "prefill", "spec": name, "batch": batch, "q_len": sq, "kv_len": sk, "causal": True,
@@ -396,8 +359,8 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
               f"{GRAPH_CALLS}: no host time in either figure."
               + (f" **{len(TIMING_FALLBACKS)} timings fell back to {GRAPH_CALLS} back-to-back calls** (capture "
                  f"failed: {TIMING_FALLBACKS[0][:200]})" if TIMING_FALLBACKS else ""), "",
-              "| kind | paged spec | batch | q len | kv len | page | contiguous | paged | paged / contiguous speed | "
-              "max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+              ("| kind | paged spec | batch | q len | kv len | page | contiguous | paged | paged / contiguous speed | "
+               "max abs diff |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in bench:
         unit = (f"{r['contiguous_ms'] * 1e3:.0f} µs", f"{r['paged_ms'] * 1e3:.0f} µs") if r["kind"] == "decode" else \
             (f"{r['contiguous_tflops']:.0f} TFLOP/s", f"{r['paged_tflops']:.0f} TFLOP/s")
@@ -406,11 +369,11 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
     fi_rows = [r for r in bench if "flashinfer_ms" in r]
     if fi_rows:
         lines += ["", f"## aotc paged vs FlashInfer {flashinfer} paged FA2, same pages and block tables", "",
-                  "FlashInfer: `BatchDecodeWithPagedKVCacheWrapper` / `BatchPrefillWithPagedKVCacheWrapper` "
-                  "(backend \"fa2\", NHD, causal prefill), planned once per case, `run` timed as above "
-                  "(plan outside the timing). Speed ratio = FlashInfer time / aotc paged time (> 1: aotc faster).", "",
-                  "| kind | paged spec | batch | q len | kv len | page | aotc paged µs | FlashInfer µs | "
-                  "aotc / FlashInfer speed | max abs diff |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  ("FlashInfer: `BatchDecodeWithPagedKVCacheWrapper` / `BatchPrefillWithPagedKVCacheWrapper` "
+                   "(backend \"fa2\", NHD, causal prefill), planned once per case, `run` timed as above "
+                   "(plan outside the timing). Speed ratio = FlashInfer time / aotc paged time (> 1: aotc faster)."), "",
+                  ("| kind | paged spec | batch | q len | kv len | page | aotc paged µs | FlashInfer µs | "
+                   "aotc / FlashInfer speed | max abs diff |"), "|---|---|---|---|---|---|---|---|---|---|"]
         for r in fi_rows:
             lines.append(f"| {r['kind']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | "
                          f"{r['paged_ms'] * 1e3:.0f} | {r['flashinfer_ms'] * 1e3:.0f} | {r['paged_vs_flashinfer']:.3f}x "

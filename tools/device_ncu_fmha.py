@@ -12,34 +12,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-
-def build(cache_dir: Path, names: list[str], jobs: int) -> dict:
-    """Build the named catalog specs for this GPU's target; {name: params}."""
-    from aotc.arch import get_arch
-    from aotc.build.pipeline import build as run_build
-    from aotc.build.spec import load_specs
-    from aotc.cache import Cache
-    from aotc.runtime import query_device
-
-    target = query_device(0).runnable_targets()[0]
-    specs = [s for s in load_specs().specs if s.name.split("/")[0] in names]
-    missing = set(names) - {s.name.split("/")[0] for s in specs}
-    if missing:
-        raise SystemExit(f"not in the catalog: {sorted(missing)}")
-    t0 = time.perf_counter()
-    summary = run_build(specs, [get_arch(target)], Cache(cache_dir), jobs=jobs, progress=False)
-    failed = [r for r in summary.results if r.status == "failed"]
-    for r in failed:
-        print(f"build failed: {r.spec.name}: {[d.format() for d in r.diagnostics]}", file=sys.stderr)
-    print(f"built {len(specs)} specs for {target} in {time.perf_counter() - t0:.0f} s", flush=True)
-    if failed:
-        raise SystemExit(1)
-    return {s.name: dict(s.params) for s in specs}
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling device_fmha.py
+from device_fmha import build_for_this_gpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +30,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=16)
     parser.add_argument("--build-only", action="store_true")
     args = parser.parse_args(argv)
-    built = build(args.cache_dir, args.spec, args.jobs)
+    built = build_for_this_gpu(args.cache_dir, lambda s: s.name.split("/")[0] in args.spec, args.jobs)
+    missing = set(args.spec) - {name.split("/")[0] for name in built}
+    if missing:
+        raise SystemExit(f"not in the catalog: {sorted(missing)}")
     if args.build_only:
         return 0
     import torch
