@@ -146,6 +146,27 @@ def test_family_contract_bits():
     assert get_family("fmha_fwd").args_struct is FmhaArgs
 
 
+def test_fa2_main_loop_order_only_for_the_head_dim_256_tile():
+    """The head_dim 256 64x64 Q-in-SMEM tile loads k-slice i+1 while slice i multiplies and issues the
+    next K copy after the softmax (measured faster on the H200); every other tile keeps one slice live
+    (two spilled the 128x64 head_dim 128 tile) and issues the K copy right after the V wait."""
+    from aotc.build.render import render
+
+    def main_loop_order(**params) -> tuple[bool, bool]:
+        text = render(spec("fmha_fwd", **params), get_arch("sm120a")).text
+        gemm_ss = text[text.index("CUTE_DEVICE void gemm_ss("):]
+        gemm_ss = gemm_ss[:gemm_ss.index("\n}\n")]
+        loop = text[text.index("V_j has landed"):]
+        k_copy, rescale = loop.index("load_k(j + kStages)"), loop.index("*= corr_of[mi]")
+        return "sa(_, _, i + 1)" in gemm_ss, k_copy > rescale
+
+    d256 = {"block_m": 64, "block_n": 64, "head_dim": 256, "warps": 4, "kv_stages": 1, "q_in_regs": False}
+    assert main_loop_order(**d256) == (True, True)
+    assert main_loop_order(**{**d256, "block_n": 32, "kv_stages": 2}) == (False, False)  # fmha_fwd_d256_m64n32
+    assert main_loop_order(block_m=128, block_n=64, warps=4, q_in_regs=False) == (False, False)  # the qsmem tile
+    assert main_loop_order(**{**d256, "dtype": "e4m3"}) == (False, False)
+
+
 # ------------------------------------------------------------------------- compile-marked tests
 class AotcLaunch(ctypes.Structure):
     _fields_ = [("grid", ctypes.c_uint32 * 3), ("block", ctypes.c_uint32 * 3), ("smem_bytes", ctypes.c_uint32),
