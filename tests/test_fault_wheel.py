@@ -985,3 +985,23 @@ def test_a_central_directory_asking_for_an_unknown_zip_version_is_a_damaged_zip(
     (d,) = e.value.diagnostics
     assert d.code == "AOTC-WHEEL-004" and "damaged zip" in d.message and "8.4" in d.message and str(whl) in d.message
     assert "aotc verify" not in d.fix
+
+
+def test_a_member_marked_encrypted_is_a_damaged_zip(tmp_path):
+    """Found by fuzzing: a flipped bit 0 of a member's general-purpose flags (central directory) marks it
+    encrypted, and zipfile's read of it raises RuntimeError (password required); the check names the
+    member in the damaged-zip diagnostic instead."""
+    whl = tmp_path / "k-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        zf.writestr("k/__init__.py", "")
+        zf.writestr("k/aotc_wheel.json", "{}")
+        zf.writestr("k-0.1.0.dist-info/RECORD", "k/__init__.py,,\nk/aotc_wheel.json,,\n")
+    data = bytearray(whl.read_bytes())
+    entry = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)  # the second member's directory entry
+    data[entry + 8] |= 0x1  # general-purpose flag bit 0: encrypted
+    whl.write_bytes(bytes(data))
+    with pytest.raises(AotcError) as e:
+        check_wheel(whl)
+    (d,) = e.value.diagnostics
+    assert d.code == "AOTC-WHEEL-004" and "damaged zip" in d.message and "marked encrypted" in d.message
+    assert "k/aotc_wheel.json" in d.message and str(whl) in d.message and "aotc verify" not in d.fix

@@ -289,6 +289,10 @@ def check_wheel(path: Path, arch: Arch | None = None) -> WheelCheck:
             raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "pass a wheel made by `aotc wheel`")) \
                 from None
         with zf:
+            encrypted = [info.filename for info in zf.infolist() if info.flag_bits & 0x1]
+            if encrypted:  # zipfile would raise RuntimeError (password required) on the first read
+                raise AotcError(_diag(4, f"{path} is a damaged zip: {len(encrypted)} member(s) marked encrypted, "
+                                         f"e.g. {encrypted[0][:120]}", "download or rebuild the wheel"))
             return _check_open(zf, path, arch)
     except _DAMAGED_ZIP as e:  # opening (e.g. a zip version zipfile does not read) or reading a member
         raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "download or rebuild the wheel")) from None
