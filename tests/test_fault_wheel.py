@@ -948,15 +948,21 @@ def test_a_runtime_folder_others_can_write_refuses_each_wheel_and_discovery_goes
         assert reason.startswith("AOTC-RT-005") and str(shared) in reason and "0o777" in reason, reason
 
 
-def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path):
-    """Found by fuzzing: when the end record claims the central directory starts later than it does,
-    zipfile places every member before byte 0 and reading one fails with EINVAL (an OSError), which
-    must be the damaged-zip diagnostic, not a traceback."""
+def _three_member_wheel(tmp_path):
+    """A small zip laid out like a kernel wheel (package init, metadata, RECORD), for zip-level damage."""
     whl = tmp_path / "k-0.1.0-py3-none-any.whl"
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("k/__init__.py", "")
         zf.writestr("k/aotc_wheel.json", "{}")
         zf.writestr("k-0.1.0.dist-info/RECORD", "k/__init__.py,,\nk/aotc_wheel.json,,\n")
+    return whl
+
+
+def test_a_central_directory_pointing_before_the_file_is_a_damaged_zip(tmp_path):
+    """Found by fuzzing: when the end record claims the central directory starts later than it does,
+    zipfile places every member before byte 0 and reading one fails with EINVAL (an OSError), which
+    must be the damaged-zip diagnostic, not a traceback."""
+    whl = _three_member_wheel(tmp_path)
     data = bytearray(whl.read_bytes())
     eocd = data.rindex(b"PK\x05\x06")
     offset = int.from_bytes(data[eocd + 16:eocd + 20], "little")
@@ -991,11 +997,7 @@ def test_a_member_marked_encrypted_is_a_damaged_zip(tmp_path):
     """Found by fuzzing: a flipped bit 0 of a member's general-purpose flags (central directory) marks it
     encrypted, and zipfile's read of it raises RuntimeError (password required); the check names the
     member in the damaged-zip diagnostic instead."""
-    whl = tmp_path / "k-0.1.0-py3-none-any.whl"
-    with zipfile.ZipFile(whl, "w") as zf:
-        zf.writestr("k/__init__.py", "")
-        zf.writestr("k/aotc_wheel.json", "{}")
-        zf.writestr("k-0.1.0.dist-info/RECORD", "k/__init__.py,,\nk/aotc_wheel.json,,\n")
+    whl = _three_member_wheel(tmp_path)
     data = bytearray(whl.read_bytes())
     entry = data.index(b"PK\x01\x02", data.index(b"PK\x01\x02") + 1)  # the second member's directory entry
     data[entry + 8] |= 0x1  # general-purpose flag bit 0: encrypted
