@@ -254,10 +254,17 @@ EQUIVALENT: dict[str, tuple[str, str]] = {
     "aotc.build.wheel_check.x_check_wheel__mutmut_11": (
         'raise AotcError(_diag(4, f"{path} is not a readable wheel: {e}", "XXpass a wheel made by `aotc wheel`XX")) \\',
         WORDING),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_25": (
+        'f"e.g. {encrypted[0][:121]}", "download or rebuild the wheel"))',
+        "the bound keeps a hostile member name from flooding the message; 121 characters bound it as well: " + WORDING),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_26": (
+        'f"e.g. {encrypted[0][:120]}", "XXdownload or rebuild the wheelXX"))', WORDING),
     "aotc.build.wheel_check.x_check_wheel__mutmut_27": (
+        'f"e.g. {encrypted[0][:120]}", "DOWNLOAD OR REBUILD THE WHEEL"))', WORDING + " (case)"),
+    "aotc.build.wheel_check.x_check_wheel__mutmut_42": (
         'raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "XXdownload or rebuild the wheelXX")) from None',
         WORDING),
-    "aotc.build.wheel_check.x_check_wheel__mutmut_28": (
+    "aotc.build.wheel_check.x_check_wheel__mutmut_43": (
         'raise AotcError(_diag(4, f"{path} is a damaged zip: {e}", "DOWNLOAD OR REBUILD THE WHEEL")) from None',
         WORDING + " (case)"),
     "aotc.build.wheel_check.x__record__mutmut_2": ("return parse_record(tree.read(name), None, what)", RECORD_MESSAGE),
