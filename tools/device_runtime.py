@@ -186,6 +186,49 @@ def check_wrong_target(results: dict) -> None:
 
 
 # ---- cold start (fresh process) -------------------------------------------------------------------
+class RegionProfile:
+    """cProfile of the timed steps of a fresh process when $AOTC_PROFILE_OUT names a file (the
+    sorted statistics are written there): where a cold step's time goes on a host we can only send
+    commands to. A profiled process's own figures are inflated and are never among the timed runs."""
+
+    def __init__(self) -> None:
+        import os
+
+        self.path = os.environ.get("AOTC_PROFILE_OUT")
+        self.profile = None
+        if self.path:
+            import cProfile
+
+            self.profile = cProfile.Profile()
+            self.profile.enable()
+
+    def stop(self) -> None:
+        if self.profile is None:
+            return
+        self.profile.disable()
+        import pstats
+
+        rows = pstats.Stats(self.profile).stats  # (file, line, name) -> (prim calls, calls, own s, cum s, callers)
+        lines = [f"{'own ms':>8} {'cum ms':>8} {'calls':>6}  function"]
+        for by, title in ((2, "by own time"), (3, "by cumulative time")):
+            lines.append(f"-- {title}")
+            for (file, line, name), (_, calls, own, cum, _callers) in sorted(
+                    rows.items(), key=lambda kv: -kv[1][by])[:45]:
+                lines.append(f"{own * 1e3:8.3f} {cum * 1e3:8.3f} {calls:6d}  {file}:{line}({name})")
+        Path(self.path).write_text("\n".join(lines) + "\n")
+
+
+def profiled_run(script: str, mode: str, args: list[str], out: Path, name: str, env: dict | None = None) -> None:
+    """One more fresh `script mode OUT_JSON *args` process with RegionProfile on, its statistics in
+    out/<name> (its own timings are discarded)."""
+    import os
+
+    env = {**(env or os.environ), "AOTC_PROFILE_OUT": str(out / name)}
+    scratch = out / f"{name}.json"
+    subprocess.run([sys.executable, script, mode, str(scratch), *args], check=True, env=env)
+    scratch.unlink()
+
+
 class GcClock:
     """Seconds spent in the cyclic garbage collector while installed in gc.callbacks."""
 
@@ -358,6 +401,7 @@ def hook_one(out_json: str, raw_so: str, raw_first: bool) -> None:
     gc_clock = GcClock()
     gc.callbacks.append(gc_clock)
     marks = [(time.perf_counter(), time.process_time())]
+    profile = RegionProfile()
     import aotc.flashinfer as afi
 
     afi.install()
@@ -366,6 +410,7 @@ def hook_one(out_json: str, raw_so: str, raw_first: bool) -> None:
     marks.append((time.perf_counter(), time.process_time()))
     module = flashinfer.cascade.get_cascade_module()
     marks.append((time.perf_counter(), time.process_time()))
+    profile.stop()
     gc.callbacks.remove(gc_clock)
     if not raw_first:
         raw()
@@ -410,6 +455,7 @@ def hook(results: dict, out: Path, runs: int = 7) -> None:
         if i:
             rows.append(json.loads(path.read_text()))
         path.unlink()
+    profiled_run(__file__, "hook-one", [str(raw_so), "1"], out, "hook_profile.txt", env)
     raw_so.unlink()
     keys = [k for k in rows[0] if k.endswith("_ms")]
     results["hook"] = {"flashinfer": flashinfer.__version__, "runs": rows,

@@ -516,11 +516,16 @@ def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
 
     if raw_first:
         raw()
-    from device_runtime import GcClock
+    from device_runtime import GcClock, RegionProfile
 
     gc_clock = GcClock()  # after torch's import, GC passes walk its objects: part of what aotc's steps pay
     gc.callbacks.append(gc_clock)
     steps: dict[str, float] = {}
+    # where torch left the collector's counters, and how many collections of each generation aotc's
+    # steps then started: whether a middle-generation pass (over torch's young objects) falls in them
+    row["gc_count_before"] = list(gc.get_count())
+    collections = [g["collections"] for g in gc.get_stats()]
+    profile = RegionProfile()
     t = time.perf_counter()
     import aotc.runtime as rt
     from aotc.runtime import launch, registry
@@ -555,6 +560,8 @@ def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
     rt.fmha_fwd(q, k, v, o, params=FMHA_FWD)
     torch.cuda.synchronize()
     row["first_launch_ms"] = (time.perf_counter() - t) * 1e3
+    profile.stop()
+    row["gc_collections_during_aotc"] = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
     gc.callbacks.remove(gc_clock)
     if not raw_first:
         raw()
@@ -587,6 +594,9 @@ def cold(results: dict, out: Path, runs: int = 8) -> None:
         subprocess.run([sys.executable, "-X", "importtime", __file__, "cold-one", str(out / "it.json"), str(cubin), "1"],
                        check=True, stderr=err)
     (out / "it.json").unlink()
+    from device_runtime import profiled_run
+
+    profiled_run(__file__, "cold-one", [str(cubin), "1"], out, "cold_profile.txt")
     cubin.unlink()
     keys = [k for k in rows[0] if k.endswith(("_ms", "_vs_raw")) and isinstance(rows[0][k], float)]
     results["cold"] = {"runs": rows, "medians": {k: round(statistics.median(r[k] for r in rows), 3) for k in keys},
