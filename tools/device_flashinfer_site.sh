@@ -2,6 +2,12 @@
 # toolkit and torch but no package index (the lent GPU host; no GPU is used to build).
 #   carried: .carry/fi_whl/*.whl (zstandard, apache-tvm-ffi), .carry/flashinfer.tar.xz (the installed
 #   `flashinfer` package folder)
+# The package folder is 544 MB with its JIT sources (data/): for serving prebuilt modules (the hook's
+# figures) its Python files and small data suffice (7.5 MB as xz), made where flashinfer is installed:
+#   cd <site-packages> && find flashinfer -type f -not -path '*/__pycache__/*' -not -path 'flashinfer/data/csrc/*' \
+#     -not -path 'flashinfer/data/cutlass/*' -not -path 'flashinfer/data/cccl/*' -not -path 'flashinfer/data/spdlog/*' \
+#     -not -name '*.cu' -not -name '*.cuh' -not -name '*.so' -not -name '*.cubin' | tar -cf - -T - | xz -6 > flashinfer.tar.xz
+# (JIT builds there need data/ too.)
 site=/tmp/fi-site
 if [ ! -d "$site/flashinfer" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .carry/fi_whl/*.whl
