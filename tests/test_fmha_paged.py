@@ -233,10 +233,11 @@ def test_paged_prefill_sm120a_table_loads_wait_behind_the_mmas(tmp_path):
     s = next(x for x in load_specs([CATALOG]).specs if x.name == "fmha_paged_fwd_m128n64_qsmem")
     lines, sass = sass_of(s, "sm120a", tmp_path)
     assert re.search(r"\b0 bytes spill stores", lines), lines
-    # Per KV tile a thread loads the page id of each row it copies (threads / 16-byte chunks per row
-    # apart; K and V of a tile share them) before the tile's first MMA, and no instruction reads a
-    # loaded id before that MMA: the ids become chunk offsets only in front of the K copy, after
-    # S = Q K^T, so no warp waits for the block table at the top of a KV tile.
+    # Per KV tile a lane loads the page id of one row its warp copies (lane_row) before the tile's first
+    # MMA, and no instruction reads the loaded id before that MMA: it becomes a chunk offset only in
+    # front of the K copy, after S = Q K^T, so no warp waits for the block table at the top of a KV
+    # tile. Each copy of a row takes that offset by warp shuffle from the lane holding it: one shuffle
+    # per row a thread copies, for K and again for V (V loads from the same offsets a step later).
     loop = main_loop(sass)
 
     def operands(x: str) -> list[str]:
@@ -244,8 +245,10 @@ def test_paged_prefill_sm120a_table_loads_wait_behind_the_mmas(tmp_path):
 
     table = [i for i, x in enumerate(loop) if re.search(r"\bLDG\.E\.CONSTANT\b", x)]
     mmas = [i for i, x in enumerate(loop) if "HMMA" in x]
+    shuffles = [i for i, x in enumerate(loop) if re.search(r"\bSHFL\.IDX\b", x)]
     threads, chunks_per_row = 32 * s.params["warps"], s.params["head_dim"] * 2 // 16
-    assert len(table) == s.params["block_n"] // (threads // chunks_per_row)
+    assert len(table) == 1
+    assert len(shuffles) == 2 * (s.params["block_n"] // (threads // chunks_per_row))
     assert max(table) < mmas[0]
     for i in table:
         reg = operands(loop[i])[0]
