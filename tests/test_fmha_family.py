@@ -167,6 +167,30 @@ def test_fa2_main_loop_order_only_for_the_head_dim_256_tile():
     assert main_loop_order(**{**d256, "dtype": "e4m3"}) == (False, False)
 
 
+def test_head_dim_256_tile_prologue_and_epilogue():
+    """The head_dim 256 64x64 tile (fa2_schedule) loads Q as it loads K/V (one pointer, chunks a constant
+    apart: the generic per-chunk predicated load was ~1000 SASS instructions in front of the first K
+    copy), issues V0 in the prologue, skips the O rescale of its first KV tile (O is zero), stages O with
+    32-bit stores from 8 swizzled slots and no barrier in front, and its host helper bounds the Q row
+    stride as it does K/V's. Every other tile keeps the generic code."""
+    from aotc.build.render import render
+
+    def features(**params) -> tuple[bool, ...]:
+        text = render(spec("fmha_fwd", **params), get_arch("sm120a")).text
+        body = text[text.index("CUTE_DEVICE void run("):text.index("#else  // AOTC_HOST_HELPER")]
+        helper = text[text.index("#else  // AOTC_HOST_HELPER"):]
+        return ("load_strided_tile<kBlockM>(ss.q" in body, "load_v(0);" in body,
+                "if (j > 0 && __any_sync(" in body, "slot[n % 8]" in body, "q row stride" in helper)
+
+    d256 = {"block_m": 64, "block_n": 64, "head_dim": 256, "warps": 4, "kv_stages": 1, "q_in_regs": False}
+    assert features(**d256) == (True,) * 5
+    none = (False,) * 5
+    assert features(**{**d256, "block_n": 32, "kv_stages": 2}) == none  # fmha_fwd_d256_m64n32
+    assert features(block_m=128, block_n=64, warps=4, q_in_regs=False) == none  # the qsmem tile
+    assert features(**{**d256, "dtype": "e4m3"}) == none
+    assert features() == none
+
+
 # ------------------------------------------------------------------------- compile-marked tests
 class AotcLaunch(ctypes.Structure):
     _fields_ = [("grid", ctypes.c_uint32 * 3), ("block", ctypes.c_uint32 * 3), ("smem_bytes", ctypes.c_uint32),
@@ -234,6 +258,19 @@ def test_helper_validates_problems(tmp_path):
     assert query(lib, problem(k_row_stride=fits))[0] == 0
     rc, _, err = query(lib, problem(v_row_stride=fits + 8))
     assert rc and f"{fits + 8} elements are too large" in err and f"x {step}" in err
+
+
+@pytest.mark.compile
+def test_head_dim_256_helper_bounds_the_q_row_stride(tmp_path):
+    # this tile's threads reach their Q rows r0, r0 + 8, ... through one 32-bit offset, as K/V's
+    lib = build_helper(spec("fmha_fwd", head_dim=256, kv_stages=1, q_in_regs=False), tmp_path)
+    rc, launch, err = query(lib, problem(d=256))
+    assert rc == 0 and list(launch.grid) == [16, 32, 2] and launch.smem_bytes == 98_304, err
+    step = 8
+    fits = ((2**31 - 1 - 256) // step) // 8 * 8
+    assert query(lib, problem(d=256, q_row_stride=fits))[0] == 0
+    rc, _, err = query(lib, problem(d=256, q_row_stride=fits + 8))
+    assert rc and f"q row stride {fits + 8} elements is too large" in err and f"x {step}" in err
 
 
 def prepare(lib: ctypes.CDLL, a: FmhaArgs) -> tuple[int, bytes, str]:
