@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling device scripts
-from device_fmha_speed import HKV, HQ, PREFILL_SHAPES, bench_ms, check, fmha_args
+from device_fmha_speed import PREFILL_SHAPES, bench_ms, check, fmha_args, prefill_problem
 
 
 class Variant:
@@ -66,8 +66,6 @@ def load_variants(spec_name: str, pairs: list[str], archs: list[str]) -> list[Va
 
 def time_passes(variants: list[Variant], shapes: list[tuple[int, int]], passes: int) -> list[dict]:
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.nn.functional import scaled_dot_product_attention as sdpa
 
     stream = torch.cuda.current_stream().cuda_stream
     d = variants[0].spec.params["head_dim"]
@@ -75,15 +73,7 @@ def time_passes(variants: list[Variant], shapes: list[tuple[int, int]], passes: 
     for p in range(passes):
         order = variants[p % len(variants):] + variants[:p % len(variants)]
         for (batch, s), causal in [(sh, c) for sh in shapes for c in (False, True)]:
-            q = torch.randn(batch, s, HQ, d, device="cuda", dtype=torch.bfloat16)
-            k = torch.randn(batch, s, HKV, d, device="cuda", dtype=torch.bfloat16)
-            v = torch.randn_like(k)
-            o = torch.empty_like(q)
-            flops = 4 * batch * s * s * HQ * d / (2 if causal else 1)
-            qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                ref_ms = bench_ms(lambda qt=qt, kt=kt, vt=vt, c=causal: sdpa(qt, kt, vt, is_causal=c, enable_gqa=True))
-                ref = sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True).transpose(1, 2).float()
+            q, k, v, o, flops, ref_ms, ref = prefill_problem(batch, s, d, causal)
             row = {"pass": p + 1, "batch": batch, "seqlen": s, "causal": causal, "sdpa_flash_ms": ref_ms,
                    "sdpa_flash_tflops": flops / ref_ms / 1e9, "order": [v_.name for v_ in order], "aotc": {}}
             for var in order:

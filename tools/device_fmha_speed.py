@@ -161,6 +161,25 @@ def check(kernels: dict) -> list[dict]:
     return rows
 
 
+def prefill_problem(batch: int, s: int, d: int, causal: bool) -> tuple:
+    """Random bf16 prefill tensors (q/o [batch, s, HQ, d], k/v [batch, s, HKV, d]), the problem's
+    FLOPs, and SDPA flash's time (ms) and output (float32) on them."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    q = torch.randn(batch, s, HQ, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(batch, s, HKV, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    o = torch.empty_like(q)
+    flops = 4 * batch * s * s * HQ * d / (2 if causal else 1)
+    qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        ref_ms = bench_ms(lambda: sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True))
+        ref_out = sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True).transpose(1, 2).float()
+    return q, k, v, o, flops, ref_ms, ref_out
+
+
 def benchmark(kernels: dict) -> list[dict]:
     import torch
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -172,15 +191,7 @@ def benchmark(kernels: dict) -> list[dict]:
     for d, shapes in PREFILL_SHAPES.items():
         fwd = {n: kern for n, (s, kern) in kernels.items() if s.family == "fmha_fwd" and s.params["head_dim"] == d}
         for (batch, s), causal in [(sh, c) for sh in shapes for c in (False, True)]:
-            q = torch.randn(batch, s, HQ, d, device="cuda", dtype=torch.bfloat16)
-            k = torch.randn(batch, s, HKV, d, device="cuda", dtype=torch.bfloat16)
-            v = torch.randn_like(k)
-            o = torch.empty_like(q)
-            flops = 4 * batch * s * s * HQ * d / (2 if causal else 1)
-            qt, kt, vt = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-            with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
-                ref_ms = bench_ms(lambda qt=qt, kt=kt, vt=vt, c=causal: sdpa(qt, kt, vt, is_causal=c, enable_gqa=True))
-                ref_out = sdpa(qt, kt, vt, is_causal=causal, enable_gqa=True).transpose(1, 2).float()
+            q, k, v, o, flops, ref_ms, ref_out = prefill_problem(batch, s, d, causal)
             row = {"kind": "prefill", "head_dim": d, "batch": batch, "seqlen": s, "causal": causal,
                    "sdpa_flash_ms": ref_ms, "sdpa_flash_tflops": flops / ref_ms / 1e9, "aotc": {}}
             for name, kern in fwd.items():
