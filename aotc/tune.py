@@ -159,7 +159,8 @@ DEFAULT_SHAPES: dict[str, list[dict]] = {f: [complete_shape(f, s) for s in v] fo
 
 def choice_inputs(family: str, s: dict) -> tuple[dict, dict]:
     """(matches, problem) the typed entry point hands choose() for this shape: what buckets it."""
-    from aotc.runtime.ops import fmha_problem, grouped_problem
+    from aotc.runtime.attention import fmha_problem
+    from aotc.runtime.gemm import grouped_problem
 
     if family == "grouped_gemm_sm80":
         return {"dtype": s["dtype"]}, grouped_problem([(s["m"], s["n"], s["k"])] * s["groups"])
@@ -172,7 +173,7 @@ def runner(family: str, s: dict, ordinal: int) -> Callable[[dict], Callable[[], 
     """params -> a no-argument launch of this shape through the typed entry point (tensors made once)."""
     import torch
 
-    from aotc.runtime import ops
+    from aotc.runtime import attention, gemm
 
     dev = f"cuda:{ordinal}"
     dt = {"bf16": torch.bfloat16, "fp16": torch.float16}[s["dtype"]]
@@ -180,14 +181,14 @@ def runner(family: str, s: dict, ordinal: int) -> Callable[[dict], Callable[[], 
         a = [torch.randn(s["m"], s["k"], device=dev, dtype=dt) for _ in range(s["groups"])]
         b = [torch.randn(s["n"], s["k"], device=dev, dtype=dt) for _ in range(s["groups"])]
         out = [torch.empty(s["m"], s["n"], device=dev, dtype=dt) for _ in range(s["groups"])]
-        return lambda params: lambda: ops.grouped_gemm(a, b, out, params=params)
+        return lambda params: lambda: gemm.grouped_gemm(a, b, out, params=params)
     sq = s["seqlen_q"] if family == "fmha_fwd" else 1
     q = torch.randn(s["batch"], sq, s["q_heads"], s["head_dim"], device=dev, dtype=dt)
     k = torch.randn(s["batch"], s["seqlen_k"], s["kv_heads"], s["head_dim"], device=dev, dtype=dt)
     v, o = torch.randn_like(k), torch.empty_like(q)
     if family == "fmha_fwd":
-        return lambda params: lambda: ops.fmha_fwd(q, k, v, o, causal=s["causal"], params=params)
-    return lambda params: lambda: ops.fmha_decode(q, k, v, o, params=params)
+        return lambda params: lambda: attention.fmha_fwd(q, k, v, o, causal=s["causal"], params=params)
+    return lambda params: lambda: attention.fmha_decode(q, k, v, o, params=params)
 
 
 def time_ms(fn: Callable[[], Any], warmup_ms: float = 25, rep: int = 20, calls: int = 1) -> float:

@@ -22,7 +22,7 @@ import pytest
 from aotc.arch import get_arch
 from aotc.diagnostics import AotcError
 from aotc.families import get_family
-from aotc.runtime import ops
+from aotc.runtime import gemm
 from aotc.runtime.loader import AotcLaunch
 
 FAMILY = get_family("grouped_gemm_sm80")
@@ -48,14 +48,14 @@ def _kernel_with_helper(lib) -> SimpleNamespace:
 
 def test_a_helper_without_the_route_fields_is_refused_with_the_rebuild_command():
     with pytest.raises(AotcError) as exc:
-        ops._check_routed(_kernel_with_helper(SimpleNamespace()))  # exports no aotc_args_bytes
+        gemm._check_routed(_kernel_with_helper(SimpleNamespace()))  # exports no aotc_args_bytes
     d = exc.value.diagnostics[0]
     assert d.code == "AOTC-RT-005" and "an older B of AotcArgs" in d.message and "160 B" in d.message
     assert d.fix == f"rebuild it with this aotc version: aotc build --filter {SPEC} --arch sm90a"
     with pytest.raises(AotcError) as exc:
-        ops._check_routed(_kernel_with_helper(SimpleNamespace(aotc_args_bytes=lambda: 88)))
+        gemm._check_routed(_kernel_with_helper(SimpleNamespace(aotc_args_bytes=lambda: 88)))
     assert "takes 88 B of AotcArgs" in exc.value.diagnostics[0].message
-    ops._check_routed(_kernel_with_helper(SimpleNamespace(aotc_args_bytes=lambda: 160)))  # the current layout
+    gemm._check_routed(_kernel_with_helper(SimpleNamespace(aotc_args_bytes=lambda: 160)))  # the current layout
 
 
 # ---- one real build ---------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The data contract of the SM120 block-scaled GEMMs, executed on the CPU: the bytes aotc's runtime
-hands the kernel (AotcArgs; for grouped GEMM the device block built by ops.nvfp4_group_block from the
+hands the kernel (AotcArgs; for grouped GEMM the device block built by gemm.nvfp4_group_block from the
 real helper's aotc_group_metadata), with pointers turned into offsets of one memory image, are run
 through CUTLASS's host reference for block-scaled GEMM (tests/programs/blockscaled_gemm_reference.cu)
 and compared with an independent float64 dequantise-then-matmul in NumPy."""
@@ -17,7 +17,7 @@ import pytest
 
 from aotc.diagnostics import AotcError
 from aotc.families import get_family
-from aotc.runtime import ops
+from aotc.runtime import gemm
 from aotc.runtime.tensors import TensorInfo
 
 pytestmark = pytest.mark.compile  # nvcc: the CUTLASS host reference and two sm_120a host helpers
@@ -183,23 +183,23 @@ def check_dequant(deq: np.ndarray, values: list[np.ndarray]) -> None:
 # ---- tests ----------------------------------------------------------------------------------------
 def test_reference_mirrors_the_runtime_structs(reference, helpers):
     sizes = json.loads(subprocess.run([str(reference), "sizes"], check=True, capture_output=True, text=True).stdout)
-    assert sizes["dense_args"] == ctypes.sizeof(get_family(ops.NVFP4_DENSE).args_struct)
-    assert sizes["grouped_args"] == ctypes.sizeof(get_family(ops.NVFP4_GROUPED).args_struct)
+    assert sizes["dense_args"] == ctypes.sizeof(get_family(gemm.NVFP4_DENSE).args_struct)
+    assert sizes["grouped_args"] == ctypes.sizeof(get_family(gemm.NVFP4_GROUPED).args_struct)
     for kind, sf_key in (("nvfp4", "nvfp4_layout_sf"), ("mx", "mx_layout_sf")):
         # 16 groups: each array of aotc_group_metadata is 16 elements, no rounding left to hide a size
-        meta, offsets = ops.group_metadata(helpers[kind], ((128, 128, 128),) * 16)
+        meta, offsets = gemm.group_metadata(helpers[kind], ((128, 128, 128),) * 16)
         spans = [b - a for a, b in zip(offsets, (*offsets[1:], len(meta)), strict=True)]
         assert spans == [16 * s for s in (*sizes["stride"], *sizes[sf_key])], (kind, spans, sizes)
 
 
 @pytest.mark.parametrize("m,n,k", [(256, 256, 256), (200, 136, 320), (1, 8, 64), (129, 264, 192)])
 def test_dense_nvfp4(reference, m, n, k):
-    ops.check_nvfp4_problem(m, n, k)  # the runtime accepts this problem
+    gemm.check_nvfp4_problem(m, n, k)  # the runtime accepts this problem
     rng = np.random.default_rng(m * 7 + n * 3 + k)
     a, b = Operand(rng, m, k, NVFP4), Operand(rng, n, k, NVFP4)
-    assert a.sf.size == ops.nvfp4_sf_bytes(m, k) and b.sf.size == ops.nvfp4_sf_bytes(n, k)
+    assert a.sf.size == gemm.nvfp4_sf_bytes(m, k) and b.sf.size == gemm.nvfp4_sf_bytes(n, k)
     image = Image()
-    args = get_family(ops.NVFP4_DENSE).args_struct()
+    args = get_family(gemm.NVFP4_DENSE).args_struct()
     # as gemm_nvfp4 fills them, pointers being image offsets
     args.ptr_A, args.ptr_B = image.put(a.data.tobytes()), image.put(b.data.tobytes())
     args.ptr_SFA, args.ptr_SFB = image.put(a.sf.tobytes()), image.put(b.sf.tobytes())
@@ -220,12 +220,12 @@ def grouped_case(helper, kinds: tuple, shapes: tuple, alpha: float, seed: int):
                 image.put(b.sf.tobytes()), image.alloc(2 * m * n)]
         operands.append((a, b))
         infos.append(tuple(TensorInfo(p, (1,), (1,), "u8", 0) for p in ptrs))
-    meta, offsets = ops.group_metadata(helper, shapes)
-    blob, at = ops.nvfp4_group_block(infos, shapes, meta, offsets)
+    meta, offsets = gemm.group_metadata(helper, shapes)
+    blob, at = gemm.nvfp4_group_block(infos, shapes, meta, offsets)
     base = image.put(blob)
-    args = get_family(ops.NVFP4_GROUPED).args_struct()
+    args = get_family(gemm.NVFP4_GROUPED).args_struct()
     args.num_groups, args.sm_count = len(shapes), 170
-    # ops._upload_nvfp4_group's fields: (block + at[0], host sizes, block + at[1:]); the host copy of the
+    # gemm._upload_nvfp4_group's fields: (block + at[0], host sizes, block + at[1:]); the host copy of the
     # problem sizes is read by CUTLASS's can_implement on the host only, never by the kernel.
     (args.problem_sizes, args.host_problem_sizes, args.ptr_A, args.ptr_B, args.ptr_SFA, args.ptr_SFB, args.ptr_D,
      args.stride_A, args.stride_B, args.stride_D, args.layout_SFA, args.layout_SFB) = (
@@ -244,7 +244,7 @@ def _check_grouped(reference, mode, image, args, operands, infos, shapes, alpha)
 def test_grouped_nvfp4_ragged_groups_with_own_n_and_k(reference, helpers):
     shapes = ((1, 256, 128), (7, 136, 320), (300, 64, 256), (128, 512, 64))
     for m, n, k in shapes:
-        ops.check_nvfp4_problem(m, n, k)
+        gemm.check_nvfp4_problem(m, n, k)
     case = grouped_case(helpers["nvfp4"], (NVFP4, NVFP4), shapes, 1.5, 1)
     _check_grouped(reference, "grouped_nvfp4", *case, shapes, 1.5)
 
@@ -253,7 +253,7 @@ def test_grouped_nvfp4_empty_group(reference, helpers):
     # The runtime refuses a 0-row group (AOTC-RT-006) today; the device block itself carries it:
     # the other groups are computed right, the empty one writes nothing.
     with pytest.raises(AotcError, match="must be positive"):
-        ops.check_nvfp4_problem(0, 128, 128)
+        gemm.check_nvfp4_problem(0, 128, 128)
     shapes = ((0, 128, 128), (7, 128, 128), (300, 64, 128))
     case = grouped_case(helpers["nvfp4"], (NVFP4, NVFP4), shapes, 1.0, 2)
     _check_grouped(reference, "grouped_nvfp4", *case, shapes, 1.0)
@@ -286,7 +286,7 @@ def test_chain_gpu_quantized_operands_through_the_reference(reference):
     b = dequantize(data["b.q"], data["b.sf"], n, k, NVFP4)
     alpha = float(np.float32(data["a.global_scale"]) * np.float32(data["b.global_scale"]))
     image = Image()
-    args = get_family(ops.NVFP4_DENSE).args_struct()
+    args = get_family(gemm.NVFP4_DENSE).args_struct()
     args.ptr_A, args.ptr_B = image.put(data["a.q"].tobytes()), image.put(data["b.q"].tobytes())
     args.ptr_SFA, args.ptr_SFB = image.put(data["a.sf"].tobytes()), image.put(data["b.sf"].tobytes())
     args.ptr_D = image.alloc(2 * m * n)
@@ -316,7 +316,7 @@ def test_a_wrong_sf_layout_is_caught(reference):
     plain = np.zeros_like(a.sf)
     plain[:m * k // 16] = a.sf[sf_index(m, k, 16)].ravel()
     image = Image()
-    args = get_family(ops.NVFP4_DENSE).args_struct()
+    args = get_family(gemm.NVFP4_DENSE).args_struct()
     args.ptr_A, args.ptr_B = image.put(a.data.tobytes()), image.put(b.data.tobytes())
     args.ptr_SFA, args.ptr_SFB = image.put(plain.tobytes()), image.put(b.sf.tobytes())
     args.ptr_D = image.alloc(2 * m * n)
@@ -355,7 +355,7 @@ def moe_device_block(helper, kind: str, offsets: list[int], n: int, k: int, poin
 
 def moe_host_block(helper, kind: str, offsets: list[int], n: int, k: int, pointers: dict):
     """The host path for the same routing: one group per expert (empty ones included) with its own
-    operand addresses, through ops.group_metadata and ops.nvfp4_group_block."""
+    operand addresses, through gemm.group_metadata and gemm.nvfp4_group_block."""
     kinds = MOE_KINDS[kind][1]
     a_row, vec = k * kinds[0][1] // 8, kinds[0][3]
     sf_row = -(-(k // vec) // 4) * 4  # scale-factor bytes per row: K / vec padded to 4
@@ -368,8 +368,8 @@ def moe_host_block(helper, kind: str, offsets: list[int], n: int, k: int, pointe
         infos.append(tuple(TensorInfo(p, (1,), (1,), "u8", 0) for p in ptrs))
         shapes.append((m, n, k))
         tiles += -(-m // 128)
-    meta, offs = ops.group_metadata(helper, tuple(shapes))
-    return ops.nvfp4_group_block(infos, tuple(shapes), meta, offs)
+    meta, offs = gemm.group_metadata(helper, tuple(shapes))
+    return gemm.nvfp4_group_block(infos, tuple(shapes), meta, offs)
 
 
 @pytest.mark.parametrize("kind", ["nvfp4", "mx"])
@@ -426,7 +426,7 @@ def test_device_moe_block_through_the_reference(reference, helpers, kind):
     block = image.alloc(64 << 10)
     plan, written = moe_device_block(helpers[kind], kind, offsets, n, k, pointers, block, alpha_ptr)
     image.buf[block:block + plan.size] = written
-    args = get_family(ops.NVFP4_GROUPED).args_struct()
+    args = get_family(gemm.NVFP4_GROUPED).args_struct()
     moe.fill_args(args, plan, block, len(counts), 170, 1.0, True)
     out, deq = run_reference(reference, MOE_KINDS[kind][2], args, image)
     check_dequant(deq, [v for a, b in zip(a_ops, b_ops, strict=True) for v in (a.value, b.value)])

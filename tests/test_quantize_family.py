@@ -14,7 +14,7 @@ import pytest
 import aotc.runtime as rt
 from aotc.diagnostics import AotcError
 from aotc.families import get_family
-from aotc.runtime import ops
+from aotc.runtime import gemm
 from aotc.runtime import quantize as rq
 from aotc.runtime.device import device_from_capability
 from aotc.runtime.loader import AotcLaunch
@@ -108,7 +108,7 @@ def test_render_picks_the_conversion_per_target():
 def test_sf_bytes_is_the_gemm_layout_size():
     for rows, cols in ((1, 16), (300, 2048), (129, 80), (4096, 7168)):
         if cols % 64 == 0:  # the sizes gemm_nvfp4 checks its scale-factor buffers against
-            assert rq.sf_bytes(rows, cols, "nvfp4") == ops.nvfp4_sf_bytes(rows, cols)
+            assert rq.sf_bytes(rows, cols, "nvfp4") == gemm.nvfp4_sf_bytes(rows, cols)
         assert rq.sf_bytes(rows, cols, "nvfp4") == -(-rows // 128) * 128 * -(-(cols // 16) // 4) * 4
     assert rq.sf_bytes(300, 160, "mxfp8") == 384 * 8
     assert rq.nvfp4_global_scale(2688.0) == 1.0

@@ -515,6 +515,30 @@ def test_helper_dir_is_private(tmp_path, monkeypatch):
     assert exc.value.diagnostics[0].code == "AOTC-RT-005" and "0o777" in exc.value.diagnostics[0].message
 
 
+def test_helper_dir_default_is_the_temp_folder_tempfile_would_pick(tmp_path, monkeypatch):
+    """Without AOTC_RUNTIME_DIR / XDG_RUNTIME_DIR: $TMPDIR/aotc-<uid> without tempfile's write probe;
+    a $TMPDIR where no folder can be made falls back to tempfile.gettempdir()'s choice."""
+    import tempfile
+
+    from aotc.runtime import files
+
+    monkeypatch.setattr(files, "_dirs", {})  # the folder is memoized per process and setting
+    for var in ("AOTC_RUNTIME_DIR", "XDG_RUNTIME_DIR", "TEMP", "TMP"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    root = loader.helper_dir()
+    assert root == tmp_path / f"aotc-{os.getuid()}" and root.stat().st_mode & 0o777 == 0o700
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # a file: nothing can be made under it
+    fallback = tmp_path / "fallback"
+    fallback.mkdir()
+    monkeypatch.setenv("TMPDIR", str(blocked))
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(fallback))
+    files._dirs.clear()
+    assert loader.helper_dir() == fallback / f"aotc-{os.getuid()}"
+
+
 def test_fast_lookup_memo_key_ignores_dict_order_and_list_vs_tuple():
     assert registry.freeze({"a": [1, 2], "b": 3}) == registry.freeze({"b": 3, "a": (1, 2)})
     assert registry.freeze({"a": [1, 2]}) != registry.freeze({"a": [2, 1]})
@@ -667,7 +691,9 @@ def test_runtime_package_import_loads_submodules_on_first_use():
     )
     first, after_ops, resolved, error = run_python(script)
     assert first.split(",") == ["aotc", "aotc.runtime"]  # nothing else until something is used
-    assert "aotc.runtime.ops" in after_ops.split(",") and "aotc.runtime.tile_select" not in after_ops.split(",")
+    loaded = after_ops.split(",")
+    assert "aotc.runtime.attention" in loaded and "aotc.runtime.ops" in loaded  # the entry point and its plumbing
+    assert "aotc.runtime.gemm" not in loaded and "aotc.runtime.tile_select" not in loaded  # nor the GEMM ops
     assert resolved == " True"  # every exported name resolves and is listed by dir()
     assert "no_such_name" in error
 

@@ -12,7 +12,7 @@ import pytest
 
 import aotc.runtime as rt
 from aotc.diagnostics import AotcError
-from aotc.runtime import moe, ops
+from aotc.runtime import gemm, moe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_runtime_nvfp4 import DeviceBytes  # a DLPack producer for made-up device addresses
@@ -64,7 +64,7 @@ def test_short_scale_factors_name_the_size_to_allocate():
     small = DeviceBytes(0x7E00_0000_0000, (300 * 16,), "u8")  # one SF row per token: no per-expert tiles
     text = refused(rt.grouped_gemm_moe_nvfp4, operands(sfa=small))
     assert f"need {moe.moe_sf_bytes(300, 8, 256)}" in text and "moe_sf_bytes(300, 8, 256, 'nvfp4')" in text
-    short_b = DeviceBytes(0x7E00_0000_0000, (ops.nvfp4_sf_bytes(256, 256),), "u8")  # one expert's worth
+    short_b = DeviceBytes(0x7E00_0000_0000, (gemm.nvfp4_sf_bytes(256, 256),), "u8")  # one expert's worth
     assert "'sfb'" in refused(rt.grouped_gemm_moe_nvfp4, operands(sfb=short_b))
 
 

@@ -12,7 +12,7 @@ import pytest
 import aotc.runtime as rt
 from aotc.diagnostics import AotcError
 from aotc.families import get_family
-from aotc.runtime import ops
+from aotc.runtime import gemm, ops
 from aotc.runtime.device import Device, device_from_capability
 from aotc.runtime.loader import AotcLaunch
 from aotc.runtime.tensors import TensorInfo
@@ -73,7 +73,7 @@ def _spans(meta: bytes, offsets: tuple[int, ...]) -> list[int]:
 def test_group_metadata_is_five_aligned_arrays_of_one_element_per_group(helper):
     spans = {}
     for g in (1, 2, 3, 4, 16):  # 16 groups: 16 B rounding can no longer hide the element size
-        meta, offsets = ops.group_metadata(helper, (SHAPES * 6)[:g])
+        meta, offsets = gemm.group_metadata(helper, (SHAPES * 6)[:g])
         assert len(offsets) == 5 and all(o % 16 == 0 for o in offsets), offsets
         spans[g] = _spans(meta, offsets)
     # Each array is G elements of one fixed size, rounded up to 16 B: find that size per array.
@@ -90,7 +90,7 @@ def test_group_metadata_is_five_aligned_arrays_of_one_element_per_group(helper):
 @pytest.mark.compile
 def test_group_metadata_strides_follow_each_group(helper):
     # make_cute_packed_stride of row-major A [M, K], B [N, K] and D [M, N]: row strides K, K and N.
-    meta, offsets = ops.group_metadata(helper, SHAPES)
+    meta, offsets = gemm.group_metadata(helper, SHAPES)
 
     def column(i: int) -> list[int]:
         return [int.from_bytes(meta[offsets[i] + 8 * g:offsets[i] + 8 * g + 8], "little") for g in range(len(SHAPES))]
@@ -99,7 +99,7 @@ def test_group_metadata_strides_follow_each_group(helper):
     assert column(1) == [k for _, _, k in SHAPES]
     assert column(2) == [n for _, n, _ in SHAPES]
     # The SF layouts depend on the shapes, not only on G.
-    other, _ = ops.group_metadata(helper, ((128, 128, 128),) * len(SHAPES))
+    other, _ = gemm.group_metadata(helper, ((128, 128, 128),) * len(SHAPES))
     assert other[offsets[3]:] != meta[offsets[3]:]
 
 
@@ -107,8 +107,8 @@ def test_group_metadata_strides_follow_each_group(helper):
 def test_device_block_layout_is_aligned_and_points_at_each_array(helper):
     infos = [tuple(TensorInfo(0x1000 * (10 * g + j + 1), (1,), (1,), "u8", 0) for j in range(5))
              for g in range(len(SHAPES))]
-    meta, offsets = ops.group_metadata(helper, SHAPES)
-    blob, at = ops.nvfp4_group_block(infos, SHAPES, meta, offsets)
+    meta, offsets = gemm.group_metadata(helper, SHAPES)
+    blob, at = gemm.nvfp4_group_block(infos, SHAPES, meta, offsets)
     assert len(at) == 11 and all(o % 16 == 0 for o in at)
     g = len(SHAPES)
     sizes = [int.from_bytes(blob[at[0] + 4 * i:at[0] + 4 * i + 4], "little") for i in range(3 * g)]
@@ -138,19 +138,19 @@ def test_helper_query_accepts_aligned_k_and_refuses_misaligned_k(helper):
 
 def test_python_side_refuses_k_off_the_granule_with_numbers():
     with pytest.raises(AotcError) as exc:
-        ops.check_nvfp4_problem(256, 256, 96)
+        gemm.check_nvfp4_problem(256, 256, 96)
     diag = exc.value.diagnostics[0]
     assert diag.code == "AOTC-RT-006"
     assert "K = 96" in diag.message and "multiple of 64" in diag.message and "pad K to 128" in diag.fix
     with pytest.raises(AotcError, match="N = 12"):
-        ops.check_nvfp4_problem(256, 12, 128)
+        gemm.check_nvfp4_problem(256, 12, 128)
 
 
 def test_sf_bytes_pad_rows_to_128_and_sf_columns_to_4():
-    assert ops.nvfp4_sf_bytes(128, 64) == 128 * 4
-    assert ops.nvfp4_sf_bytes(1, 64) == 128 * 4
-    assert ops.nvfp4_sf_bytes(129, 128) == 256 * 8
-    assert ops.nvfp4_sf_bytes(300, 1024) == 384 * 64
+    assert gemm.nvfp4_sf_bytes(128, 64) == 128 * 4
+    assert gemm.nvfp4_sf_bytes(1, 64) == 128 * 4
+    assert gemm.nvfp4_sf_bytes(129, 128) == 256 * 8
+    assert gemm.nvfp4_sf_bytes(300, 1024) == 384 * 64
 
 
 @pytest.mark.compile
@@ -165,9 +165,9 @@ def test_sm120a_kernel_on_an_h100_is_a_target_error(built):
 
 def test_entry_point_names_the_target_before_any_lookup():
     # No driver and no cache here: reaching the lookup or the driver would raise RT-001/RT-002.
-    for family in (ops.NVFP4_DENSE, ops.NVFP4_GROUPED):
+    for family in (gemm.NVFP4_DENSE, gemm.NVFP4_GROUPED):
         with pytest.raises(AotcError) as exc:
-            ops.nvfp4_kernel(family, H100, (1,), {"m": 1, "n": 8, "k": 64}, None)
+            gemm.nvfp4_kernel(family, H100, (1,), {"m": 1, "n": 8, "k": 64}, None)
         diag = exc.value.diagnostics[0]
         assert diag.code == "AOTC-RT-003"
         assert "sm120a" in diag.message and "compute capability 9.0" in diag.message
@@ -335,8 +335,10 @@ def recording(monkeypatch, built, built_dense, built_quantize):
                         ("_context_handles", {})):
         monkeypatch.setattr(device, name, value)
     monkeypatch.setattr(metadata, "_modules", {})
-    for name in ("_fast", "_workspaces", "_metadata", "_moe_blocks", "_choices"):
+    for name in ("_fast", "_workspaces", "_choices"):
         monkeypatch.setattr(ops, name, {})
+    for name in ("_metadata", "_moe_blocks"):
+        monkeypatch.setattr(gemm, name, {})
     monkeypatch.setattr(moe, "_plans", {})
     monkeypatch.setattr(lookup, "_sources", built[1] + built_dense[1] + built_quantize)
     addresses = iter(range(0x7E00_0000_0000, 1 << 48, 1 << 20))
@@ -354,8 +356,8 @@ def recording(monkeypatch, built, built_dense, built_quantize):
 
 def _nvfp4_operands(base: int, m: int, n: int, k: int) -> tuple[DeviceBytes, ...]:
     return (DeviceBytes(base, (m, k // 2), "u8"), DeviceBytes(base + 0x100_0000, (n, k // 2), "u8"),
-            DeviceBytes(base + 0x200_0000, (ops.nvfp4_sf_bytes(m, k),), "u8"),
-            DeviceBytes(base + 0x300_0000, (ops.nvfp4_sf_bytes(n, k),), "u8"),
+            DeviceBytes(base + 0x200_0000, (gemm.nvfp4_sf_bytes(m, k),), "u8"),
+            DeviceBytes(base + 0x300_0000, (gemm.nvfp4_sf_bytes(n, k),), "u8"),
             DeviceBytes(base + 0x400_0000, (m, n), "bf16"))
 
 
@@ -387,8 +389,8 @@ def test_nvfp4_launch_paths_make_no_allocation_copy_or_sync_driver_call(recordin
     assert len(recording.fills) == len(fills)
     written = b"".join(recording.fills)
     infos = [tuple(rt.tensor_info(t) for t in ops_) for ops_ in groups]
-    meta, offsets = ops.group_metadata(grouped._helper, SHAPES)
-    blob, _ = ops.nvfp4_group_block(infos, SHAPES, meta, offsets)
+    meta, offsets = gemm.group_metadata(grouped._helper, SHAPES)
+    blob, _ = gemm.nvfp4_group_block(infos, SHAPES, meta, offsets)
     assert written[:len(blob)] == blob
     # Warm calls of the same problems: one context read and one launch each, nothing else.
     recording.calls.clear()
@@ -417,12 +419,12 @@ def test_device_routed_moe_and_quantize_launch_paths_make_no_allocation_copy_or_
     a = DeviceBytes(next(at), (tokens, k // 2), "u8")
     b = DeviceBytes(next(at), (experts, n, k // 2), "u8")
     sfa = DeviceBytes(next(at), (moe.moe_sf_bytes(tokens, experts, k),), "u8")
-    sfb = DeviceBytes(next(at), (experts * ops.nvfp4_sf_bytes(n, k),), "u8")
+    sfb = DeviceBytes(next(at), (experts * gemm.nvfp4_sf_bytes(n, k),), "u8")
     out, offsets = DeviceBytes(next(at), (tokens, n), "bf16"), DeviceBytes(next(at), (experts + 1,), "i32")
     alpha = DeviceBytes(next(at), (experts,), "f32")
     kernel = rt.grouped_gemm_moe_nvfp4(a, b, sfa, sfb, out, offsets, alpha=alpha, stream=stream)
     x = DeviceBytes(next(at), (tokens, k), "bf16")
-    q, sf = DeviceBytes(next(at), (tokens, k // 2), "u8"), DeviceBytes(next(at), (ops.nvfp4_sf_bytes(tokens, k),), "u8")
+    q, sf = DeviceBytes(next(at), (tokens, k // 2), "u8"), DeviceBytes(next(at), (gemm.nvfp4_sf_bytes(tokens, k),), "u8")
     rt.quantize_nvfp4(x, q, sf, global_scale=0.5, stream=stream)
     q8 = DeviceBytes(next(at), (tokens, k), "u8")
     rt.quantize_mxfp8(x, q8, DeviceBytes(next(at), (quantize.sf_bytes(tokens, k, "mxfp8"),), "u8"), stream=stream)

@@ -334,12 +334,12 @@ def moe_launch(results: dict) -> None:
     import torch
     from cuda.bindings import driver as cu
 
-    from aotc.runtime import ops
+    from aotc.runtime import gemm, ops
 
     bf = {"device": "cuda", "dtype": torch.bfloat16}
     a, w, om = torch.randn(64, 128, **bf), torch.randn(8, 128, 128, **bf), torch.empty(64, 128, **bf)
     offsets = torch.arange(0, 72, 8, dtype=torch.int32, device="cuda")
-    ops.grouped_gemm_moe(a, w, om, offsets)
+    gemm.grouped_gemm_moe(a, w, om, offsets)
     torch.cuda.synchronize()
     stream = torch.cuda.current_stream().cuda_stream
     kernel, calls = next(hit[1:3] for key, hit in ops._fast.items() if key[0] == "moe" and key[1] == a.data_ptr())
@@ -349,21 +349,21 @@ def moe_launch(results: dict) -> None:
     launch = cu.cuLaunchKernel
     g = torch.cuda.CUDAGraph()
     with torch.cuda.graph(g):
-        ops.grouped_gemm_moe(a, w, om, offsets)
-    rows = {"rt_grouped_gemm_moe_E8_us": per_call_us(lambda: ops.grouped_gemm_moe(a, w, om, offsets)),
+        gemm.grouped_gemm_moe(a, w, om, offsets)
+    rows = {"rt_grouped_gemm_moe_E8_us": per_call_us(lambda: gemm.grouped_gemm_moe(a, w, om, offsets)),
             "raw_cuLaunchKernel_moe_us": per_call_us(lambda: launch(*call)),
             "cuda_graph_replay_moe_us": per_call_us(g.replay)}
     rows["rt_grouped_gemm_moe_E8_vs_raw"] = round(rows["rt_grouped_gemm_moe_E8_us"] / rows["raw_cuLaunchKernel_moe_us"],
                                                   3)
     # where the rest goes: the signature key (the op's flat one; the per-tensor tuples it replaced), the
     # memo lookup, Kernel.fire of the prepared call
-    key = ops._moe_key(a, w, om, offsets, 1.0, None)
+    key = gemm._moe_key(a, w, om, offsets, 1.0, None)
 
     def per_tensor_key():
         return ("moe", ops._tensor_key(a), ops._tensor_key(w), ops._tensor_key(om), ops._tensor_key(offsets), 1.0,
                 ops._torch_stream(a.get_device()))
 
-    rows.update(signature_key_flat_us=per_call_us(lambda: ops._moe_key(a, w, om, offsets, 1.0, None)),
+    rows.update(signature_key_flat_us=per_call_us(lambda: gemm._moe_key(a, w, om, offsets, 1.0, None)),
                 signature_key_per_tensor_tuples_us=per_call_us(per_tensor_key),
                 memo_lookup_us=per_call_us(lambda: ops._fast.get(key)),
                 kernel_fire_us=per_call_us(lambda: kernel.fire(c)))

@@ -146,7 +146,7 @@ def graphs(results: dict) -> None:
     import torch
 
     import aotc.runtime as rt
-    from aotc.runtime import ops
+    from aotc.runtime import gemm
 
     torch.manual_seed(0)
     bf = {"device": "cuda", "dtype": torch.bfloat16}
@@ -219,7 +219,7 @@ def graphs(results: dict) -> None:
         order, offsets = route(logits, experts)
         xs.copy_(x[order])
         state["offsets"] = offsets
-        ops.grouped_gemm_moe(xs, w, om, offsets)
+        gemm.grouped_gemm_moe(xs, w, om, offsets)
 
     rows.append(graph_case("grouped_gemm_moe E8 T1024 (routing on the GPU in the graph)", [x, logits], om, moe_step,
                            lambda: moe_ref(xs, w, state["offsets"])))
@@ -268,7 +268,7 @@ def paged_graph_cases(bf: dict) -> list[dict]:
 def moe_cases(results: dict) -> None:
     import torch
 
-    from aotc.runtime import ops
+    from aotc.runtime import gemm, ops
 
     rows = []
     for dtype in (torch.bfloat16, torch.float16):
@@ -288,7 +288,7 @@ def moe_cases(results: dict) -> None:
                 a = torch.randn(tokens, hidden + pad, device="cuda", dtype=dtype)[:, :hidden]
                 b = torch.randn(experts, n, hidden, device="cuda", dtype=dtype) * 0.05
                 out = torch.full((tokens, n + pad), float("nan"), device="cuda", dtype=dtype)[:, :n]
-                kernel = ops.grouped_gemm_moe(a, b, out, offsets)
+                kernel = gemm.grouped_gemm_moe(a, b, out, offsets)
                 torch.cuda.synchronize()
                 err = rel_err(out, moe_ref(a, b, offsets))
                 # one launch per call: the GEMM derives the experts' problems itself
@@ -298,7 +298,7 @@ def moe_cases(results: dict) -> None:
                 # buffers): the GEMM kernel derives the per-expert problems inside the graph
                 g = torch.cuda.CUDAGraph()
                 with torch.cuda.graph(g):
-                    ops.grouped_gemm_moe(a, b, out, offsets)
+                    gemm.grouped_gemm_moe(a, b, out, offsets)
                 counts = torch.bincount(torch.randint(0, experts, (tokens,), device="cuda") // 2 * 2,
                                         minlength=experts)
                 offsets[1:] = counts.cumsum(0).to(torch.int32)
@@ -307,7 +307,7 @@ def moe_cases(results: dict) -> None:
                 g.replay()
                 torch.cuda.synchronize()
                 replayed = out.clone()
-                ops.grouped_gemm_moe(a, b, out, offsets)
+                gemm.grouped_gemm_moe(a, b, out, offsets)
                 torch.cuda.synchronize()
                 equal = bool(torch.equal(replayed, out))
                 err_replay = rel_err(replayed, moe_ref(a, b, offsets))
@@ -432,7 +432,7 @@ def per_call(results: dict) -> None:
     from device_runtime import per_call_us
 
     import aotc.runtime as rt
-    from aotc.runtime import ops
+    from aotc.runtime import gemm, ops
 
     bf = {"device": "cuda", "dtype": torch.bfloat16}
     q = torch.randn(1, 16, 1, 128, **bf)  # one CTA: GPU time << launch cost
@@ -449,7 +449,7 @@ def per_call(results: dict) -> None:
     ops._fast.clear()
     rt.fmha_fwd(q, k, v, o, params=FMHA_FWD)
     rt.fmha_decode(qd, kd, vd, od)
-    ops.grouped_gemm_moe(a, w, om, offsets)
+    gemm.grouped_gemm_moe(a, w, om, offsets)
     torch.cuda.synchronize()
     stream = torch.cuda.current_stream().cuda_stream
     call = kernel.prepare_call(kernel.args_type.from_buffer_copy(next(iter(kernel._prepared))[1]), stream)
@@ -470,7 +470,7 @@ def per_call(results: dict) -> None:
         "rt_fmha_fwd_us": per_call_us(lambda: rt.fmha_fwd(q, k, v, o)),
         "rt_fmha_fwd_explicit_params_us": per_call_us(lambda: rt.fmha_fwd(q, k, v, o, params=FMHA_FWD)),
         "rt_fmha_decode_us": per_call_us(lambda: rt.fmha_decode(qd, kd, vd, od)),
-        "rt_grouped_gemm_moe_E8_us": per_call_us(lambda: ops.grouped_gemm_moe(a, w, om, offsets)),
+        "rt_grouped_gemm_moe_E8_us": per_call_us(lambda: gemm.grouped_gemm_moe(a, w, om, offsets)),
         "kernel_fire_prepared_call_us": per_call_us(lambda: kernel.fire(call)),
         "cuda_graph_replay_one_fmha_fwd_us": per_call_us(g.replay),
         # the launch path's context check and what it replaced or could be replaced by

@@ -18,8 +18,8 @@ _EXPORTS = {
     "Kernel": "launch", "stream_handle": "launch",
     "CacheSource": "lookup", "Found": "lookup", "KernelSource": "lookup", "WheelSource": "lookup",
     "add_source": "lookup", "default_sources": "lookup", "find": "lookup", "set_sources": "lookup",
-    "fmha_decode": "ops", "fmha_fwd": "ops", "gemm_nvfp4": "ops", "grouped_gemm": "ops",
-    "grouped_gemm_nvfp4": "ops", "grouped_gemm_moe": "ops", "set_allocator": "scratch",
+    "fmha_decode": "attention", "fmha_fwd": "attention", "gemm_nvfp4": "gemm", "grouped_gemm": "gemm",
+    "grouped_gemm_nvfp4": "gemm", "grouped_gemm_moe": "gemm", "set_allocator": "scratch",
     "grouped_gemm_moe_mxfp8": "moe", "grouped_gemm_moe_nvfp4": "moe", "moe_sf_bytes": "moe",
     "quantize_mxfp8": "quantize", "quantize_nvfp4": "quantize",
     "fmha_decode_paged": "paged", "fmha_fwd_paged": "paged",
@@ -86,7 +86,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from aotc.runtime.attention import fmha_decode, fmha_fwd
     from aotc.runtime.device import Device, device_from_capability, query_device
+    from aotc.runtime.gemm import gemm_nvfp4, grouped_gemm, grouped_gemm_moe, grouped_gemm_nvfp4
     from aotc.runtime.launch import Kernel, stream_handle
     from aotc.runtime.lookup import (
         CacheSource,
@@ -99,14 +101,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         set_sources,
     )
     from aotc.runtime.moe import grouped_gemm_moe_mxfp8, grouped_gemm_moe_nvfp4, moe_sf_bytes
-    from aotc.runtime.ops import (
-        fmha_decode,
-        fmha_fwd,
-        gemm_nvfp4,
-        grouped_gemm,
-        grouped_gemm_moe,
-        grouped_gemm_nvfp4,
-    )
     from aotc.runtime.paged import fmha_decode_paged, fmha_fwd_paged
     from aotc.runtime.quantize import quantize_mxfp8, quantize_nvfp4
     from aotc.runtime.registry import (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from aotc.runtime import metadata, ops
+from aotc.runtime import gemm, metadata, ops
 from aotc.runtime.device import query_device
 from aotc.runtime.errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
@@ -23,7 +23,7 @@ from aotc.runtime.tensors import expect, tensor_info
 
 # kind -> (family params it matches, A bytes per element (0.5 = packed FP4), A dtypes, SF dtypes, SF vector)
 KINDS = {
-    "nvfp4": ({"a_dtype": "nvfp4", "b_dtype": "nvfp4", "out_dtype": "bf16"}, 0.5, ops.FP4_PACKED, ("u8", "e4m3"), 16),
+    "nvfp4": ({"a_dtype": "nvfp4", "b_dtype": "nvfp4", "out_dtype": "bf16"}, 0.5, gemm.FP4_PACKED, ("u8", "e4m3"), 16),
     "mxfp8": ({"a_dtype": "mxfp8", "b_dtype": "mxfp4", "out_dtype": "bf16"}, 1, ("u8", "i8", "e4m3"), ("u8", "ue8m0"),
               32),
 }
@@ -76,8 +76,8 @@ def _round16(n: int) -> int:
 def moe_plan(helper: Any, experts: int, n: int, k: int) -> MoePlan:
     """The block layout for E experts (the same arrays and offsets nvfp4_group_block gives E groups)
     and the word table of the helper's strides/SF layouts for N and K, checked at every probe."""
-    meta, offsets = ops.group_metadata(helper, ((TILE, n, k),) * experts)
-    probe, probe_offsets = ops.group_metadata(helper, tuple((m, n, k) for m in PROBES))
+    meta, offsets = gemm.group_metadata(helper, ((TILE, n, k),) * experts)
+    probe, probe_offsets = gemm.group_metadata(helper, tuple((m, n, k) for m in PROBES))
     ends = (*probe_offsets[1:], len(probe))
     words = []
     for array, (start, end) in enumerate(zip(probe_offsets, ends, strict=True)):
@@ -180,17 +180,17 @@ def _moe(kind: str, a: Any, b: Any, sfa: Any, sfb: Any, out: Any, expert_offsets
     ordinal = ops.device_of(ai, "a")
     expect(ai, "a", dtype=a_dtypes, ndim=2, device=ordinal)
     tokens, k = ai.shape[0], int(ai.shape[1] / a_bytes)
-    bi = expect(tensor_info(b), "b", dtype=ops.FP4_PACKED, shape=(None, None, k // 2), device=ordinal)
+    bi = expect(tensor_info(b), "b", dtype=gemm.FP4_PACKED, shape=(None, None, k // 2), device=ordinal)
     experts, n = bi.shape[0], bi.shape[1]
     if experts < 1:
         raise runtime_error(BAD_TENSOR, "argument 'b' holds 0 experts", "pass weights of shape [E, N, K/2], E >= 1",
                             argument="b")
     granule = 4 * vec
-    if k % granule or n % ops.OUT_ALIGN or k <= 0 or n <= 0:
+    if k % granule or n % gemm.OUT_ALIGN or k <= 0 or n <= 0:
         raise runtime_error(BAD_TENSOR, f"{kind} MoE GEMM N = {n}, K = {k}: K must be a positive multiple of {granule} "
-                            f"(4 scale factors x {vec}) and N of {ops.OUT_ALIGN} (16-byte bf16 rows)",
+                            f"(4 scale factors x {vec}) and N of {gemm.OUT_ALIGN} (16-byte bf16 rows)",
                             f"zero-pad K to {-(-max(k, 1) // granule) * granule} and N to "
-                            f"{-(-max(n, 1) // ops.OUT_ALIGN) * ops.OUT_ALIGN}")
+                            f"{-(-max(n, 1) // gemm.OUT_ALIGN) * gemm.OUT_ALIGN}")
     oi = expect(tensor_info(out), "out", dtype="bf16", shape=(tokens, n), device=ordinal)
     ei = expect(tensor_info(expert_offsets), "expert_offsets", dtype="i32", shape=(experts + 1,), align=4,
                 device=ordinal)
@@ -208,13 +208,13 @@ def _moe(kind: str, a: Any, b: Any, sfa: Any, sfb: Any, out: Any, expert_offsets
     if per_expert:
         alpha_ptr = expect(tensor_info(alpha), "alpha", dtype="f32", shape=(experts,), align=4, device=ordinal).ptr
     device = query_device(ordinal)
-    kernel = ops.nvfp4_kernel(ops.NVFP4_GROUPED, device, (kind, "moe", tokens, n, k, experts),
+    kernel = gemm.nvfp4_kernel(gemm.NVFP4_GROUPED, device, (kind, "moe", tokens, n, k, experts),
                               {"m": max(1, tokens // experts), "n": n, "k": k, "groups": experts}, params, matches)
     handle = ops.default_stream(a, ordinal) if stream is None else stream_handle(stream)
     plan = _plan(kernel, experts, n, k)
     signature = key or ("moe", kind, ai.ptr, bi.ptr, sf[0].ptr, sf[1].ptr, oi.ptr, ei.ptr, alpha_ptr, ai.shape,
                         bi.shape)  # non-torch callers: reuse the block for the same tensors too
-    block, owner = ops._moe_block(ordinal, handle, plan.size, a, signature)
+    block, owner = gemm._moe_block(ordinal, handle, plan.size, a, signature)
     mp = metadata_params(plan, block, ei.ptr, ai.ptr, bi.ptr, sf[0].ptr, sf[1].ptr, oi.ptr, alpha_ptr, experts, n, k,
                          kind)
     prologue = metadata.moe_blockscaled_call(ordinal, handle, mp)

@@ -8,17 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aotc.runtime.attention import set_attention_problem
 from aotc.runtime.device import query_device
 from aotc.runtime.errors import BAD_TENSOR, runtime_error
 from aotc.runtime.launch import Kernel, stream_handle
-from aotc.runtime.ops import (
-    choose,
-    default_stream,
-    device_of,
-    last_dim_contiguous,
-    launch_with_workspace,
-    set_attention_problem,
-)
+from aotc.runtime.ops import choose, default_stream, device_of, last_dim_contiguous, launch_with_workspace
 from aotc.runtime.tensors import TensorInfo, expect, tensor_info
 
 PAGED_DTYPES = {"bf16": "bf16", "f16": "fp16"}  # tensor dtype -> family `dtype` param

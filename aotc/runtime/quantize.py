@@ -22,7 +22,7 @@ SF_DTYPES = {"nvfp4": ("u8", "e4m3"), "mxfp8": ("u8", "ue8m0")}
 
 def sf_bytes(rows: int, cols: int, fmt: str = "nvfp4") -> int:
     """Bytes of the scale factors of a rows x cols operand: rows padded to 128, cols / vector padded to 4
-    (CUTLASS's Sm1xxBlkScaledConfig layout; equals ops.nvfp4_sf_bytes for nvfp4)."""
+    (CUTLASS's Sm1xxBlkScaledConfig layout; equals gemm.nvfp4_sf_bytes for nvfp4)."""
     sf_cols = -(-cols // SF_VEC[fmt])
     return -(-rows // 128) * 128 * (-(-sf_cols // 4) * 4)
 
