@@ -186,9 +186,32 @@ def test_head_dim_256_tile_prologue_and_epilogue():
     assert features(**d256) == (True,) * 5
     none = (False,) * 5
     assert features(**{**d256, "block_n": 32, "kv_stages": 2}) == none  # fmha_fwd_d256_m64n32
-    assert features(block_m=128, block_n=64, warps=4, q_in_regs=False) == none  # the qsmem tile
+    qsmem = {"block_m": 128, "block_n": 64, "warps": 4, "q_in_regs": False}
+    # the head_dim 128 qsmem tile takes the strided Q load and the direct epilogue; with two K/V stages
+    # V0 is in its prologue anyway, and its first-tile rescale is skipped another way (below)
+    assert features(**qsmem) == (True, False, False, True, True)
+    assert features(**{**qsmem, "kv_stages": 1}) == none  # only the catalog tile's stage count
     assert features(**{**d256, "dtype": "e4m3"}) == none
     assert features() == none
+
+
+def test_qsmem_tile_register_savings():
+    """The qsmem tile makes room for the strided Q load and direct epilogue (each alone spilled 4-12 B on
+    sm_90a) by rebuilding K's and V's ldmatrix addresses per KV tile from a re-read of %tid.x, and
+    skips the O rescale of rows that saw no key yet (O is zero there) instead of testing the tile index.
+    Other contiguous tiles keep the addresses live across the main loop and the plain rescale vote."""
+    from aotc.build.render import render
+
+    def pieces(**params) -> tuple[bool, bool, bool]:
+        text = render(spec("fmha_fwd", **params), get_arch("sm120a")).text
+        body = text[text.index("CUTE_DEVICE void run("):text.index("#else  // AOTC_HOST_HELPER")]
+        return ("copy_k.get_thread_slice(opaque_tid())" in body, "copy_v.get_thread_slice(opaque_tid())" in body,
+                "row_max[mi] != -INFINITY" in body)
+
+    assert pieces(block_m=128, block_n=64, warps=4, q_in_regs=False) == (True, True, True)
+    assert pieces(block_m=128, block_n=64, warps=4, q_in_regs=False, dtype="e4m3") == (False, False, False)
+    assert pieces() == (False, False, False)
+    assert pieces(block_m=64, block_n=64, head_dim=256, warps=4, kv_stages=1, q_in_regs=False) == (False, False, False)
 
 
 # ------------------------------------------------------------------------- compile-marked tests
