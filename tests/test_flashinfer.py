@@ -526,3 +526,21 @@ def test_portable_keys_and_ninja_inputs():
     roles = PathRoles({"<ws>": "/ws", "<pkg>": "/pkg", "<pkg-csrc>": "/pkg/csrc"}.items())
     assert roles.portable("-I/pkg/csrc -I/pkg/include /ws/x") == "-I<pkg-csrc> -I<pkg>/include <ws>/x"
     assert roles.real("<pkg-csrc>/a.cu") == "/pkg/csrc/a.cu" and roles.real("/usr/x.h") == "/usr/x.h"
+
+
+def test_missing_flashinfer_source_is_a_coded_error_naming_the_file(tmp_path):
+    """A FlashInfer installed without its JIT sources (data/csrc stripped: enough to serve prebuilt
+    modules, not to build them): planning a module whose ninja file lists a missing source is
+    AOTC-FI-013 naming the module and the file, not a traceback; present sources hash as before."""
+    present = tmp_path / "csrc" / "norm.cu"
+    present.parent.mkdir()
+    present.write_text("// a source\n")
+    roles = PathRoles({"<pkg-csrc>": str(tmp_path / "csrc")}.items())
+    hashed = fi_build._hash_files([str(present)], roles, "norm")
+    assert list(hashed) == ["<pkg-csrc>/norm.cu"] and len(hashed["<pkg-csrc>/norm.cu"]) == 64
+    missing = tmp_path / "csrc" / "cascade.cu"
+    with pytest.raises(AotcError) as exc:
+        fi_build._hash_files([str(present), str(missing)], roles, "cascade")
+    diag = exc.value.diagnostics[0]
+    assert diag.code == "AOTC-FI-013" and diag.spec == "cascade"
+    assert str(missing) in diag.message and "data/csrc" in diag.fix and diag.details["path"] == str(missing)

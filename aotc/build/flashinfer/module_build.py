@@ -165,8 +165,18 @@ def _run_worker(presets: list[str], arch: Arch, env: dict[str, str]) -> dict[str
 
 # --- keys -----------------------------------------------------------------------------------------
 
-def _hash_files(paths: list[str], roles: PathRoles) -> dict[str, str]:
-    return dict(sorted((roles.portable(p), sha256_file(p)) for p in paths))
+def _hash_files(paths: list[str], roles: PathRoles, module: str = "") -> dict[str, str]:
+    hashed = {}
+    for p in paths:
+        try:
+            hashed[roles.portable(p)] = sha256_file(p)
+        except OSError as exc:  # an incomplete FlashInfer install (its data/csrc sources stripped)
+            raise AotcError(_diag(13, f"module {module or '?'}: FlashInfer's build lists the source {p}, which "
+                                  f"cannot be read ({exc.strerror or exc})",
+                                  "reinstall flashinfer-python with its JIT sources (pip install --force-reinstall "
+                                  "'aotc[flashinfer]'); a FlashInfer without data/csrc can serve prebuilt modules "
+                                  "but not build them", module, path=str(p))) from exc
+    return dict(sorted(hashed.items()))
 
 
 def needed_libraries(so: Path) -> list[str]:
@@ -244,7 +254,7 @@ class ModuleBuilder:
         text = Path(entry["ninja"]).read_text()
         flags = [self.roles.portable(line) for line in text.splitlines() if line.strip()]
         source = canonical_json({"module": entry["name"], "flashinfer_version": self.version,
-                                 "inputs": _hash_files(ninja.inputs(text), self.roles)})
+                                 "inputs": _hash_files(ninja.inputs(text), self.roles, entry["name"])})
         return source, prekey(source, self.tc.identity, flags, self.arch.name), flags
 
     def lookup(self, entry: dict[str, Any], result: ModuleResult) -> bool:
@@ -462,8 +472,12 @@ def _build_arch(presets: list[str], arch: Arch, cache: Cache, tc: Toolchain, job
                                                 f"{entry['error']}", ninja.missing_header_fix(entry.get(
                                                     "traceback", "")) or "fix or remove this entry of the preset",
                                                 entry.get("name", "")))
-            elif not builder.lookup(entry, result):
-                todo.append((entry, result))
+            else:
+                try:
+                    if not builder.lookup(entry, result):
+                        todo.append((entry, result))
+                except AotcError as exc:  # this module cannot be planned; the others still build
+                    result.diagnostics.extend(exc.diagnostics)
         try:
             builder.build(todo)
         finally:
