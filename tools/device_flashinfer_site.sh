@@ -7,7 +7,11 @@
 #   cd <site-packages> && find flashinfer -type f -not -path '*/__pycache__/*' -not -path 'flashinfer/data/csrc/*' \
 #     -not -path 'flashinfer/data/cutlass/*' -not -path 'flashinfer/data/cccl/*' -not -path 'flashinfer/data/spdlog/*' \
 #     -not -name '*.cu' -not -name '*.cuh' -not -name '*.so' -not -name '*.cubin' | tar -cf - -T - | xz -6 > flashinfer.tar.xz
-# (JIT builds there need data/ too.)
+# JIT builds there need more of data/: for FlashInfer's paged FA2 decode/prefill (tools/device_fmha_paged.py
+# --flashinfer) and the cascade module, add data/include, data/cccl (its headers use a newer CCCL than a
+# CUDA 13.0 toolkit's) and the matching data/csrc sources (11 MB as xz):
+#   ... -T <(that list; find flashinfer/data/include flashinfer/data/cccl -type f; find flashinfer/data/csrc \
+#     -maxdepth 1 -type f \( -name 'batch_prefill*' -o -name 'batch_decode*' -o -name '*.h' -o -name '*cascade*' \))
 site=/tmp/fi-site
 if [ ! -d "$site/flashinfer" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .carry/fi_whl/*.whl
