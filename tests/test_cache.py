@@ -155,6 +155,23 @@ def test_refs_resolve_to_manifests(tmp_path: Path) -> None:
     assert cache.resolve_ref(spec) is None  # a ref to a missing entry is a miss, not an error
 
 
+def test_ref_without_a_valid_action_key_is_a_format_error(tmp_path: Path) -> None:
+    """A ref whose "key" is empty, not hex, or not a string names no entry (or a path outside the
+    store): resolve_ref says so with a coded CacheFormatError and the file untouched, never a
+    ValueError from the digest check (found by tests/test_fuzz_inputs.py with key '')."""
+    cache = Cache(tmp_path)
+    put(cache, "a")
+    spec = k("spec-a")
+    cache.set_ref(spec, k("a"))
+    path = tmp_path / "v1" / "refs" / spec[:2] / f"{spec}.json"
+    for bad in ("", "../../escape", k("a").upper(), 7, None):
+        path.write_text(json.dumps({"schema": SCHEMA, "spec_key": spec, "key": bad}))
+        with pytest.raises(CacheFormatError) as info:
+            cache.resolve_ref(spec)
+        assert info.value.diagnostics[0].code.startswith("AOTC-CACHE-") and "action key" in str(info.value)
+        assert json.loads(path.read_text())["key"] == bad
+
+
 def test_write_log(tmp_path: Path) -> None:
     cache = Cache(tmp_path)
     path = cache.write_log(k("a"), "error: ptxas failed\n")

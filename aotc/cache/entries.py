@@ -322,10 +322,10 @@ class Cache:
         ref = self.get_ref(spec_key)
         if ref is None:
             return None
-        key = ref.get("key")
-        if not isinstance(key, str):
-            raise CacheFormatError(self.ref_path(spec_key), "ref", f"no action key in it: {ref!r}")
-        return self.get_manifest(key)
+        problem = ref_problem(ref, spec_key)  # an empty or non-hex key would name no (or another) path
+        if problem:
+            raise CacheFormatError(self.ref_path(spec_key), "ref", f"{problem}: {ref!r}")
+        return self.get_manifest(ref["key"])
 
     def refs(self) -> Iterator[dict]:
         """Every readable ref (spec key -> action key)."""
