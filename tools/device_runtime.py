@@ -11,7 +11,9 @@
       and a served module's load beside a raw tvm_ffi.load_module of the same .so, in fresh processes.
       Writes OUT_DIR/runtime_<card>.json and .md (card from torch.cuda.get_device_name).
   build (any machine with nvcc):  python tools/device_runtime.py build CACHE_DIR [JOBS]
-  run (GPU machine):  AOTC_CACHE_DIR=CACHE_DIR python3 tools/device_runtime.py run OUT_DIR
+  run (GPU machine):  AOTC_CACHE_DIR=CACHE_DIR python3 tools/device_runtime.py run OUT_DIR [--only=PART,...]
+      (`all` takes --only too) parts: check_fmha, check_grouped_gemm, check_wrong_target, per_call,
+      moe_launch, cold, hook; e.g. --only=per_call,moe_launch repeats the per-call figures alone
   report (here):  python tools/device_runtime.py report RUN.json OUT.md
   cpu-cold (any machine, no GPU):  AOTC_CACHE_DIR=CACHE_DIR python tools/device_runtime.py cpu-cold OUT_DIR [RUNS]
       the driver-free part of the cold start in fresh processes (after torch's import if installed)
@@ -484,8 +486,20 @@ def compile_bytecode() -> dict:
             "seconds": round(time.perf_counter() - t, 1)}
 
 
+PARTS = ("check_fmha", "check_grouped_gemm", "check_wrong_target", "per_call", "moe_launch", "cold", "hook")
+
+
+def only_parts() -> list[str] | None:
+    """The parts named by --only=A,B (None: every part); exits naming the known parts on a typo."""
+    only = next((a.split("=", 1)[1].split(",") for a in sys.argv if a.startswith("--only=")), None)
+    if only and set(only) - set(PARTS):
+        sys.exit(f"--only: unknown part(s) {', '.join(sorted(set(only) - set(PARTS)))}; parts: {', '.join(PARTS)}")
+    return only
+
+
 def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/device_runtime.py run $OUT",
         build_s: float | None = None) -> int:
+    only = only_parts()
     import torch
     from cuda.bindings import driver as cu
     from device_serving import card_slug, cold, per_call
@@ -503,8 +517,9 @@ def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/devic
     results["bytecode"] = compile_bytecode()
     steps = [check_fmha, check_grouped_gemm, check_wrong_target, per_call, moe_launch,
              lambda r: cold(r, out, runs=COLD_RUNS), lambda r: hook(r, out, runs=5)]
-    for name, step in zip(("check_fmha", "check_grouped_gemm", "check_wrong_target", "per_call", "moe_launch", "cold",
-                           "hook"), steps, strict=True):
+    for name, step in zip(PARTS, steps, strict=True):
+        if only and name not in only:  # e.g. a repeat of the per-call part alone on a quieter host
+            continue
         try:
             step(results)
         except Exception as exc:  # noqa: BLE001 - one failing step must not hide the others' numbers
@@ -515,7 +530,8 @@ def run(out_dir: str, command: str = "AOTC_CACHE_DIR=<cache> python3 tools/devic
     path.write_text(json.dumps(results, indent=1))
     report(str(path), str(path.with_suffix(".md")))
     print(path.with_suffix(".md").read_text())
-    ok = all(c["ok"] is not False for c in results["correctness"]) and results.get("wrong_target", {}).get("ok")
+    ok = all(c["ok"] is not False for c in results["correctness"]) and (
+        results.get("wrong_target", {}).get("ok") or bool(only and "check_wrong_target" not in only))
     return 0 if ok and "errors" not in results else 1
 
 
@@ -526,6 +542,8 @@ def run_all(out_dir: str, jobs: int) -> int:
     """Build into a temporary cache, then run; the results are named for the card the device reports."""
     import os
     import tempfile
+
+    only_parts()  # a typo in --only stops here, before the build
 
     cache = Path(tempfile.mkdtemp(prefix="aotc-runtime-cache-"))  # not under OUT_DIR: only results go back
     t0 = time.perf_counter()
@@ -619,7 +637,8 @@ def report(json_path: str, md_path: str) -> int:
 if __name__ == "__main__":
     mode, arg = sys.argv[1], sys.argv[2]
     if mode == "all":
-        sys.exit(run_all(arg, int(sys.argv[3]) if len(sys.argv) > 3 else 0))
+        jobs = [a for a in sys.argv[3:] if not a.startswith("--")]  # --only=... may follow OUT_DIR
+        sys.exit(run_all(arg, int(jobs[0]) if jobs else 0))
     if mode == "build":
         sys.exit(build(arg, int(sys.argv[3]) if len(sys.argv) > 3 else 1))
     if mode == "run":
