@@ -6,24 +6,24 @@ without importing the families or the driver layer.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aotc.cache.manifest import ManifestError, manifest_problems
+
+if TYPE_CHECKING:  # annotations only: no import on the serving path
+    from collections.abc import Callable
 
 
 class KernelSource:
     """Where manifests and blobs come from. `resolve` answers None for an unknown spec key;
     `read_blob` returns the verified bytes of a digest or raises AotcError. Any object with these
-    members is a source; this base class documents them. (Not a typing.Protocol: creating one
+    members is a source; this base class names them (annotations, no bodies: CacheSource and
+    WheelSource implement them). (Not a typing.Protocol: creating one
     costs ~0.2 ms, on the import path of every serving process.)"""
 
     name: str
-
-    def resolve(self, spec_key: str) -> dict | None:
-        raise NotImplementedError
-
-    def read_blob(self, digest: str) -> bytes:
-        raise NotImplementedError
+    resolve: Callable[[str], dict | None]  # spec key -> manifest (JSON form), None when not stored
+    read_blob: Callable[[str], bytes]  # sha256 digest -> verified bytes, AotcError otherwise
 
 
 class CacheSource(KernelSource):
