@@ -237,7 +237,9 @@ def test_paged_prefill_sm120a_table_loads_wait_behind_the_mmas(tmp_path):
     # MMA, and no instruction reads the loaded id before that MMA: it becomes a chunk offset only in
     # front of the K copy, after S = Q K^T, so no warp waits for the block table at the top of a KV
     # tile. Each copy of a row takes that offset by warp shuffle from the lane holding it: one shuffle
-    # per row a thread copies, for K and again for V (V loads from the same offsets a step later).
+    # per row a thread copies, for K and again for V (V loads from the same offsets a step later), each
+    # in the whole-tile copy and in the predicated one of a sequence's last tile, and always from an
+    # immediate lane (width-16 shuffles: no lane index computed per copy).
     loop = main_loop(sass)
 
     def operands(x: str) -> list[str]:
@@ -248,7 +250,8 @@ def test_paged_prefill_sm120a_table_loads_wait_behind_the_mmas(tmp_path):
     shuffles = [i for i, x in enumerate(loop) if re.search(r"\bSHFL\.IDX\b", x)]
     threads, chunks_per_row = 32 * s.params["warps"], s.params["head_dim"] * 2 // 16
     assert len(table) == 1
-    assert len(shuffles) == 2 * (s.params["block_n"] // (threads // chunks_per_row))
+    assert len(shuffles) == 2 * 2 * (s.params["block_n"] // (threads // chunks_per_row))
+    assert all(re.search(r"SHFL\.IDX PT, R\d+, R\d+, (RZ|0x[0-9a-f]+), 0x[0-9a-f]+", loop[i]) for i in shuffles)
     assert max(table) < mmas[0]
     for i in table:
         reg = operands(loop[i])[0]
