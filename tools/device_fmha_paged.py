@@ -12,10 +12,14 @@ fmha_<card>_paged_decode.md/.json; --prefill-only: the two chunked-prefill kerne
 fmha_<card>_paged_prefill.md/.json). With --flashinfer, FlashInfer's own paged FA2 kernels
 (BatchDecodeWithPagedKVCacheWrapper, BatchPrefillWithPagedKVCacheWrapper with backend "fa2"; JIT-built
 on this host on first use) run on the same pages and block tables, timed the same way, and their
-outputs are compared with aotc's.
+outputs are compared with aotc's. With --baseline TREE_OR_REV (an older aotc checkout, or a git revision
+of this one, exported with git archive), that tree's aotc builds the same chunked-prefill kernels into
+<cache-dir>-baseline, and every prefill row also times them on the same inputs, in the same process, the
+order of the two paged kernels alternating from row to row (--passes N: every prefill shape N times):
+an A/B of the paged template against its previous version next to the contiguous twin.
 
     python3 tools/device_fmha_paged.py --cache-dir /tmp/aotc-cache --out <dir> [--jobs 16] [--flashinfer]
-        [--decode-only | --prefill-only]
+        [--decode-only | --prefill-only] [--baseline TREE_OR_REV [--passes N]]
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,6 +45,7 @@ FWD_PAGED = ("fmha_paged_fwd_m128n64", "fmha_paged_fwd_m128n64_qsmem")
 # the contiguous kernel of the same tile for each paged one (timing baseline)
 TWINS = {DECODE_PAGED: "fmha_decode_m64n64", FWD_PAGED[0]: "fmha_fwd_m128n64",
          FWD_PAGED[1]: "fmha_fwd_m128n64_qsmem"}
+FAMILY_OF = {DECODE_PAGED: "fmha_decode_paged", **dict.fromkeys(FWD_PAGED, "fmha_fwd_paged")}
 POISON_PAGE = 1 << 30  # block-table slots past a request's pages: a read there faults
 GRAPH_CALLS = 10  # calls per captured CUDA graph (kernel_ms)
 TIMING_FALLBACKS: list[str] = []  # capture errors, when kernel_ms fell back to back-to-back calls
@@ -75,6 +83,65 @@ def build(cache_dir: Path, jobs: int, decode_only: bool = False, prefill_only: b
         (*FWD_PAGED, *(TWINS[n] for n in FWD_PAGED)) if prefill_only else (DECODE_PAGED, *FWD_PAGED, *TWINS.values())
     return build_for_this_gpu(cache_dir, lambda s: s.name.split("/")[0] in names and
                               s.params["dtype"] in ("bf16", "fp16"), jobs)
+
+
+def build_baseline(tree_or_rev: str, cache_dir: Path, jobs: int, names: list[str]) -> dict:
+    """Build the specs `names` with the aotc of an older tree (a directory, or a git revision of this
+    checkout exported by git archive next to cache_dir) into cache_dir, for this GPU's first runnable
+    target, in a subprocess that imports that tree's aotc; {"tree": ..., "revision": ...}."""
+    from aotc.runtime import query_device
+
+    root = Path(__file__).resolve().parent.parent
+    tree, rev = Path(tree_or_rev), None
+    if not tree.is_dir():
+        rev = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", f"{tree_or_rev}^{{commit}}"],
+                             check=True, capture_output=True, text=True).stdout.strip()
+        tree = cache_dir.parent / f"{cache_dir.name}-tree"
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    tree = tree.resolve()
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    where = subprocess.run([sys.executable, "-c", "import aotc.resources as r; print(r.templates_dir())"],
+                           cwd=tree, env=env, check=True, capture_output=True, text=True).stdout.strip()
+    if not Path(where).resolve().is_relative_to(tree):
+        raise SystemExit(f"the baseline build would render templates from {where}, not from {tree}")
+    target = query_device(0).runnable_targets()[0]
+    cmd = [sys.executable, "-m", "aotc", "build", "--arch", target, "--cache-dir", str(cache_dir.resolve()), "-q",
+           "-j", str(jobs), *(a for n in names for a in ("--filter", n))]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=tree, env=env, check=True)
+    print(f"baseline: built {', '.join(names)} for {target} from {tree} ({rev or 'a directory'}) in "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)
+    return {"tree": str(tree), "revision": rev}
+
+
+def use_caches(caches: list[Path]) -> None:
+    """Point aotc.runtime at these caches (first match wins) and forget every loaded kernel: the
+    baseline and the new build of a spec share its spec key, so the memos would return either."""
+    from aotc import runtime as rt
+    from aotc.cache import Cache
+    from aotc.runtime import registry
+
+    rt.set_sources([rt.CacheSource(Cache(c)) for c in caches])
+    registry.clear()
+
+
+def resources(caches: list[Path], built: dict, names) -> dict:
+    """{name: {"registers", "spills_bytes"}} of the stored kernel the runtime loads for this GPU."""
+    from aotc.cache import Cache
+    from aotc.runtime import query_device
+    from aotc.runtime.lookup import CacheSource, find
+
+    dev, out = query_device(0), {}
+    for name in names:
+        spec = built[name]
+        found = find(FAMILY_OF[name.split("/")[0]], spec, dev, sources=[CacheSource(Cache(c)) for c in caches])
+        r = found.manifest.get("resources", {}) if isinstance(found.manifest, dict) else {}
+        out[name] = {"arch": found.arch, "registers": r.get("registers"), "spills_bytes": r.get("spills_bytes")}
+    return out
 
 
 def paged_cache(kv_lens, page_size, hkv, d, dtype, stacked: bool, gen):
@@ -267,7 +334,10 @@ def flashinfer_columns(row: dict, fi, make, q, kp, vp, table, page, hq, hkv, d, 
           f"max|diff| {row['flashinfer_max_abs_diff']:.1e}", flush=True)
 
 
-def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool = False) -> list[dict]:
+def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool = False,
+              ab: tuple[list[Path], list[Path]] | None = None, passes: int = 1) -> list[dict]:
+    """ab: (the caches of the new kernels, the caches with the baseline's paged kernels first): each
+    prefill row then also times the baseline's paged kernel on the same inputs."""
     import torch
 
     from aotc import runtime as rt
@@ -302,7 +372,8 @@ def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool 
                   f"({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
     fwd_pairs = [] if decode_only else \
         [(built.get(f"{name}/dtype=bf16") or built.get(name), built.get(TWINS[name]), name) for name in FWD_PAGED]
-    for fwd, twin, name in fwd_pairs:
+    prefill_rows = 0
+    for (fwd, twin, name), pass_ in [(pair, p) for p in range(passes) for pair in fwd_pairs]:
         if not (fwd and twin):
             continue
         # (batch, new tokens, prefix already in the cache)
@@ -319,27 +390,50 @@ def benchmark(built: dict, fi: FlashInferPaged | None = None, decode_only: bool 
                 kp, table = scatter_pages(k, page, gen)
                 vp = torch.empty_like(kp)
                 vp[table.long().reshape(-1)] = v.reshape(-1, page, hkv, d)
-                ms_p = kernel_ms(lambda q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk, fwd=fwd:
-                                rt.fmha_fwd_paged(q, kp, vp, t, n, o, causal=True, max_kv_len=sk, params=fwd))
-                diff = float((o_p.float() - o_c.float()).abs().max())
+                def call(q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk, fwd=fwd):
+                    return rt.fmha_fwd_paged(q, kp, vp, t, n, o, causal=True, max_kv_len=sk, params=fwd)
+
+                ab_cols = {}
+                if ab is None:
+                    ms_p = kernel_ms(call)
+                    diff = float((o_p.float() - o_c.float()).abs().max())
+                else:  # the two paged kernels in alternating order, each output compared with the twin's
+                    order = ("new", "baseline") if prefill_rows % 2 == 0 else ("baseline", "new")
+                    times, diffs = {}, {}
+                    for which in order:
+                        use_caches(ab[0] if which == "new" else ab[1])
+                        times[which] = kernel_ms(call)
+                        diffs[which] = float((o_p.float() - o_c.float()).abs().max())
+                    use_caches(ab[0])
+                    ms_p, diff = times["new"], diffs["new"]
+                    ab_cols = {"pass": pass_ + 1, "order": list(order), "baseline_ms": times["baseline"],
+                               "baseline_tflops": flops / times["baseline"] / 1e9,
+                               "baseline_vs_contiguous": ms_c / times["baseline"],
+                               "paged_vs_baseline": times["baseline"] / ms_p, "baseline_max_abs_diff": diffs["baseline"]}
+                prefill_rows += 1
                 rows.append({"kind": "prefill", "spec": name, "batch": batch, "q_len": sq, "kv_len": sk, "causal": True,
                              "page_size": page, "contiguous_ms": ms_c, "paged_ms": ms_p,
                              "paged_vs_contiguous": ms_c / ms_p, "paged_tflops": flops / ms_p / 1e9,
-                             "contiguous_tflops": flops / ms_c / 1e9, "max_abs_diff": diff})
+                             "contiguous_tflops": flops / ms_c / 1e9, "max_abs_diff": diff, **ab_cols})
                 if fi:
                     flashinfer_columns(rows[-1], fi, "prefill", q, kp, vp, table, page, hq, hkv, d, o_p)
                 print(f"prefill {name} b={batch} q={sq} kv={sk} page={page}: contiguous {flops / ms_c / 1e9:.0f} TFLOP/s, paged "
                       f"{flops / ms_p / 1e9:.0f} ({ms_c / ms_p:.3f}x) max|diff|={diff:.1e}", flush=True)
+                if ab_cols:
+                    print(f"  baseline paged {ab_cols['baseline_tflops']:.0f} TFLOP/s "
+                          f"({ab_cols['baseline_vs_contiguous']:.3f}x of contiguous); new / baseline "
+                          f"{ab_cols['paged_vs_baseline']:.3f}x max|diff|={ab_cols['baseline_max_abs_diff']:.1e}",
+                          flush=True)
     return rows
 
 
 def write_report(out: Path, card: str, command: str, built: dict, checks: list[dict], bench: list[dict],
-                 flashinfer: str | None = None, suffix: str = "") -> None:
+                 flashinfer: str | None = None, suffix: str = "", baseline: dict | None = None) -> None:
     slug = re.sub(r"[^a-z0-9]+", "_", card.lower()).strip("_") + suffix
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     (out / f"fmha_{slug}.json").write_text(json.dumps(
         {"card": card, "date": date, "command": command, "built": built, "correctness": checks, "bench": bench,
-         "flashinfer": flashinfer,
+         "flashinfer": flashinfer, "baseline": baseline,
          "timing": {"graph_calls": GRAPH_CALLS, "fallbacks": TIMING_FALLBACKS}},
         indent=1))
     lines = [f"# aotc paged-KV attention on {card}", "", f"- date: {date}", f"- command: `{command}`",
@@ -378,6 +472,24 @@ def write_report(out: Path, card: str, command: str, built: dict, checks: list[d
             lines.append(f"| {r['kind']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | "
                          f"{r['paged_ms'] * 1e3:.0f} | {r['flashinfer_ms'] * 1e3:.0f} | {r['paged_vs_flashinfer']:.3f}x "
                          f"| {r['flashinfer_max_abs_diff']:.1e} |")
+    ab_rows = [r for r in bench if "baseline_ms" in r]
+    if ab_rows and baseline:
+        res = baseline.get("resources", {})
+        lines += ["", f"## Paged vs the baseline tree's paged kernel ({baseline.get('revision') or baseline.get('tree')})", "",
+                  ("Same inputs, same process; each row times the contiguous twin, then the two paged kernels in "
+                   "alternating order (kernels reloaded from their caches between them). Resources as stored for "
+                   "the target run here: " + "; ".join(
+                       f"{n}: new {r['new']['registers']} regs / {r['new']['spills_bytes']} B spill, baseline "
+                       f"{r['baseline']['registers']} / {r['baseline']['spills_bytes']} ({r['new']['arch']})"
+                       for n, r in res.items())), "",
+                  ("| pass | paged spec | batch | q len | kv len | page | contiguous | baseline paged | paged | "
+                   "baseline / contiguous | paged / contiguous | paged / baseline |"),
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in ab_rows:
+            lines.append(f"| {r['pass']} | {r['spec']} | {r['batch']} | {r['q_len']} | {r['kv_len']} | {r['page_size']} | "
+                         f"{r['contiguous_tflops']:.0f} | {r['baseline_tflops']:.0f} | {r['paged_tflops']:.0f} | "
+                         f"{r['baseline_vs_contiguous']:.3f}x | {r['paged_vs_contiguous']:.3f}x | "
+                         f"{r['paged_vs_baseline']:.3f}x |")
     (out / f"fmha_{slug}.md").write_text("\n".join(lines) + "\n")
 
 
@@ -396,21 +508,35 @@ def main(argv: list[str] | None = None) -> int:
     only.add_argument("--prefill-only", action="store_true",
                       help="build, check and time only the paged chunked-prefill kernels and their contiguous "
                            "twins; writes fmha_<card>_paged_prefill.md/.json")
+    parser.add_argument("--baseline", metavar="TREE_OR_REV",
+                        help="also time the chunked-prefill kernels of an older aotc tree (a directory or a git "
+                             "revision of this checkout), built into <cache-dir>-baseline, on every prefill row")
+    parser.add_argument("--passes", type=int, default=1, help="time every prefill shape this many times")
     args = parser.parse_args(argv)
+    if args.baseline and args.decode_only:
+        parser.error("--baseline times the chunked-prefill kernels; drop --decode-only")
     import torch
 
-    from aotc import runtime as rt
-    from aotc.cache import Cache
-
     built = build(args.cache_dir, args.jobs, args.decode_only, args.prefill_only)
-    rt.set_sources([rt.CacheSource(Cache(args.cache_dir))])
+    new_caches = [args.cache_dir]
+    baseline, ab = None, None
+    if args.baseline:
+        base_cache = args.cache_dir.parent / f"{args.cache_dir.name}-baseline"
+        names = [n for n in built if n.split("/")[0] in FWD_PAGED and built[n]["dtype"] == "bf16"]
+        baseline = build_baseline(args.baseline, base_cache, args.jobs, names)
+        ab = (new_caches, [base_cache, *new_caches])  # the baseline cache holds only the paged kernels
+        baseline["resources"] = {n: {"new": resources(new_caches, built, [n])[n],
+                                     "baseline": resources([base_cache], built, [n])[n]} for n in names}
+        print(f"resources: {baseline['resources']}", flush=True)
+    use_caches(new_caches)
     card = torch.cuda.get_device_name(0)
     checks = correctness(built)
     fi = FlashInferPaged() if args.flashinfer else None
-    bench = [] if args.skip_bench else benchmark(built, fi, args.decode_only)
+    bench = [] if args.skip_bench else benchmark(built, fi, args.decode_only, ab, args.passes)
     args.out.mkdir(parents=True, exist_ok=True)
     write_report(args.out, card, " ".join(["python3", *sys.argv]), built, checks, bench, fi and fi.version,
-                 "_paged_decode" if args.decode_only else "_paged_prefill" if args.prefill_only else "_paged")
+                 "_paged_decode" if args.decode_only else "_paged_prefill" if args.prefill_only else "_paged",
+                 baseline)
     failed = [c for c in checks if not c["ok"]]
     print(f"correctness: {len(checks) - len(failed)}/{len(checks)} ok")
     return 1 if failed else 0
