@@ -214,3 +214,35 @@ def test_launches_from_threads_with_other_or_no_context_current(sources):
     k.synchronize()
     for i in range(workers):
         torch.testing.assert_close(ys[i], 5 * i * xs[i])
+
+
+def test_a_later_process_loads_and_launches_from_the_lookup_record(tmp_path, gpu_blobs, device_target):
+    """The first process searches and records; the next loads the same kernel from the record, without
+    the lookup or the cache modules, and computes the same result (aotc.runtime.recall)."""
+    import os
+    import subprocess
+    import sys
+
+    from test_runtime import FAMILY_MODULE, REPO
+
+    store_entry(Cache(tmp_path / "c"), {}, device_target, gpu_blobs[device_target], gpu_blobs["helper"],
+                gpu_blobs["source"])
+    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
+    script = (
+        "import sys, torch\n"
+        "sys.path.insert(0, sys.argv[1])\n"
+        "from aotc.families import FAMILY_MODULES\n"
+        "FAMILY_MODULES['rt_test_axpy'] = 'axpy_family_mod'  # its args struct: not a catalog family\n"
+        "import aotc.runtime as rt\n"
+        "k = rt.get_kernel('rt_test_axpy', {})\n"
+        "x = torch.arange(1000, device='cuda', dtype=torch.float32); y = torch.ones_like(x)\n"
+        "k.launch(k.args_type(x=x.data_ptr(), y=y.data_ptr(), a=2.0, n=1000), torch.cuda.current_stream())\n"
+        "torch.cuda.synchronize()\n"
+        "print(torch.equal(y, 2 * x + 1), 'aotc.runtime.lookup' in sys.modules, 'aotc.cache' in sys.modules)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
+           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
+    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, capture_output=True,
+                           text=True).stdout.split() for _ in range(2)]
+    assert runs[0] == ["True", "True", "True"]  # searched the cache
+    assert runs[1] == ["True", "False", "False"]  # loaded from the record: no search, same result

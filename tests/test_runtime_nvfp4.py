@@ -271,7 +271,7 @@ class DeviceBytes:
     CODES: ClassVar[dict[str, tuple[int, int]]] = {"u8": (1, 8), "bf16": (4, 16), "i32": (0, 32), "f32": (2, 32)}
 
     def __init__(self, ptr: int, shape: tuple[int, ...], dtype: str):
-        from aotc.runtime.tensors import _DLTensor
+        from aotc.runtime.dlpack import _DLTensor
 
         self._shape = (ctypes.c_int64 * len(shape))(*shape)
         self._dl = _DLTensor()

@@ -266,19 +266,21 @@ def cpu_cold(out_json: str) -> None:
 
     marks.append((time.perf_counter(), time.process_time()))
     dev = rt.device_from_capability((9, 0))
-    found = rt.find("fmha_fwd", params, dev)
+    found, checked = registry.locate("fmha_fwd", params, dev)  # an earlier process's record, else find()
     marks.append((time.perf_counter(), time.process_time()))
-    host = registry.host_kernel(found)
+    host = registry.host_kernel(found, checked)
     marks.append((time.perf_counter(), time.process_time()))
-    from aotc.runtime.loader import check_cubin_target
+    if checked is None or host.target != checked:  # as load_kernel
+        from aotc.runtime.loader import check_cubin_target
 
-    check_cubin_target(host.cubin, dev, found, *[t for t in [getattr(host, "target", None)] if t])  # as load_kernel
+        check_cubin_target(host.cubin, dev, found, host.target)
+        registry.remember("fmha_fwd", params, None, dev, found, host.target)
     marks.append((time.perf_counter(), time.process_time()))
     rt.fmha_fwd, rt.tensor_info  # noqa: B018 - what the first launch through an entry point loads
     marks.append((time.perf_counter(), time.process_time()))
     gc.callbacks.remove(gc_clock)
     row = {}
-    for i, name in enumerate(("import", "find", "host_kernel", "check_target", "entry_points")):
+    for i, name in enumerate(("import", "locate", "host_kernel", "check_target", "entry_points")):
         row[f"{name}_ms"] = round((marks[i + 1][0] - marks[i][0]) * 1e3, 3)
         row[f"{name}_cpu_ms"] = round((marks[i + 1][1] - marks[i][1]) * 1e3, 3)
     row["total_ms"] = round((marks[-1][0] - marks[0][0]) * 1e3, 3)

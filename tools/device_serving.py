@@ -542,7 +542,7 @@ def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
                 steps[name] = steps.get(name, 0.0) + (time.perf_counter() - s) * 1e3
         return timed
 
-    for name in ("find", "read_cubin", "read_blob", "load_helper", "check_cubin_target", "load_cubin"):
+    for name in ("locate", "find", "read_cubin", "read_blob", "load_helper", "check_cubin_target", "load_cubin"):
         if hasattr(registry, name):  # the module-level names get_kernel's path calls
             setattr(registry, name, timer(name))
     init = launch.Kernel.__init__

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 from typing import ClassVar
 
+from aotc.abi import FmhaArgs
 from aotc.arch import CP_ASYNC, LDMATRIX, MMA_SYNC, MMA_SYNC_FP8, Arch
 from aotc.diagnostics import Diagnostic
 from aotc.families.base import Family, Field, SmemModel
@@ -29,49 +30,6 @@ STRUCT_ALIGN = 128  # alignas(128) on every SharedStorage member
 MAX_FRAGMENT_REGISTERS = 208
 
 
-class FmhaArgs(ctypes.Structure):
-    """Mirror of `struct AotcArgs` in templates/fmha/fmha.cu.j2 (field order and types must match)."""
-
-    _fields_ = [
-        ("q", ctypes.c_uint64),
-        ("k", ctypes.c_uint64),
-        ("v", ctypes.c_uint64),
-        ("o", ctypes.c_uint64),
-        ("cu_seqlens_q", ctypes.c_uint64),
-        ("cu_seqlens_k", ctypes.c_uint64),
-        ("q_batch_stride", ctypes.c_int64),
-        ("q_row_stride", ctypes.c_int64),
-        ("q_head_stride", ctypes.c_int64),
-        ("k_batch_stride", ctypes.c_int64),
-        ("k_row_stride", ctypes.c_int64),
-        ("k_head_stride", ctypes.c_int64),
-        ("v_batch_stride", ctypes.c_int64),
-        ("v_row_stride", ctypes.c_int64),
-        ("v_head_stride", ctypes.c_int64),
-        ("o_batch_stride", ctypes.c_int64),
-        ("o_row_stride", ctypes.c_int64),
-        ("o_head_stride", ctypes.c_int64),
-        ("batch", ctypes.c_int32),
-        ("num_q_heads", ctypes.c_int32),
-        ("num_kv_heads", ctypes.c_int32),
-        ("head_dim", ctypes.c_int32),
-        ("seqlen_q", ctypes.c_int32),
-        ("seqlen_k", ctypes.c_int32),
-        ("softmax_scale", ctypes.c_float),
-        ("causal", ctypes.c_int32),
-        ("num_splits", ctypes.c_int32),
-        ("num_sms", ctypes.c_int32),
-        ("q_descale", ctypes.c_float),
-        ("k_descale", ctypes.c_float),
-        ("v_descale", ctypes.c_float),
-        # paged families only (0 elsewhere)
-        ("block_table", ctypes.c_uint64),
-        ("kv_lens", ctypes.c_uint64),
-        ("k_page_stride", ctypes.c_int64),
-        ("v_page_stride", ctypes.c_int64),
-        ("block_table_stride", ctypes.c_int32),
-        ("page_size", ctypes.c_int32),
-    ]
 
 
 def _fields() -> dict[str, Field]:

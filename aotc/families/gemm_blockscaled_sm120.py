@@ -6,10 +6,10 @@ context of templates/gemm/blockscaled_sm120*.j2. Pure Python: no Jinja2, no nvcc
 
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 from typing import Any
 
+from aotc.abi import BlockScaledArgsDense, BlockScaledArgsGrouped
 from aotc.arch import MMA_BLOCKSCALED, MMA_SYNC, TMA, Arch
 from aotc.diagnostics import Diagnostic
 from aotc.families.base import Family, Field, SmemModel
@@ -196,47 +196,8 @@ def layout_grouped(p: dict, stages: int) -> list[tuple[str, int]]:
     return lay.components
 
 
-class BlockScaledArgsDense(ctypes.Structure):
-    """Mirror of AotcArgs in blockscaled_sm120.cu.j2 (dense)."""
-
-    _fields_ = [
-        ("ptr_A", ctypes.c_uint64),
-        ("ptr_B", ctypes.c_uint64),
-        ("ptr_SFA", ctypes.c_uint64),
-        ("ptr_SFB", ctypes.c_uint64),
-        ("ptr_D", ctypes.c_uint64),
-        ("m", ctypes.c_int32),
-        ("n", ctypes.c_int32),
-        ("k", ctypes.c_int32),
-        ("batch", ctypes.c_int32),
-        ("alpha", ctypes.c_float),
-        ("sm_count", ctypes.c_int32),
-    ]
 
 
-class BlockScaledArgsGrouped(ctypes.Structure):
-    """Mirror of AotcArgs in blockscaled_sm120.cu.j2 (grouped). stride_* / layout_SF* are device
-    copies of what the helper's aotc_group_metadata() writes."""
-
-    _fields_ = [
-        ("num_groups", ctypes.c_int32),
-        ("sm_count", ctypes.c_int32),
-        ("problem_sizes", ctypes.c_uint64),
-        ("host_problem_sizes", ctypes.c_uint64),
-        ("ptr_A", ctypes.c_uint64),
-        ("ptr_B", ctypes.c_uint64),
-        ("ptr_SFA", ctypes.c_uint64),
-        ("ptr_SFB", ctypes.c_uint64),
-        ("ptr_D", ctypes.c_uint64),
-        ("stride_A", ctypes.c_uint64),
-        ("stride_B", ctypes.c_uint64),
-        ("stride_D", ctypes.c_uint64),
-        ("layout_SFA", ctypes.c_uint64),
-        ("layout_SFB", ctypes.c_uint64),
-        ("alpha_array", ctypes.c_uint64),
-        ("alpha", ctypes.c_float),
-        ("reserved", ctypes.c_int32),
-    ]
 
 
 _FIELDS: dict[str, Field] = {

@@ -6,9 +6,9 @@ of templates/gemm/grouped_sm80*.j2. Pure Python: no Jinja2, no nvcc.
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any, ClassVar
 
+from aotc.abi import GroupedSm80Args
 from aotc.arch import CP_ASYNC, LDMATRIX, MMA_SYNC, Arch
 from aotc.diagnostics import Diagnostic
 from aotc.families.base import Family, Field, SmemModel
@@ -54,35 +54,6 @@ def epilogue_bytes(p: dict) -> int:
     return rows * cols * ACC_BYTES * EPI_FRAGMENTS[p["dtype"]]
 
 
-class GroupedSm80Args(ctypes.Structure):
-    """Mirror of AotcArgs in templates/gemm/grouped_sm80.cu.j2."""
-
-    _fields_ = [
-        ("num_groups", ctypes.c_int32),
-        ("threadblock_count", ctypes.c_int32),
-        ("problem_sizes", ctypes.c_uint64),
-        ("ptr_A", ctypes.c_uint64),
-        ("ptr_B", ctypes.c_uint64),
-        ("ptr_C", ctypes.c_uint64),
-        ("ptr_D", ctypes.c_uint64),
-        ("lda", ctypes.c_uint64),
-        ("ldb", ctypes.c_uint64),
-        ("ldc", ctypes.c_uint64),
-        ("ldd", ctypes.c_uint64),
-        ("alpha", ctypes.c_float),
-        ("beta", ctypes.c_float),
-        # device-routed MoE (grouped_gemm_moe): groups derived on the GPU from int32 expert offsets
-        ("expert_offsets", ctypes.c_uint64),
-        ("route_A", ctypes.c_uint64),
-        ("route_B", ctypes.c_uint64),
-        ("route_D", ctypes.c_uint64),
-        ("route_lda", ctypes.c_int64),
-        ("route_ldb", ctypes.c_int64),
-        ("route_ldd", ctypes.c_int64),
-        ("route_b_stride", ctypes.c_int64),
-        ("route_n", ctypes.c_int32),
-        ("route_k", ctypes.c_int32),
-    ]
 
 
 class GroupedGemmSm80(Family):

@@ -5,9 +5,9 @@ SMEM model (none), rules, render context and args ABI of templates/quantize/. Pu
 
 from __future__ import annotations
 
-import ctypes
 from typing import Any, ClassVar
 
+from aotc.abi import QuantizeArgs
 from aotc.arch import Arch
 from aotc.diagnostics import Diagnostic
 from aotc.families.base import Family, Field, SmemModel
@@ -22,19 +22,6 @@ def hardware_e2m1(arch: Arch) -> bool:
     return arch.sm in HW_E2M1_SMS and arch.variant in ("a", "f")
 
 
-class QuantizeArgs(ctypes.Structure):
-    """Mirror of AotcArgs in templates/quantize/blockscaled_quantize.cu.j2."""
-
-    _fields_ = [
-        ("x", ctypes.c_uint64),
-        ("q", ctypes.c_uint64),
-        ("sf", ctypes.c_uint64),
-        ("rows", ctypes.c_int64),
-        ("cols", ctypes.c_int64),
-        ("x_row_stride", ctypes.c_int64),
-        ("global_scale", ctypes.c_float),
-        ("reserved", ctypes.c_int32),
-    ]
 
 
 class BlockScaledQuantize(Family):

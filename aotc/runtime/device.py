@@ -12,7 +12,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from aotc.arch import ARCHES, target_preference
 from aotc.frozen import Frozen
 from aotc.runtime.errors import DRIVER_CALL, NO_DEVICE, runtime_error
 
@@ -49,6 +48,8 @@ class Device(Frozen):
 
     def runnable_targets(self) -> list[str]:
         """Every catalog target this device can run, most preferred first."""
+        from aotc.arch import ARCHES, target_preference  # the lookup's, not the serving path's
+
         return target_preference(self.cc, list(ARCHES))
 
 

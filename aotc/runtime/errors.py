@@ -5,7 +5,10 @@ wrong, with the numbers, and what to do.
 
 from __future__ import annotations
 
-from aotc.diagnostics import AotcError, Diagnostic
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # imported when an error is raised: a serving process that raises none never loads it
+    from aotc.diagnostics import AotcError
 
 NO_DEVICE = "AOTC-RT-001"  # no driver, no GPU, bad ordinal
 NO_KERNEL = "AOTC-RT-002"  # nothing stored that this device can run
@@ -20,6 +23,8 @@ NO_CANDIDATE = "AOTC-RT-010"  # select(): no candidate tile stored for this devi
 
 
 def runtime_error(code: str, message: str, fix: str = "", **details: object) -> AotcError:
+    from aotc.diagnostics import AotcError, Diagnostic
+
     return AotcError(Diagnostic(code=code, message=message, fix=fix, details=dict(details)))
 
 

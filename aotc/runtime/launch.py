@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from aotc.abi import AotcLaunch, args_struct
 from aotc.runtime.device import Device, _contexts, check, driver, in_primary, native, primary_context
 from aotc.runtime.errors import BAD_TENSOR, PROBLEM_REJECTED, runtime_error
-from aotc.runtime.loader import AotcLaunch, Helper
+
+if TYPE_CHECKING:
+    from aotc.runtime.loader import Helper
 
 DEFAULT_SMEM_LIMIT = 48 * 1024  # above this a kernel must opt in via MAX_DYNAMIC_SHARED_SIZE_BYTES
 MAX_PARAMS_BYTES = 32_764  # cuLaunchKernel's by-value parameter limit (CUDA >= 12.1, Volta+)
@@ -62,15 +65,18 @@ def stream_handle(stream: Any) -> int:
 class Kernel:
     """One loaded kernel on one device. `launch(args, stream)` is the hot path."""
 
-    def __init__(self, family: Any, found: Any, device: Device, library: Any, function: Any, helper: Helper):
-        self.family = family
+    def __init__(self, found: Any, device: Device, library: Any, function: Any, helper: Helper):
+        self.family_name = found.family
         self.name = found.manifest.get("name", found.family)
         self.params = found.params
         self.arch = found.arch
         self.spec_key = found.spec_key
         self.manifest = found.manifest
         self.device = device
-        self.args_type = family.args_struct
+        try:  # the family's args_struct, without importing the family
+            self.args_type = args_struct(found.family)
+        except KeyError:  # a family outside the catalog (a plugin, a test): its own module says
+            self.args_type = self.family.args_struct
         self._library = library  # keeps the module loaded as long as the Kernel lives
         self._function = function
         self._helper = helper
@@ -91,6 +97,13 @@ class Kernel:
 
     def __repr__(self) -> str:
         return f"Kernel({self.name!r}, {self.arch}, {self.device.label})"
+
+    @property
+    def family(self) -> Any:
+        """The kernel's Family (aotc.families): loaded on first use, the launch path never needs it."""
+        from aotc.families import get_family
+
+        return get_family(self.family_name)
 
     # -- hot path ---------------------------------------------------------------------------------
     def launch(self, args: ctypes.Structure, stream: Any = 0, *, workspace: int = 0, refresh: bool = False) -> None:
@@ -204,8 +217,8 @@ class Kernel:
     def _check_args(self, args: ctypes.Structure) -> None:
         if not isinstance(args, self.args_type):
             raise runtime_error(BAD_TENSOR, f"{self.name} takes a {self.args_type.__name__} "
-                                f"({self.family.name}.args_struct), got {type(args).__name__}",
-                                f"build the args with aotc.families.get_family({self.family.name!r}).args_struct")
+                                f"({self.family_name}.args_struct), got {type(args).__name__}",
+                                f"build the args with aotc.families.get_family({self.family_name!r}).args_struct")
 
     def _rejected(self, err: ctypes.Array) -> Exception:
         text = err.value.decode(errors="replace") or "no reason given"

@@ -10,30 +10,25 @@ import contextlib
 import ctypes
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aotc import ABI_VERSION
-from aotc.arch import ARCHES, Arch
-from aotc.diagnostics import AotcError
+from aotc.abi import AotcLaunch
 from aotc.runtime.device import Device, check, driver, error_name, in_primary
 from aotc.runtime.errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
 from aotc.runtime.files import helper_dir, helper_path, verified_read, write_atomic
-from aotc.runtime.lookup import Found, buildable_target, stored_targets
+
+if TYPE_CHECKING:  # the target table and the lookup load only when a check fails or a target is unknown
+    from aotc.arch import Arch
+    from aotc.runtime.sources import Found
+
+__all__ = ["ENTRY", "AotcLaunch", "Helper", "check_cubin_target", "load_cubin", "load_helper", "read_blob",
+           "read_cubin"]
 
 ENTRY = "aotc_kernel"
 CUDA_ERROR_NO_BINARY_FOR_GPU = 209
 
 
-class AotcLaunch(ctypes.Structure):
-    """Mirror of `AotcLaunch` in templates/common/aotc_abi.h."""
-
-    _fields_ = [
-        ("grid", ctypes.c_uint32 * 3),
-        ("block", ctypes.c_uint32 * 3),
-        ("smem_bytes", ctypes.c_uint32),
-        ("params_bytes", ctypes.c_uint32),
-        ("workspace_bytes", ctypes.c_uint64),
-    ]
 
 
 def read_blob(found: Found, role: str) -> bytes:
@@ -56,7 +51,11 @@ def blob_digest(found: Found, role: str) -> str:
 def _unreadable(found: Found, role: str, digest: str) -> Iterator[None]:
     try:
         yield
-    except (AotcError, OSError, KeyError, ValueError) as exc:
+    except Exception as exc:
+        from aotc.diagnostics import AotcError
+
+        if not isinstance(exc, AotcError | OSError | KeyError | ValueError):
+            raise
         raise runtime_error(
             CORRUPT_BLOB, f"the {role} blob {digest[:12]} of {found.family} for {found.arch} in {found.source.name} "
             f"cannot be read: {exc}",
@@ -64,20 +63,24 @@ def _unreadable(found: Found, role: str, digest: str) -> Iterator[None]:
             digest=digest) from exc
 
 
-def read_cubin(found: Found) -> tuple[bytes, tuple[int, str]]:
+def read_cubin(found: Found, target: tuple[int, str] | None = None) -> tuple[bytes, tuple[int, str]]:
     """The verified cubin and its ELF target (sm, variant). Every process loads it, so it is kept
     decompressed in the private runtime folder as `<digest>.sm<sm><variant>.cubin`, named by the
     target its ELF was found to have when it was written: a later process reads and hashes that file
-    (found under the target the manifest names) and needs neither zstandard nor an ELF parse. A file
-    failing its digest, or a manifest naming another target than the ELF's, takes the full path:
-    read from the source (verified), ELF parsed, kept under the ELF's own target."""
+    (found under `target`, else the target the manifest names) and needs neither zstandard nor an
+    ELF parse. A file failing its digest, or a manifest naming another target than the ELF's, takes
+    the full path: read from the source (verified), ELF parsed, kept under the ELF's own target."""
     digest = blob_digest(found, "cubin")
     root = helper_dir()
-    arch = ARCHES.get(found.arch)
-    if arch is not None:
-        data = verified_read(root / f"{digest}.sm{arch.sm}{arch.variant}.cubin", digest)
+    if target is None:
+        from aotc.arch import ARCHES
+
+        arch = ARCHES.get(found.arch)
+        target = (arch.sm, arch.variant) if arch is not None else None
+    if target is not None:
+        data = verified_read(root / f"{digest}.sm{target[0]}{target[1]}.cubin", digest)
         if data is not None:
-            return data, (arch.sm, arch.variant)
+            return data, target
     with _unreadable(found, "cubin", digest):
         data = found.source.read_blob(digest)
     from aotc.elf import cubin_target
@@ -94,6 +97,8 @@ def cubin_arch(cubin: bytes, target: tuple[int, str] | None = None) -> tuple[str
         from aotc.elf import cubin_target
 
         target = cubin_target(cubin)
+    from aotc.arch import ARCHES, Arch
+
     sm, variant = target
     arch = ARCHES.get(f"sm{sm}{variant}") or Arch(f"sm{sm}{variant}", sm, variant, 0, frozenset(), 1)
     return f"sm_{sm}{variant}", arch
@@ -105,6 +110,8 @@ def check_cubin_target(cubin: bytes, device: Device, found: Found, target: tuple
     nvcc_name, arch = cubin_arch(cubin, target)
     if arch.runs_on(device.cc):
         return
+    from aotc.runtime.lookup import buildable_target, stored_targets
+
     stored = stored_targets(found.family, found.params, [found.source])
     target_name = buildable_target(found.family, found.params, device)
     fix = (f"build one for this device: {build_command(target_name, found.family, found.manifest.get('name', ''))}"

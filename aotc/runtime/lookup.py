@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 
 from aotc.arch import ARCHES, get_arch
 from aotc.diagnostics import AotcError
@@ -14,32 +15,40 @@ from aotc.families import UnknownFamilyError, get_family
 from aotc.keys import spec_key
 from aotc.runtime.device import Device
 from aotc.runtime.errors import BAD_PARAMS, NO_KERNEL, TARGET_MISMATCH, build_command, runtime_error
-from aotc.runtime.sources import CacheSource, KernelSource, WheelSource
+from aotc.runtime.sources import CacheSource, Found, KernelSource, WheelSource
 
 __all__ = ["CacheSource", "Found", "KernelSource", "WheelSource", "add_source", "default_sources", "find",
            "set_sources", "stored_candidates", "stored_params", "typed_params"]
 
 
 _sources: list[KernelSource] | None = None
+_default: list[KernelSource] | None = None  # the list default_sources() made, while nothing replaced or added
 _sources_lock = threading.Lock()
 
 
 def default_sources() -> list[KernelSource]:
     """The process-wide source list: the default local cache, then installed kernel wheels, then
     any added sources."""
-    global _sources
+    global _sources, _default
     if _sources is None:
         with _sources_lock:
             if _sources is None:
                 from aotc.cache import Cache, default_cache_dir
 
-                _sources = [CacheSource(Cache(default_cache_dir())), WheelSource()]
+                _sources = _default = [CacheSource(Cache(default_cache_dir())), WheelSource()]
     return _sources
+
+
+def uses_default_sources() -> bool:
+    """Whether the process-wide list is (still) the default one: not replaced, nothing added."""
+    return _sources is None or _sources is _default
 
 
 def add_source(source: KernelSource) -> None:
     """Append a source (e.g. an installed kernel wheel); searched after the ones already there."""
+    global _default
     default_sources().append(source)
+    _default = None
     forget()
 
 
@@ -96,30 +105,6 @@ def stored_params(family: str, device: Device, sources: list[KernelSource] | Non
     return [f.params for f in stored_candidates(family, device, sources)]
 
 
-class Found:
-    """What find() located: typed params, the target, the spec key, the manifest and its source.
-    (A plain slotted class: a dataclass costs milliseconds to create at import.)"""
-
-    __slots__ = ("arch", "family", "manifest", "params", "source", "spec_key")
-
-    def __init__(self, family: str, params: dict, arch: str, spec_key: str, manifest: dict, source: KernelSource):
-        self.family = family
-        self.params = params
-        self.arch = arch
-        self.spec_key = spec_key
-        self.manifest = manifest
-        self.source = source
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Found and all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment] - holds dicts, like the dataclass it replaces
-
-    def __repr__(self) -> str:
-        return (f"Found(family={self.family!r}, params={self.params!r}, arch={self.arch!r}, "
-                f"spec_key={self.spec_key!r}, source={getattr(self.source, 'name', self.source)!r})")
-
-
 def typed_params(family: str, params: dict) -> dict:
     """Validate and complete params exactly as the build does, so the spec keys agree."""
     try:
@@ -152,6 +137,28 @@ def find(family: str, params: dict, device: Device, *, arch: str | None = None,
             if manifest is not None:
                 return Found(family, typed, name, key, manifest, src)
     raise _no_kernel(family, typed, device, targets, srcs)
+
+
+def ref_probes(found: Found, device: Device, arch: str | None) -> list[str] | None:
+    """The ref files find() read, in its order, to answer `found` from the default sources: every ref
+    of a more preferred target or an earlier source (absent then) and the answering one (last). None
+    when a source has no ref files (its answer cannot be checked without asking it again)."""
+    srcs = default_sources()
+    if not all(isinstance(src, CacheSource | WheelSource) for src in srcs):
+        return None
+
+    def caches() -> Iterator[CacheSource]:  # installed wheels are discovered only if reached
+        for src in srcs:
+            yield from src.caches() if isinstance(src, WheelSource) else (src,)
+
+    paths = []
+    for name in [found.arch] if arch is not None else device.runnable_targets():
+        key = spec_key(found.family, found.params, name)
+        for cache in caches():
+            paths.append(str(cache.cache.ref_path(key)))
+            if name == found.arch and cache.resolve(key) == found.manifest:
+                return paths
+    return None
 
 
 def stored_targets(family: str, typed: dict, sources: list[KernelSource]) -> dict[str, dict]:

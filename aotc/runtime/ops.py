@@ -15,7 +15,6 @@ from aotc.runtime import registry
 from aotc.runtime.device import Device
 from aotc.runtime.errors import BAD_TENSOR, NO_KERNEL, runtime_error
 from aotc.runtime.launch import Kernel
-from aotc.runtime.lookup import stored_candidates
 from aotc.runtime.registry import get_kernel
 from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
@@ -134,6 +133,8 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
     hit = _choices.get(key)
     if hit is not None and hit[0] == registry._generation:
         return hit[1]
+    from aotc.runtime.lookup import stored_candidates  # only when choosing: explicit params need no search
+
     stored = stored_candidates(family, device)
     candidates = [f for f in stored if all(f.params.get(k) == v for k, v in matches.items())]
     if not candidates:

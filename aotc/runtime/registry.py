@@ -1,18 +1,23 @@
 """Per-process kernel registry: (device, family, params[, arch]) -> loaded Kernel, memoized per
 device and spec key. The first load takes a lock (one thread loads, the others wait and share it);
-later lookups are one dict read and take no lock.
+later lookups are one dict read and take no lock. A process's first load of a kernel takes what an
+earlier process's lookup found from the runtime folder (aotc.runtime.recall) when that is still
+current, and imports the lookup (families, spec keys, the cache) only otherwise.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aotc.families import get_family
 from aotc.runtime.device import Device, query_device
 from aotc.runtime.launch import Kernel
 from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_helper, read_cubin
-from aotc.runtime.lookup import Found, KernelSource, find, forget
+from aotc.runtime.recall import recall, remember
+
+if TYPE_CHECKING:
+    from aotc.runtime.sources import Found, KernelSource
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel
@@ -100,12 +105,34 @@ def get_kernel(family: str | KernelKey, params: dict | None = None, *, device: D
         kernel = _fast.get(fast_key)
         if kernel is None:
             dev = resolve_device(device)
-            found = find(family, params, dev, arch=arch, sources=sources)
-            kernel = _by_spec.get((dev.ordinal, found.spec_key)) or load_kernel(found, dev)
+            found, checked = locate(family, params, dev, arch, sources)
+            kernel = _by_spec.get((dev.ordinal, found.spec_key)) or load_kernel(found, dev, checked)
             _by_spec[(dev.ordinal, found.spec_key)] = kernel
+            if checked is None and sources is None and _default_sources():
+                remember(family, params, arch, dev, found, _host[found.spec_key].target)
             if sources is None:  # explicit source lists are not memoized under the default key
                 _fast[fast_key] = kernel
     return kernel
+
+
+def locate(family: str, params: dict, device: Device, arch: str | None = None,
+           sources: list[KernelSource] | None = None) -> tuple[Found, tuple[int, str] | None]:
+    """What get_kernel loads: (found, its cubin's target as checked for this device's capability)
+    from a current record of an earlier process's lookup when the default sources are in use, else
+    (find()'s answer, None)."""
+    if sources is None and _default_sources():
+        hit = recall(family, params, arch, device)
+        if hit is not None:
+            return hit
+    from aotc.runtime.lookup import find
+
+    return find(family, params, device, arch=arch, sources=sources), None
+
+
+def _default_sources() -> bool:
+    """Whether lookups use the process's default source list (records describe only that one)."""
+    lookup = sys.modules.get("aotc.runtime.lookup")
+    return lookup is None or lookup.uses_default_sources()
 
 
 def kernel_for(found: Found, device: Device) -> Kernel:
@@ -127,27 +154,30 @@ def _load_key(key: KernelKey) -> Kernel:
     return kernel
 
 
-def host_kernel(found: Found) -> HostKernel:
-    """Read and verify the cubin and load the helper once per process and spec key (no driver)."""
+def host_kernel(found: Found, target: tuple[int, str] | None = None) -> HostKernel:
+    """Read and verify the cubin and load the helper once per process and spec key (no driver);
+    `target`: the cubin's ELF target when known (the kept file's name carries it)."""
     host = _host.get(found.spec_key)
     if host is None:
         with _lock:
             host = _host.get(found.spec_key)
             if host is None:
-                cubin, target = read_cubin(found)
+                cubin, target = read_cubin(found, target)
                 host = HostKernel(cubin, load_helper(found), target)
                 _host[found.spec_key] = host
     return host
 
 
-def load_kernel(found: Found, device: Device) -> Kernel:
+def load_kernel(found: Found, device: Device, checked: tuple[int, str] | None = None) -> Kernel:
     """Check the cubin's ELF target against the device, then load it there (not memoized per device:
-    get_kernel does that)."""
-    host = host_kernel(found)
-    check_cubin_target(host.cubin, device, found, host.target)  # before the driver sees it (lazy loading hides 209)
+    get_kernel does that). `checked`: an ELF target already found to run on this device's capability
+    (a record is written only after this check passed, and is keyed by the capability)."""
+    host = host_kernel(found, checked)
+    if host.target != checked or checked is None:  # before the driver sees it (lazy loading hides 209)
+        check_cubin_target(host.cubin, device, found, host.target)
     what = f"{found.family} {found.arch} {found.spec_key[:12]}"
     library, function = load_cubin(host.cubin, device, what)
-    return Kernel(get_family(found.family), found, device, library, function, host.helper)
+    return Kernel(found, device, library, function, host.helper)
 
 
 def loaded() -> list[Kernel]:
@@ -163,4 +193,6 @@ def clear() -> None:
         _fast.clear()
         _by_spec.clear()
         _host.clear()
-        forget()  # stored candidates; memos above this module check _generation
+        lookup = sys.modules.get("aotc.runtime.lookup")
+        if lookup is not None:
+            lookup.forget()  # stored candidates; memos above this module check _generation

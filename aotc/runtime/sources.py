@@ -1,4 +1,5 @@
-"""Kernel sources: where manifests and blobs come from (the local cache, installed kernel wheels).
+"""Kernel sources: where manifests and blobs come from (the local cache, installed kernel wheels), and
+`Found`, what a lookup located in one of them.
 Their own module, apart from lookup's target search, so that the FlashInfer hook can read a cache
 without importing the families or the driver layer.
 """
@@ -7,8 +8,6 @@ from __future__ import annotations
 
 import warnings
 from typing import TYPE_CHECKING, Any
-
-from aotc.cache.manifest import ManifestError, manifest_problems
 
 if TYPE_CHECKING:  # annotations only: no import on the serving path
     from collections.abc import Callable
@@ -26,6 +25,30 @@ class KernelSource:
     read_blob: Callable[[str], bytes]  # sha256 digest -> verified bytes, AotcError otherwise
 
 
+class Found:
+    """What a lookup located: typed params, the target, the spec key, the manifest and its source.
+    (A plain slotted class: a dataclass costs milliseconds to create at import.)"""
+
+    __slots__ = ("arch", "family", "manifest", "params", "source", "spec_key")
+
+    def __init__(self, family: str, params: dict, arch: str, spec_key: str, manifest: dict, source: KernelSource):
+        self.family = family
+        self.params = params
+        self.arch = arch
+        self.spec_key = spec_key
+        self.manifest = manifest
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Found and all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment] - holds dicts, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Found(family={self.family!r}, params={self.params!r}, arch={self.arch!r}, "
+                f"spec_key={self.spec_key!r}, source={getattr(self.source, 'name', self.source)!r})")
+
+
 class CacheSource(KernelSource):
     """A local aotc cache directory (aotc.cache.Cache) as a kernel source."""
 
@@ -38,6 +61,8 @@ class CacheSource(KernelSource):
         AOTC-CACHE-005 here rather than a KeyError while loading."""
         manifest = self.cache.resolve_ref(spec_key)
         if manifest is not None:
+            from aotc.cache.manifest import ManifestError, manifest_problems
+
             problems = manifest_problems(manifest)  # Manifest.from_json's check, without building one
             if problems:
                 raise ManifestError(problems, f"{manifest.get('key', spec_key)} in {self.name}")

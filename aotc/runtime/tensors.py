@@ -5,7 +5,6 @@ against what a kernel needs (dtype, shape, alignment, device, layout) with error
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,14 +19,10 @@ _TORCH_DTYPES = {
     "torch.float8_e4m3fn": "e4m3", "torch.float8_e5m2": "e5m2", "torch.float8_e8m0fnu": "ue8m0",
     "torch.float4_e2m1fn_x2": "e2m1x2", "torch.bool": "bool",
 }
-_DLPACK_CODES = {(0, 8): "i8", (0, 16): "i16", (0, 32): "i32", (0, 64): "i64", (1, 8): "u8", (1, 16): "u16",
-                 (1, 32): "u32", (2, 16): "f16", (2, 32): "f32", (2, 64): "f64", (4, 16): "bf16", (6, 8): "bool",
-                 (10, 8): "e4m3", (12, 8): "e5m2", (14, 8): "ue8m0"}
 _TYPESTR = {"f2": "f16", "f4": "f32", "f8": "f64", "i1": "i8", "i2": "i16", "i4": "i32", "i8": "i64",
             "u1": "u8", "u2": "u16", "u4": "u32", "b1": "bool"}
 ITEMSIZE = {"bf16": 2, "f16": 2, "f32": 4, "f64": 8, "i8": 1, "i16": 2, "i32": 4, "i64": 8, "u8": 1, "u16": 2,
             "u32": 4, "e4m3": 1, "e5m2": 1, "ue8m0": 1, "e2m1x2": 1, "bool": 1}
-KDL_CPU, KDL_CUDA, KDL_CUDA_HOST, KDL_CUDA_MANAGED = 1, 2, 3, 13
 
 
 class TensorInfo:
@@ -84,7 +79,9 @@ def tensor_info(obj: Any, stream: int = 0) -> TensorInfo:
     if cai is not None:
         return _from_cai(cai)
     if hasattr(obj, "__dlpack__") and hasattr(obj, "__dlpack_device__"):
-        return _from_dlpack(obj, stream)
+        from aotc.runtime.dlpack import from_dlpack  # its ctypes structs are made only for DLPack callers
+
+        return from_dlpack(obj, stream)
     raise runtime_error(BAD_TENSOR, f"cannot read a tensor from {type(obj).__name__}",
                         "pass a torch tensor, or an object with __cuda_array_interface__ or __dlpack__")
 
@@ -102,7 +99,7 @@ def _from_cai(cai: dict) -> TensorInfo:
     size = int(typestr[2:]) if typestr[2:].isdigit() else 1
     strides = cai.get("strides")
     if strides is None:
-        elem = _contiguous_strides(shape)
+        elem = contiguous_strides(shape)
     else:
         if any(int(s) % size for s in strides):
             raise runtime_error(BAD_TENSOR, f"strides {tuple(strides)} B are not multiples of the {size} B element",
@@ -111,50 +108,12 @@ def _from_cai(cai: dict) -> TensorInfo:
     return TensorInfo(int(cai["data"][0] or 0), shape, elem, dtype, UNKNOWN)
 
 
-def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+def contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
     out, acc = [], 1
     for s in reversed(shape):
         out.append(acc)
         acc *= s
     return tuple(reversed(out))
-
-
-class _DLDevice(ctypes.Structure):
-    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
-
-
-class _DLDataType(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
-
-
-class _DLTensor(ctypes.Structure):
-    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
-                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
-                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
-
-
-_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-_capsule_pointer.restype = ctypes.c_void_p
-_capsule_pointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
-
-
-def _from_dlpack(obj: Any, stream: int) -> TensorInfo:
-    dev_type, dev_id = obj.__dlpack_device__()
-    if int(dev_type) in (KDL_CUDA, KDL_CUDA_MANAGED):
-        # DLPack stream numbering: 1 is the legacy default stream, 0 is not allowed for CUDA.
-        capsule = obj.__dlpack__(stream=stream or 1)
-    else:
-        capsule = obj.__dlpack__()
-    # The unversioned DLManagedTensor starts with its DLTensor. The capsule keeps ownership (its
-    # destructor calls the deleter); `obj` keeps the memory alive while the caller holds it.
-    t = _DLTensor.from_address(_capsule_pointer(capsule, b"dltensor"))
-    ndim = t.ndim
-    shape = tuple(t.shape[i] for i in range(ndim))
-    strides = tuple(t.strides[i] for i in range(ndim)) if t.strides else _contiguous_strides(shape)
-    key = (t.dtype.code, t.dtype.bits)
-    dtype = _DLPACK_CODES.get(key, f"dlpack:{key[0]}/{key[1]}")
-    device = int(dev_id) if int(dev_type) in (KDL_CUDA, KDL_CUDA_MANAGED) else HOST
-    return TensorInfo((t.data or 0) + t.byte_offset, shape, strides, dtype, device)
 
 
 def pointer_device(ptr: int) -> int:

@@ -1,0 +1,123 @@
+"""Lookups a process already resolved, kept in the private runtime folder: what find() answered for
+(family, params, arch, device capability) under the default kernel sources, so that a later process
+loads the same kernel without searching again. The search itself (the family's parameter rules, spec
+keys, the cache's record checks) costs a dozen module imports and ~1-2 ms of Python per process.
+
+A record is used only while every ref file it depends on is unchanged: the answering ref has the same
+inode, size and modification time, and no more preferred target or earlier source has gained the
+spec key since. Anything else (no record, an unreadable or stale one) takes the full lookup, which
+writes a fresh record once the kernel loaded. Blobs are still read from digest-named files and hashed
+against the record's manifest, and a blob a record cannot supply comes from a full lookup's source.
+Writing a record is best-effort: a read-only or full runtime folder only costs later processes the
+search.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+import aotc
+from aotc.runtime.files import helper_dir, write_atomic
+from aotc.runtime.sources import Found
+
+if TYPE_CHECKING:
+    from aotc.runtime.device import Device
+
+RECORD_FORMAT = 1
+SUFFIX = ".lookup.json"
+
+def record_path(family: str, params: dict, arch: str | None, cc: tuple[int, int]) -> Any:
+    """Where the record of this lookup lives. The name covers everything find() depends on besides the
+    stored files: aotc's version and location (which pick the default cache), the cache settings in
+    the environment, and the call's own arguments (params as given; keys sorted)."""
+    env = os.environ
+    ident = repr((RECORD_FORMAT, aotc.__version__, aotc.ABI_VERSION, aotc.__file__, env.get("AOTC_CACHE_DIR", ""),
+                  env.get("XDG_CACHE_HOME", ""), env.get("HOME", ""), family, sorted(params.items()), arch,
+                  tuple(cc)))
+    return helper_dir() / (hashlib.sha256(ident.encode()).hexdigest() + SUFFIX)
+
+
+def stamp(path: str) -> list[int] | None:
+    """(inode, size, mtime_ns) of a ref file; None when it does not exist."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+class RecalledSource:
+    """The source a record names. Its blobs are needed only when a kept file is missing or fails its
+    digest; then one full lookup finds the real source, and it answers from then on."""
+
+    def __init__(self, name: str, redo: Any):
+        self.name = name
+        self._redo = redo
+        self._real: Any = None
+
+    def _source(self) -> Any:
+        if self._real is None:
+            self._real = self._redo().source
+        return self._real
+
+    def resolve(self, spec_key: str) -> dict | None:
+        return self._source().resolve(spec_key)
+
+    def read_blob(self, digest: str) -> bytes:
+        return self._source().read_blob(digest)
+
+
+def recall(family: str, params: dict, arch: str | None, device: Device) -> tuple[Found, tuple[int, str]] | None:
+    """(what find() answered, the cubin's checked ELF target) from a current record, else None."""
+    path = record_path(family, params, arch, device.cc)
+    try:
+        record = json.loads(path.read_bytes())
+        if record["format"] != RECORD_FORMAT:
+            return None
+        for probe, expected in record["probes"]:
+            try:
+                if stamp(probe) != expected:
+                    return None
+            except OSError:  # unreadable folder, bad path type: not provably current
+                return None
+        manifest, target = record["manifest"], record["target"]
+        typed, spec_key, arch_name, source = record["params"], record["spec_key"], record["arch"], record["source"]
+        if not (isinstance(manifest, dict) and isinstance(typed, dict) and isinstance(spec_key, str)
+                and isinstance(arch_name, str) and isinstance(source, str) and isinstance(target, list)
+                and len(target) == 2 and isinstance(target[0], int) and isinstance(target[1], str)):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or malformed: search
+        return None
+
+    def redo() -> Found:
+        from aotc.runtime.lookup import find
+
+        return find(family, params, device, arch=arch)
+
+    typed = {k: tuple(v) if type(v) is list else v for k, v in typed.items()}  # typed shapes are tuples; JSON made lists
+    found = Found(family, typed, arch_name, spec_key, manifest, RecalledSource(source, redo))
+    return found, (target[0], target[1])
+
+
+def remember(family: str, params: dict, arch: str | None, device: Device, found: Found,
+             target: tuple[int, str]) -> None:
+    """Keep what the full lookup answered, once its kernel loaded and passed the target check for this
+    device's capability; nothing when the lookup depends on a source that has no ref files."""
+    from aotc.runtime.lookup import ref_probes
+
+    probes = ref_probes(found, device, arch)
+    path = record_path(family, params, arch, device.cc)
+    if probes is None:
+        return
+    record = {"format": RECORD_FORMAT, "family": family, "params": found.params, "arch": found.arch,
+              "spec_key": found.spec_key, "manifest": found.manifest, "source": found.source.name,
+              "target": list(target), "probes": [[p, stamp(p)] for p in probes]}
+    if record["probes"][-1][1] is None:  # the answering ref went away meanwhile: nothing to keep
+        return
+    try:
+        write_atomic(path.parent, path, json.dumps(record, sort_keys=True).encode())
+    except OSError:  # read-only or full: later processes search, nothing is lost
+        pass
