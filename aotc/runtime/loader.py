@@ -20,7 +20,7 @@ from aotc.runtime.files import helper_dir, helper_path, verified_read, write_ato
 
 if TYPE_CHECKING:  # the target table and the lookup load only when a check fails or a target is unknown
     from aotc.arch import Arch
-    from aotc.runtime.sources import Found
+    from aotc.runtime.recall import Found
 
 __all__ = ["ENTRY", "AotcLaunch", "Helper", "check_cubin_target", "load_cubin", "load_helper", "read_blob",
            "read_cubin"]

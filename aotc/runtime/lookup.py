@@ -15,7 +15,8 @@ from aotc.families import UnknownFamilyError, get_family
 from aotc.keys import spec_key
 from aotc.runtime.device import Device
 from aotc.runtime.errors import BAD_PARAMS, NO_KERNEL, TARGET_MISMATCH, build_command, runtime_error
-from aotc.runtime.sources import CacheSource, Found, KernelSource, WheelSource
+from aotc.runtime.recall import Found
+from aotc.runtime.sources import CacheSource, KernelSource, WheelSource
 
 __all__ = ["CacheSource", "Found", "KernelSource", "WheelSource", "add_source", "default_sources", "find",
            "set_sources", "stored_candidates", "stored_params", "typed_params"]

@@ -1,6 +1,6 @@
-"""Lookups a process already resolved, kept in the private runtime folder: what find() answered for
-(family, params, arch, device capability) under the default kernel sources, so that a later process
-loads the same kernel without searching again. The search itself (the family's parameter rules, spec
+"""What a lookup found (`Found`), and records of it kept in the private runtime folder: what find()
+answered for (family, params, arch, device capability) under the default kernel sources, so that a
+later process loads the same kernel without searching again. The search itself (the family's parameter rules, spec
 keys, the cache's record checks) costs a dozen module imports and ~1-2 ms of Python per process.
 
 A record is used only while every ref file it depends on is unchanged: the answering ref has the same
@@ -21,10 +21,35 @@ from typing import TYPE_CHECKING, Any
 
 import aotc
 from aotc.runtime.files import helper_dir, write_atomic
-from aotc.runtime.sources import Found
 
 if TYPE_CHECKING:
     from aotc.runtime.device import Device
+    from aotc.runtime.sources import KernelSource
+
+
+class Found:
+    """What a lookup located: typed params, the target, the spec key, the manifest and its source.
+    (A plain slotted class: a dataclass costs milliseconds to create at import.)"""
+
+    __slots__ = ("arch", "family", "manifest", "params", "source", "spec_key")
+
+    def __init__(self, family: str, params: dict, arch: str, spec_key: str, manifest: dict, source: KernelSource):
+        self.family = family
+        self.params = params
+        self.arch = arch
+        self.spec_key = spec_key
+        self.manifest = manifest
+        self.source = source
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is Found and all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment] - holds dicts, like the dataclass it replaces
+
+    def __repr__(self) -> str:
+        return (f"Found(family={self.family!r}, params={self.params!r}, arch={self.arch!r}, "
+                f"spec_key={self.spec_key!r}, source={getattr(self.source, 'name', self.source)!r})")
+
 
 RECORD_FORMAT = 1
 SUFFIX = ".lookup.json"

@@ -17,7 +17,8 @@ from aotc.runtime.loader import Helper, check_cubin_target, load_cubin, load_hel
 from aotc.runtime.recall import recall, remember
 
 if TYPE_CHECKING:
-    from aotc.runtime.sources import Found, KernelSource
+    from aotc.runtime.recall import Found
+    from aotc.runtime.sources import KernelSource
 
 _fast: dict[tuple, Kernel] = {}  # (ordinal, family, frozen params, arch) -> Kernel
 _by_spec: dict[tuple[int, str], Kernel] = {}  # (ordinal, spec key) -> Kernel

@@ -1,5 +1,4 @@
-"""Kernel sources: where manifests and blobs come from (the local cache, installed kernel wheels), and
-`Found`, what a lookup located in one of them.
+"""Kernel sources: where manifests and blobs come from (the local cache, installed kernel wheels).
 Their own module, apart from lookup's target search, so that the FlashInfer hook can read a cache
 without importing the families or the driver layer.
 """
@@ -23,30 +22,6 @@ class KernelSource:
     name: str
     resolve: Callable[[str], dict | None]  # spec key -> manifest (JSON form), None when not stored
     read_blob: Callable[[str], bytes]  # sha256 digest -> verified bytes, AotcError otherwise
-
-
-class Found:
-    """What a lookup located: typed params, the target, the spec key, the manifest and its source.
-    (A plain slotted class: a dataclass costs milliseconds to create at import.)"""
-
-    __slots__ = ("arch", "family", "manifest", "params", "source", "spec_key")
-
-    def __init__(self, family: str, params: dict, arch: str, spec_key: str, manifest: dict, source: KernelSource):
-        self.family = family
-        self.params = params
-        self.arch = arch
-        self.spec_key = spec_key
-        self.manifest = manifest
-        self.source = source
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is Found and all(getattr(self, a) == getattr(other, a) for a in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment] - holds dicts, like the dataclass it replaces
-
-    def __repr__(self) -> str:
-        return (f"Found(family={self.family!r}, params={self.params!r}, arch={self.arch!r}, "
-                f"spec_key={self.spec_key!r}, source={getattr(self.source, 'name', self.source)!r})")
 
 
 class CacheSource(KernelSource):
