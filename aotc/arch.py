@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import re
 
-from aotc.diagnostics import did_you_mean
-from aotc.frozen import Frozen
+from aotc.frozen import Frozen  # not aotc.diagnostics: only an unknown name needs it (get_arch)
 
 # Instruction families a kernel may need. A family module lists the ones its template uses.
 MMA_SYNC = "mma_sync"  # warp-level mma.sync (SM80 class: bf16/fp16)
@@ -125,6 +124,8 @@ def get_arch(name: str) -> Arch:
     try:
         return ARCHES[key]
     except KeyError:
+        from aotc.diagnostics import did_you_mean
+
         hint = did_you_mean(key, ARCHES)
         known = ", ".join(ARCHES)
         raise UnknownArchError(f"unknown arch {name!r}{hint} (known: {known}; also spelled sm_120a, 120a, "

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 import zipfile
 from pathlib import Path
 
@@ -410,13 +411,16 @@ def test_uninstall_restores_flashinfer(tmp_path):
 
     originals = (jit_env.get_aot_artifacts, cubin_loader.get_artifact, jit_core.JitSpecNvcc.build,
                  jit_core.JitSpecNvcc.build_and_load, jit_env.FLASHINFER_AOT_PROVIDERS)
+    code = cubin_loader.get_artifact.__code__
     hook.install(Cache(tmp_path))
     assert hook.installed() and jit_env.get_aot_artifacts is not originals[0]
+    assert cubin_loader.get_artifact.__code__ is not code  # redirected in place (every binding reaches aotc)
     assert hook.install(Cache(tmp_path))["cache"] == str(tmp_path)  # idempotent
     hook.uninstall()
     assert not hook.installed()
     assert (jit_env.get_aot_artifacts, cubin_loader.get_artifact, jit_core.JitSpecNvcc.build,
             jit_core.JitSpecNvcc.build_and_load, jit_env.FLASHINFER_AOT_PROVIDERS) == originals
+    assert cubin_loader.get_artifact.__code__ is code and not hook._REDIRECTS
 
 
 def test_cubin_loader_artifact_served_by_sha256(tmp_path, monkeypatch):
@@ -432,14 +436,137 @@ def test_cubin_loader_artifact_served_by_sha256(tmp_path, monkeypatch):
     monkeypatch.setenv("FLASHINFER_NO_DOWNLOAD", "1")  # FlashInfer alone would refuse: not on disk
     with pytest.raises(RuntimeError, match="Artifact not found locally"):
         cubin_loader.get_artifact("aotc-test/kernel_sm120a.cubin", digest)
+    engine = types.ModuleType("some_engine")  # a serving engine that bound FlashInfer's name before install()
+    engine.get_cubin = cubin_loader.get_cubin
     hook.install(cache)
     try:
         assert cubin_loader.get_artifact("aotc-test/kernel_sm120a.cubin", digest) == payload.read_bytes()
         assert hook.status()["artifacts_served"] == 1
+        assert engine.get_cubin("aotc-test/kernel_sm120a.cubin", digest) == payload.read_bytes()
+        assert hook.status()["artifacts_served"] == 2
         with pytest.raises(RuntimeError, match="Artifact not found locally"):  # unknown digest: FlashInfer's path
             cubin_loader.get_artifact("aotc-test/other.cubin", "0" * 64)
     finally:
         hook.uninstall()
+
+
+def test_function_that_cannot_be_redirected_is_rebound_by_name(tmp_path, monkeypatch):
+    """A replaced FlashInfer function that cannot be redirected in place (here: one with a closure) is
+    rebound by name in every loaded FlashInfer module that bound it, and restored by uninstall()."""
+    from aotc.flashinfer import hook
+
+    def make_generator():
+        cell = "original"
+
+        def generator():
+            return cell
+
+        return generator
+
+    home = types.ModuleType("flashinfer._aotc_test_home")
+    home.generator = make_generator()
+    user = types.ModuleType("flashinfer._aotc_test_user")
+    user.generator = home.generator
+    monkeypatch.setitem(sys.modules, home.__name__, home)
+    monkeypatch.setitem(sys.modules, user.__name__, user)
+    monkeypatch.setattr(hook, "SIDE_EFFECT_GENERATORS", ((home.__name__, "generator", "no_such_module"),))
+    original = home.generator
+    hook.install(Cache(tmp_path))
+    try:
+        assert home.generator is not original and user.generator is home.generator
+        assert home.generator.__wrapped__ is original and user.generator() == "original"  # not held: runs it
+    finally:
+        hook.uninstall()
+    assert home.generator is original and user.generator is original
+
+
+def _stored_fake_module(root: Path, arch: str = ARCH, sm: int = 120) -> tuple[Cache, str, bytes]:
+    """A FlashInfer module entry whose .so is not a real library: enough to see what the hook reads
+    and checks before FlashInfer would load it."""
+    cache = Cache(root)
+    so = b"\x7fELF not a real shared library " * 64
+    key = "ab" * 32
+    cache.put_entry(key, {"so": so}, {"name": MODULE, "family": "flashinfer", "params": {"module": MODULE},
+                                      "arch": arch, "target": {"sm": sm, "variant": "a"}})
+    cache.set_ref(module_key(MODULE, flashinfer.__version__, arch), key, {"family": "flashinfer", "name": MODULE})
+    return cache, key, so
+
+
+def test_served_module_reads_records_without_the_cache_class_and_checks_every_byte(tmp_path):
+    """install() and a served module in fresh processes: install() imports only aotc.cache.records
+    (and aotc.keys) besides the hook; serving a module whose .so the runtime folder keeps reads its
+    ref and manifest through aotc.cache.records and imports neither the Cache class, the blob store,
+    zstandard, the diagnostics, the arch table nor the kernel-wheel scan. The kept .so is still
+    hashed on every use: a tampered one is replaced from the cache (its digest), never handed over.
+    (FlashInfer targets sm_90a here, as in tools/device_runtime.py's hook part: for sm_120a it also
+    accepts sm_120f builds, and a cache without one sends that look-up to the kernel-wheel scan.)"""
+    import hashlib
+
+    _, _, so = _stored_fake_module(tmp_path / "cache", "sm90a", 90)
+    digest = hashlib.sha256(so).hexdigest()
+    step = """
+        import sys
+        before = set(sys.modules)
+        afi.install()
+        out["install"] = sorted(m for m in set(sys.modules) - before if m.startswith(("aotc", "zstandard")))
+        before = set(sys.modules)
+        out["artifacts"] = len(jit_env.get_aot_artifacts("cascade"))
+        out["serve"] = sorted(m for m in set(sys.modules) - before if m.startswith(("aotc", "zstandard")))
+        out["status"] = afi.status()
+        """
+    first = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")  # writes the copy
+    assert first["artifacts"] == 1 and first["status"]["served"] == {MODULE: ["sm90a"]}
+    assert "aotc.cache.store" in first["serve"]  # the first process fetched the blob
+    kept = tmp_path / "rt" / f"{digest}.so"
+    assert kept.read_bytes() == so
+    second = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")
+    assert second["install"] == ["aotc.cache", "aotc.cache.records", "aotc.flashinfer.hook", "aotc.keys"]
+    assert second["artifacts"] == 1 and second["status"]["problems"] == {}
+    heavy = ("aotc.cache.entries", "aotc.cache.store", "aotc.cache.manifest", "aotc.diagnostics", "aotc.arch",
+             "aotc.runtime.sources", "aotc.runtime.installed_wheels", "zstandard")
+    assert [m for m in heavy if m in second["serve"]] == [], second["serve"]
+    assert "aotc.runtime.files" in second["serve"]  # the kept copy was read (and hashed) there
+
+    tampered = bytearray(so)
+    tampered[len(tampered) // 2] ^= 0xFF
+    kept.write_bytes(bytes(tampered))
+    third = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")
+    assert third["artifacts"] == 1 and kept.read_bytes() == so  # refetched from the cache, by its digest
+    assert "aotc.cache.store" in third["serve"]
+
+
+def test_hook_refuses_records_that_fail_their_checks(tmp_path, monkeypatch):
+    """The records the hook reads without the Cache class keep the cache's checks: a manifest edited on
+    disk (its checksum no longer matches) and a malformed one are reported problems with their codes,
+    never served and never a crash, and FlashInfer is left to decide."""
+    from flashinfer.jit import env as jit_env
+
+    from aotc.flashinfer import hook
+
+    cache, key, _ = _stored_fake_module(tmp_path / "cache")
+    path = cache.manifest_path(key)
+    monkeypatch.setenv("FLASHINFER_CUDA_ARCH_LIST", "12.0a")
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "rt"))
+    edited = json.loads(path.read_text())
+    edited["name"] = "edited"
+    path.write_text(json.dumps(edited, indent=1, sort_keys=True))
+    for expected in ("AOTC-CACHE-002", "AOTC-CACHE-005"):
+        hook.install(str(tmp_path / "cache"))
+        try:
+            assert jit_env.get_aot_artifacts(MODULE) == ()
+            status = hook.status()
+            assert status["served"] == {} and expected in status["problems"][MODULE], status["problems"]
+        finally:
+            hook.uninstall()
+        malformed = {k: v for k, v in edited.items() if k not in ("target", "record_sha256")}
+        cache.write_json(path, malformed)  # a valid checksum over a manifest without its target
+
+
+def test_arch_names_of_the_hook_are_aotcs():
+    from aotc.arch import ARCHES
+    from aotc.flashinfer.index import ARCH_NAMES
+
+    assert ARCH_NAMES == tuple(ARCHES)
 
 
 @pytest.mark.compile

@@ -699,9 +699,10 @@ def test_runtime_package_import_loads_submodules_on_first_use():
 
 
 def test_flashinfer_hook_imports_neither_the_kernel_loader_nor_a_dataclass():
-    """install() is on the start-up path of every served FlashInfer process: importing the hook reads
-    caches (aotc.cache, the kernel sources) but loads no family, driver layer or kernel loader, and
-    creates no dataclass (each costs ~1 ms; the hook's own state was one)."""
+    """install() is on the start-up path of every served FlashInfer process: importing the hook imports
+    no other aotc module (the cache, the arch table, the diagnostics and the kernel sources load when
+    a module is served, or on an error path), and creates no dataclass (each costs ~1 ms; the hook's
+    own state was one). tests/test_flashinfer.py checks what install() and a served module add."""
     script = (
         "import dataclasses, sys\n"
         "made = []\n"
@@ -715,11 +716,7 @@ def test_flashinfer_hook_imports_neither_the_kernel_loader_nor_a_dataclass():
         "print(','.join(m for m in made if m.startswith('aotc')))\n"
     )
     loaded, made = run_python(script)
-    loaded = loaded.split(",")
-    assert "aotc.cache.entries" in loaded and "aotc.runtime.sources" in loaded  # the path really ran
-    heavy = ("aotc.families", "aotc.runtime.device", "aotc.runtime.loader", "aotc.runtime.lookup",
-             "aotc.runtime.launch", "aotc.elf")
-    assert [m for m in heavy if m in loaded] == []
+    assert loaded.split(",") == ["aotc", "aotc.flashinfer", "aotc.flashinfer.hook"]
     assert made == "", f"dataclasses created when importing the hook: {made}"
 
 
@@ -805,7 +802,8 @@ def test_warm_serving_path_imports_no_blob_store(tmp_path, axpy_blobs):
                            capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
     assert runs[0][0] == runs[1][0] == str(len(axpy_blobs["sm90a"]))
     assert "aotc.cache.store" in runs[0][1].split(",")  # the first process read the blobs from the store
-    assert runs[1][1].split(",") == ["aotc.cache", "aotc.cache.entries", "aotc.cache.manifest"]
+    # aotc.cache.records: the read side entries and manifest re-export (the FlashInfer hook imports it alone)
+    assert runs[1][1].split(",") == ["aotc.cache", "aotc.cache.entries", "aotc.cache.manifest", "aotc.cache.records"]
 
 
 def test_records_replacing_dataclasses_keep_value_semantics():

@@ -9,7 +9,6 @@ and never needs them (each module costs ~0.2-0.5 ms to import).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -17,15 +16,28 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from aotc.cache.manifest import SCHEMA, manifest_problems
+# The read side (the default root, record paths and checksums) lives in aotc.cache.records, which the
+# FlashInfer hook imports alone; re-exported here, where every other reader and writer finds them.
+from aotc.cache.records import (  # noqa: F401 - re-exported
+    CACHE_DIR_ENV,
+    LAYOUT_VERSION,
+    RECORD_SUM,
+    SCHEMA,
+    default_cache_dir,
+    json_bytes,
+    manifest_problems,
+    parse_record,
+    read_json,
+    record_path,
+    record_sum,
+    ref_problem,
+)
 from aotc.diagnostics import AotcError, Diagnostic
-from aotc.keys import check_digest, is_digest
+from aotc.keys import check_digest
 
 if TYPE_CHECKING:  # pragma: no cover
     from aotc.cache.store import BlobStore
 
-LAYOUT_VERSION = "v1"  # the folder under the cache root that holds records and blobs
-CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 _LOG_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"  # compiled on use (re caches it): not on the serving path
 # Record kinds a remote layer shares (docs/cache.md); logs, stats and workspaces stay on this machine.
 SHARED_RECORDS = frozenset({"actions", "refs", "prekeys", "headersets"})
@@ -48,75 +60,9 @@ class CacheFormatError(AotcError):
         self.path = path
 
 
-def default_cache_dir() -> Path:
-    """$AOTC_CACHE_DIR; else cache/ of a source checkout; else $XDG_CACHE_HOME/aotc (~/.cache/aotc)."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    from aotc.resources import checkout_root
-
-    checkout = checkout_root()
-    if checkout is not None:
-        return checkout / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "aotc"
-
-
-def read_json(path: Path, what: str) -> dict | None:
-    """The JSON object at path, None if absent; CacheFormatError (file untouched) if unreadable."""
-    try:
-        text = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return parse_record(text, path, what)
-
-
-def ref_problem(ref: dict, name: str) -> str:
-    if not is_digest(ref.get("key")):
-        return "no action key (a sha256 hex digest) in it"
-    return ""
-
-
-def parse_record(text: bytes, path: Path, what: str) -> dict:
-    """A stored record's JSON object, its checksum verified and removed; CacheFormatError if it is
-    no JSON object, nested beyond reason, or its content differs from what was written (bit rot,
-    an edit). Records written before checksums existed (no RECORD_SUM) are taken as they are."""
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CacheFormatError(path, what, f"not JSON ({e}; {len(text)} bytes)") from None
-    except RecursionError:
-        raise CacheFormatError(path, what, f"nested too deeply to be a cache record ({len(text)} bytes)") from None
-    if not isinstance(value, dict):
-        raise CacheFormatError(path, what, f"expected a JSON object, got {type(value).__name__}")
-    stored = value.pop(RECORD_SUM, None)
-    if stored is None and any(_one_bit_from_sum_key(key) for key in value):
-        stored = ""  # the checksum's own key was hit: not a record from before checksums
-    if stored is not None and stored != _record_sum(value):
-        raise CacheFormatError(path, what, "its content does not match its checksum (bit rot or an edit)")
-    return value
-
-
-def _one_bit_from_sum_key(key: str) -> bool:
-    if len(key) != len(RECORD_SUM):
-        return False
-    bits = sum((ord(a) ^ ord(b)).bit_count() for a, b in zip(key, RECORD_SUM))
-    return bits == 1
-
-
-# Every record (manifest, ref, prekey, header set) carries the sha256 of its canonical JSON: a flipped
-# bit that still parses (a digit in a size, a letter in a name) is caught on read like a bad blob.
-RECORD_SUM = "record_sha256"
-
-
-def _record_sum(value: dict) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _json_bytes(value: dict) -> bytes:
-    body = {k: v for k, v in value.items() if k != RECORD_SUM}
-    return (json.dumps({**body, RECORD_SUM: _record_sum(body)}, indent=1, sort_keys=True) + "\n").encode()
+# Old names of records.record_sum / records.json_bytes (tests and tools use them).
+_record_sum = record_sum
+_json_bytes = json_bytes
 
 
 class Cache:
@@ -143,8 +89,7 @@ class Cache:
 
     # paths
     def _sharded(self, kind: str, key: str) -> Path:
-        check_digest(key)
-        return self.base / kind / key[:2] / f"{key}.json"
+        return record_path(self.root, kind, key)
 
     def manifest_path(self, key: str) -> Path:
         return self._sharded("actions", key)

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Any
 
+# The schema check lives in aotc.cache.records (no class there: the FlashInfer hook checks manifests
+# without importing this module); re-exported here for every other reader.
+from aotc.cache.records import SCHEMA, manifest_problems
 from aotc.diagnostics import AotcError, Diagnostic
-from aotc.keys import is_digest
 
-SCHEMA = 1
-_NUMBER = (int, float)
+__all__ = ["SCHEMA", "Manifest", "ManifestError", "manifest_problems"]
 
 
 class ManifestError(AotcError):
@@ -90,63 +91,4 @@ _FIELDS: dict[str, Any] = {
     "template": None, "cutlass_version": None, "resources": None, "smem_model": None, "sass": None,
     "cubins": None, "needed": None, "flashinfer_version": None, "smem_probe": None,
     "steps": None,  # FlashInfer modules: object file name -> {seconds, peak_rss_bytes} of its compile step
-}
-
-
-def _as_tuple(kinds: Any) -> tuple:
-    return kinds if isinstance(kinds, tuple) else (kinds,)
-
-
-def manifest_problems(data: Any, key: str | None = None) -> list[str]:
-    """Every way `data` differs from a stored manifest (docs/CONTRACTS.md), [] when it is one: the one
-    check of every reader (the runtime's lookup, ls/show/wheel listings, `aotc verify`, wheel --check).
-    `key`: the action key (file name) it is stored under, which its own key must equal."""
-    if not isinstance(data, dict):
-        return [f"expected a JSON object, got {type(data).__name__}"]
-    problems = [f"unknown field {name[:40]!r}" for name in data if name not in _TYPES]
-    for name, kinds in _TYPES.items():
-        if name not in data:
-            if name in _REQUIRED:
-                problems.append(f"missing field {name!r}")
-        elif not isinstance(data[name], kinds) or isinstance(data[name], bool) and bool not in _as_tuple(kinds):
-            problems.append(f"field {name!r} is {type(data[name]).__name__}, expected "
-                            + "/".join(k.__name__ for k in _as_tuple(kinds)))
-    if not problems:
-        problems = _check_nested(data)
-    if key is not None and data.get("key") != key:
-        problems.append(f"its key {str(data.get('key'))[:20]!r} differs from its file name")
-    return problems
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_nested(data: dict) -> list[str]:
-    problems = []
-    if data.get("schema") != SCHEMA and "schema" in data:
-        problems.append(f"schema {data['schema']} is not {SCHEMA}")
-    for role, blob in data["blobs"].items():
-        if not (isinstance(blob, dict) and is_digest(blob.get("sha256")) and _is_int(blob.get("size"))):
-            problems.append(f"blob {role[:20]!r} is not {{sha256: hex digest, size: int}}: {str(blob)[:80]}")
-    target = data["target"]
-    if not (_is_int(target.get("sm")) and isinstance(target.get("variant"), str)):
-        problems.append(f"target is not {{sm: int, variant: str}}: {str(target)[:80]}")
-    if any(not isinstance(c, dict) for c in data.get("cubins", [])):
-        problems.append("`cubins` holds something that is not an object")
-    for name, step in data.get("steps", {}).items():
-        if not (isinstance(step, dict) and all(_is_int(v) or isinstance(v, float) for v in step.values())):
-            problems.append(f"step {name[:40]!r} is not {{seconds: number, peak_rss_bytes: int}}: {str(step)[:80]}")
-            break
-    return problems
-
-
-_REQUIRED = frozenset({"key", "name", "family", "params", "arch", "target", "blobs"})
-_TYPES: dict[str, Any] = {
-    "key": str, "name": str, "family": str, "params": dict, "arch": str, "target": dict, "blobs": dict,
-    "schema": int, "spec_key": str, "entry": str, "inputs": dict, "flags": list, "toolchain": dict,
-    "built_at": str, "spec_file": str, "aotc_version": str, "compile_seconds": _NUMBER,
-    "peak_rss_bytes": int, "template": str, "cutlass_version": str, "resources": dict,
-    "smem_model": (dict, type(None)), "sass": dict, "cubins": list, "needed": list,
-    "flashinfer_version": str, "smem_probe": dict, "steps": dict,
 }

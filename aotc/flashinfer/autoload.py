@@ -34,12 +34,16 @@ class _InstallAfterFlashInferImport(importlib.abc.MetaPathFinder):
 
 
 def _activate() -> None:
-    from aotc.diagnostics import AotcError
     from aotc.flashinfer.hook import activate_from_env
 
     try:
         activate_from_env()
-    except AotcError as exc:  # the program still runs, with FlashInfer's own JIT; say why once
+    except Exception as exc:
+        from aotc.diagnostics import AotcError  # on this path only: install() itself does not import it
+
+        if not isinstance(exc, AotcError):
+            raise
+        # the program still runs, with FlashInfer's own JIT; say why once
         for d in exc.diagnostics:
             print(f"aotc: FlashInfer hook not installed: {d.format()}", file=sys.stderr)
 

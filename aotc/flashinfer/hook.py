@@ -2,63 +2,126 @@
 cubin loader reads or downloads an artifact. Modules found are handed to FlashInfer as an AOT
 provider (FlashInfer's own arch selection and loading then apply); everything else is left to
 FlashInfer unless on_miss="error". Runtime side: imports no Jinja2, runs no compiler.
+
+Cost: install() runs in every served process, so importing this module imports no other aotc module
+(only what torch and FlashInfer loaded already), and install() adds only aotc.cache.records (the
+cache's location). A module's first look-up imports what serving it needs (aotc.keys, aotc.arch,
+the runtime folder of aotc.runtime.files) and reads its ref and manifest through aotc.cache.records;
+the Cache class, the blob store and installed kernel wheels load only when a record or the kept .so
+is not there (docs/flashinfer.md, "Install cost").
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-import hashlib
-import logging
 import os
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aotc.arch import ARCHES
-from aotc.cache import Cache
-from aotc.diagnostics import AotcError, Diagnostic
-from aotc.flashinfer.index import SO_BLOB, module_key
-from aotc.runtime.sources import CacheSource, WheelSource
+if TYPE_CHECKING:  # annotations only: none of these is imported by install()
+    from aotc.cache import Cache
+    from aotc.diagnostics import Diagnostic
 
 ENV_ENABLE = "AOTC_FLASHINFER"  # 1: launch.py / activate_from_env() install the hook
 ENV_ON_MISS = "AOTC_FLASHINFER_ON_MISS"  # "jit" (default) or "error"
 ON_MISS = ("jit", "error")
 PROVIDER_PREFIX = "aotc-"
 _DIGEST_CHARS = frozenset("0123456789abcdef")
-log = logging.getLogger("aotc.flashinfer")
+
+
+def _warn(msg: str, *args: Any) -> None:
+    import logging
+
+    logging.getLogger("aotc.flashinfer").warning(msg, *args)
+
+
+class LocalCache:
+    """The local cache as the hook's first source of modules: what aotc.runtime.sources.CacheSource
+    answers (ref, manifest, schema check; the blob's verified bytes), with the two records read
+    through aotc.cache.records while they are local files, so that a served module imports neither
+    the Cache class nor the blob store. A record that is not a local file (a remote layer may hold
+    it) and a blob fetch go through the Cache."""
+
+    __slots__ = ("name", "state")
+
+    def __init__(self, state: HookState):
+        self.state = state
+        self.name = f"cache {state.cache_root}"
+
+    def resolve(self, spec_key: str) -> dict | None:
+        from aotc.cache.records import manifest_problems, resolve_local
+
+        manifest = resolve_local(self.state.cache_root, spec_key)
+        if manifest is None:
+            manifest = self.state.cache.resolve_ref(spec_key)
+        if manifest is not None:
+            problems = manifest_problems(manifest)
+            if problems:
+                from aotc.cache.manifest import ManifestError
+
+                raise ManifestError(problems, f"{manifest.get('key', spec_key)} in {self.name}")
+        return manifest
+
+    def read_blob(self, digest: str) -> bytes:
+        return self.state.cache.read_blob(digest)
+
+    def origin(self, digest: str) -> str:
+        return self.name
 
 
 class HookState:
     """What install() set up and what the hook served. A plain slotted class: a dataclass costs
-    about a millisecond to create at import, on the path of every served process."""
+    about a millisecond to create at import, on the path of every served process. The Cache object
+    and the installed kernel wheels are made on first use."""
 
-    __slots__ = ("artifacts_served", "cache", "local", "lock", "looked_up", "on_miss", "patched", "problems",
-                 "root", "served_from", "version", "wheels")
+    __slots__ = ("_cache", "_wheels", "artifacts_served", "cache_root", "local", "lock", "looked_up", "on_miss",
+                 "patched", "problems", "redirected", "root", "served_from", "version")
 
-    def __init__(self, cache: Cache, on_miss: str, version: str):
-        self.cache = cache
+    def __init__(self, cache_root: Path, cache: Cache | None, on_miss: str, version: str):
+        self.cache_root = cache_root
+        self._cache = cache  # the Cache given to install(), else made on first use
         self.on_miss = on_miss
         self.version = version
-        self.local = CacheSource(cache)
-        self.wheels = WheelSource()  # searched after the cache, as the runtime does
+        self.local = LocalCache(self)
+        self._wheels: Any = None  # aotc.runtime.sources.WheelSource, made on the first local miss
         self.served_from: dict[str, str] = {}  # module -> the source that served it
         self.patched: list[tuple[Any, str, Any, Any]] = []  # (owner, attr, old, new)
+        self.redirected: list[tuple[Any, Any, Any, str]] = []  # (function, its code, the trampoline's, key)
         self.looked_up: dict[str, list[str]] = {}  # module -> aotc archs served
         self.problems: dict[str, str] = {}  # module -> why aotc could not serve it
         self.artifacts_served = 0
         self.lock = threading.Lock()
         self.root: Path | None = None  # the provider folder (_provider_root)
 
+    @property
+    def cache(self) -> Cache:
+        if self._cache is None:
+            from aotc.cache.entries import Cache
+
+            self._cache = Cache(self.cache_root)
+        return self._cache
+
+    @property
+    def wheels(self) -> Any:
+        """Installed kernel wheels, searched after the cache, as the runtime does."""
+        if self._wheels is None:
+            from aotc.runtime.sources import WheelSource
+
+            self._wheels = WheelSource()
+        return self._wheels
+
     def report(self) -> dict[str, Any]:
-        return {"cache": str(self.cache.root), "on_miss": self.on_miss, "flashinfer_version": self.version,
+        return {"cache": str(self.cache_root), "on_miss": self.on_miss, "flashinfer_version": self.version,
                 "served": {m: a for m, a in self.looked_up.items() if a}, "served_from": dict(self.served_from),
                 "problems": dict(self.problems), "artifacts_served": self.artifacts_served}
 
-    def sources(self) -> list[Any]:
-        """Where modules come from, in order: the local cache, then installed kernel wheels."""
-        return [self.local, self.wheels]
+    def sources(self) -> Any:
+        """Where modules come from, in order: the local cache, then installed kernel wheels (looked
+        for only when the cache has no such module)."""
+        yield self.local
+        yield self.wheels
 
 
 _state: HookState | None = None
@@ -78,18 +141,23 @@ def status() -> dict[str, Any] | None:
 def _provider_root(st: HookState) -> Path:
     """<runtime folder>/flashinfer/<tag of the cache and FlashInfer version>, found once per install."""
     if st.root is None:
+        import hashlib
+
         from aotc.runtime.files import helper_dir
 
-        tag = hashlib.sha256(f"{st.cache.root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
+        tag = hashlib.sha256(f"{st.cache_root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
         st.root = helper_dir() / "flashinfer" / tag
     return st.root
 
 
 def _link(target: Path, link: Path) -> None:
     """Atomically point `link` at `target` (FlashInfer wants <dir>/<module>/<module>.so)."""
+    try:
+        if os.readlink(link) == str(target):  # the usual case after the first process: one system call
+            return
+    except OSError:  # absent, or not a link
+        pass
     link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() and os.readlink(link) == str(target):
-        return
     tmp = link.with_name(f".{link.name}.{os.getpid()}.{threading.get_ident()}")
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(target)
@@ -102,6 +170,8 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
     for soname in manifest.get("needed", []):
         if not soname.startswith("libcudart.so"):
             continue
+        import ctypes
+
         try:
             ctypes.CDLL(soname, mode=ctypes.RTLD_GLOBAL)
         except OSError:
@@ -110,10 +180,11 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
 
                 load_nvidia_dynamic_lib("cudart")
             except Exception as exc:  # noqa: BLE001 - FlashInfer's own load error will say the rest
-                log.warning("aotc: could not preload %s for FlashInfer modules: %s", soname, exc)
+                _warn("aotc: could not preload %s for FlashInfer modules: %s", soname, exc)
 
 
 def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
+    from aotc.flashinfer.index import SO_BLOB
     from aotc.runtime.files import helper_path
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
@@ -128,8 +199,10 @@ def _candidate_archs(jit_env: Any) -> list[str]:
     """aotc archs whose binaries FlashInfer would accept for at least one of its target archs."""
     from flashinfer.jit._cuda_architecture import cuda_binary_target_compatibility_score as score
 
+    from aotc.flashinfer.index import ARCH_NAMES
+
     targets = jit_env._target_cuda_architectures()
-    return [a for a in ARCHES if any(score(a, t) is not None for t in targets)]
+    return [a for a in ARCH_NAMES if any(score(a, t) is not None for t in targets)]
 
 
 def _register(jit_env: Any, st: HookState, module: str, arch: str) -> None:
@@ -148,19 +221,25 @@ def _register(jit_env: Any, st: HookState, module: str, arch: str) -> None:
 
 
 def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
+    from aotc.flashinfer.index import SO_BLOB, module_key
+
     served = []
     for arch in _candidate_archs(jit_env):
+        key = module_key(module, st.version, arch)
         for source in st.sources():
             try:
-                manifest = source.resolve(module_key(module, st.version, arch))
+                manifest = source.resolve(key)
                 if manifest is None:
                     continue
                 _materialize(st, source, module, arch, manifest)
-            except (AotcError, OSError, KeyError, ValueError) as exc:
+            except Exception as exc:
+                from aotc.diagnostics import AotcError  # on this path only
+
+                if not isinstance(exc, (AotcError, OSError, KeyError, ValueError)):
+                    raise
                 # FlashInfer's try_load contract: an artifact problem is a miss, never a crash.
                 st.problems[module] = f"{arch}: {exc}"
-                log.warning("aotc: not serving FlashInfer module %s for %s from %s: %s", module, arch,
-                            source.name, exc)
+                _warn("aotc: not serving FlashInfer module %s for %s from %s: %s", module, arch, source.name, exc)
                 continue
             _register(jit_env, st, module, arch)
             served.append(arch)
@@ -207,6 +286,8 @@ def _wrap_side_effect_generator(jit_env: Any, original: Any, module: str) -> Any
 def _wrap_get_artifact(st: HookState, original: Any) -> Any:
     def get_artifact(file_name: str, sha256: str, session: Any = None) -> bytes:
         if len(sha256) == 64 and set(sha256) <= _DIGEST_CHARS:
+            from aotc.diagnostics import AotcError
+
             for cache in (st.cache, *(src.cache for src in st.wheels.caches())):
                 if not cache.store.has(sha256):
                     continue
@@ -215,8 +296,8 @@ def _wrap_get_artifact(st: HookState, original: Any) -> Any:
                     st.artifacts_served += 1
                     return data
                 except (AotcError, KeyError, OSError) as exc:  # a corrupt blob (quarantined) included
-                    log.warning("aotc: artifact %s (%s) not served from %s: %s", file_name, sha256[:12],
-                                cache.root, exc)
+                    _warn("aotc: artifact %s (%s) not served from %s: %s", file_name, sha256[:12], cache.root,
+                          exc)
         return original(file_name, sha256, session=session)
 
     return get_artifact
@@ -227,6 +308,8 @@ def _wrap_get_artifact(st: HookState, original: Any) -> Any:
 def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
     from flashinfer.jit import env as jit_env
 
+    from aotc.arch import ARCHES
+    from aotc.diagnostics import Diagnostic
     from aotc.flashinfer.presets import presets_containing
 
     targets = sorted(jit_env._target_cuda_architectures())
@@ -245,10 +328,10 @@ def miss_diagnostic(st: HookState, module: str) -> Diagnostic:
         fix += "; or unset FLASHINFER_DISABLE_JIT to let FlashInfer compile it"
     return Diagnostic(
         code="AOTC-FI-010",
-        message=(f"FlashInfer module {module!r} is not in the aotc cache {st.cache.root} nor in an installed "
+        message=(f"FlashInfer module {module!r} is not in the aotc cache {st.cache_root} nor in an installed "
                  f"kernel wheel for FlashInfer "
                  f"{st.version} and targets {', '.join(targets)} ({why}), and JIT is off"),
-        spec=module, fix=fix, details={"module": module, "targets": targets, "cache": str(st.cache.root)},
+        spec=module, fix=fix, details={"module": module, "targets": targets, "cache": str(st.cache_root)},
     )
 
 
@@ -258,6 +341,8 @@ def missing_module_error() -> type:
     made on first use so that importing this module does not import FlashInfer."""
     from flashinfer.jit.core import MissingJITCacheError
 
+    from aotc.diagnostics import AotcError
+
     class FlashInferModuleMissing(MissingJITCacheError, AotcError):
         pass
 
@@ -265,6 +350,8 @@ def missing_module_error() -> type:
 
 
 def _miss_error(st: HookState, module: str, spec: Any) -> Exception:
+    from aotc.diagnostics import AotcError
+
     cls = missing_module_error()
     err = cls.__new__(cls)
     AotcError.__init__(err, miss_diagnostic(st, module))
@@ -288,6 +375,8 @@ def _wrap_build_and_load(st: HookState, original: Any) -> Any:
         try:
             return original(self)
         except MissingJITCacheError as exc:
+            from aotc.diagnostics import AotcError
+
             if isinstance(exc, AotcError):
                 raise
             raise _miss_error(st, self.name, self) from exc
@@ -303,10 +392,52 @@ def _patch(st: HookState, owner: Any, attr: str, new: Any) -> None:
     st.patched.append((owner, attr, old, new))
 
 
+# FlashInfer's modules bind the functions the hook replaces by name (`from .cubin_loader import
+# get_artifact`, `get_cubin = get_artifact`, ...). Rebinding each name where it is bound took a pass over
+# sys.modules (~2,100 names after torch) and the namespaces of FlashInfer's ~435 modules: ~1 ms, the
+# largest part of install() on the 2-core CPU machine. Instead the function object itself is
+# redirected: its __code__ becomes a trampoline that calls the hook's replacement, so every binding
+# (FlashInfer's, a later import's, a serving engine's own) reaches the hook at a cost independent of
+# how many modules are loaded; uninstall() puts the code back. The original behaviour is a copy of
+# the function made before the swap. A function that cannot be redirected (not a plain Python
+# function, or one with a closure) is rebound by name in every loaded FlashInfer module instead.
+_REDIRECTS: dict[str, Any] = {}  # key -> the hook's replacement, called by a redirected function
+_KEY = "aotc-redirect-key"  # placeholder in _trampoline's constants, replaced by each redirect's key
+
+
+def _trampoline(*args: Any, **kwargs: Any) -> Any:
+    # Runs as a redirected FlashInfer function, with that function's globals: builtins only.
+    return __import__("sys").modules["aotc.flashinfer.hook"]._REDIRECTS["aotc-redirect-key"](*args, **kwargs)
+
+
+def _redirect(st: HookState, function: Any, key: str, replacement: Any) -> Any:
+    """Make `function` call replacement(original) wherever it is bound, where `original` is a copy of
+    it that runs its own code; returns that copy, or None when `function` cannot be redirected."""
+    import types
+
+    if type(function) is not types.FunctionType or function.__closure__ is not None:
+        return None
+    original = types.FunctionType(function.__code__, function.__globals__, function.__name__, function.__defaults__)
+    original.__kwdefaults__ = function.__kwdefaults__
+    original.__qualname__ = function.__qualname__
+    original.__doc__ = function.__doc__
+    original.__dict__.update(function.__dict__)
+    old = function.__code__
+    names = {"co_name": old.co_name, **({"co_qualname": old.co_qualname} if hasattr(old, "co_qualname") else {})}
+    code = _trampoline.__code__.replace(
+        co_consts=tuple(key if isinstance(c, str) and c == _KEY else c for c in _trampoline.__code__.co_consts),
+        **names)
+    _REDIRECTS[key] = replacement(original)
+    function.__code__ = code
+    st.redirected.append((function, old, code, key))
+    return original
+
+
 def flashinfer_modules() -> list[Any]:
-    """The loaded FlashInfer modules, found once per install(). One pass over sys.modules' names
-    that allocates no per-module tuples: after torch and FlashInfer the heap holds ~400k tracked
-    objects, and every few hundred allocations can start a garbage collection over them."""
+    """The loaded FlashInfer modules (for a function that cannot be redirected). One pass over
+    sys.modules' names that allocates no per-module tuples: after torch and FlashInfer the heap holds
+    ~400k tracked objects, and every few hundred allocations can start a garbage collection over
+    them."""
     names = [n for n in sys.modules if n.startswith("flashinfer") and (len(n) == 10 or n[10] == ".")]
     return [m for m in map(sys.modules.get, names) if m is not None]
 
@@ -324,6 +455,19 @@ def _patch_everywhere(st: HookState, replacements: list[tuple[Any, tuple[str, ..
                 _patch(st, owner, attr, new)
 
 
+def _cache_arg(cache: Any) -> tuple[Path, Cache | None]:
+    """(cache root, the Cache given or None), without importing the Cache class: a process that
+    passes a Cache object has imported it already."""
+    entries = sys.modules.get("aotc.cache.entries")
+    if entries is not None and isinstance(cache, entries.Cache):
+        return cache.root, cache
+    if cache is None:
+        from aotc.cache.records import default_cache_dir
+
+        return default_cache_dir(), None
+    return Path(cache), None
+
+
 def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str | None = None) -> dict[str, Any]:
     """Make FlashInfer consult `cache` (default: aotc's default cache) before JIT and before its
     cubin loader. on_miss: "jit" (default; FlashInfer decides, FLASHINFER_DISABLE_JIT included) or
@@ -334,6 +478,8 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
         return _state.report()
     mode = (on_miss or os.environ.get(ENV_ON_MISS, "") or "jit").strip().lower()
     if mode not in ON_MISS:
+        from aotc.diagnostics import AotcError, Diagnostic
+
         raise AotcError(Diagnostic("AOTC-FI-011", f"on_miss={mode!r} is not one of {', '.join(ON_MISS)}",
                                    fix=f"set {ENV_ON_MISS} (or on_miss=) to 'jit' or 'error'"))
     import flashinfer
@@ -341,15 +487,17 @@ def install(cache: Cache | str | os.PathLike[str] | None = None, *, on_miss: str
     from flashinfer.jit import cubin_loader
     from flashinfer.jit import env as jit_env
 
-    st = HookState(cache if isinstance(cache, Cache) else Cache(cache), mode, flashinfer.__version__)
+    st = HookState(*_cache_arg(cache), mode, flashinfer.__version__)
     _patch(st, jit_env, "get_aot_artifacts", _wrap_get_aot_artifacts(jit_env, st, jit_env.get_aot_artifacts))
-    replacements = [(cubin_loader.get_artifact, ("get_artifact", "get_cubin"),
-                     _wrap_get_artifact(st, cubin_loader.get_artifact))]
+    wanted = [(cubin_loader.get_artifact, ("get_artifact", "get_cubin"), functools.partial(_wrap_get_artifact, st))]
     for home, attr, module in SIDE_EFFECT_GENERATORS:
         original = getattr(sys.modules.get(home), attr, None)
         if original is not None:
-            replacements.append((original, (attr,), _wrap_side_effect_generator(jit_env, original, module)))
-    _patch_everywhere(st, replacements, flashinfer_modules())
+            wanted.append((original, (attr,), lambda o, m=module: _wrap_side_effect_generator(jit_env, o, m)))
+    by_name = [(function, attrs, make(function)) for function, attrs, make in wanted
+               if _redirect(st, function, f"{function.__module__}.{attrs[0]}", make) is None]
+    if by_name:
+        _patch_everywhere(st, by_name, flashinfer_modules())
     _patch(st, jit_core.JitSpecNvcc, "build", _wrap_build(st, jit_core.JitSpecNvcc.build))
     _patch(st, jit_core.JitSpecNvcc, "build_and_load",
            _wrap_build_and_load(st, jit_core.JitSpecNvcc.build_and_load))
@@ -369,6 +517,10 @@ def uninstall() -> None:
     for owner, attr, old, new in reversed(st.patched):
         if getattr(owner, attr, None) is new:
             setattr(owner, attr, old)
+    for function, old, code, key in reversed(st.redirected):
+        if function.__code__ is code:
+            function.__code__ = old
+        _REDIRECTS.pop(key, None)
     jit_env.FLASHINFER_AOT_PROVIDERS = tuple(
         p for p in jit_env.FLASHINFER_AOT_PROVIDERS if not p.provider_id.startswith(PROVIDER_PREFIX))
     root = str(_provider_root(st))
