@@ -29,7 +29,7 @@ TREE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(TREE))
 sys.path.insert(0, str(TREE / "tools"))
 
-from device_runtime import FI_ARCH, FI_MODULE  # noqa: E402 - after the path setup
+from device_runtime import FI_ARCH, FI_MODULE  # after the path setup
 
 KEYS = ("install_ms", "install_cpu_ms", "aotc_serve_ms", "aotc_serve_cpu_ms", "flashinfer_load_ms",
         "flashinfer_load_cpu_ms", "raw_tvm_ffi_load_module_ms", "served_load_ms", "served_minus_raw_ms",
