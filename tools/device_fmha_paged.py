@@ -103,7 +103,9 @@ def build_baseline(tree_or_rev: str, cache_dir: Path, jobs: int, names: list[str
                                  capture_output=True).stdout
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
     tree = tree.resolve()
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    # that tree's aotc first; other entries (e.g. where nvidia-cutlass was installed) stay, this checkout goes
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != root]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), *rest])}
     where = subprocess.run([sys.executable, "-c", "import aotc.resources as r; print(r.templates_dir())"],
                            cwd=tree, env=env, check=True, capture_output=True, text=True).stdout.strip()
     if not Path(where).resolve().is_relative_to(tree):

@@ -36,10 +36,12 @@ class CacheSource(KernelSource):
         AOTC-CACHE-005 here rather than a KeyError while loading."""
         manifest = self.cache.resolve_ref(spec_key)
         if manifest is not None:
-            from aotc.cache.manifest import ManifestError, manifest_problems
+            from aotc.cache.records import manifest_problems
 
             problems = manifest_problems(manifest)  # Manifest.from_json's check, without building one
             if problems:
+                from aotc.cache.manifest import ManifestError
+
                 raise ManifestError(problems, f"{manifest.get('key', spec_key)} in {self.name}")
         return manifest
 
