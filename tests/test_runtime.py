@@ -862,3 +862,13 @@ def test_kernel_key_resolves_once_and_follows_clear(tmp_path, monkeypatch):
     rt.clear()  # a cleared registry: the key must not hand back the forgotten kernel
     fresh = rt.get_kernel(key)
     assert fresh is not kernel and fresh is rt.get_kernel(FAMILY, {})
+
+
+def test_helper_dir_that_is_a_file_is_a_coded_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "f"))
+    (tmp_path / "f").write_text("not a folder")
+    monkeypatch.setattr("aotc.runtime.files._dirs", {})
+    with pytest.raises(AotcError) as exc:
+        loader.helper_dir()
+    assert exc.value.diagnostics[0].code == "AOTC-RT-005" and "not a folder" in exc.value.diagnostics[0].message
+    assert (tmp_path / "f").read_text() == "not a folder"  # left as it was

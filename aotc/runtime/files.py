@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,13 @@ def helper_dir() -> Path:
         root = Path(xdg) / "aotc"
     else:
         root = _in_tmp(f"aotc-{os.getuid()}")
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    st = root.stat()
+    try:  # one stat when it exists (every process after the first), not a failing mkdir and a stat
+        st = os.stat(root)
+    except FileNotFoundError:
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = root.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise runtime_error(HELPER_ABI, f"helper folder {root} is not a folder", "set AOTC_RUNTIME_DIR to a private folder")
     if st.st_uid != os.getuid() or st.st_mode & 0o022:
         raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
                             f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
@@ -49,6 +55,8 @@ def _in_tmp(name: str) -> Path:
     mode check in helper_dir follows either way); gettempdir() decides otherwise."""
     first = tempfile.tempdir or next((os.environ[v] for v in ("TMPDIR", "TEMP", "TMP") if os.environ.get(v)), "/tmp")
     path = Path(first) / name
+    if os.path.isdir(path):  # every process after the first: one stat
+        return path
     try:
         path.mkdir(mode=0o700, exist_ok=True)
     except OSError:
