@@ -669,6 +669,17 @@ def test_grouped_gemm_entry_point_checks_groups_before_any_driver_call():
 
 
 # ---- cold start: what a serving process pays before its first launch ----------------------------
+def serving_processes(tmp_path: Path, script: str, *argvs: tuple[str, ...]) -> list[list[str]]:
+    """One fresh process per argv tuple, run as `python -c script tmp_path *argv` serving from the cache
+    tmp_path/c with the runtime folder tmp_path/rt (the test family's module importable from
+    tmp_path, as `axpy_family_mod`): each one's stdout, split."""
+    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
+           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
+    return [subprocess.run([sys.executable, "-c", script, str(tmp_path), *argv], env=env, capture_output=True,
+                           text=True, check=True).stdout.split() for argv in argvs]
+
+
 def run_python(script: str, *argv: str) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True,
@@ -784,10 +795,9 @@ def test_warm_serving_path_imports_no_blob_store(tmp_path, axpy_blobs):
     the header map nor the checkout locator, each ~0.2-0.5 ms of a cold start. Every loaded byte is
     still checked against the manifest's digests (test_cubin_is_kept_verified_...)."""
     make_cache(tmp_path / "c", axpy_blobs, ("sm90a",))
-    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
     script = (
         "import sys\n"
-        "sys.path.insert(0, sys.argv[2])\n"
+        "sys.path.insert(0, sys.argv[1])\n"
         "import aotc.runtime as rt\n"
         "from aotc.families import FAMILY_MODULES\n"
         "FAMILY_MODULES['rt_test_axpy'] = 'axpy_family_mod'\n"
@@ -796,10 +806,7 @@ def test_warm_serving_path_imports_no_blob_store(tmp_path, axpy_blobs):
         "print(len(host.cubin), ','.join(sorted(m for m in sys.modules if m.startswith(('aotc.cache', 'zstandard', \n"
         "                                                                              'aotc.resources')))))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
-           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
-    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path / "c"), str(tmp_path)], env=env,
-                           capture_output=True, text=True, check=True).stdout.split() for _ in range(2)]
+    runs = serving_processes(tmp_path, script, (), ())
     assert runs[0][0] == runs[1][0] == str(len(axpy_blobs["sm90a"]))
     assert "aotc.cache.store" in runs[0][1].split(",")  # the first process read the blobs from the store
     # aotc.cache.records: the read side entries and manifest re-export (the FlashInfer hook imports it alone)

@@ -219,15 +219,10 @@ def test_launches_from_threads_with_other_or_no_context_current(sources):
 def test_a_later_process_loads_and_launches_from_the_lookup_record(tmp_path, gpu_blobs, device_target):
     """The first process searches and records; the next loads the same kernel from the record, without
     the lookup or the cache modules, and computes the same result (aotc.runtime.recall)."""
-    import os
-    import subprocess
-    import sys
-
-    from test_runtime import FAMILY_MODULE, REPO
+    from test_runtime import serving_processes
 
     store_entry(Cache(tmp_path / "c"), {}, device_target, gpu_blobs[device_target], gpu_blobs["helper"],
                 gpu_blobs["source"])
-    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
     script = (
         "import sys, torch\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -240,9 +235,6 @@ def test_a_later_process_loads_and_launches_from_the_lookup_record(tmp_path, gpu
         "torch.cuda.synchronize()\n"
         "print(torch.equal(y, 2 * x + 1), 'aotc.runtime.lookup' in sys.modules, 'aotc.cache' in sys.modules)\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
-           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
-    runs = [subprocess.run([sys.executable, "-c", script, str(tmp_path)], env=env, check=True, capture_output=True,
-                           text=True).stdout.split() for _ in range(2)]
+    runs = serving_processes(tmp_path, script, (), ())
     assert runs[0] == ["True", "True", "True"]  # searched the cache
     assert runs[1] == ["True", "False", "False"]  # loaded from the record: no search, same result

@@ -5,8 +5,6 @@ it depends on are unchanged; a stale, corrupt or foreign record is never used.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from aotc.runtime import lookup, recall, registry
 from aotc.runtime.device import device_from_capability
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_runtime import FAMILY, FAMILY_MODULE, REPO, axpy_blobs, axpy_family, make_cache, store_entry  # noqa: F401
+from test_runtime import FAMILY, axpy_blobs, axpy_family, make_cache, serving_processes, store_entry  # noqa: F401
 
 H100 = device_from_capability((9, 0))
 
@@ -60,7 +58,6 @@ def test_a_recorded_lookup_is_recalled_with_its_checked_target(default_cache, bl
 
 def test_a_later_process_imports_no_lookup_family_or_cache_module(tmp_path, blobs):
     make_cache(tmp_path / "c", blobs, ("sm90a",))
-    (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
     script = (
         "import sys\n"
         "sys.path.insert(0, sys.argv[1])\n"
@@ -78,10 +75,7 @@ def test_a_later_process_imports_no_lookup_family_or_cache_module(tmp_path, blob
         "               'aotc.arch', 'aotc.runtime.lookup', 'aotc.diagnostics', 'zstandard', 'aotc.elf')))\n"
         "print(len(host.cubin), checked, ','.join(heavy) or '-')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
-           "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
-    first, later = (subprocess.run([sys.executable, "-c", script, str(tmp_path), which], env=env, check=True,
-                                   capture_output=True, text=True).stdout.split() for which in ("first", "later"))
+    first, later = serving_processes(tmp_path, script, ("first",), ("later",))
     assert first[0] == later[0] == str(len(blobs["sm90a"]))
     assert first[1] == "None" and "aotc.runtime.lookup" in first[2]  # searched, and wrote the record
     assert later[1:] == ["(90,", "'a')", "-"]  # recalled: none of the search's modules imported
