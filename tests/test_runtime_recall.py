@@ -105,7 +105,8 @@ def test_a_more_preferred_target_built_later_is_found(default_cache, blobs):
     assert (found.arch, checked) == ("sm120a", None)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong types", "other format", "empty"])
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "wrong types", "other format", "empty", "no probes",
+                                    "no helper digest"])
 def test_a_damaged_record_is_ignored_and_rewritten(default_cache, blobs, damage):
     make_cache(default_cache, blobs, ("sm90a",))
     first_load()
@@ -114,7 +115,9 @@ def test_a_damaged_record_is_ignored_and_rewritten(default_cache, blobs, damage)
     record = json.loads(text)
     damaged = {"garbage": "\x00not json", "truncated": text[: len(text) // 2], "empty": "",
                "wrong types": json.dumps({**record, "manifest": [], "target": "sm90a"}),
-               "other format": json.dumps({**record, "format": 0})}[damage]
+               "other format": json.dumps({**record, "format": 0}), "no probes": json.dumps({**record, "probes": []}),
+               "no helper digest": json.dumps({**record, "manifest": {**record["manifest"], "blobs": {
+                   "cubin": record["manifest"]["blobs"]["cubin"]}}})}[damage]
     path.write_text(damaged)
     registry.clear()
     _, checked, host = first_load()

@@ -100,9 +100,10 @@ def recall(family: str, params: dict, arch: str | None, device: Device) -> tuple
     path = record_path(family, params, arch, device.cc)
     try:
         record = json.loads(path.read_bytes())
-        if record["format"] != RECORD_FORMAT:
+        probes = record["probes"]
+        if record["format"] != RECORD_FORMAT or not probes or probes[-1][1] is None:  # the answer's ref exists
             return None
-        for probe, expected in record["probes"]:
+        for probe, expected in probes:
             try:
                 if stamp(probe) != expected:
                     return None
@@ -112,7 +113,8 @@ def recall(family: str, params: dict, arch: str | None, device: Device) -> tuple
         typed, spec_key, arch_name, source = record["params"], record["spec_key"], record["arch"], record["source"]
         if not (isinstance(manifest, dict) and isinstance(typed, dict) and isinstance(spec_key, str)
                 and isinstance(arch_name, str) and isinstance(source, str) and isinstance(target, list)
-                and len(target) == 2 and isinstance(target[0], int) and isinstance(target[1], str)):
+                and len(target) == 2 and isinstance(target[0], int) and isinstance(target[1], str)
+                and all(isinstance(manifest["blobs"][role]["sha256"], str) for role in ("cubin", "helper"))):
             return None
     except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or malformed: search
         return None
@@ -134,9 +136,9 @@ def remember(family: str, params: dict, arch: str | None, device: Device, found:
     from aotc.runtime.lookup import ref_probes
 
     probes = ref_probes(found, device, arch)
-    path = record_path(family, params, arch, device.cc)
     if probes is None:
         return
+    path = record_path(family, params, arch, device.cc)
     record = {"format": RECORD_FORMAT, "family": family, "params": found.params, "arch": found.arch,
               "spec_key": found.spec_key, "manifest": found.manifest, "source": found.source.name,
               "target": list(target), "probes": [[p, stamp(p)] for p in probes]}
