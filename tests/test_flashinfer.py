@@ -493,13 +493,14 @@ def _stored_fake_module(root: Path, arch: str = ARCH, sm: int = 120) -> tuple[Ca
 
 
 def test_served_module_reads_records_without_the_cache_class_and_checks_every_byte(tmp_path):
-    """install() and a served module in fresh processes: install() imports only aotc.cache.records
-    (and aotc.keys) besides the hook; serving a module whose .so the runtime folder keeps reads its
+    """install() and a served module in fresh processes: install() imports only aotc.resources (where
+    the default cache is) besides the hook; serving a module whose .so the runtime folder keeps reads its
     ref and manifest through aotc.cache.records and imports neither the Cache class, the blob store,
-    zstandard, the diagnostics, the arch table nor the kernel-wheel scan. The kept .so is still
+    zstandard, the diagnostics, the arch table, the runtime package nor the kernel-wheel scan. The kept
+    .so is still
     hashed on every use: a tampered one is replaced from the cache (its digest), never handed over.
-    (FlashInfer targets sm_90a here, as in tools/device_runtime.py's hook part: for sm_120a it also
-    accepts sm_120f builds, and a cache without one sends that look-up to the kernel-wheel scan.)"""
+    (FlashInfer targets sm_90a here, as in tools/device_runtime.py's hook part; SM120's two accepted
+    archs: the next test.)"""
     import hashlib
 
     _, _, so = _stored_fake_module(tmp_path / "cache", "sm90a", 90)
@@ -520,12 +521,13 @@ def test_served_module_reads_records_without_the_cache_class_and_checks_every_by
     kept = tmp_path / "rt" / f"{digest}.so"
     assert kept.read_bytes() == so
     second = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")
-    assert second["install"] == ["aotc.cache", "aotc.cache.records", "aotc.flashinfer.hook", "aotc.keys"]
+    assert second["install"] == ["aotc.flashinfer.hook", "aotc.resources"]
     assert second["artifacts"] == 1 and second["status"]["problems"] == {}
     heavy = ("aotc.cache.entries", "aotc.cache.store", "aotc.cache.manifest", "aotc.diagnostics", "aotc.arch",
-             "aotc.runtime.sources", "aotc.runtime.installed_wheels", "zstandard")
+             "aotc.runtime", "aotc.runtime.errors", "aotc.runtime.sources", "aotc.runtime.installed_wheels",
+             "zstandard")
     assert [m for m in heavy if m in second["serve"]] == [], second["serve"]
-    assert "aotc.runtime.files" in second["serve"]  # the kept copy was read (and hashed) there
+    assert "aotc.runtime_folder" in second["serve"]  # the kept copy was read (and hashed) there
 
     tampered = bytearray(so)
     tampered[len(tampered) // 2] ^= 0xFF
@@ -533,6 +535,30 @@ def test_served_module_reads_records_without_the_cache_class_and_checks_every_by
     third = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")
     assert third["artifacts"] == 1 and kept.read_bytes() == so  # refetched from the cache, by its digest
     assert "aotc.cache.store" in third["serve"]
+
+
+def test_cache_holding_one_of_sm120s_two_accepted_archs_never_scans_kernel_wheels(tmp_path):
+    """FlashInfer accepts sm120a and sm120f builds for an sm_120a target. A cache holding only the
+    sm120a module serves it, and the sm120f look-up does not go on to the installed kernel wheels
+    (their discovery costs milliseconds per process); with nothing in the cache the wheels are asked."""
+    _stored_fake_module(tmp_path / "cache", "sm120a", 120)
+    step = """
+        import sys
+        afi.install()
+        from flashinfer.jit import env as jit_env
+        from aotc.flashinfer import hook
+        out["candidates"] = hook._candidate_archs(jit_env)
+        before = set(sys.modules)
+        out["artifacts"] = len(jit_env.get_aot_artifacts("cascade"))
+        out["serve"] = sorted(m for m in set(sys.modules) - before if m.startswith("aotc"))
+        out["status"] = afi.status()
+        """
+    out = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="12.0a")
+    assert {"sm120a", "sm120f"} <= set(out["candidates"]), out["candidates"]
+    assert out["status"]["served"] == {MODULE: ["sm120a"]} and out["artifacts"] == 1
+    assert "aotc.runtime.installed_wheels" not in out["serve"], out["serve"]
+    empty = _run_child(step, tmp_path / "empty", tmp_path, FLASHINFER_CUDA_ARCH_LIST="12.0a")
+    assert empty["status"]["served"] == {} and "aotc.runtime.installed_wheels" in empty["serve"], empty["serve"]
 
 
 def test_hook_refuses_records_that_fail_their_checks(tmp_path, monkeypatch):

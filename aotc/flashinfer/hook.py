@@ -4,9 +4,9 @@ provider (FlashInfer's own arch selection and loading then apply); everything el
 FlashInfer unless on_miss="error". Runtime side: imports no Jinja2, runs no compiler.
 
 Cost: install() runs in every served process, so importing this module imports no other aotc module
-(only what torch and FlashInfer loaded already), and install() adds only aotc.cache.records (the
-cache's location). A module's first look-up imports what serving it needs (aotc.keys, aotc.arch,
-the runtime folder of aotc.runtime.files) and reads its ref and manifest through aotc.cache.records;
+(only what torch and FlashInfer loaded already), and install() adds only aotc.resources (the
+cache's location). A module's first look-up imports what serving it needs (aotc.keys, the runtime
+folder of aotc.runtime_folder) and reads its ref and manifest through aotc.cache.records;
 the Cache class, the blob store and installed kernel wheels load only when a record or the kept .so
 is not there (docs/flashinfer.md, "Install cost").
 """
@@ -143,7 +143,7 @@ def _provider_root(st: HookState) -> Path:
     if st.root is None:
         import hashlib
 
-        from aotc.runtime.files import helper_dir
+        from aotc.runtime_folder import helper_dir
 
         tag = hashlib.sha256(f"{st.cache_root.resolve()}\0{st.version}".encode()).hexdigest()[:16]
         st.root = helper_dir() / "flashinfer" / tag
@@ -185,7 +185,7 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
 
 def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
     from aotc.flashinfer.index import SO_BLOB
-    from aotc.runtime.files import helper_path
+    from aotc.runtime_folder import helper_path
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
     so = helper_path(digest, lambda: source.read_blob(digest))  # digest-checked on every reuse
@@ -221,12 +221,17 @@ def _register(jit_env: Any, st: HookState, module: str, arch: str) -> None:
 
 
 def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
+    """Serve `module` for every arch FlashInfer would accept from the first source holding any of
+    them: the local cache first; installed kernel wheels (whose discovery costs milliseconds) only
+    when the cache has the module for none of the archs. So on SM120, where FlashInfer accepts both
+    sm120a and sm120f, a cache holding one of them never sends the other's look-up to the wheels."""
     from aotc.flashinfer.index import SO_BLOB, module_key
 
     served = []
-    for arch in _candidate_archs(jit_env):
-        key = module_key(module, st.version, arch)
-        for source in st.sources():
+    archs = _candidate_archs(jit_env)
+    for source in st.sources():
+        for arch in archs:
+            key = module_key(module, st.version, arch)
             try:
                 manifest = source.resolve(key)
                 if manifest is None:
@@ -244,6 +249,7 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
             _register(jit_env, st, module, arch)
             served.append(arch)
             st.served_from[module] = source.origin(manifest["blobs"][SO_BLOB]["sha256"])
+        if served:
             break
     st.looked_up[module] = served
 
@@ -462,7 +468,7 @@ def _cache_arg(cache: Any) -> tuple[Path, Cache | None]:
     if entries is not None and isinstance(cache, entries.Cache):
         return cache.root, cache
     if cache is None:
-        from aotc.cache.records import default_cache_dir
+        from aotc.resources import default_cache_dir  # not the cache package: install() reads no record
 
         return default_cache_dir(), None
     return Path(cache), None
