@@ -1,6 +1,7 @@
-"""The private per-user runtime folder: host helper .so files (ctypes and FlashInfer need a file) and
-kept cubins, each named by its blob digest and checked against it on every read. Its own small
-module: the FlashInfer hook serves modules through it without importing the kernel loader.
+"""The private per-user runtime folder: host helper .so files (ctypes and FlashInfer need a file),
+kept cubins and lookup records, each blob named by its digest and checked against it on every use.
+Stdlib only and outside aotc.runtime: the FlashInfer hook serves modules through it without
+importing the runtime package, its error codes or the kernel loader.
 """
 
 from __future__ import annotations
@@ -12,9 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from aotc.runtime.errors import HELPER_ABI, runtime_error
-
-__all__ = ["helper_dir", "helper_path", "verified_file", "verified_read", "write_atomic"]
+__all__ = ["helper_dir", "helper_path", "verified_read", "write_atomic"]
 
 _dirs: dict[tuple, Path] = {}  # (AOTC_RUNTIME_DIR, XDG_RUNTIME_DIR) -> the checked folder
 
@@ -39,13 +38,18 @@ def helper_dir() -> Path:
         root.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = root.stat()
     if not stat.S_ISDIR(st.st_mode):
-        raise runtime_error(HELPER_ABI, f"helper folder {root} is not a folder", "set AOTC_RUNTIME_DIR to a private folder")
+        raise _unsafe(f"helper folder {root} is not a folder")
     if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise runtime_error(HELPER_ABI, f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
-                            f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe",
-                            "set AOTC_RUNTIME_DIR to a private folder")
+        raise _unsafe(f"helper folder {root} is owned by uid {st.st_uid} or writable by others "
+                      f"(mode {oct(st.st_mode & 0o777)}); loading code from it is unsafe")
     _dirs[(env, xdg)] = root
     return root
+
+
+def _unsafe(message: str) -> Exception:
+    from aotc.runtime.errors import HELPER_ABI, runtime_error  # the error path only
+
+    return runtime_error(HELPER_ABI, message, "set AOTC_RUNTIME_DIR to a private folder")
 
 
 def _in_tmp(name: str) -> Path:
@@ -65,22 +69,27 @@ def _in_tmp(name: str) -> Path:
 
 
 def helper_path(digest: str, fetch: Any) -> Path:
-    """A file holding the helper blob `digest`: reused if its bytes match, else written atomically."""
-    return verified_file(digest, fetch, ".so")[0]
-
-
-def verified_file(digest: str, fetch: Any, suffix: str) -> tuple[Path, bytes]:
-    """(path, bytes) of blob `digest` as a plain file in the private runtime folder: reused when its
-    sha256 equals the digest, else `fetch()`ed (verified by the source) and written atomically. A
-    later process then reads and hashes the file instead of importing zstandard and decompressing:
-    every loaded byte is still checked against the manifest's digest."""
+    """A file holding the blob `digest` (a helper or FlashInfer .so) in the private runtime folder:
+    reused when its sha256 equals the digest, else `fetch()`ed (verified by the source) and written
+    atomically. A later process then hashes the file instead of importing zstandard and
+    decompressing: every loaded byte is still checked against the manifest's digest."""
     root = helper_dir()
-    path = root / f"{digest}{suffix}"
-    data = verified_read(path, digest)
-    if data is None:
-        data = fetch()
-        write_atomic(root, path, data)
-    return path, data
+    path = root / f"{digest}.so"
+    if not _hashes_to(path, digest):
+        write_atomic(root, path, fetch())
+    return path
+
+
+def _hashes_to(path: Path, digest: str) -> bool:
+    """Whether the file's sha256 is `digest` (False when absent), read through one reused buffer: a
+    FlashInfer module is megabytes, which a whole read would first allocate and copy."""
+    try:
+        with open(path, "rb") as fh:
+            if hasattr(hashlib, "file_digest"):  # Python 3.11+
+                return hashlib.file_digest(fh, "sha256").hexdigest() == digest
+            return hashlib.sha256(fh.read()).hexdigest() == digest
+    except FileNotFoundError:  # absent, or removed since (one open instead of exists() + open)
+        return False
 
 
 def verified_read(path: Path, digest: str) -> bytes | None:

@@ -520,7 +520,7 @@ def test_helper_dir_default_is_the_temp_folder_tempfile_would_pick(tmp_path, mon
     a $TMPDIR where no folder can be made falls back to tempfile.gettempdir()'s choice."""
     import tempfile
 
-    from aotc.runtime import files
+    from aotc import runtime_folder as files
 
     monkeypatch.setattr(files, "_dirs", {})  # the folder is memoized per process and setting
     for var in ("AOTC_RUNTIME_DIR", "XDG_RUNTIME_DIR", "TEMP", "TMP"):
@@ -791,9 +791,10 @@ def test_serving_path_creates_no_dataclass(tmp_path, axpy_blobs):
 
 def test_warm_serving_path_imports_no_blob_store(tmp_path, axpy_blobs):
     """Once the runtime folder keeps a kernel's cubin and helper (the first process writes them), a
-    later process reads two records and those files: it imports neither the blob store (nor zstd),
-    the header map nor the checkout locator, each ~0.2-0.5 ms of a cold start. Every loaded byte is
-    still checked against the manifest's digests (test_cubin_is_kept_verified_...)."""
+    later process reads two records and those files: it imports neither the blob store (nor zstd)
+    nor the header map, and with AOTC_CACHE_DIR set it does not look for a source checkout (stats of
+    the package's folder), each ~0.2-0.5 ms of a cold start. Every loaded byte is still checked
+    against the manifest's digests (test_cubin_is_kept_verified_...)."""
     make_cache(tmp_path / "c", axpy_blobs, ("sm90a",))
     script = (
         "import sys\n"
@@ -805,12 +806,14 @@ def test_warm_serving_path_imports_no_blob_store(tmp_path, axpy_blobs):
         "host = rt.host_kernel(found)\n"
         "print(len(host.cubin), ','.join(sorted(m for m in sys.modules if m.startswith(('aotc.cache', 'zstandard', \n"
         "                                                                              'aotc.resources')))))\n"
+        "print(sys.modules['aotc.resources'].package_dir.cache_info().currsize)\n"
     )
     runs = serving_processes(tmp_path, script, (), ())
     assert runs[0][0] == runs[1][0] == str(len(axpy_blobs["sm90a"]))
     assert "aotc.cache.store" in runs[0][1].split(",")  # the first process read the blobs from the store
     # aotc.cache.records: the read side entries and manifest re-export (the FlashInfer hook imports it alone)
-    assert runs[1][1].split(",") == ["aotc.cache", "aotc.cache.entries", "aotc.cache.records"]
+    assert runs[1][1].split(",") == ["aotc.cache", "aotc.cache.entries", "aotc.cache.records", "aotc.resources"]
+    assert runs[1][2] == "0"  # the default cache is AOTC_CACHE_DIR: the package's folder was never resolved
 
 
 def test_records_replacing_dataclasses_keep_value_semantics():
@@ -874,7 +877,7 @@ def test_kernel_key_resolves_once_and_follows_clear(tmp_path, monkeypatch):
 def test_helper_dir_that_is_a_file_is_a_coded_error(tmp_path, monkeypatch):
     monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "f"))
     (tmp_path / "f").write_text("not a folder")
-    monkeypatch.setattr("aotc.runtime.files._dirs", {})
+    monkeypatch.setattr("aotc.runtime_folder._dirs", {})
     with pytest.raises(AotcError) as exc:
         loader.helper_dir()
     assert exc.value.diagnostics[0].code == "AOTC-RT-005" and "not a folder" in exc.value.diagnostics[0].message

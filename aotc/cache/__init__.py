@@ -16,12 +16,16 @@ __all__ = ["SCHEMA", "Cache", "CacheFormatError", "default_cache_dir"]
 def __getattr__(name: str) -> Any:
     if name not in __all__:
         raise AttributeError(f"module 'aotc.cache' has no attribute {name!r}")
-    from aotc.cache import entries
+    if name == "default_cache_dir":  # where the default cache is: aotc.resources, not the Cache class
+        from aotc.resources import default_cache_dir as value
+    else:
+        from aotc.cache import entries
 
-    value = getattr(entries, name)
+        value = getattr(entries, name)
     globals()[name] = value  # later accesses are plain attribute reads
     return value
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from aotc.cache.entries import SCHEMA, Cache, CacheFormatError, default_cache_dir
+    from aotc.cache.entries import SCHEMA, Cache, CacheFormatError
+    from aotc.resources import default_cache_dir

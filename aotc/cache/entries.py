@@ -16,14 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-# The read side (the default root, record paths and checksums) lives in aotc.cache.records, which the
-# FlashInfer hook imports alone; re-exported here, where every other reader and writer finds them.
+# The read side (record paths and checksums) lives in aotc.cache.records, which the FlashInfer hook
+# imports alone; re-exported here, where every other reader and writer finds them.
 from aotc.cache.records import (  # noqa: F401 - re-exported
-    CACHE_DIR_ENV,
     LAYOUT_VERSION,
     RECORD_SUM,
     SCHEMA,
-    default_cache_dir,
     json_bytes,
     manifest_problems,
     parse_record,
@@ -71,7 +69,11 @@ class Cache:
     aotc.cache.maintenance; both reach the files through the paths defined here."""
 
     def __init__(self, root: str | os.PathLike[str] | None = None, store: BlobStore | None = None):
-        self.root = Path(root) if root is not None else default_cache_dir()
+        if root is None:  # a given root (every serving lookup) needs no default
+            from aotc.resources import default_cache_dir
+
+            root = default_cache_dir()
+        self.root = Path(root)
         self.base = self.root / LAYOUT_VERSION
         self._store = store
         self.tmp_dir = self.base / "tmp"

@@ -1,41 +1,26 @@
-"""The read side of the cache's records, for serving processes: where a cache lives, the sharded path
-of a record, a record's checksum check and the manifest schema check. Stdlib and aotc.keys only, and
-no class created at import: the FlashInfer hook reads a module's ref and manifest through this
+"""The read side of the cache's records, for serving processes: the sharded path of a record, a
+record's checksum check and the manifest schema check. Stdlib and aotc.keys only, and no class
+created at import: the FlashInfer hook reads a module's ref and manifest through this
 module alone, without importing the Cache class, the blob store or the diagnostics (aotc.cache.entries
 and aotc.cache.manifest re-export everything here; layout in docs/CONTRACTS.md). Errors are raised
 as the cache's coded errors (CacheFormatError, ManifestError), whose modules load on that path only.
+Where the default cache lives is aotc.resources.default_cache_dir.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from aotc.keys import check_digest, is_digest
 
 LAYOUT_VERSION = "v1"  # the folder under the cache root that holds records and blobs
-CACHE_DIR_ENV = "AOTC_CACHE_DIR"
 SCHEMA = 1  # of a manifest (docs/CONTRACTS.md)
 # Every record (manifest, ref, prekey, header set) carries the sha256 of its canonical JSON: a flipped
 # bit that still parses (a digit in a size, a letter in a name) is caught on read like a bad blob.
 RECORD_SUM = "record_sha256"
-
-
-def default_cache_dir() -> Path:
-    """$AOTC_CACHE_DIR; else cache/ of a source checkout; else $XDG_CACHE_HOME/aotc (~/.cache/aotc)."""
-    env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if env:
-        return Path(env).expanduser()
-    from aotc.resources import checkout_root
-
-    checkout = checkout_root()
-    if checkout is not None:
-        return checkout / "cache"
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "aotc"
 
 
 def record_path(root: Path, kind: str, key: str) -> Path:

@@ -16,7 +16,7 @@ from aotc import ABI_VERSION
 from aotc.abi import AotcLaunch
 from aotc.runtime.device import Device, check, driver, error_name, in_primary
 from aotc.runtime.errors import CORRUPT_BLOB, HELPER_ABI, TARGET_MISMATCH, build_command, runtime_error
-from aotc.runtime.files import helper_dir, helper_path, verified_read, write_atomic
+from aotc.runtime_folder import helper_dir, helper_path, verified_read, write_atomic
 
 if TYPE_CHECKING:  # the target table and the lookup load only when a check fails or a target is unknown
     from aotc.arch import Arch

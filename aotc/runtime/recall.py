@@ -20,7 +20,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 import aotc
-from aotc.runtime.files import helper_dir, write_atomic
+from aotc.runtime_folder import helper_dir, write_atomic
 
 if TYPE_CHECKING:
     from aotc.runtime.device import Device

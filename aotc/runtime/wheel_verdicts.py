@@ -36,7 +36,7 @@ def wheel_identity(record: dict[str, str], pkg: str) -> str:
 
 
 def verdict_path(identity: str) -> Path:
-    from aotc.runtime.files import helper_dir  # the private (user-owned, not shared-writable) folder
+    from aotc.runtime_folder import helper_dir  # the private (user-owned, not shared-writable) folder
 
     return helper_dir() / VERDICT_DIR / f"{identity}.json"
 
@@ -55,7 +55,7 @@ def _read(path: Path) -> dict | None:
 def compute(pkg_dir: Path, identity: str) -> dict:
     """Run the check on the installed files (the slow path: disassembles every cubin) and keep it."""
     from aotc.build.wheel_check import NO_SCAN, InstalledTree, check_tree
-    from aotc.runtime.files import write_atomic
+    from aotc.runtime_folder import write_atomic
 
     _, _, diags = check_tree(InstalledTree(pkg_dir.parent, pkg_dir.name), pkg_dir.name)
     unscanned = f"AOTC-WHEEL-{NO_SCAN:03d}"
