@@ -489,10 +489,12 @@ def per_call(results: dict) -> None:
 
 
 # ---- cold start ---------------------------------------------------------------------------------------
-def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
-    """One fresh process: torch + context first (not aotc's), then aotc's steps to a finished first
-    launch, and beside them a raw read + cuLibraryLoadData + cuLibraryGetKernel + cuKernelGetFunction
-    of the same cubin (order alternated between processes)."""
+def cold_one(out_json: str, cubin_path: str, kind: str) -> None:
+    """One fresh process: torch + context first (not aotc's), then either aotc's steps to a finished
+    first launch (kind "aotc") or a raw read + cuLibraryLoadData + cuLibraryGetKernel +
+    cuKernelGetFunction of the same cubin (kind "raw"), each as the first CUDA-driver work of the
+    process through cuda.bindings: whichever goes first in a process pays the bindings' first-call
+    set-up, so each side is timed in processes of its own (cold() alternates them)."""
     t0 = time.perf_counter()
     import torch
 
@@ -503,19 +505,29 @@ def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
     from cuda.bindings import driver as cu
 
     t_bindings = time.perf_counter()
-    row: dict = {"torch_and_context_ms": (t_ctx - t0) * 1e3, "import_cuda_bindings_ms": (t_bindings - t_ctx) * 1e3}
-
-    def raw() -> None:
+    row: dict = {"kind": kind, "torch_and_context_ms": (t_ctx - t0) * 1e3,
+                 "import_cuda_bindings_ms": (t_bindings - t_ctx) * 1e3, "python_start_to_main_ms": (t0 - T_PROCESS) * 1e3}
+    if kind == "raw":
         t = time.perf_counter()
         data = Path(cubin_path).read_bytes()
         err, lib = cu.cuLibraryLoadData(data, None, None, 0, None, None, 0)
+        t_first = time.perf_counter()
         err2, kern = cu.cuLibraryGetKernel(lib, b"aotc_kernel")
         err3, _fn = cu.cuKernelGetFunction(kern)
         assert int(err) == int(err2) == int(err3) == 0
         row["raw_read_and_load_ms"] = (time.perf_counter() - t) * 1e3
-
-    if raw_first:
-        raw()
+        row["raw_read_and_cuLibraryLoadData_ms"] = (t_first - t) * 1e3
+        # the same again with a second copy: what a load costs once the bindings and the driver's
+        # library loader have done their first-call work
+        t = time.perf_counter()
+        data = Path(cubin_path).read_bytes()
+        err, lib2 = cu.cuLibraryLoadData(data, None, None, 0, None, None, 0)
+        err2, kern = cu.cuLibraryGetKernel(lib2, b"aotc_kernel")
+        err3, _fn = cu.cuKernelGetFunction(kern)
+        assert int(err) == int(err2) == int(err3) == 0
+        row["raw_second_load_ms"] = (time.perf_counter() - t) * 1e3
+        Path(out_json).write_text(json.dumps(row))
+        return
     from device_runtime import GcClock, RegionProfile
 
     gc_clock = GcClock()  # after torch's import, GC passes walk its objects: part of what aotc's steps pay
@@ -563,19 +575,17 @@ def cold_one(out_json: str, cubin_path: str, raw_first: bool) -> None:
     profile.stop()
     row["gc_collections_during_aotc"] = [g["collections"] - c for g, c in zip(gc.get_stats(), collections, strict=True)]
     gc.callbacks.remove(gc_clock)
-    if not raw_first:
-        raw()
     row["aotc_total_ms"] = row["import_aotc_runtime_ms"] + row["get_kernel_ms"] + row["first_launch_ms"]
     row["gc_during_aotc_ms"] = gc_clock.total * 1e3
-    row["get_kernel_vs_raw"] = row["get_kernel_ms"] / row["raw_read_and_load_ms"]
-    row["raw_first"] = raw_first
     row["get_kernel_steps_ms"] = steps
     row["kernel"] = kernel.name
-    row["python_start_to_main_ms"] = (t0 - T_PROCESS) * 1e3
     Path(out_json).write_text(json.dumps(row))
 
 
 def cold(results: dict, out: Path, runs: int = 8) -> None:
+    """`runs` fresh aotc processes and `runs` fresh raw-load processes, alternating, after a discarded
+    aotc one (it writes the runtime folder's files and the lookup record); the goal's ratio is the
+    median get_kernel over the median raw read + load, each the first driver work of its process."""
     import aotc.runtime as rt
 
     found = rt.find("fmha_fwd", FMHA_FWD, rt.query_device(0))
@@ -583,25 +593,34 @@ def cold(results: dict, out: Path, runs: int = 8) -> None:
     cubin.write_bytes(rt.host_kernel(found).cubin)
     # pip byte-compiles an installed package; this machine sets PYTHONDONTWRITEBYTECODE for sources.
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "aotc")], check=True)
-    rows = []
-    for i in range(runs + 1):  # the first process is discarded (it writes the helper file)
+    rows: dict[str, list] = {"aotc": [], "raw": []}
+    for i in range(2 * runs + 1):
+        kind = "aotc" if i % 2 == 0 else "raw"
         path = out / f"cold_{i}.json"
-        subprocess.run([sys.executable, __file__, "cold-one", str(path), str(cubin), str(i % 2)], check=True)
+        subprocess.run([sys.executable, __file__, "cold-one", str(path), str(cubin), kind], check=True)
         if i:
-            rows.append(json.loads(path.read_text()))
+            rows[kind].append(json.loads(path.read_text()))
         path.unlink()
     with open(out / "importtime.txt", "w") as err:  # where the import part of a cold process goes
-        subprocess.run([sys.executable, "-X", "importtime", __file__, "cold-one", str(out / "it.json"), str(cubin), "1"],
+        subprocess.run([sys.executable, "-X", "importtime", __file__, "cold-one", str(out / "it.json"), str(cubin), "aotc"],
                        check=True, stderr=err)
     (out / "it.json").unlink()
     from device_runtime import profiled_run
 
-    profiled_run(__file__, "cold-one", [str(cubin), "1"], out, "cold_profile.txt")
+    profiled_run(__file__, "cold-one", [str(cubin), "aotc"], out, "cold_profile.txt")
     cubin.unlink()
-    keys = [k for k in rows[0] if k.endswith(("_ms", "_vs_raw")) and isinstance(rows[0][k], float)]
-    results["cold"] = {"runs": rows, "medians": {k: round(statistics.median(r[k] for r in rows), 3) for k in keys},
-                       "step_medians_ms": {s: round(statistics.median(r["get_kernel_steps_ms"].get(s, 0) for r in rows), 3)
-                                           for s in rows[0]["get_kernel_steps_ms"]}}
+
+    def medians(group: list) -> dict:
+        keys = [k for k in group[0] if k.endswith("_ms") and isinstance(group[0][k], float)]
+        return {k: round(statistics.median(r[k] for r in group), 3) for k in keys}
+
+    aotc_m, raw_m = medians(rows["aotc"]), medians(rows["raw"])
+    merged = {**aotc_m, **{k: v for k, v in raw_m.items() if k.startswith("raw_")},
+              "get_kernel_vs_raw": round(aotc_m["get_kernel_ms"] / raw_m["raw_read_and_load_ms"], 3)}
+    results["cold"] = {"runs": rows["aotc"] + rows["raw"], "medians": merged,
+                       "step_medians_ms": {s: round(statistics.median(r["get_kernel_steps_ms"].get(s, 0)
+                                                                      for r in rows["aotc"]), 3)
+                                           for s in rows["aotc"][0]["get_kernel_steps_ms"]}}
 
 
 # ---- run / report -----------------------------------------------------------------------------------
@@ -732,7 +751,7 @@ if __name__ == "__main__":
     if mode == "run":
         sys.exit(run(sys.argv[2]))
     if mode == "cold-one":
-        cold_one(sys.argv[2], sys.argv[3], sys.argv[4] == "1")
+        cold_one(sys.argv[2], sys.argv[3], sys.argv[4])
         sys.exit(0)
     if mode == "report":
         sys.exit(report(sys.argv[2], sys.argv[3]))
