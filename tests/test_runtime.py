@@ -494,7 +494,7 @@ def test_helper_written_by_many_processes_at_once(tmp_path, axpy_blobs):
         "h = loader.Helper(loader.helper_path(sys.argv[2], lambda: data), 'test')\n"
         "print(h.lib.aotc_abi_version())\n"
     )
-    env = {**os.environ, "AOTC_RUNTIME_DIR": str(tmp_path / "shared_rt"), "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "AOTC_RUNTIME_DIR": str(tmp_path / "shared_rt"), "PYTHONPATH": repo_path()}
     (tmp_path / "done").mkdir()
     procs = [subprocess.Popen([sys.executable, "-c", script, str(blob), digest, str(tmp_path / "done")], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
@@ -562,7 +562,7 @@ def test_runtime_import_pulls_in_no_build_side_module(tmp_path, axpy_blobs):
         "print(','.join(bad))\n"
         "print('loaded', ','.join(sorted(m for m in sys.modules if m.startswith('aotc'))))\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": repo_path()}
     out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "c")], env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
     assert out[0] == "", f"build-side modules imported by the runtime: {out[0]}"
@@ -674,16 +674,26 @@ def serving_processes(tmp_path: Path, script: str, *argvs: tuple[str, ...]) -> l
     tmp_path/c with the runtime folder tmp_path/rt (the test family's module importable from
     tmp_path, as `axpy_family_mod`): each one's stdout, split."""
     (tmp_path / "axpy_family_mod.py").write_text(FAMILY_MODULE)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AOTC_CACHE_DIR": str(tmp_path / "c"),
+    env = {**os.environ, "PYTHONPATH": repo_path(), "AOTC_CACHE_DIR": str(tmp_path / "c"),
            "AOTC_RUNTIME_DIR": str(tmp_path / "rt")}
-    return [subprocess.run([sys.executable, "-c", script, str(tmp_path), *argv], env=env, capture_output=True,
-                           text=True, check=True).stdout.split() for argv in argvs]
+    return [_child(["-c", script, str(tmp_path), *argv], env).split() for argv in argvs]
+
+
+def repo_path() -> str:
+    """PYTHONPATH for a child: this checkout first, then whatever the caller's PYTHONPATH holds (where
+    dependencies may live, e.g. a GPU host's --target install)."""
+    return os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+
+
+def _child(args: list[str], env: dict) -> str:
+    """A child Python's stdout; its stderr in the failure when it exits non-zero."""
+    proc = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"child exited {proc.returncode}:\n{proc.stderr[-4000:]}"
+    return proc.stdout
 
 
 def run_python(script: str, *argv: str) -> list[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-c", script, *argv], env=env, capture_output=True, text=True,
-                          check=True).stdout.splitlines()
+    return _child(["-c", script, *argv], {**os.environ, "PYTHONPATH": repo_path()}).splitlines()
 
 
 def test_runtime_package_import_loads_submodules_on_first_use():
