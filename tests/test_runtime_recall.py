@@ -166,3 +166,75 @@ def test_records_are_per_params_capability_and_cache(default_cache, blobs, monke
                 recall.record_path(FAMILY, {"tile": (64, 64)}, "sm80", (9, 0))}) == 4
     monkeypatch.setenv("AOTC_CACHE_DIR", str(tmp_path / "elsewhere"))
     assert recall.record_path(FAMILY, {"tile": (64, 64)}, None, (9, 0)) != base
+
+
+# ---- choices: an op called without params -------------------------------------------------------
+CHOOSE = (
+    "import sys\n"
+    "sys.path.insert(0, sys.argv[1])\n"
+    "if sys.argv[2] == 'search':\n"
+    "    from aotc.families import FAMILY_MODULES\n"
+    "    FAMILY_MODULES['rt_test_axpy'] = 'axpy_family_mod'\n"
+    "from aotc.runtime import ops\n"
+    "from aotc.runtime.device import Device\n"
+    "dev = Device(0, (9, 0), 'test GPU', 0, 132)  # no driver is asked: a capability, a name, 132 SMs\n"
+    "out = []\n"
+    "for m in (64, 4096):\n"
+    "    params, found = ops.choice('rt_test_axpy', dev, {'needs_blockscaled': False}, {'m': m, 'n': m})\n"
+    "    out.append(f\"{params['tile'][0]}x{params['tile'][1]}:{'searched' if found else 'recalled'}\")\n"
+    "heavy = sorted(m for m in sys.modules if m.startswith(('aotc.cache', 'aotc.families', 'aotc.keys',\n"
+    "               'aotc.runtime.lookup', 'aotc.runtime.tile_select', 'aotc.diagnostics')))\n"
+    "print(','.join(out), ','.join(heavy) or '-')\n"
+)
+
+
+def store_tiles(root: Path, blobs: dict, *tiles: tuple[int, int]) -> None:
+    from aotc.cache import Cache
+
+    for tile in tiles:
+        store_entry(Cache(root), {"tile": tile}, "sm90a", blobs["sm90a"], blobs["helper"], blobs["source"])
+
+
+def test_a_later_process_chooses_from_the_record_of_the_search(tmp_path, blobs):
+    """The first call of an op without params lists the stored kernels and records what it read; a
+    later process makes the same choices per problem (the tile scores kept in the record: 64x64 for a
+    64x64 problem, 128x128 for a large one) without the lookup, the families or the cache."""
+    store_tiles(tmp_path / "c", blobs, (128, 128), (64, 64))
+    first, later = serving_processes(tmp_path, CHOOSE, ("search",), ("later",))
+    assert first[0] == "64x64:searched,128x128:recalled"  # the second problem already took the new record
+    assert "aotc.runtime.lookup" in first[1]
+    assert later == ["64x64:recalled,128x128:recalled", "-"]
+
+
+def test_a_kernel_built_since_or_a_damaged_record_makes_the_next_process_search(tmp_path, blobs):
+    """The record stands for the cache's ref folders as they were: a kernel stored since (here a 32x32
+    tile, which the heuristic prefers for both problems: fewer idle SMs in the last wave) is seen by the next
+    process, which searches again; a damaged record is searched past, never an error."""
+    store_tiles(tmp_path / "c", blobs, (128, 128), (64, 64))
+    serving_processes(tmp_path, CHOOSE, ("search",))
+    store_tiles(tmp_path / "c", blobs, (32, 32))
+    (searched,) = serving_processes(tmp_path, CHOOSE, ("search",))
+    assert searched[0] == "32x32:searched,32x32:recalled"
+    (record,) = (tmp_path / "rt").glob("*.choices.json")
+    record.write_text('{"format": 1, "family": "rt_test_axpy", "candidates": "not a list"')
+    (again,) = serving_processes(tmp_path, CHOOSE, ("search",))
+    assert again[0] == "32x32:searched,32x32:recalled"
+
+
+def test_explicit_sources_neither_use_nor_write_a_choices_record(tmp_path, blobs, monkeypatch):
+    from aotc.cache import Cache
+    from aotc.runtime import ops
+    from aotc.runtime.device import Device
+
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "rt"))
+    (tmp_path / "rt").mkdir(mode=0o700)
+    store_tiles(tmp_path / "c", blobs, (128, 128), (64, 64))
+    rt.set_sources([rt.CacheSource(Cache(tmp_path / "c"))])
+    try:
+        dev = Device(0, (9, 0), "test GPU", 0, 132)
+        params, found = ops.choice(FAMILY, dev, {"needs_blockscaled": False}, {"m": 64, "n": 64})
+        assert found is not None and params["tile"] == [64, 64]
+        assert not list((tmp_path / "rt").glob("*.choices.json"))
+    finally:
+        lookup._sources = None
+        registry.clear()

@@ -610,8 +610,9 @@ def report(json_path: str, md_path: str) -> int:
                   "alternating, so that each is the process's first driver work through cuda.bindings (the first "
                   "call pays the bindings' and the driver's one-time set-up; `raw_second_load` is a second load "
                   "of the same cubin in the raw processes, without it). `*_without_params` / `default_*`: processes "
-                  "whose first `fmha_fwd` passes no params, so the op chooses among the stored kernels (the "
-                  "catalog search, which no lookup record covers). `gc_during_aotc` is the garbage "
+                  "whose first `fmha_fwd` passes no params, so the op chooses among the stored kernels (from the "
+                  "record of an earlier process's search; a discarded first process searches). `gc_during_aotc` "
+                  "is the garbage "
                   "collector's time inside aotc's steps (after torch's import every GC pass walks its objects)."), "",
                   "| step | median |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in c["medians"].items()]

@@ -6,8 +6,11 @@ cache first; installed kernel wheels append theirs). No driver needed: the devic
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from aotc.arch import ARCHES, get_arch
 from aotc.diagnostics import AotcError
@@ -160,6 +163,33 @@ def ref_probes(found: Found, device: Device, arch: str | None) -> list[str] | No
             if name == found.arch and cache.resolve(key) == found.manifest:
                 return paths
     return None
+
+
+def listing_probes(table_key: str | None) -> list[str] | None:
+    """The folders and files whose stamps stand for what stored_candidates listed and which tune
+    table it found, under the default sources: each cache's refs folder and its shard folders (a ref
+    written or removed changes one), the path of the table `table_key` names, and for installed
+    kernel wheels every folder on the import path as well (installing or removing a distribution
+    changes one). None when a source has no such folders."""
+    srcs = default_sources()
+    if not all(isinstance(src, CacheSource | WheelSource) for src in srcs):
+        return None
+    from aotc.runtime.tuned import table_path
+
+    def watched(cache: Any) -> list[str]:
+        refs = cache.base / "refs"
+        shards = sorted(e.path for e in os.scandir(refs) if e.is_dir()) if refs.is_dir() else []
+        return [str(refs), *shards, *([str(table_path(cache, table_key))] if table_key else [])]
+
+    paths: list[str] = []
+    for src in srcs:
+        if isinstance(src, WheelSource):
+            paths += [p for p in dict.fromkeys(sys.path) if p and os.path.isdir(p)]
+            for wheel in src.caches():
+                paths += watched(wheel.cache)
+        else:
+            paths += watched(src.cache)
+    return paths
 
 
 def stored_targets(family: str, typed: dict, sources: list[KernelSource]) -> dict[str, dict]:

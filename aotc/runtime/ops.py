@@ -8,6 +8,7 @@ their own modules so that a process serving attention never imports the GEMM ent
 
 from __future__ import annotations
 
+import json
 import sys
 from typing import Any
 
@@ -15,6 +16,7 @@ from aotc.runtime import registry
 from aotc.runtime.device import Device
 from aotc.runtime.errors import BAD_TENSOR, NO_KERNEL, runtime_error
 from aotc.runtime.launch import Kernel
+from aotc.runtime.recall import Found, recall_choices, remember_choices
 from aotc.runtime.registry import get_kernel
 from aotc.runtime.tensors import HOST, UNKNOWN, TensorInfo, expect, tensor_info
 
@@ -133,7 +135,31 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
     hit = _choices.get(key)
     if hit is not None and hit[0] == registry._generation:
         return hit[1]
-    from aotc.runtime.lookup import stored_candidates  # only when choosing: explicit params need no search
+    picked, found = choice(family, device, matches, problem)
+    if found is None:  # recalled: the lookup record of these params (written below) loads it
+        kernel = get_kernel(family, picked, device=device.ordinal)
+    else:
+        kernel = registry.kernel_for(found, device)
+        registry.remember_found(family, picked, device, found)
+    if len(_choices) >= CHOICES_LIMIT:
+        _choices.clear()
+    _choices[key] = (registry._generation, kernel)
+    return kernel
+
+
+def choice(family: str, device: Device, matches: dict, problem: dict) -> tuple[dict, Found | None]:
+    """(the params, in JSON form, of the stored kernel choose() uses; what the search found, None when
+    recalled). Under the default sources a current record of an earlier process's search
+    (aotc.runtime.recall.recall_choices) decides with the tune table and tile scores it kept;
+    otherwise the stored kernels are listed, the choice made as select() makes it, and what the
+    search read is recorded."""
+    default = registry._default_sources()
+    recalled = recall_choices(family, device) if default else None
+    if recalled is not None:
+        picked = pick(*recalled, matches, problem, device.sm_count)
+        if picked is not None:
+            return picked, None
+    from aotc.runtime.lookup import listing_probes, stored_candidates  # a search: no current record
 
     stored = stored_candidates(family, device)
     candidates = [f for f in stored if all(f.params.get(k) == v for k, v in matches.items())]
@@ -142,15 +168,42 @@ def choose(family: str, device: Device, signature: tuple, matches: dict, problem
         raise runtime_error(NO_KERNEL, f"no stored {family} kernel with {want} runs on {device.label}",
                             f"build one: aotc build --arch {_default_target(device)} --filter {family}",
                             family=family, **{k: str(v) for k, v in matches.items()})
+    from aotc.families import get_family
     from aotc.runtime.tile_select import best  # only when choosing: explicit params never load the heuristic
-    from aotc.runtime.tuned import tuned_choice
+    from aotc.runtime.tuned import stored_table, table_key_for, tuned_choice
 
     found = tuned_choice(family, device, stored, matches, problem) or best(candidates, problem, device.sm_count)
-    kernel = registry.kernel_for(found, device)
-    if len(_choices) >= CHOICES_LIMIT:
-        _choices.clear()
-    _choices[key] = (registry._generation, kernel)
-    return kernel
+    if default:
+        entries = [{"params": f.params, "spec_key": f.spec_key, "tile": get_family(f.family).tile_of(f.params)}
+                   for f in stored]  # JSON makes the tuples lists, as json_form does
+        remember_choices(family, device, entries, stored_table(family, device, stored),
+                         listing_probes(table_key_for(family, device, stored)))
+    return json_form(found.params), found
+
+
+def pick(entries: list[dict], table: dict, matches: dict, problem: dict, sm_count: int) -> dict | None:
+    """choice() from a record: the candidates containing `matches` (in the sources' order), the one
+    the tune table names for the problem's bucket, else the first of the lowest tile score (as
+    tile_select.best). None when no candidate matches (the search then says why)."""
+    candidates = [e for e in entries if all(e["params"].get(k) == v for k, v in matches.items())]
+    if not candidates:
+        return None
+    if table:
+        from aotc.runtime.tuned import bucket
+
+        chosen = table.get(bucket(matches, problem))
+        hit = next((e for e in candidates if e["spec_key"] == chosen), None)
+        if hit is not None:
+            return hit["params"]
+    from aotc.runtime.tile_score import score
+
+    return min(candidates, key=lambda e: score(e["tile"], problem, sm_count))["params"]
+
+
+def json_form(params: dict) -> dict:
+    """Params as a record holds them (tuples as lists): what choose() passes to get_kernel either way,
+    so a recalled choice and a searched one name the same lookup record."""
+    return json.loads(json.dumps(params))
 
 
 def _default_target(device: Device) -> str:

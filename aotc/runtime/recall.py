@@ -1,6 +1,9 @@
 """What a lookup found (`Found`), and records of it kept in the private runtime folder: what find()
 answered for (family, params, arch, device capability) under the default kernel sources, so that a
-later process loads the same kernel without searching again. The search itself (the family's parameter rules, spec
+later process loads the same kernel without searching again; and what an op's choice among a
+family's stored kernels read (the candidates, their tiles, the device's tune table), so that a later
+process chooses without listing the stored refs (`*.choices.json`, kept while the folders the listing
+read are unchanged). The search itself (the family's parameter rules, spec
 keys, the cache's record checks) costs a dozen module imports and ~1-2 ms of Python per process.
 
 A record is used only while every ref file it depends on is unchanged: the answering ref has the same
@@ -58,15 +61,19 @@ def record_path(family: str, params: dict, arch: str | None, cc: tuple[int, int]
     """Where the record of this lookup lives. The name covers everything find() depends on besides the
     stored files: aotc's version and location (which pick the default cache), the cache settings in
     the environment, and the call's own arguments (params as given; keys sorted)."""
+    return _named((family, sorted(params.items()), arch, tuple(cc)), SUFFIX)
+
+
+def _named(call: tuple, suffix: str) -> Any:
+    """<runtime folder>/<sha256 of aotc's identity, the cache settings and `call`><suffix>."""
     env = os.environ
     ident = repr((RECORD_FORMAT, aotc.__version__, aotc.ABI_VERSION, aotc.__file__, env.get("AOTC_CACHE_DIR", ""),
-                  env.get("XDG_CACHE_HOME", ""), env.get("HOME", ""), family, sorted(params.items()), arch,
-                  tuple(cc)))
-    return helper_dir() / (hashlib.sha256(ident.encode()).hexdigest() + SUFFIX)
+                  env.get("XDG_CACHE_HOME", ""), env.get("HOME", ""), *call))
+    return helper_dir() / (hashlib.sha256(ident.encode()).hexdigest() + suffix)
 
 
 def stamp(path: str) -> list[int] | None:
-    """(inode, size, mtime_ns) of a ref file; None when it does not exist."""
+    """(inode, size, mtime_ns) of a ref file or folder; None when it does not exist."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -147,4 +154,62 @@ def remember(family: str, params: dict, arch: str | None, device: Device, found:
     try:
         write_atomic(path.parent, path, json.dumps(record, sort_keys=True).encode())
     except OSError:  # read-only or full: later processes search, nothing is lost
+        pass
+
+
+# ---- choices: what the search among a family's stored kernels found ---------------------------------
+CHOICES_SUFFIX = ".choices.json"
+
+
+def choices_path(family: str, device: Device) -> Any:
+    """Where the record of `family`'s stored candidates for this device lives (a tune table is keyed
+    by the device's name, capability and driver version, the heuristic reads its SM count)."""
+    from aotc.runtime.tuned import driver_version
+
+    return _named(("choices", family, tuple(device.cc), device.name, device.sm_count, driver_version(device)),
+                  CHOICES_SUFFIX)
+
+
+def _current(probes: Any) -> bool:
+    if not isinstance(probes, list) or not probes:
+        return False
+    for probe in probes:
+        try:
+            path, expected = probe
+            if stamp(path) != expected:
+                return False
+        except (OSError, TypeError, ValueError):  # unreadable, or not a [path, stamp] pair
+            return False
+    return True
+
+
+def recall_choices(family: str, device: Device) -> tuple[list[dict], dict] | None:
+    """(candidates in the sources' order, each {"params", "spec_key", "tile"}; the tune table's
+    bucket -> spec key, {} when there is none) from a current record, else None."""
+    try:
+        record = json.loads(choices_path(family, device).read_bytes())
+        if record["format"] != RECORD_FORMAT or record["family"] != family or not _current(record["probes"]):
+            return None
+        entries, table = record["candidates"], record["table"]
+        if not (isinstance(entries, list) and isinstance(table, dict)
+                and all(isinstance(e, dict) and isinstance(e.get("params"), dict) and isinstance(e.get("spec_key"), str)
+                        and (e.get("tile") is None or isinstance(e.get("tile"), list)) for e in entries)):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable or malformed: search
+        return None
+    return entries, table
+
+
+def remember_choices(family: str, device: Device, candidates: list[dict], table: dict | None,
+                     probes: list[str] | None) -> None:
+    """Keep what the search found (best-effort, as remember); nothing without probes (a source that
+    has no folders to watch)."""
+    if probes is None:
+        return
+    record = {"format": RECORD_FORMAT, "family": family, "candidates": candidates, "table": table or {},
+              "probes": [[p, stamp(p)] for p in probes]}
+    path = choices_path(family, device)
+    try:
+        write_atomic(path.parent, path, json.dumps(record, sort_keys=True).encode())
+    except OSError:
         pass

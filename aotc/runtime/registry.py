@@ -148,6 +148,15 @@ def kernel_for(found: Found, device: Device) -> Kernel:
     return kernel
 
 
+def remember_found(family: str, params: dict, device: Device, found: Found) -> None:
+    """Record that get_kernel(family, params) on this device answers `found`, once its kernel loaded
+    and passed the target check here (ops.choose: a later process's recalled choice then loads it
+    without the lookup)."""
+    host = _host.get(found.spec_key)
+    if host is not None and host.target is not None and _default_sources():
+        remember(family, params, None, device, found, host.target)
+
+
 def _load_key(key: KernelKey) -> Kernel:
     generation = _generation  # read first: a clear() during the load leaves the key unresolved
     kernel = get_kernel(key.family, key.params, device=key.device, arch=key.arch)

@@ -98,18 +98,29 @@ def tuned_choice(family: str, device: Any, stored: list, matches: dict, problem:
     """The Found the stored table picks for this problem, or None (no table, bucket not measured,
     or its kernel is not among `stored`, the family's candidates for the device). `stored` is
     lookup.stored_candidates' list: the table is looked up again only when that list is renewed."""
+    choices = stored_table(family, device, stored)
+    if not choices:
+        return None
+    chosen = choices.get(bucket(matches, problem))
+    return next((f for f in stored if f.spec_key == chosen and all(f.params.get(k) == v for k, v in matches.items())),
+                None)
+
+
+def stored_table(family: str, device: Any, stored: list) -> dict | None:
+    """bucket -> spec key of the table stored for exactly `stored` on this device (memoized with the
+    list), None when there is none."""
     memo_key = (family, device.ordinal)
     hit = _memo.get(memo_key)
     if hit is None or hit[0] is not stored:
         from aotc.runtime.lookup import default_sources
 
         hit = _memo[memo_key] = (stored, lookup_table(family, device, stored, default_sources()) if stored else None)
-    choices = hit[1]
-    if not choices:
-        return None
-    chosen = choices.get(bucket(matches, problem))
-    return next((f for f in stored if f.spec_key == chosen and all(f.params.get(k) == v for k, v in matches.items())),
-                None)
+    return hit[1]
+
+
+def table_key_for(family: str, device: Any, stored: list) -> str | None:
+    """The key of the table that would serve `stored` on this device (None for no candidates)."""
+    return table_key(family, device_identity(device), [f.spec_key for f in stored]) if stored else None
 
 
 def table_path(cache: Any, key: str) -> Any:
