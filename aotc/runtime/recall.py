@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from typing import TYPE_CHECKING, Any
 
 import aotc
@@ -163,11 +164,12 @@ CHOICES_SUFFIX = ".choices.json"
 
 def choices_path(family: str, device: Device) -> Any:
     """Where the record of `family`'s stored candidates for this device lives (a tune table is keyed
-    by the device's name, capability and driver version, the heuristic reads its SM count)."""
+    by the device's name, capability and driver version, the heuristic reads its SM count; installed
+    kernel wheels are found on the import path, so a process with another one keeps its own record)."""
     from aotc.runtime.tuned import driver_version
 
-    return _named(("choices", family, tuple(device.cc), device.name, device.sm_count, driver_version(device)),
-                  CHOICES_SUFFIX)
+    return _named(("choices", family, tuple(device.cc), device.name, device.sm_count, driver_version(device),
+                   tuple(sys.path)), CHOICES_SUFFIX)
 
 
 def _current(probes: Any) -> bool:
