@@ -82,6 +82,21 @@ def stamp(path: str) -> list[int] | None:
     return [st.st_ino, st.st_size, st.st_mtime_ns]
 
 
+def _current(probes: Any) -> bool:
+    """Whether every [path, stamp] of a record still holds; an unreadable folder, a bad path type or a
+    malformed pair is not provably current."""
+    if not isinstance(probes, list) or not probes:
+        return False
+    for probe in probes:
+        try:
+            path, expected = probe
+            if stamp(path) != expected:
+                return False
+        except (OSError, TypeError, ValueError):  # unreadable, or not a [path, stamp] pair
+            return False
+    return True
+
+
 class RecalledSource:
     """The source a record names. Its blobs are needed only when a kept file is missing or fails its
     digest; then one full lookup finds the real source, and it answers from then on."""
@@ -111,12 +126,8 @@ def recall(family: str, params: dict, arch: str | None, device: Device) -> tuple
         probes = record["probes"]
         if record["format"] != RECORD_FORMAT or not probes or probes[-1][1] is None:  # the answer's ref exists
             return None
-        for probe, expected in probes:
-            try:
-                if stamp(probe) != expected:
-                    return None
-            except OSError:  # unreadable folder, bad path type: not provably current
-                return None
+        if not _current(probes):
+            return None
         manifest, target = record["manifest"], record["target"]
         typed, spec_key, arch_name, source = record["params"], record["spec_key"], record["arch"], record["source"]
         if not (isinstance(manifest, dict) and isinstance(typed, dict) and isinstance(spec_key, str)
@@ -170,19 +181,6 @@ def choices_path(family: str, device: Device) -> Any:
 
     return _named(("choices", family, tuple(device.cc), device.name, device.sm_count, driver_version(device),
                    tuple(sys.path)), CHOICES_SUFFIX)
-
-
-def _current(probes: Any) -> bool:
-    if not isinstance(probes, list) or not probes:
-        return False
-    for probe in probes:
-        try:
-            path, expected = probe
-            if stamp(path) != expected:
-                return False
-        except (OSError, TypeError, ValueError):  # unreadable, or not a [path, stamp] pair
-            return False
-    return True
 
 
 def recall_choices(family: str, device: Device) -> tuple[list[dict], dict] | None:
