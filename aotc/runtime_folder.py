@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-__all__ = ["helper_dir", "helper_path", "verified_read", "write_atomic"]
+__all__ = ["helper_dir", "helper_path", "stamp", "stamps_hold", "verified_read", "write_atomic"]
 
 _dirs: dict[tuple, Path] = {}  # (AOTC_RUNTIME_DIR, XDG_RUNTIME_DIR) -> the checked folder
 
@@ -99,6 +99,32 @@ def verified_read(path: Path, digest: str) -> bytes | None:
     except FileNotFoundError:  # absent, or removed since (one read instead of exists() + read)
         return None
     return data if hashlib.sha256(data).hexdigest() == digest else None
+
+
+def stamp(path: str) -> list[int] | None:
+    """(device, inode, size, mtime_ns, ctime_ns) of a file or folder; None when it does not exist. Any
+    write, truncation, rename over it, chmod or link change moves its ctime, which (unlike mtime) no
+    user can set back."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+
+def stamps_hold(probes: Any) -> bool:
+    """Whether every [path, stamp] of a record still holds; an unreadable folder, a bad path type or a
+    malformed pair is not provably current."""
+    if not isinstance(probes, list) or not probes:
+        return False
+    for probe in probes:
+        try:
+            path, expected = probe
+            if stamp(path) != expected:
+                return False
+        except (OSError, TypeError, ValueError):  # unreadable, or not a [path, stamp] pair
+            return False
+    return True
 
 
 def write_atomic(root: Path, path: Path, data: bytes) -> None:

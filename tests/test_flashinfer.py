@@ -492,13 +492,13 @@ def _stored_fake_module(root: Path, arch: str = ARCH, sm: int = 120) -> tuple[Ca
     return cache, key, so
 
 
-def test_served_module_reads_records_without_the_cache_class_and_checks_every_byte(tmp_path):
+def test_served_module_reads_records_without_the_cache_class_and_hashes_the_kept_copy(tmp_path):
     """install() and a served module in fresh processes: install() imports only aotc.resources (where
     the default cache is) besides the hook; serving a module whose .so the runtime folder keeps reads its
     ref and manifest through aotc.cache.records and imports neither the Cache class, the blob store,
     zstandard, the diagnostics, the arch table, the runtime package nor the kernel-wheel scan. The kept
-    .so is still
-    hashed on every use: a tampered one is replaced from the cache (its digest), never handed over.
+    .so is hashed on a full look-up (no process here finds a served record to read: records are
+    tested below): a tampered one is replaced from the cache (its digest), never handed over.
     (FlashInfer targets sm_90a here, as in tools/device_runtime.py's hook part; SM120's two accepted
     archs: the next test.)"""
     import hashlib
@@ -535,6 +535,71 @@ def test_served_module_reads_records_without_the_cache_class_and_checks_every_by
     third = _run_child(step, tmp_path / "cache", tmp_path, FLASHINFER_CUDA_ARCH_LIST="9.0a")
     assert third["artifacts"] == 1 and kept.read_bytes() == so  # refetched from the cache, by its digest
     assert "aotc.cache.store" in third["serve"]
+
+
+def test_served_record_skips_rehashing_until_a_probed_file_changes(tmp_path, monkeypatch):
+    """A full look-up that found the kept .so intact (digest-checked, unchanged meanwhile, its ctime
+    settled) writes a served record; a later install serves from it without hashing the .so or
+    reading a manifest. A write to the kept .so, a ref pointing elsewhere, or a remote cache layer
+    sends the look-up back to the full path, which hashes again and never serves changed bytes."""
+    import hashlib
+
+    from flashinfer.jit import env as jit_env
+
+    from aotc import runtime_folder
+    from aotc.flashinfer import hook
+
+    cache, _, so = _stored_fake_module(tmp_path / "cache", "sm90a", 90)
+    digest = hashlib.sha256(so).hexdigest()
+    monkeypatch.setenv("FLASHINFER_CUDA_ARCH_LIST", "9.0a")
+    monkeypatch.setenv("AOTC_RUNTIME_DIR", str(tmp_path / "rt"))
+    monkeypatch.delenv("AOTC_REMOTE", raising=False)
+    hashed: list[str] = []
+    real_hashes_to = runtime_folder._hashes_to
+    monkeypatch.setattr(runtime_folder, "_hashes_to", lambda path, d: hashed.append(d) or real_hashes_to(path, d))
+
+    def serve() -> dict:
+        hashed.clear()
+        hook.install(str(tmp_path / "cache"))
+        try:
+            assert len(jit_env.get_aot_artifacts(MODULE)) == 1
+            return hook.status()
+        finally:
+            hook.uninstall()
+
+    record = tmp_path / "rt" / "flashinfer"
+    serve()  # writes the kept copy: nothing to vouch for yet
+    serve()  # hashes the copy, but it was written just now (ctime not settled): still no record
+    assert hashed == [digest] and not list(record.rglob("*.served.json"))
+    monkeypatch.setattr(hook, "SETTLED_NS", 0)
+    serve()
+    assert hashed == [digest] and len(list(record.rglob("*.served.json"))) == 1
+    status = serve()
+    assert hashed == [] and status["served"] == {MODULE: ["sm90a"]}, hashed  # from the record
+    link = next(record.rglob(f"{MODULE}.so"))
+    assert link.resolve() == tmp_path / "rt" / f"{digest}.so" and link.read_bytes() == so
+
+    kept = tmp_path / "rt" / f"{digest}.so"
+    time.sleep(0.05)  # past the filesystem's timestamp tick, which SETTLED_NS covers in real use
+    tampered = bytearray(so)
+    tampered[7] ^= 0xFF
+    kept.write_bytes(bytes(tampered))  # same size; the write moves its ctime
+    serve()
+    assert hashed == [digest] and kept.read_bytes() == so  # rehashed, refetched from the cache
+
+    other = b"\x7fELF another module build " * 64
+    cache.put_entry("cd" * 32, {"so": other}, {"name": MODULE, "family": "flashinfer", "params": {"module": MODULE},
+                                               "arch": "sm90a", "target": {"sm": 90, "variant": "a"}})
+    cache.set_ref(module_key(MODULE, flashinfer.__version__, "sm90a"), "cd" * 32,
+                  {"family": "flashinfer", "name": MODULE})
+    serve()
+    assert hashed == [hashlib.sha256(other).hexdigest()]
+    assert next(record.rglob(f"{MODULE}.so")).read_bytes() == other
+
+    serve()  # a record of the new entry
+    monkeypatch.setenv("AOTC_REMOTE", "redis://127.0.0.1:1/0")  # a layer that could gain refs unseen
+    serve()
+    assert hashed == [hashlib.sha256(other).hexdigest()]
 
 
 def test_cache_holding_one_of_sm120s_two_accepted_archs_never_scans_kernel_wheels(tmp_path):

@@ -428,7 +428,9 @@ def hook_one(out_json: str, raw_so: str, raw_first: bool) -> None:
 
 
 def hook(results: dict, out: Path, runs: int = 7) -> None:
-    """hook_one in `runs` fresh processes after a discarded one (it writes the runtime folder's file)."""
+    """hook_one in `runs` fresh processes after two discarded ones: the first keeps the module's .so in
+    the runtime folder, the second (seconds later: its ctime has settled) hashes it and writes the
+    served record that every later process of an engine serves from."""
     import os
 
     try:
@@ -453,10 +455,10 @@ def hook(results: dict, out: Path, runs: int = 7) -> None:
     env = {**os.environ, "FLASHINFER_CUDA_ARCH_LIST": flashinfer_arch_list(FI_ARCH), "FLASHINFER_DISABLE_JIT": "1",
            "FLASHINFER_WORKSPACE_BASE": tempfile.mkdtemp(prefix="aotc-fi-home-")}  # the module's arch; no JIT cache
     rows = []
-    for i in range(runs + 1):
+    for i in range(runs + 2):
         path = out / f"hook_{i}.json"
         subprocess.run([sys.executable, __file__, "hook-one", str(path), str(raw_so), str(i % 2)], check=True, env=env)
-        if i:
+        if i >= 2:
             rows.append(json.loads(path.read_text()))
         path.unlink()
     profiled_run(__file__, "hook-one", [str(raw_so), "1"], out, "hook_profile.txt", env)
@@ -623,8 +625,10 @@ def report(json_path: str, md_path: str) -> int:
         lines.append(f"Skipped: {hk['skipped']}")
     elif hk:
         lines += [(f"FlashInfer {hk['flashinfer']}, module `{FI_MODULE}` built for {FI_ARCH}, {len(hk['runs'])} runs; "
-                  "`aotc_serve` is aotc's part of the served load (resolve, verify, link), `flashinfer_load` "
-                  "FlashInfer's own getter after it; the raw load is of a copy of the same .so."), "",
+                  "`aotc_serve` is aotc's part of the served load (resolve, verify, link; from the served "
+                  "record of an earlier process where one holds), `flashinfer_load` FlashInfer's own getter "
+                  "after it; the raw load is of a copy of the same .so. Two discarded processes first: one "
+                  "keeps the .so, one writes the served record."), "",
                   "| step | median |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in hm.items()]
     lines += ["", "## Correctness (bf16 vs float32 torch, outputs poisoned with NaN first)", "",

@@ -67,6 +67,16 @@ class LocalCache:
     def read_blob(self, digest: str) -> bytes:
         return self.state.cache.read_blob(digest)
 
+    def manifest_path(self, manifest: dict) -> str:
+        """The file resolve() read `manifest` from (its action key names it); "" for a key that names
+        no file, whose stamp is then None."""
+        from aotc.cache.records import record_path
+
+        try:
+            return str(record_path(self.state.cache_root, "actions", manifest["key"]))
+        except (ValueError, TypeError):
+            return ""
+
     def origin(self, digest: str) -> str:
         return self.name
 
@@ -164,10 +174,11 @@ def _link(target: Path, link: Path) -> None:
     os.replace(tmp, link)
 
 
-def _preload_needed(manifest: dict[str, Any]) -> None:
+def _preload_needed(needed: list[str]) -> None:
     """Make the module's libcudart resolvable: where the CUDA runtime is not on the loader path
-    (pip-installed CUDA), load it by its soname from the pip wheels first."""
-    for soname in manifest.get("needed", []):
+    (pip-installed CUDA), load it by its soname (from the manifest's `needed`) from the pip wheels
+    first."""
+    for soname in needed:
         if not soname.startswith("libcudart.so"):
             continue
         import ctypes
@@ -183,16 +194,96 @@ def _preload_needed(manifest: dict[str, Any]) -> None:
                 _warn("aotc: could not preload %s for FlashInfer modules: %s", soname, exc)
 
 
-def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> Path:
+def _materialize(st: HookState, source: Any, module: str, arch: str, manifest: dict[str, Any]) -> list | None:
+    """Keep the module's .so in the runtime folder (digest-checked when reused, written from the
+    source's verified blob otherwise) and link it where FlashInfer looks. Returns [path, stamp] of the
+    kept .so when it was there already, matched its digest and did not change meanwhile (what a
+    served record may vouch for), else None."""
     from aotc.flashinfer.index import SO_BLOB
-    from aotc.runtime_folder import helper_path
+    from aotc.runtime_folder import helper_dir, helper_path, stamp
 
     digest = manifest["blobs"][SO_BLOB]["sha256"]
-    so = helper_path(digest, lambda: source.read_blob(digest))  # digest-checked on every reuse
-    link = _provider_root(st) / arch / module / f"{module}.so"
-    _link(so, link)
-    _preload_needed(manifest)
-    return link
+    before = stamp(str(helper_dir() / f"{digest}.so"))
+    so = helper_path(digest, lambda: source.read_blob(digest))
+    after = stamp(str(so))
+    _link(so, _provider_root(st) / arch / module / f"{module}.so")
+    _preload_needed(manifest.get("needed", []))
+    return [str(so), after] if before is not None and before == after else None
+
+
+# --- served records: what a full look-up served, for later processes -----------------------------
+# A process that served a module from the local cache keeps what it read in
+# <provider folder>/<module>.served.json: the archs asked, the archs served with their .so digests,
+# and the stamp (runtime_folder.stamp) of every file the look-up depended on: each candidate arch's
+# ref (absent ones too), each served manifest and each kept .so, taken after that .so passed its
+# digest check. A later process whose probes all hold links and registers the same modules without
+# reading a manifest or hashing the kept .so again (megabytes: 2 ms on the GPU host, more than the
+# served load's whole budget). A kept file whose ctime changed (any write, truncation, replacement or
+# chmod since its check) fails its probe, and the full look-up hashes it again. Stamps are taken only
+# of kept files whose ctime is SETTLED_NS old, so that a change after the record cannot share the
+# recorded ctime on a filesystem with coarse timestamps.
+SERVED_FORMAT = 1
+SETTLED_NS = 2_000_000_000
+
+
+def _served_path(st: HookState, module: str) -> Path:
+    return _provider_root(st) / f"{module}.served.json"
+
+
+def _records_allowed() -> bool:
+    """No served records with a remote cache layer: it can gain a ref while no local file changes."""
+    return not os.environ.get("AOTC_REMOTE")
+
+
+def _serve_from_record(jit_env: Any, st: HookState, module: str, archs: list[str]) -> bool:
+    """Serve `module` as the record of an earlier full look-up says, when every probe still holds;
+    False (nothing changed) for no record, a stale or malformed one, or a link that cannot be made."""
+    import json
+
+    from aotc.runtime_folder import helper_dir, stamps_hold
+
+    try:
+        record = json.loads(_served_path(st, module).read_bytes())
+        if record["format"] != SERVED_FORMAT or record["archs"] != archs or not stamps_hold(record["probes"]):
+            return False
+        served, needed, origin = record["served"], record["needed"], record["origin"]
+        if not (isinstance(origin, str) and isinstance(needed, list) and all(isinstance(n, str) for n in needed)
+                and isinstance(served, list) and served
+                and all(arch in archs and type(digest) is str and len(digest) == 64 and set(digest) <= _DIGEST_CHARS
+                        for arch, digest in served)):
+            return False
+        root = helper_dir()
+        for arch, digest in served:
+            _link(root / f"{digest}.so", _provider_root(st) / arch / module / f"{module}.so")
+    except (OSError, ValueError, KeyError, TypeError):  # absent, unreadable, malformed, or no link
+        return False
+    for arch, _ in served:
+        _register(jit_env, st, module, arch)
+    _preload_needed(needed)
+    st.served_from[module] = origin
+    st.looked_up[module] = [arch for arch, _ in served]
+    return True
+
+
+def _remember_served(st: HookState, module: str, archs: list[str], served: list[list[str]], needed: list[str],
+                     origin: str, probes: list) -> None:
+    """Write the served record (best-effort: a read-only or full runtime folder only costs later
+    processes the full look-up); nothing when a kept file changed too recently to be vouched for."""
+    import json
+    import time
+
+    from aotc.runtime_folder import write_atomic
+
+    settled = time.time_ns() - SETTLED_NS
+    if any(stamp_[4] > settled for path, stamp_ in probes if stamp_ is not None and path.endswith(".so")):
+        return
+    record = {"format": SERVED_FORMAT, "archs": archs, "served": served, "needed": needed, "origin": origin,
+              "probes": probes}
+    path = _served_path(st, module)
+    try:
+        write_atomic(path.parent, path, json.dumps(record).encode())
+    except OSError:
+        pass
 
 
 def _candidate_archs(jit_env: Any) -> list[str]:
@@ -224,19 +315,34 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
     """Serve `module` for every arch FlashInfer would accept from the first source holding any of
     them: the local cache first; installed kernel wheels (whose discovery costs milliseconds) only
     when the cache has the module for none of the archs. So on SM120, where FlashInfer accepts both
-    sm120a and sm120f, a cache holding one of them never sends the other's look-up to the wheels."""
+    sm120a and sm120f, a cache holding one of them never sends the other's look-up to the wheels.
+    A current served record of an earlier process answers first; a full look-up that served from
+    the local cache alone writes one."""
     from aotc.flashinfer.index import SO_BLOB, module_key
 
-    served = []
     archs = _candidate_archs(jit_env)
+    recording = _records_allowed()
+    if recording and _serve_from_record(jit_env, st, module, archs):
+        return
+    served: list[str] = []
     for source in st.sources():
+        probes: list | None = [] if recording and source is st.local else None
+        kept, needed = [], []
         for arch in archs:
             key = module_key(module, st.version, arch)
+            if probes is not None:
+                from aotc.cache.records import record_path
+                from aotc.runtime_folder import stamp
+
+                ref = str(record_path(st.cache_root, "refs", key))
+                probes.append([ref, stamp(ref)])  # before reading it: a change meanwhile fails the probe
             try:
                 manifest = source.resolve(key)
                 if manifest is None:
+                    if probes is not None and probes[-1][1] is not None:
+                        probes = None  # a ref whose entry is gone: nothing to vouch for
                     continue
-                _materialize(st, source, module, arch, manifest)
+                kept_so = _materialize(st, source, module, arch, manifest)
             except Exception as exc:
                 from aotc.diagnostics import AotcError  # on this path only
 
@@ -245,11 +351,23 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
                 # FlashInfer's try_load contract: an artifact problem is a miss, never a crash.
                 st.problems[module] = f"{arch}: {exc}"
                 _warn("aotc: not serving FlashInfer module %s for %s from %s: %s", module, arch, source.name, exc)
+                probes = None
                 continue
             _register(jit_env, st, module, arch)
             served.append(arch)
-            st.served_from[module] = source.origin(manifest["blobs"][SO_BLOB]["sha256"])
+            digest = manifest["blobs"][SO_BLOB]["sha256"]
+            st.served_from[module] = source.origin(digest)
+            if probes is not None:
+                action = str(st.local.manifest_path(manifest))
+                probes += [[action, stamp(action)], kept_so]
+                if kept_so is None or probes[-2][1] is None:
+                    probes = None
+                else:
+                    kept.append([arch, digest])
+                    needed += [n for n in manifest.get("needed", []) if n not in needed]
         if served:
+            if probes is not None:
+                _remember_served(st, module, archs, kept, needed, st.served_from[module], probes)
             break
     st.looked_up[module] = served
 

@@ -7,8 +7,8 @@ read are unchanged). The search itself (the family's parameter rules, spec
 keys, the cache's record checks) costs a dozen module imports and ~1-2 ms of Python per process.
 
 A record is used only while every ref file it depends on is unchanged: the answering ref has the same
-inode, size and modification time, and no more preferred target or earlier source has gained the
-spec key since. Anything else (no record, an unreadable or stale one) takes the full lookup, which
+stamp (device, inode, size, mtime, ctime: runtime_folder.stamp), and no more preferred target or
+earlier source has gained the spec key since. Anything else (no record, an unreadable or stale one) takes the full lookup, which
 writes a fresh record once the kernel loaded. Blobs are still read from digest-named files and hashed
 against the record's manifest, and a blob a record cannot supply comes from a full lookup's source.
 Writing a record is best-effort: a read-only or full runtime folder only costs later processes the
@@ -24,7 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 import aotc
-from aotc.runtime_folder import helper_dir, write_atomic
+from aotc.runtime_folder import helper_dir, stamp, stamps_hold, write_atomic
 
 if TYPE_CHECKING:
     from aotc.runtime.device import Device
@@ -73,30 +73,6 @@ def _named(call: tuple, suffix: str) -> Any:
     return helper_dir() / (hashlib.sha256(ident.encode()).hexdigest() + suffix)
 
 
-def stamp(path: str) -> list[int] | None:
-    """(inode, size, mtime_ns) of a ref file or folder; None when it does not exist."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns]
-
-
-def _current(probes: Any) -> bool:
-    """Whether every [path, stamp] of a record still holds; an unreadable folder, a bad path type or a
-    malformed pair is not provably current."""
-    if not isinstance(probes, list) or not probes:
-        return False
-    for probe in probes:
-        try:
-            path, expected = probe
-            if stamp(path) != expected:
-                return False
-        except (OSError, TypeError, ValueError):  # unreadable, or not a [path, stamp] pair
-            return False
-    return True
-
-
 class RecalledSource:
     """The source a record names. Its blobs are needed only when a kept file is missing or fails its
     digest; then one full lookup finds the real source, and it answers from then on."""
@@ -126,7 +102,7 @@ def recall(family: str, params: dict, arch: str | None, device: Device) -> tuple
         probes = record["probes"]
         if record["format"] != RECORD_FORMAT or not probes or probes[-1][1] is None:  # the answer's ref exists
             return None
-        if not _current(probes):
+        if not stamps_hold(probes):
             return None
         manifest, target = record["manifest"], record["target"]
         typed, spec_key, arch_name, source = record["params"], record["spec_key"], record["arch"], record["source"]
@@ -188,7 +164,7 @@ def recall_choices(family: str, device: Device) -> tuple[list[dict], dict] | Non
     bucket -> spec key, {} when there is none) from a current record, else None."""
     try:
         record = json.loads(choices_path(family, device).read_bytes())
-        if record["format"] != RECORD_FORMAT or record["family"] != family or not _current(record["probes"]):
+        if record["format"] != RECORD_FORMAT or record["family"] != family or not stamps_hold(record["probes"]):
             return None
         entries, table = record["candidates"], record["table"]
         if not (isinstance(entries, list) and isinstance(table, dict)
