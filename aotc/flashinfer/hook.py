@@ -318,12 +318,12 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
     sm120a and sm120f, a cache holding one of them never sends the other's look-up to the wheels.
     A current served record of an earlier process answers first; a full look-up that served from
     the local cache alone writes one."""
-    from aotc.flashinfer.index import SO_BLOB, module_key
-
     archs = _candidate_archs(jit_env)
     recording = _records_allowed()
     if recording and _serve_from_record(jit_env, st, module, archs):
         return
+    from aotc.flashinfer.index import SO_BLOB, module_key
+
     served: list[str] = []
     for source in st.sources():
         probes: list | None = [] if recording and source is st.local else None

@@ -5,8 +5,6 @@ FlashInfer, Jinja2 or nvcc import.
 
 from __future__ import annotations
 
-from aotc.keys import spec_key
-
 FAMILY = "flashinfer"
 # Blob role of the module's shared library in the manifest.
 SO_BLOB = "so"
@@ -19,6 +17,8 @@ ARCH_NAMES = ("sm80", "sm86", "sm89", "sm90a", "sm100a", "sm120a", "sm120f", "sm
 def module_key(module: str, flashinfer_version: str, arch: str) -> str:
     """The lookup key: FlashInfer's own module name already encodes its parameters (dtypes, head
     dims, ...); the version pins the sources it was generated from, as FlashInfer's AOT wheels do."""
+    from aotc.keys import spec_key  # not imported where a served record answers (ARCH_NAMES is)
+
     return spec_key(FAMILY, {"module": module, "flashinfer_version": flashinfer_version}, arch)
 
 
