@@ -5,10 +5,11 @@ FlashInfer unless on_miss="error". Runtime side: imports no Jinja2, runs no comp
 
 Cost: install() runs in every served process, so importing this module imports no other aotc module
 (only what torch and FlashInfer loaded already), and install() adds only aotc.resources (the
-cache's location). A module's first look-up imports what serving it needs (aotc.keys, the runtime
-folder of aotc.runtime_folder) and reads its ref and manifest through aotc.cache.records;
+cache's location). A module's first look-up is answered by the served record of an earlier process
+where one holds (aotc.runtime_folder only: no manifest read, no rehash of the kept .so); else it
+imports aotc.keys, reads its ref and manifest through aotc.cache.records and hashes the kept .so;
 the Cache class, the blob store and installed kernel wheels load only when a record or the kept .so
-is not there (docs/flashinfer.md, "Install cost").
+is not there (docs/flashinfer.md, "Install cost", "Served records").
 """
 
 from __future__ import annotations
