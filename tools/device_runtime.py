@@ -119,6 +119,9 @@ def check_fmha(results: dict) -> None:
         name = f"{family} b{b} sq{sq} sk{sk} h{hq}/{hkv}{' causal' if causal else ''}"
         results["correctness"].append({"case": name, "kernel": kernel.name, "arch": kernel.arch, "rel_err": err,
                                        "ok": err < 1e-2})
+    # whether any choice above searched the stored kernels (imports the lookup) or came from the choice
+    # and lookup records of an earlier process (a second `run --only=check_fmha` with one runtime folder)
+    results["fmha_choices_searched"] = "aotc.runtime.lookup" in sys.modules
     # varlen prefill: two sequences packed
     lens_q, lens_k = [300, 700], [500, 700]
     cu_q = torch.tensor([0, 300, 1000], device="cuda", dtype=torch.int32)
