@@ -332,21 +332,34 @@ def test_module_shipped_in_a_kernel_wheel_is_served_and_checked(fi_cache, tmp_pa
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target",
                           str(site), str(wheel)], capture_output=True, text=True, check=False)
     assert pip.returncode == 0, pip.stderr
-    (tmp_path / "empty-cache").mkdir()
-    out = _run_child(
-        """
+    local = tmp_path / "empty-cache"
+    local.mkdir()
+    step = """
+        import sys
         afi.install()
         import flashinfer.cascade
         module = flashinfer.cascade.get_cascade_module()
         out["has_merge_state"] = hasattr(module, "merge_state")
         out["status"] = afi.status()
-        """,
-        tmp_path / "empty-cache", tmp_path, FLASHINFER_DISABLE_JIT="1",
-        PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
-    )
+        out["wheels_discovered"] = "aotc.runtime.installed_wheels" in sys.modules
+        """
+    wheel_path = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
+    out = _run_child(step, local, tmp_path, FLASHINFER_DISABLE_JIT="1", PYTHONPATH=wheel_path)
     assert out["has_merge_state"] and out["status"]["served"] == {MODULE: [ARCH]}
     assert out["status"]["served_from"] == {MODULE: "kernel wheel aotc-kernels-fi-test"}
     assert not [c for c in out["spawned"] if any(x in str(c) for x in ("ninja", "nvcc"))]
+
+    # Served records cover wheel modules too: the first process kept the .so, a later one (its ctime
+    # settled) hashes it and writes the record, and the next serves from it without the wheels'
+    # discovery. Once the local cache (asked first) holds the module, the record no longer holds.
+    time.sleep(hook_settled_s())
+    _run_child(step, local, tmp_path, FLASHINFER_DISABLE_JIT="1", PYTHONPATH=wheel_path)
+    recalled = _run_child(step, local, tmp_path, FLASHINFER_DISABLE_JIT="1", PYTHONPATH=wheel_path)
+    assert recalled["has_merge_state"] and not recalled["wheels_discovered"]
+    assert recalled["status"]["served_from"] == {MODULE: "kernel wheel aotc-kernels-fi-test"}
+    shutil.copytree(root / "v1", local / "v1", dirs_exist_ok=True)
+    gained = _run_child(step, local, tmp_path, FLASHINFER_DISABLE_JIT="1", PYTHONPATH=wheel_path)
+    assert gained["has_merge_state"] and gained["status"]["served_from"] == {MODULE: f"cache {local}"}
 
     # A modified .so inside the wheel is caught by the check.
     tampered = tmp_path / "tampered.whl"
@@ -480,6 +493,13 @@ def test_function_that_cannot_be_redirected_is_rebound_by_name(tmp_path, monkeyp
     assert home.generator is original and user.generator is original
 
 
+def hook_settled_s() -> float:
+    """How old a kept .so must be before a served record vouches for it."""
+    from aotc.flashinfer.hook import SETTLED_NS
+
+    return SETTLED_NS / 1e9
+
+
 def _stored_fake_module(root: Path, arch: str = ARCH, sm: int = 120) -> tuple[Cache, str, bytes]:
     """A FlashInfer module entry whose .so is not a real library: enough to see what the hook reads
     and checks before FlashInfer would load it."""
@@ -487,8 +507,10 @@ def _stored_fake_module(root: Path, arch: str = ARCH, sm: int = 120) -> tuple[Ca
     so = b"\x7fELF not a real shared library " * 64
     key = "ab" * 32
     cache.put_entry(key, {"so": so}, {"name": MODULE, "family": "flashinfer", "params": {"module": MODULE},
-                                      "arch": arch, "target": {"sm": sm, "variant": "a"}})
-    cache.set_ref(module_key(MODULE, flashinfer.__version__, arch), key, {"family": "flashinfer", "name": MODULE})
+                                      "arch": arch, "target": {"sm": sm, "variant": "a"},
+                                      "toolchain": {"nvcc_version": "13.0"}, "flashinfer_version": flashinfer.__version__})
+    cache.set_ref(module_key(MODULE, flashinfer.__version__, arch), key,
+                  {"family": "flashinfer", "name": MODULE, "arch": arch})
     return cache, key, so
 
 

@@ -68,6 +68,11 @@ class LocalCache:
     def read_blob(self, digest: str) -> bytes:
         return self.state.cache.read_blob(digest)
 
+    def ref_path(self, spec_key: str) -> str:
+        from aotc.cache.records import record_path
+
+        return str(record_path(self.state.cache_root, "refs", spec_key))
+
     def manifest_path(self, manifest: dict) -> str:
         """The file resolve() read `manifest` from (its action key names it); "" for a key that names
         no file, whose stamp is then None."""
@@ -317,30 +322,30 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
     them: the local cache first; installed kernel wheels (whose discovery costs milliseconds) only
     when the cache has the module for none of the archs. So on SM120, where FlashInfer accepts both
     sm120a and sm120f, a cache holding one of them never sends the other's look-up to the wheels.
-    A current served record of an earlier process answers first; a full look-up that served from
-    the local cache alone writes one."""
+    A current served record of an earlier process answers first; a full look-up that served without
+    a problem writes one."""
     archs = _candidate_archs(jit_env)
     recording = _records_allowed()
     if recording and _serve_from_record(jit_env, st, module, archs):
         return
     from aotc.flashinfer.index import SO_BLOB, module_key
+    from aotc.runtime_folder import stamp
 
     served: list[str] = []
+    probes: list | None = [] if recording else None  # every file the look-up depends on, across sources
     for source in st.sources():
-        probes: list | None = [] if recording and source is st.local else None
         kept, needed = [], []
+        if probes is not None and source is not st.local:
+            probes += [[p, stamp(p)] for p in sys.path]  # installing or removing a kernel wheel changes one
         for arch in archs:
             key = module_key(module, st.version, arch)
             if probes is not None:
-                from aotc.cache.records import record_path
-                from aotc.runtime_folder import stamp
-
-                ref = str(record_path(st.cache_root, "refs", key))
-                probes.append([ref, stamp(ref)])  # before reading it: a change meanwhile fails the probe
+                refs = [[p, stamp(p)] for p in _ref_paths(st, source, key)]  # before reading them
+                probes += refs
             try:
                 manifest = source.resolve(key)
                 if manifest is None:
-                    if probes is not None and probes[-1][1] is not None:
+                    if probes is not None and any(ref[1] is not None for ref in refs):
                         probes = None  # a ref whose entry is gone: nothing to vouch for
                     continue
                 kept_so = _materialize(st, source, module, arch, manifest)
@@ -359,7 +364,7 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
             digest = manifest["blobs"][SO_BLOB]["sha256"]
             st.served_from[module] = source.origin(digest)
             if probes is not None:
-                action = str(st.local.manifest_path(manifest))
+                action = _manifest_file(st, source, manifest, digest)
                 probes += [[action, stamp(action)], kept_so]
                 if kept_so is None or probes[-2][1] is None:
                     probes = None
@@ -371,6 +376,25 @@ def _serve_module(jit_env: Any, st: HookState, module: str) -> None:
                 _remember_served(st, module, archs, kept, needed, st.served_from[module], probes)
             break
     st.looked_up[module] = served
+
+
+def _ref_paths(st: HookState, source: Any, key: str) -> list[str]:
+    """The ref files `source.resolve(key)` reads: the local cache's one, or every installed kernel
+    wheel's in the order they are asked."""
+    if source is st.local:
+        return [st.local.ref_path(key)]
+    return [str(wheel.cache.ref_path(key)) for wheel in source.caches()]
+
+
+def _manifest_file(st: HookState, source: Any, manifest: dict, digest: str) -> str:
+    """The manifest file `source` answered from ("" when unknown: its stamp is then None)."""
+    if source is st.local:
+        return st.local.manifest_path(manifest)
+    owner = source.owner(digest)
+    try:
+        return str(owner.cache.manifest_path(manifest["key"])) if owner is not None else ""
+    except (ValueError, TypeError, KeyError):
+        return ""
 
 
 def _wrap_get_aot_artifacts(jit_env: Any, st: HookState, original: Any) -> Any:

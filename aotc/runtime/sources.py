@@ -105,6 +105,10 @@ class WheelSource(KernelSource):
     def tuned_table(self, key: str) -> dict | None:
         return next((t for src in self.caches() if (t := src.tuned_table(key)) is not None), None)
 
+    def owner(self, digest: str) -> CacheSource | None:
+        """The wheel cache whose resolved manifest listed the blob `digest` (None before that)."""
+        return self._owner.get(digest)
+
     def origin(self, digest: str) -> str:
         owner = self._owner.get(digest)
         return owner.name if owner is not None else self.name
