@@ -12,7 +12,12 @@ mean of the two twin timings); --passes N repeats the whole table. Every timing 
 runtime loaded. Writes OUT/paged_decode_ab.json and OUT/paged_decode_ab.md.
 
     python3 tools/device_paged_decode_ab.py --out OUT --twin TWIN_CACHE --variant base=CACHE \\
-        --variant new=CACHE [--passes 3] [--skip-check]
+        --variant new=CACHE [--passes 3] [--skip-check] [--sequential-pages]
+
+--sequential-pages adds "<first variant>@sequential": the first variant's kernel on the same K/V laid
+out in pages in request order (block table row b = b*n .. b*n+n-1, the pages' memory as contiguous as
+the contiguous kernel's), timed in the same rotation: what the block table's indirection costs apart
+from where scattered pages lie in memory.
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", action="append", required=True, metavar="NAME=CACHE")
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--skip-check", action="store_true")
+    ap.add_argument("--sequential-pages", action="store_true")
     args = ap.parse_args(argv)
     import torch
 
@@ -101,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     hq, hkv, d = 32, 8, 128
     gen = torch.Generator().manual_seed(0)
     names = list(variants)
+    if args.sequential_pages:
+        seq = f"{names[0]}@sequential"
+        caches[seq], info[seq] = caches[names[0]], info[names[0]]
+        names.append(seq)
     bench = []
     cell = 0
     for pass_ in range(args.passes):
@@ -114,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                 kp, table = scatter_pages(k, page, gen)
                 vp = torch.empty_like(kp)
                 vp[table.long().reshape(-1)] = v.reshape(-1, page, hkv, d)
+                in_order = (k.reshape(-1, page, hkv, d), v.reshape(-1, page, hkv, d),
+                            torch.arange(table.numel(), device="cuda", dtype=torch.int32).reshape(table.shape))
                 order = names[cell % len(names):] + names[:cell % len(names)]
                 cell += 1
                 use_caches(caches[names[0]])
@@ -123,11 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 def paged(q=q, kp=kp, vp=vp, t=table, n=lens, o=o_p, sk=sk):
                     return rt.fmha_decode_paged(q, kp, vp, t, n, o, max_kv_len=sk, params=decode)
 
+                def paged_in_order(q=q, pages=in_order, n=lens, o=o_p, sk=sk):
+                    return rt.fmha_decode_paged(q, pages[0], pages[1], pages[2], n, o, max_kv_len=sk, params=decode)
+
                 contig = [kernel_ms(contiguous)]
                 times, diffs, cubins = {}, {}, {}
                 for n in order:
                     use_caches(caches[n])
-                    times[n] = kernel_ms(paged)
+                    times[n] = kernel_ms(paged_in_order if n.endswith("@sequential") else paged)
                     diffs[n] = float((o_p.float() - o_c.float()).abs().max())
                     cubins[n] = loaded_cubin(f"{DECODE_PAGED}/dtype=bf16")
                     if cubins[n] != info[n]["cubin"]:
